@@ -1,0 +1,40 @@
+# The front door: every target is one line of `python -m ...`.
+PY      ?= .venv/bin/python
+MODEL   ?= models/default
+DUMP    ?=
+BASE_MODEL ?=
+OUT     ?= models/reranker
+ARGS    ?=
+
+.PHONY: install test lint bench chat serve train-markov train-reranker eval clean
+
+# torch==2.13.0 first: it resolves to the CPU wheel on disk, so nothing later pulls a CUDA build.
+install:
+	python3.11 -m venv .venv && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q torch==2.13.0 && $(PY) -m pip install -q -e '.[dev]'
+
+test:
+	$(PY) -m pytest -q
+
+lint:
+	$(PY) -m ruff check markov reranker corpus server benchmarks tests
+
+bench:
+	$(PY) benchmarks/bench_markov.py
+
+chat:
+	$(PY) -m server chat --model $(MODEL)
+
+serve:
+	$(PY) -m server serve --model $(MODEL)
+
+train-markov:
+	$(PY) -m markov build --input chitchat --out $(MODEL)/markov
+
+train-reranker:
+	$(PY) -m reranker train --dump $(DUMP) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) --out $(OUT) $(ARGS)
+
+eval:
+	$(PY) -m reranker eval $(MODEL)/reranker $(DUMP) $(ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""The embedded default corpus: the chitchat-dataset wheel (MIT), 7,168 conversations, 258k utterances."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from corpus.documents import Document, Line
+
+
+def chitchat_path() -> Path:
+    """Path of the dataset.json shipped inside the chitchat-dataset wheel."""
+    try:
+        import chitchat_dataset
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise RuntimeError("chitchat-dataset is not installed; run `make install`") from exc
+    return Path(chitchat_dataset.__file__).resolve().parent / "dataset.json"
+
+
+def read_chitchat(path: Path | None = None) -> Iterator[Document]:
+    """Yield each conversation as a Document, one Line per utterance, speakers named A and B by first turn."""
+    with open(path or chitchat_path(), encoding="utf-8") as f:
+        data = json.load(f)
+    for conv_id, conv in data.items():
+        names: dict[str, str] = {}
+        lines = []
+        for turn in conv["messages"]:
+            for utterance in turn:
+                text = " ".join(utterance.get("text", "").split())
+                if not text:
+                    continue
+                sender = utterance.get("sender", "")
+                speaker = names.setdefault(sender, chr(ord("A") + min(len(names), 25)))
+                lines.append(Line(text=text, speaker=speaker))
+        if lines:
+            yield Document(source_id=f"chitchat/{conv_id}", lines=lines)

@@ -1,0 +1,1 @@
+"""riposte reranker package."""

@@ -1,0 +1,1 @@
+"""riposte server package."""
