@@ -1,0 +1,542 @@
+"""The Markov writer: a word n-gram chain compiled to flat numpy tables, sampled in batches.
+
+Data flow: texts → token ids → (state, next token) counts → CSR tables → batched walks → novelty
+test → text. A state is the last `order` token ids (BEGIN-padded at a line start). Each transition
+row stores its next token, the state it leads to, and its weight; one global float64 cumulative
+sum over all weights lets a single `searchsorted` pick the next token for every walk at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from corpus.io import atomic_directory
+from markov.tokenize import tokenize
+
+FORMAT_VERSION = 2
+BEGIN, END = 0, 1
+_SPECIAL = ["<s>", "\n"]  # END's piece is "\n": joined walks split into lines for free
+_HASH_BASE = np.uint64(0x100000001B3)  # FNV prime; hashing is polynomial mod 2**64
+
+
+class UnknownStartError(ValueError):
+    """The start words cannot begin a candidate: a word is unknown, or the words never occur in sequence."""
+
+
+@dataclass(frozen=True)
+class MarkovConfig:
+    """How the chain is built and what a candidate must satisfy."""
+
+    order: int = 2
+    min_tokens: int = 2
+    max_tokens: int = 32
+    reject_verbatim: bool = True  # a candidate equal to a corpus line is not new
+    max_overlap_ratio: float | None = None  # e.g. 0.7: reject if one corpus run covers more than this share
+    overlap_ngram: int = 4  # n-gram size whose hashes detect copied runs (only stored when the ratio is set)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.order <= 4:
+            raise ValueError(f"order must be between 1 and 4, got {self.order}")
+        if not 1 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"need 1 <= min_tokens <= max_tokens, got {self.min_tokens} and {self.max_tokens}")
+        if self.max_overlap_ratio is not None and not 0 < self.max_overlap_ratio <= 1:
+            raise ValueError(f"max_overlap_ratio must be in (0, 1], got {self.max_overlap_ratio}")
+        if self.overlap_ngram < 2:
+            raise ValueError(f"overlap_ngram must be at least 2, got {self.overlap_ngram}")
+
+
+@dataclass
+class Generation:
+    """Candidates from one `generate` call, with their Markov prior and what the filters removed."""
+
+    candidates: list[str]
+    logprob: np.ndarray  # (n,) float32, mean log-probability per generated token (END included)
+    n_tokens: np.ndarray  # (n,) int32, tokens per candidate
+    report: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None  # why the list is short or empty, if it is
+
+
+def _hash_rows(tokens: np.ndarray, lengths: np.ndarray, powers: np.ndarray) -> np.ndarray:
+    """Polynomial hash of each row's first `lengths` ids: sum(id_i * B**(len-1-i)) mod 2**64."""
+    n, width = tokens.shape
+    exponent = lengths[:, None] - 1 - np.arange(width)[None, :]  # (n, width)
+    valid = exponent >= 0
+    terms = np.where(valid, tokens.astype(np.uint64) * powers[np.clip(exponent, 0, None)], np.uint64(0))
+    return terms.sum(axis=1, dtype=np.uint64)
+
+
+def _powers(n: int) -> np.ndarray:
+    """B**0 .. B**(n-1) mod 2**64."""
+    out, p = [], 1
+    for _ in range(max(n, 1)):
+        out.append(p)
+        p = p * int(_HASH_BASE) % 2**64
+    return np.array(out, dtype=np.uint64)
+
+
+def _window_hashes(tokens: np.ndarray, m: int, powers: np.ndarray) -> np.ndarray:
+    """Hash of every length-m window of a 1-D or (n, L) id array, along the last axis."""
+    width = tokens.shape[-1] - m + 1
+    if width <= 0:
+        return np.zeros((*tokens.shape[:-1], 0), dtype=np.uint64)
+    t = tokens.astype(np.uint64)
+    h = np.zeros((*tokens.shape[:-1], width), dtype=np.uint64)
+    for i in range(m):
+        h += t[..., i : i + width] * powers[m - 1 - i]
+    return h
+
+
+def _in_sorted(sorted_hashes: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Membership of each query in a sorted hash array (binary search, no corpus scan)."""
+    if len(sorted_hashes) == 0:
+        return np.zeros(queries.shape, dtype=bool)
+    flat = queries.ravel()
+    order = np.argsort(flat)  # sorted queries walk the table in order: ~3x faster than random ones
+    pos = np.empty(len(flat), dtype=np.int64)
+    pos[order] = np.searchsorted(sorted_hashes, flat[order])
+    return (sorted_hashes[np.minimum(pos, len(sorted_hashes) - 1)] == flat).reshape(queries.shape)
+
+
+class MarkovModel:
+    """A compiled word n-gram chain: build from weighted texts, sample candidates, save and load."""
+
+    # cum_in_row: inclusive cumulative weight within each row (float32: exact for whole counts up to 2**24 per row)
+    _ARRAYS = ("row_ptr", "next_tok", "next_state", "cum_in_row", "line_hashes", "ngram_hashes")
+
+    def __init__(self, config: MarkovConfig, vocab: list[str], arrays: dict[str, np.ndarray], stats: dict):
+        self.config = config
+        self.vocab = vocab  # id -> token piece; ids 0 and 1 are BEGIN and END
+        self.stats = stats
+        for name in self._ARRAYS:
+            setattr(self, name, arrays[name])
+        # Derived once at load (plain 1-D arrays: structured or 2-D gathers are 10-30x slower in the walk):
+        # the guide table, per-transition log-probabilities, and the pieces as an object array for output.
+        weight = self.weight.astype(np.float64)
+        row_total = np.repeat(self.cum_in_row[self.row_ptr[1:] - 1].astype(np.float64), np.diff(self.row_ptr))
+        self._logp = (np.log(weight) - np.log(row_total)).astype(np.float32)
+        self._guide_ptr, self._guide = self._guide_table(np.concatenate([[0.0], np.cumsum(weight)]))
+        self._pieces = np.array(vocab, dtype=object)
+        self._spaced = np.array([p[:1] == " " for p in vocab])
+        self._powers = _powers(max(config.max_tokens, config.overlap_ngram) + 8)
+
+    # ------------------------------------------------------------------ build
+
+    @classmethod
+    def build(cls, texts_with_weights: Iterable[tuple[str, float]], config: MarkovConfig | None = None) -> MarkovModel:
+        """Build a model from (text, weight) pairs; a line's weight multiplies all its transition counts."""
+        config = config or MarkovConfig()
+        k = config.order
+        index: dict[str, int] = {}
+        ids: list[int] = []
+        lengths: list[int] = []
+        line_weights: list[float] = []
+        for n, (text, weight) in enumerate(texts_with_weights):
+            weight = float(weight)
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"line {n + 1}: weight must be a finite number >= 0, got {weight!r}")
+            if weight == 0:
+                continue
+            toks = tokenize(text)
+            if not toks:
+                continue
+            ids.extend([index.setdefault(t, len(index) + 2) for t in toks])
+            lengths.append(len(toks))
+            line_weights.append(weight)
+        if not lengths:
+            raise ValueError("the corpus is empty: no line with text and a positive weight")
+        vocab = _SPECIAL + list(index)
+        V = len(vocab)
+        tokens = np.asarray(ids, dtype=np.int64)
+        lens = np.asarray(lengths, dtype=np.int64)
+        n_lines = len(lens)
+
+        # Padded stream: k BEGINs, the line's tokens, one END, for every line.
+        seq_len = lens + k + 1
+        line_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
+        seq = np.zeros(int(seq_len.sum()), dtype=np.int64)  # BEGIN == 0
+        tok_pos = np.arange(len(tokens)) + np.repeat(line_start + k - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        seq[tok_pos] = tokens
+        seq[line_start + seq_len - 1] = END
+
+        # Every token and END is predicted from the k ids before it.
+        pred = np.ones(len(seq), dtype=bool)
+        pred[(line_start[:, None] + np.arange(k)[None, :]).ravel()] = False
+        pos = np.flatnonzero(pred)  # (P,)
+        key = seq[pos - k]
+        for j in range(1, k):
+            _, key = np.unique(key * V + seq[pos - k + j], return_inverse=True)
+        state_keys, state = np.unique(key, return_inverse=True)
+        state = state.astype(np.int64).ravel()
+        n_states = len(state_keys)
+
+        nxt = seq[pos]
+        # Predictions are contiguous per line, so the state after position p is the state at p+1.
+        following = np.full(len(pos), -1, dtype=np.int64)
+        not_end = nxt != END
+        following[not_end] = state[np.flatnonzero(not_end) + 1]
+
+        pos_weight = np.repeat(np.asarray(line_weights, dtype=np.float64), lens + 1)
+        trans, t_first, t_inv = np.unique(state * V + nxt, return_index=True, return_inverse=True)
+        weight = np.bincount(t_inv.ravel(), weights=pos_weight, minlength=len(trans))
+        trans_state = trans // V
+        row_ptr = np.searchsorted(trans_state, np.arange(n_states + 1)).astype(np.int64)
+        cum = np.cumsum(weight)
+        cum_in_row = cum - np.repeat(np.concatenate([[0.0], cum])[row_ptr[:-1]], np.diff(row_ptr))
+
+        powers = _powers(int(lens.max()) + 1)
+        tok_line = np.repeat(np.arange(n_lines), lens)
+        within = np.arange(len(tokens)) - np.repeat(np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        exponent = np.repeat(lens, lens) - 1 - within
+        line_hashes = np.zeros(n_lines, dtype=np.uint64)
+        np.add.at(line_hashes, tok_line, tokens.astype(np.uint64) * powers[exponent])
+        ngram_hashes = np.zeros(0, dtype=np.uint64)
+        if config.max_overlap_ratio is not None:
+            m = config.overlap_ngram
+            h = _window_hashes(tokens, m, _powers(m))
+            same_line = tok_line[: len(h)] == tok_line[m - 1 :]
+            ngram_hashes = np.unique(h[same_line])
+
+        arrays = {
+            "row_ptr": row_ptr.astype(np.int32),
+            "next_tok": (trans % V).astype(np.int32),
+            "next_state": following[t_first].astype(np.int32),
+            "cum_in_row": cum_in_row.astype(np.float32),
+            "line_hashes": np.unique(line_hashes),
+            "ngram_hashes": ngram_hashes,
+        }
+        stats = {"lines": n_lines, "tokens": int(lens.sum()), "vocab": V, "states": n_states, "transitions": len(trans)}
+        return cls(config, vocab, arrays, stats)
+
+    # ---------------------------------------------------------------- sample
+
+    def sample(self, n: int, rng: np.random.Generator, start: str | None = None) -> list[str]:
+        """Return n novel candidates (fewer only if the model cannot make them); raise UnknownStartError for bad start words."""
+        gen = self.generate(n, rng, start=start)
+        if gen.reason and not gen.candidates:
+            raise UnknownStartError(gen.reason) if gen.report.get("unknown_start") else ValueError(gen.reason)
+        return gen.candidates
+
+    def generate(
+        self,
+        n: int,
+        rng: np.random.Generator,
+        start: str | None = None,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        max_rounds: int = 8,
+    ) -> Generation:
+        """Walk the chain for up to n novel candidates, with their mean log-prob per token and a filter report."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        lo = self.config.min_tokens if min_tokens is None else min_tokens
+        hi = self.config.max_tokens if max_tokens is None else max_tokens
+        report = {"generated": 0, "unfinished": 0, "too_short": 0, "verbatim": 0, "overlap": 0}
+        try:
+            prefix, init_states, init_p = self._start_states(start)
+        except UnknownStartError as exc:
+            report["unknown_start"] = 1
+            return Generation([], np.zeros(0, np.float32), np.zeros(0, np.int32), report, str(exc))
+        steps = hi - len(prefix) + 1  # room for the END token
+        if steps < 1:
+            reason = f"the start words already have {len(prefix)} tokens, more than max_tokens={hi}"
+            return Generation([], np.zeros(0, np.float32), np.zeros(0, np.int32), report, reason)
+
+        prefix_hash = _hash_rows(prefix[None, :], np.array([len(prefix)]), self._powers)[0]
+        rows, logps = [], []
+        accepted, rate = 0, 0.7  # acceptance rate, re-estimated each round so one round usually suffices
+        for _ in range(max_rounds):
+            need = n - accepted
+            if need <= 0:
+                break
+            m = int(need / rate * 1.1) + 16
+            states = init_states[rng.choice(len(init_states), size=m, p=init_p)] if len(init_states) > 1 else np.repeat(init_states, m)
+            toks, length, logp, hashes = self._walk(states, steps, rng)
+            report["generated"] += m
+            finished = length >= 0
+            report["unfinished"] += int((~finished).sum())
+            if len(prefix):
+                hashes += prefix_hash * self._powers[np.maximum(length, 0)]
+                toks = np.concatenate([np.broadcast_to(prefix, (m, len(prefix))), toks], axis=1)
+                length = np.where(finished, length + len(prefix), length)
+            ok = finished & (length >= lo)
+            report["too_short"] += int((finished & (length < lo)).sum())
+            ok &= self._novel(toks, length, ok, report, hashes)
+            rate = max(float(ok.mean()), 0.05)
+            keep = np.flatnonzero(ok)[:need]
+            rows.append((toks[keep], length[keep]))
+            logps.append(logp[keep])
+            accepted += len(keep)
+
+        width = max((t.shape[1] for t, _ in rows), default=0)
+        toks = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1) for t, _ in rows]) if rows else np.zeros((0, 0), np.int32)
+        length = np.concatenate([length for _, length in rows]) if rows else np.zeros(0, np.int64)
+        reason = None if accepted >= n else f"only {accepted} of {n} candidates passed the filters after {max_rounds} rounds"
+        return Generation(self._to_text(toks, length), np.concatenate(logps) if logps else np.zeros(0, np.float32),
+                          length.astype(np.int32), report, reason)
+
+    def _walk(self, states: np.ndarray, steps: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Advance all walks together, one vectorized step per token; length -1 marks a walk that never ended.
+
+        Returns the tokens (m, steps), lengths, mean log-prob per token and the polynomial hash of each walk.
+        """
+        m = len(states)
+        toks = np.full((m, steps), -1, dtype=np.int32)  # (m, steps)
+        length = np.full(m, -1, dtype=np.int64)
+        logp = np.zeros(m, dtype=np.float32)
+        hashes = np.zeros(m, dtype=np.uint64)  # Horner's rule as we go: the novelty test needs no second pass
+        alive = np.arange(m)
+        state = states.astype(np.int32)
+        for step in range(steps):
+            if len(alive) == 0:
+                break
+            j = self._pick(state, rng.random(len(alive)))
+            logp[alive] += self._logp[j]
+            tok = self.next_tok[j]
+            go = tok != END
+            length[alive[~go]] = step
+            alive, state, tok = alive[go], self.next_state[j[go]], tok[go]
+            toks[alive, step] = tok
+            hashes[alive] = hashes[alive] * _HASH_BASE + tok.astype(np.uint64)
+        # mean over the tokens generated plus the END
+        logp /= np.maximum(length, 0) + 1
+        return toks, length, logp, hashes
+
+    def _guide_table(self, cum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chen and Asau's guide table: row r gets G(r) buckets, bucket b holding the transition at the row's b/G quantile.
+
+        G(r) is the row's total weight rounded up (at least its degree, at most 8x it), so with whole-number weights
+        every bucket lies inside one transition and a draw is a single read. A bucket that straddles a boundary is
+        stored as ~index; only draws that land there read the cumulative weights. `cum` is the global cumulative
+        weight with a leading 0, used here only.
+        """
+        deg = np.diff(self.row_ptr).astype(np.int64)
+        total = cum[self.row_ptr[1:]] - cum[self.row_ptr[:-1]]
+        size = np.clip(np.ceil(total - 1e-9).astype(np.int64), deg, 8 * deg)
+        guide_ptr = np.concatenate([[0], np.cumsum(size)])
+        row = np.repeat(np.arange(len(deg)), size)
+        bucket = np.arange(len(row)) - np.repeat(guide_ptr[:-1], size)
+        base, tot, g = cum[self.row_ptr[:-1]][row], total[row], size[row]
+        lo = base + bucket / g * tot  # sorted: rows in order, buckets rising
+        hi = base + (bucket + 1) / g * tot
+        first, last = self.row_ptr[:-1][row], self.row_ptr[1:][row] - 1
+        guide = np.clip(np.searchsorted(cum, lo, side="right") - 1, first, last)
+        pure = (cum[guide + 1] >= hi) | (guide == last)
+        offset = guide - first  # stored relative to the row: int16 while no row has 32k transitions
+        ptr_type = np.int64 if guide_ptr[-1] >= 2**31 else np.int32
+        off_type = np.int16 if deg.max(initial=0) < 2**15 else np.int32
+        return guide_ptr.astype(ptr_type), np.where(pure, offset, ~offset).astype(off_type)
+
+    def _pick(self, state: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Transition index for uniform draws u in each state's row: one guide-table read, O(1) expected."""
+        g0, g1 = self._guide_ptr[state], self._guide_ptr[state + 1]
+        offset = self._guide[g0 + (u * (g1 - g0)).astype(np.int64)]
+        first = self.row_ptr[state]
+        mixed = np.flatnonzero(offset < 0)
+        j = first + offset
+        if len(mixed) == 0:
+            return j
+        # straddling buckets: start at the bucket's transition and step forward to the target
+        cum, s = self.cum_in_row, state[mixed]
+        e, k = self.row_ptr[s + 1].astype(np.int64), (first[mixed] + ~offset[mixed]).astype(np.int64)
+        target = u[mixed] * cum[e - 1]
+        todo = np.flatnonzero((cum[k] <= target) & (k < e - 1))
+        while len(todo):
+            k[todo] += 1
+            todo = todo[(cum[k[todo]] <= target[todo]) & (k[todo] < e[todo] - 1)]
+        j[mixed] = k
+        return j
+
+    def _novel(self, toks: np.ndarray, length: np.ndarray, ok: np.ndarray, report: dict, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Hash-based novelty: no verbatim corpus line; optionally no copied run over the overlap ratio."""
+        novel = np.ones(len(toks), dtype=bool)
+        idx = np.flatnonzero(ok)
+        if len(idx) == 0:
+            return novel
+        if self.config.reject_verbatim:
+            h = hashes[idx] if hashes is not None else _hash_rows(np.maximum(toks[idx], 0), length[idx], self._powers)
+            copy = _in_sorted(self.line_hashes, h)
+            report["verbatim"] += int(copy.sum())
+            novel[idx[copy]] = False
+        ratio = self.config.max_overlap_ratio
+        if ratio is not None and len(self.ngram_hashes):
+            m = self.config.overlap_ngram
+            h = _window_hashes(np.maximum(toks[idx], 0), m, self._powers)  # (k, W)
+            inside = np.arange(h.shape[1])[None, :] <= (length[idx] - m)[:, None]
+            hit = _in_sorted(self.ngram_hashes, h) & inside
+            run = _longest_run(hit)
+            covered = np.where(run > 0, run + m - 1, 0)
+            over = (covered > ratio * length[idx]) & novel[idx]
+            report["overlap"] += int(over.sum())
+            novel[idx[over]] = False
+        return novel
+
+    def _to_text(self, toks: np.ndarray, length: np.ndarray) -> list[str]:
+        """Join each row's pieces; one big join and split beats a join per row."""
+        if len(length) == 0:
+            return []
+        grid = np.full((len(length), toks.shape[1] + 1), -1, dtype=np.int64)
+        grid[:, : toks.shape[1]] = toks
+        grid[np.arange(len(length)), length] = END
+        grid[np.arange(grid.shape[1])[None, :] > length[:, None]] = -1
+        text = "".join(self._pieces[grid[grid >= 0]].tolist())
+        if self._spaced[toks[:, 0]].all():  # the usual case: every candidate opens with a spaced piece
+            return text[1:-1].split("\n ")
+        return [line[1:] if line[:1] == " " else line for line in text.split("\n")[:-1]]
+
+    # ------------------------------------------------------------ start words
+
+    def _start_states(self, start: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Prefix ids and the states a walk may start in, with their probabilities, found by following the words."""
+        if not start or not start.strip():
+            return np.zeros(0, np.int32), np.zeros(1, np.int64), None  # state 0 is all-BEGIN: it sorts first
+        prefix = np.asarray([self._lookup(tok) for tok in tokenize(start)], dtype=np.int32)
+        # Prefer the words as a line opening, as a person would begin.
+        states, weights = self._follow(np.zeros(1, np.int64), np.ones(1), prefix)
+        if len(states) == 0:  # anywhere in a line: every state the first word leads to, by how often
+            into = np.flatnonzero(self.next_tok == prefix[0])
+            states, weights = self._follow(self.next_state[into].astype(np.int64), self._weight_at(into), prefix[1:])
+        if len(states) == 0:
+            raise UnknownStartError(f"the start words {start!r} never occur in this order in the model's corpus")
+        states, inverse = np.unique(states, return_inverse=True)
+        weights = np.bincount(inverse.ravel(), weights=weights)
+        return prefix, states, weights / weights.sum()
+
+    def _follow(self, states: np.ndarray, weights: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance a weighted set of states through the given token ids; states that cannot follow drop out."""
+        for word in words:
+            if len(states) == 0:
+                break
+            first, end = self.row_ptr[states].astype(np.int64), self.row_ptr[states + 1].astype(np.int64)
+            # tokens are sorted within each row: one binary search per row finds the word
+            j = np.array([first[i] + np.searchsorted(self.next_tok[first[i] : end[i]], word) for i in range(len(states))], dtype=np.int64)
+            hit = (j < end) & (self.next_tok[np.minimum(j, len(self.next_tok) - 1)] == word)
+            j, weights = j[hit], weights[hit] * self._weight_at(j[hit])
+            states = self.next_state[j].astype(np.int64)
+            keep = states >= 0  # END leads nowhere
+            states, weights = states[keep], weights[keep]
+        return states, weights
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Each transition's weight (its count, or summed line weights), float64."""
+        cum = self.cum_in_row.astype(np.float64)
+        prev = np.concatenate([[0.0], cum[:-1]])
+        prev[self.row_ptr[:-1][np.diff(self.row_ptr) > 0]] = 0.0  # a row starts from zero
+        return cum - prev
+
+    def _weight_at(self, j: np.ndarray) -> np.ndarray:
+        """Weights of the given transitions only."""
+        at_row_start = np.isin(j, self.row_ptr[:-1])
+        prev = np.where(at_row_start, 0.0, self.cum_in_row[np.maximum(j - 1, 0)].astype(np.float64))
+        return self.cum_in_row[j].astype(np.float64) - prev
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Token piece -> id, built on first use (the hot path never needs it)."""
+        return {tok: i for i, tok in enumerate(self.vocab) if i > END}
+
+    def _lookup(self, tok: str) -> int:
+        """Token id for a start word, forgiving leading space and case; a clear error if unknown."""
+        word = tok.strip()
+        for variant in (tok, " " + word, word, " " + word.lower(), " " + word.capitalize(), word.lower()):
+            if variant in self.index:
+                return self.index[variant]
+        raise UnknownStartError(f"start word {word!r} is not in the model's vocabulary")
+
+    def knows(self, word: str) -> bool:
+        """Whether a single word can start a candidate."""
+        try:
+            self._lookup(word if word.startswith(" ") else " " + word)
+            return True
+        except UnknownStartError:
+            return False
+
+    def is_novel(self, texts: list[str]) -> np.ndarray:
+        """Apply the novelty test to arbitrary texts (False for any text with an unknown token)."""
+        rows = [[self.index.get(t, -1) for t in tokenize(text)] for text in texts]
+        width = max((len(r) for r in rows), default=0) + 1
+        toks = np.full((len(rows), width), -1, dtype=np.int64)
+        for i, r in enumerate(rows):
+            toks[i, : len(r)] = r
+        length = np.asarray([len(r) for r in rows], dtype=np.int64)
+        known = np.all((toks >= 0) | (np.arange(width)[None, :] >= length[:, None]), axis=1)
+        report = {"verbatim": 0, "overlap": 0}
+        return ~known | self._novel(toks, length, known, report)
+
+    # ------------------------------------------------------------ persistence
+
+    def nbytes(self) -> int:
+        """Bytes held by the tables and the vocabulary."""
+        arrays = sum(getattr(self, name).nbytes for name in self._ARRAYS)
+        derived = self._guide.nbytes + self._guide_ptr.nbytes + self._logp.nbytes + self._pieces.nbytes
+        return arrays + derived + sum(len(t.encode()) + 50 for t in self.vocab)
+
+    def save(self, path: str | Path) -> None:
+        """Write config.json, vocab.txt and tables.npz to a directory, atomically."""
+        with atomic_directory(path) as tmp:
+            meta = {"format_version": FORMAT_VERSION, "kind": "riposte.markov", "config": asdict(self.config), "stats": self.stats}
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            (tmp / "vocab.txt").write_text("\n".join(self.vocab[2:]) + "\n", encoding="utf-8")
+            np.savez(tmp / "tables.npz", **{name: getattr(self, name) for name in self._ARRAYS})
+
+    @classmethod
+    def load(cls, path: str | Path) -> MarkovModel:
+        """Load a directory written by `save`; a clear error if it is missing, corrupt or from another format."""
+        path = Path(path)
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{path} is not a Markov model directory: config.json is missing")
+        try:
+            meta = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{cfg_file} is corrupt: {exc}") from exc
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        if version != FORMAT_VERSION or meta.get("kind") != "riposte.markov":
+            raise ValueError(
+                f"{path} holds Markov format version {version!r}, but this riposte reads version {FORMAT_VERSION}; "
+                "rebuild it with `python -m markov build`"
+            )
+        known = {f.name for f in fields(MarkovConfig)}
+        config = MarkovConfig(**{k: v for k, v in meta["config"].items() if k in known})
+        try:
+            vocab = _SPECIAL + (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+            with np.load(path / "tables.npz") as npz:
+                arrays = {name: npz[name] for name in cls._ARRAYS}
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path} is corrupt or incomplete ({type(exc).__name__}: {exc}); rebuild it") from exc
+        if len(vocab) != meta["stats"]["vocab"] or len(arrays["row_ptr"]) != meta["stats"]["states"] + 1:
+            raise ValueError(f"{path} is corrupt: its tables do not match its config.json; rebuild it")
+        return cls(config, vocab, arrays, meta["stats"])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MarkovModel):
+            return NotImplemented
+        return (
+            self.config == other.config
+            and self.vocab == other.vocab
+            and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in self._ARRAYS)
+        )
+
+    __hash__ = None  # mutable arrays: equality only
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return f"MarkovModel(order={self.config.order}, lines={s['lines']}, vocab={s['vocab']}, states={s['states']}, transitions={s['transitions']})"
+
+
+def _longest_run(hit: np.ndarray) -> np.ndarray:
+    """Length of the longest run of True in each row of a (n, W) bool array."""
+    n, width = hit.shape
+    best = np.zeros(n, dtype=np.int64)
+    run = np.zeros(n, dtype=np.int64)
+    for j in range(width):
+        run = np.where(hit[:, j], run + 1, 0)
+        np.maximum(best, run, out=best)
+    return best
