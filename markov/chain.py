@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from corpus.io import atomic_directory
-from markov.tokenize import tokenize
+from markov.tokenize import tokenize, tokenize_many
 
 FORMAT_VERSION = 2
 BEGIN, END = 0, 1
 _SPECIAL = ["<s>", "\n"]  # END's piece is "\n": joined walks split into lines for free
+_BATCH = 50_000  # lines tokenized per regex pass: fast, with bounded memory
 _HASH_BASE = np.uint64(0x100000001B3)  # FNV prime; hashing is polynomial mod 2**64
 
 
@@ -134,27 +136,31 @@ class MarkovModel:
         config = config or MarkovConfig()
         k = config.order
         index: dict[str, int] = {}
-        ids: list[int] = []
-        lengths: list[int] = []
-        line_weights: list[float] = []
+        ids, lengths, line_weights = [], [], []
+        batch: list[str] = []
         for n, (text, weight) in enumerate(texts_with_weights):
             weight = float(weight)
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"line {n + 1}: weight must be a finite number >= 0, got {weight!r}")
-            if weight == 0:
+            if weight == 0 or not text.strip():
                 continue
-            toks = tokenize(text)
-            if not toks:
-                continue
-            ids.extend([index.setdefault(t, len(index) + 2) for t in toks])
-            lengths.append(len(toks))
+            batch.append(text)
             line_weights.append(weight)
-        if not lengths:
+            if len(batch) == _BATCH:
+                ids_, lens_ = tokenize_many(batch, index, first_id=len(_SPECIAL))
+                ids.append(ids_)
+                lengths.append(lens_)
+                batch = []
+        if batch:
+            ids_, lens_ = tokenize_many(batch, index, first_id=len(_SPECIAL))
+            ids.append(ids_)
+            lengths.append(lens_)
+        if not line_weights:
             raise ValueError("the corpus is empty: no line with text and a positive weight")
         vocab = _SPECIAL + list(index)
         V = len(vocab)
-        tokens = np.asarray(ids, dtype=np.int64)
-        lens = np.asarray(lengths, dtype=np.int64)
+        tokens = np.concatenate(ids)
+        lens = np.concatenate(lengths)
         n_lines = len(lens)
 
         # Padded stream: k BEGINs, the line's tokens, one END, for every line.
@@ -169,12 +175,22 @@ class MarkovModel:
         pred = np.ones(len(seq), dtype=bool)
         pred[(line_start[:, None] + np.arange(k)[None, :]).ravel()] = False
         pos = np.flatnonzero(pred)  # (P,)
+        # Key each (k+1)-gram as one integer: state ids are the ranks of its first k ids, and a single
+        # sort groups both states and transitions. Compress to ranks only when V**(k+1) would overflow.
         key = seq[pos - k]
-        for j in range(1, k):
-            _, key = np.unique(key * V + seq[pos - k + j], return_inverse=True)
-        state_keys, state = np.unique(key, return_inverse=True)
-        state = state.astype(np.int64).ravel()
-        n_states = len(state_keys)
+        for j in range(1, k + 1):
+            if int(key.max()) >= 2**62 // V:
+                _, key = np.unique(key, return_inverse=True)
+                key = key.ravel()
+            key = key * V + seq[pos - k + j]
+        order = np.argsort(key, kind="stable")
+        full = key[order]
+        new_trans = np.concatenate([[True], full[1:] != full[:-1]])
+        state_key = full // V
+        new_state = np.concatenate([[True], state_key[1:] != state_key[:-1]])
+        state = np.empty(len(pos), dtype=np.int64)
+        state[order] = np.cumsum(new_state) - 1  # state id of each position's first k ids
+        n_states = int(new_state.sum())
 
         nxt = seq[pos]
         # Predictions are contiguous per line, so the state after position p is the state at p+1.
@@ -183,10 +199,11 @@ class MarkovModel:
         following[not_end] = state[np.flatnonzero(not_end) + 1]
 
         pos_weight = np.repeat(np.asarray(line_weights, dtype=np.float64), lens + 1)
-        trans, t_first, t_inv = np.unique(state * V + nxt, return_index=True, return_inverse=True)
-        weight = np.bincount(t_inv.ravel(), weights=pos_weight, minlength=len(trans))
-        trans_state = trans // V
-        row_ptr = np.searchsorted(trans_state, np.arange(n_states + 1)).astype(np.int64)
+        t_first = order[new_trans]  # one position of each transition, in transition order
+        t_id = np.cumsum(new_trans) - 1
+        weight = np.bincount(t_id, weights=pos_weight[order], minlength=len(t_first))
+        trans_state = state[t_first]
+        row_ptr = np.searchsorted(trans_state, np.arange(n_states + 1))
         cum = np.cumsum(weight)
         cum_in_row = cum - np.repeat(np.concatenate([[0.0], cum])[row_ptr[:-1]], np.diff(row_ptr))
 
@@ -204,14 +221,14 @@ class MarkovModel:
             ngram_hashes = np.unique(h[same_line])
 
         arrays = {
-            "row_ptr": row_ptr.astype(np.int32),
-            "next_tok": (trans % V).astype(np.int32),
+            "row_ptr": row_ptr.astype(np.int32 if len(t_first) < 2**31 else np.int64),
+            "next_tok": nxt[t_first].astype(np.int32),
             "next_state": following[t_first].astype(np.int32),
             "cum_in_row": cum_in_row.astype(np.float32),
             "line_hashes": np.unique(line_hashes),
             "ngram_hashes": ngram_hashes,
         }
-        stats = {"lines": n_lines, "tokens": int(lens.sum()), "vocab": V, "states": n_states, "transitions": len(trans)}
+        stats = {"lines": n_lines, "tokens": int(lens.sum()), "vocab": V, "states": n_states, "transitions": len(t_first)}
         return cls(config, vocab, arrays, stats)
 
     # ---------------------------------------------------------------- sample
@@ -509,7 +526,7 @@ class MarkovModel:
             vocab = _SPECIAL + (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
             with np.load(path / "tables.npz") as npz:
                 arrays = {name: npz[name] for name in cls._ARRAYS}
-        except (OSError, KeyError, ValueError, EOFError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path} is corrupt or incomplete ({type(exc).__name__}: {exc}); rebuild it") from exc
         if len(vocab) != meta["stats"]["vocab"] or len(arrays["row_ptr"]) != meta["stats"]["states"] + 1:
             raise ValueError(f"{path} is corrupt: its tables do not match its config.json; rebuild it")
