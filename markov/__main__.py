@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from corpus.report import Report
 from markov.chain import MarkovConfig, MarkovModel
+from markov.personas import PersonaConfig, collect, reaction_weight, read_chat_inputs, save_personas
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d+)?)\t(.*)$")
 
@@ -29,19 +31,21 @@ def read_lines(path: Path) -> Iterator[tuple[str, float]]:
                 yield line, 1.0
 
 
-def read_input(name: str) -> Iterator[tuple[str, float]]:
-    """Weighted texts from `chitchat` (the embedded corpus) or a text file."""
-    if name == "chitchat":
-        from corpus.chitchat import read_chitchat
-
-        for doc in read_chitchat():
-            for line in doc.lines:
-                yield line.text, line.weight
-        return
+def read_input(name: str, report: Report, weighting: str = "log") -> Iterator[tuple[str, float]]:
+    """Weighted texts from `chitchat`, a plain text file, or any input the corpus readers know (cleaned)."""
     path = Path(name)
-    if not path.is_file():
+    if name != "chitchat" and not path.exists():
         raise SystemExit(f"error: input {name!r} is neither `chitchat` nor a readable file")
-    yield from read_lines(path)
+    if path.is_file() and path.suffix.lower() in ("", ".txt"):
+        yield from read_lines(path)
+        return
+    from corpus.clean import CleanConfig, clean_document
+    from corpus.dump import read_path
+
+    for doc in read_path(name, report):
+        doc = clean_document(doc, CleanConfig(), report)
+        for line in doc.lines if doc else []:
+            yield line.text, reaction_weight(line.reactions, weighting) if line.reactions else line.weight
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -50,9 +54,13 @@ def cmd_build(args: argparse.Namespace) -> None:
                           max_overlap_ratio=args.max_overlap_ratio)
     start = time.perf_counter()
 
+    if args.by_speaker:
+        return build_by_speaker(args, config)
+    report = Report()
+
     def texts() -> Iterator[tuple[str, float]]:
         for name in args.input:
-            yield from read_input(name)
+            yield from read_input(name, report, args.weighting)
 
     bar = tqdm(texts(), desc="reading", unit=" lines", unit_scale=True, file=sys.stderr)
     try:
@@ -66,6 +74,36 @@ def cmd_build(args: argparse.Namespace) -> None:
     print(f"built {args.out}: {s['lines']:,} lines, {s['tokens']:,} tokens, vocab {s['vocab']:,}, "
           f"{s['states']:,} states, {s['transitions']:,} transitions, {model.nbytes() / 1e6:.1f} MB, "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if report.counts or report.n_problems:
+        print("reading and cleaning:\n" + report.format(), file=sys.stderr)
+
+
+def build_by_speaker(args: argparse.Namespace, markov: MarkovConfig) -> None:
+    """One persona per speaker plus `all`, written to OUT/markov/."""
+    pconfig = PersonaConfig(min_messages=args.min_messages, weighting=args.weighting, min_reactions=args.min_reactions,
+                            include_bots=args.include_bots, remove_mentions=not args.keep_mentions,
+                            remove_urls=not args.keep_urls)
+    report = Report()
+    try:
+        docs = read_chat_inputs(args.input, report, include_bots=args.include_bots)
+        corpus = collect(tqdm(docs, desc="reading", unit=" files", file=sys.stderr), pconfig)
+        models = {p: MarkovModel.build(msgs, markov)
+                  for p, msgs in tqdm(corpus.messages.items(), desc="building personas", unit=" personas", file=sys.stderr)}
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    target = save_personas(models, corpus, args.out, pconfig)
+    r = corpus.report
+    print(f"built {len(models)} personas in {target}: " + ", ".join(
+        f"{p} ({len(corpus.messages[p]):,} messages)" for p in models), file=sys.stderr)
+    if r["folded_into_all"]:
+        print(f"folded into `all` (fewer than {pconfig.min_messages} messages): " + ", ".join(
+            f"{name} ({n})" for name, n in sorted(r["folded_into_all"].items())), file=sys.stderr)
+    print(f"weighting {r['weighting']}: {r['messages']:,} messages, total weight {r['total_weight']:,}, "
+          f"effective size {r['effective_messages']:,} messages", file=sys.stderr)
+    for top in r["top_weighted"]:
+        print(f"  {top['weight']:6.2f}  ({top['reactions']} reactions)  {top['text'][:80]}", file=sys.stderr)
+    if report.counts or report.n_problems:
+        print("reading:\n" + report.format(), file=sys.stderr)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -88,13 +126,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m markov", description="riposte's Markov candidate writer")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build a model from text")
-    b.add_argument("--input", nargs="+", required=True, help="`chitchat` or text files (one message per line)")
+    b.add_argument("--input", nargs="+", required=True,
+                   help="`chitchat`, text files (one message per line), or chat exports, subtitles, folders, archives")
     b.add_argument("--out", required=True, type=Path, help="model directory to write")
     b.add_argument("--order", type=int, default=2, help="n-gram order, 1-4 (default 2)")
     b.add_argument("--min-tokens", type=int, default=2)
     b.add_argument("--max-tokens", type=int, default=32)
     b.add_argument("--max-overlap-ratio", type=float, default=None,
                    help="also reject candidates copying a run longer than this share of their length")
+    b.add_argument("--weighting", choices=["log", "linear", "none"], default="log",
+                   help="reaction weight curve: log = 1 + log1p(reactions) (default), linear = 1 + reactions")
+    g = b.add_argument_group("chat exports (--by-speaker)")
+    g.add_argument("--by-speaker", action="store_true",
+                   help="one persona per speaker plus `all`; --out is then a model directory (personas go to OUT/markov/)")
+    g.add_argument("--min-messages", type=int, default=50, help="speakers with fewer messages only join `all`")
+    g.add_argument("--min-reactions", type=int, default=0, help="hard filter: keep messages with at least this many reactions")
+    g.add_argument("--include-bots", action="store_true", help="keep messages from bot accounts")
+    g.add_argument("--keep-mentions", action="store_true", help="keep @-mentions")
+    g.add_argument("--keep-urls", action="store_true", help="keep links")
     b.set_defaults(func=cmd_build)
     s = sub.add_parser("sample", help="print candidates from a model")
     s.add_argument("model", type=Path, help="model directory")

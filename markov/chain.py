@@ -425,15 +425,20 @@ class MarkovModel:
         weights = np.bincount(inverse.ravel(), weights=weights)
         return prefix, states, weights / weights.sum()
 
+    def _find(self, states: np.ndarray, tok: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each state, the index of its transition emitting tok, and whether it has one."""
+        first, end = self.row_ptr[states].astype(np.int64), self.row_ptr[states + 1].astype(np.int64)
+        # tokens are sorted within each row: one binary search per row finds the token
+        j = np.array([f + np.searchsorted(self.next_tok[f:e], tok) for f, e in zip(first, end, strict=True)], dtype=np.int64)
+        hit = (j < end) & (self.next_tok[np.minimum(j, len(self.next_tok) - 1)] == tok)
+        return j, hit
+
     def _follow(self, states: np.ndarray, weights: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance a weighted set of states through the given token ids; states that cannot follow drop out."""
         for word in words:
             if len(states) == 0:
                 break
-            first, end = self.row_ptr[states].astype(np.int64), self.row_ptr[states + 1].astype(np.int64)
-            # tokens are sorted within each row: one binary search per row finds the word
-            j = np.array([first[i] + np.searchsorted(self.next_tok[first[i] : end[i]], word) for i in range(len(states))], dtype=np.int64)
-            hit = (j < end) & (self.next_tok[np.minimum(j, len(self.next_tok) - 1)] == word)
+            j, hit = self._find(states, word)
             j, weights = j[hit], weights[hit] * self._weight_at(j[hit])
             states = self.next_state[j].astype(np.int64)
             keep = states >= 0  # END leads nowhere
@@ -474,6 +479,47 @@ class MarkovModel:
             return True
         except UnknownStartError:
             return False
+
+    @functools.cached_property
+    def _unigram(self) -> np.ndarray:
+        """Share of all transition weight that ends in each token: the back-off distribution."""
+        counts = np.bincount(self.next_tok, weights=self.weight, minlength=len(self.vocab))
+        return counts / counts.sum()
+
+    def log_likelihood(self, text: str, mix: float = 0.9, floor: float = 1e-7) -> float:
+        """Mean log-probability per token (END included) of a text, interpolated with unigrams.
+
+        The chain is followed as a weighted set of states; after an unseen transition it re-enters at every
+        state the token leads to, so one odd word does not zero the rest of the text.
+        """
+        ids = [self.index.get(t, -1) for t in tokenize(text)] + [END]
+        states, weights = np.zeros(1, np.int64), np.ones(1)
+        total = 0.0
+        for tok in ids:
+            if tok < 0:
+                total += math.log(floor)
+                states, weights = np.zeros(0, np.int64), np.zeros(0)
+                continue
+            p_chain = 0.0
+            if len(states):
+                p_chain, states, weights = self._step_prob(states, weights / weights.sum(), tok)
+            p = mix * p_chain + (1 - mix) * self._unigram[tok] + floor
+            total += math.log(p)
+            if p_chain == 0.0 and tok != END:
+                into = np.flatnonzero(self.next_tok == tok)
+                states, weights = self.next_state[into].astype(np.int64), self._weight_at(into)
+        return total / len(ids)
+
+    def _step_prob(self, states: np.ndarray, probs: np.ndarray, tok: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """P(tok | mixture of states) and the mixture after emitting it."""
+        j, hit = self._find(states, tok)
+        if not hit.any():
+            return 0.0, np.zeros(0, np.int64), np.zeros(0)
+        row_total = self.cum_in_row[self.row_ptr[states[hit] + 1] - 1].astype(np.float64)
+        contrib = probs[hit] * self._weight_at(j[hit]) / row_total
+        nxt = self.next_state[j[hit]].astype(np.int64)
+        keep = nxt >= 0
+        return float(contrib.sum()), nxt[keep], contrib[keep]
 
     def is_novel(self, texts: list[str]) -> np.ndarray:
         """Apply the novelty test to arbitrary texts (False for any text with an unknown token)."""

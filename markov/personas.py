@@ -1,0 +1,235 @@
+"""Personas from chat exports: one Markov model per speaker plus `all`, weighted by reactions.
+
+Data flow: exports → messages (speaker, text, reactions) → chat cleaning → reaction weights →
+one MarkovModel per speaker with enough messages, and `all` → OUT/markov/<persona>/ plus
+OUT/markov/personas.json (display names, counts, who follows whom, the weighting report).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corpus.documents import Document, Line
+from corpus.io import atomic_directory
+from corpus.report import Report
+from markov.chain import MarkovConfig, MarkovModel
+
+ALL = "all"
+_MENTION = re.compile(r"<@[!&]?\d+>|<#\d+>|(?<![\w@])@[\w.]+")
+_URL = re.compile(r"(?:https?://|www\.)\S+")
+_CUSTOM_EMOJI = re.compile(r"<a?(:\w+:)\d+>")  # Discord's <:kekw:1234> → :kekw:
+_MARKDOWN = re.compile(r"(\*\*|__|~~|\|\||`{1,3})")
+_SPEAKER_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([^:\n]{1,40}?):\s+(.+)$")  # "name: text", optional [time] first
+
+
+@dataclass(frozen=True)
+class PersonaConfig:
+    """How chat messages become weighted persona corpora."""
+
+    min_messages: int = 50  # speakers with fewer are folded into `all` only
+    weighting: str = "log"  # "log": 1 + log1p(r); "linear": 1 + r; "none": 1
+    min_reactions: int = 0  # hard filter ("bangers only") applied before weighting
+    include_bots: bool = False
+    remove_mentions: bool = True
+    remove_urls: bool = True
+    strip_markdown: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weighting not in ("log", "linear", "none"):
+            raise ValueError(f"weighting must be 'log', 'linear' or 'none', got {self.weighting!r}")
+        if self.min_messages < 1 or self.min_reactions < 0:
+            raise ValueError("min_messages must be >= 1 and min_reactions >= 0")
+
+
+def reaction_weight(reactions: int, weighting: str = "log") -> float:
+    """A message's weight from its reaction count: a soft curve, so one or two reactions still count."""
+    if weighting == "log":
+        return 1.0 + math.log1p(max(reactions, 0))
+    if weighting == "linear":
+        return 1.0 + max(reactions, 0)
+    return 1.0
+
+
+def clean_chat_text(text: str, config: PersonaConfig) -> str:
+    """Drop mentions, URLs and markdown markers as configured; collapse whitespace."""
+    text = _CUSTOM_EMOJI.sub(r"\1", text)
+    if config.remove_urls:
+        text = _URL.sub(" ", text)
+    if config.remove_mentions:
+        text = _MENTION.sub(" ", text)
+    if config.strip_markdown:
+        text = _MARKDOWN.sub("", text)
+    return " ".join(text.split())
+
+
+def read_speaker_log(path: Path, report: Report) -> Document:
+    """A plain `speaker: text` log, one message per line; lines without a speaker are counted and skipped."""
+    lines = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            m = _SPEAKER_LINE.match(raw.rstrip("\r\n"))
+            if m:
+                lines.append(Line(text=m.group(2), speaker=m.group(1).strip()))
+            elif raw.strip():
+                report.count("log_lines_without_speaker")
+    return Document(source_id=str(path), lines=lines, format="log")
+
+
+def read_chat_inputs(inputs: Iterable[str], report: Report, include_bots: bool = False) -> Iterator[Document]:
+    """Documents from DiscordChatExporter JSON (files, folders, archives) and `speaker: text` logs (.txt, .log)."""
+    from corpus.dump import ReadConfig, read_path
+
+    for name in inputs:
+        path = Path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"input {name!r} does not exist")
+        if path.is_file() and path.suffix.lower() in (".txt", ".log"):
+            yield read_speaker_log(path, report)
+        else:
+            yield from read_path(path, report, ReadConfig(include_bots=include_bots))
+
+
+def slug(name: str) -> str:
+    """A persona name safe as a directory name and URL part: lowercase letters, digits, '-' and '_'."""
+    s = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")
+    return s or "speaker"
+
+
+@dataclass
+class PersonaCorpus:
+    """Weighted messages per persona, who follows whom, and what the weighting did."""
+
+    messages: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # persona -> display name
+    folded: dict[str, int] = field(default_factory=dict)  # display name -> messages, for speakers folded into `all`
+    follows: dict[str, dict[str, int]] = field(default_factory=dict)  # persona -> next persona -> count
+    report: dict = field(default_factory=dict)
+
+
+def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorpus:
+    """Group cleaned, weighted messages by speaker; fold small speakers into `all`; count turn-taking."""
+    by_speaker: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
+    order: list[list[str]] = []
+    dropped = Counter()
+    channel = None
+    for doc in documents:
+        # a channel exported in parts (discord/ID#part) is one conversation: keep its turn order across files
+        if doc.source_id.split("#")[0] != channel or not order:
+            order.append([])
+        channel = doc.source_id.split("#")[0]
+        seq = order[-1]
+        for line in doc.lines:
+            if not line.speaker:
+                dropped["no_speaker"] += 1
+                continue
+            if line.reactions < config.min_reactions:
+                dropped["below_min_reactions"] += 1
+                continue
+            text = clean_chat_text(line.text, config)
+            if not text:
+                dropped["empty_after_cleaning"] += 1
+                continue
+            by_speaker[line.speaker].append((text, reaction_weight(line.reactions, config.weighting), line.reactions))
+            seq.append(line.speaker)
+    if not by_speaker:
+        raise ValueError("no messages with a speaker were found in the inputs")
+
+    out = PersonaCorpus()
+    kept = {s for s, msgs in by_speaker.items() if len(msgs) >= config.min_messages}
+    persona_of: dict[str, str] = {}
+    for speaker in sorted(kept, key=lambda s: -len(by_speaker[s])):
+        p = slug(speaker)
+        while p in out.messages or p == ALL:  # two display names, one slug: keep both apart
+            p += "_"
+        persona_of[speaker] = p
+        out.names[p] = speaker
+        out.messages[p] = [(t, w) for t, w, _ in by_speaker[speaker]]
+    out.folded = {s: len(m) for s, m in by_speaker.items() if s not in kept}
+    everything = [m for msgs in by_speaker.values() for m in msgs]
+    out.messages[ALL] = [(t, w) for t, w, _ in everything]
+    out.names[ALL] = "everyone"
+
+    follows: dict[str, Counter] = defaultdict(Counter)
+    for seq in order:
+        for a, b in zip(seq, seq[1:], strict=False):
+            if a != b and a in persona_of and b in persona_of:
+                follows[persona_of[a]][persona_of[b]] += 1
+    out.follows = {a: dict(c) for a, c in follows.items()}
+
+    weights = [w for _, w, _ in everything]
+    total, squares = sum(weights), sum(w * w for w in weights)
+    top = sorted(everything, key=lambda m: -m[1])[:5]
+    out.report = {
+        "messages": len(everything),
+        "speakers": len(by_speaker),
+        "personas": sorted(p for p in out.messages if p != ALL),
+        "folded_into_all": out.folded,
+        "dropped": dict(dropped),
+        "weighting": config.weighting,
+        "total_weight": round(total, 3),
+        # Kish's effective sample size: how many equally weighted messages the weighting is worth
+        "effective_messages": round(total * total / squares, 1) if squares else 0.0,
+        "top_weighted": [{"text": t, "reactions": r, "weight": round(w, 3)} for t, w, r in top],
+    }
+    return out
+
+
+def build_personas(corpus: PersonaCorpus, markov: MarkovConfig) -> dict[str, MarkovModel]:
+    """One MarkovModel per persona, `all` included."""
+    return {p: MarkovModel.build(msgs, markov) for p, msgs in corpus.messages.items()}
+
+
+def save_personas(models: dict[str, MarkovModel], corpus: PersonaCorpus, out: str | Path, config: PersonaConfig) -> Path:
+    """Write OUT/markov/<persona>/ for every persona plus OUT/markov/personas.json, atomically as a whole."""
+    target = Path(out) / "markov"
+    with atomic_directory(target) as tmp:
+        for persona, model in models.items():
+            model.save(tmp / persona)
+        meta = {
+            "personas": {p: {"name": corpus.names[p], "messages": len(corpus.messages[p])} for p in models},
+            "follows": corpus.follows,
+            "config": asdict(config),
+            "report": corpus.report,
+        }
+        (tmp / "personas.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target
+
+
+def attribution_accuracy(corpus: PersonaCorpus, markov: MarkovConfig, holdout: float = 0.2, seed: int = 0) -> dict:
+    """Hold out a share of each persona's messages, rebuild on the rest, and attribute each held-out
+    message to the persona whose model gives it the highest mean log-likelihood. Returns accuracy vs chance."""
+    rng = np.random.default_rng(seed)
+    personas = [p for p in corpus.messages if p != ALL]
+    if len(personas) < 2:
+        raise ValueError(f"attribution needs at least 2 personas, found {len(personas)}")
+    train, test = {}, []
+    for p in personas:
+        msgs = corpus.messages[p]
+        order = rng.permutation(len(msgs))
+        n_test = max(1, int(len(msgs) * holdout))
+        test += [(msgs[i][0], p) for i in order[:n_test]]
+        train[p] = [msgs[i] for i in order[n_test:]]
+    models = {p: MarkovModel.build(train[p], markov) for p in personas}
+    per = {p: [0, 0] for p in personas}
+    for text, truth in test:
+        scores = {p: m.log_likelihood(text) for p, m in models.items()}
+        guess = max(scores, key=scores.get)
+        per[truth][0] += guess == truth
+        per[truth][1] += 1
+    correct = sum(c for c, _ in per.values())
+    return {
+        "personas": len(personas),
+        "held_out": len(test),
+        "accuracy": correct / len(test),
+        "chance": 1 / len(personas),
+        "majority": max(n for _, n in per.values()) / len(test),
+        "per_persona": {p: {"correct": c, "of": n} for p, (c, n) in per.items()},
+    }
