@@ -22,6 +22,19 @@ def read_chitchat(path: Path | None = None) -> Iterator[Document]:
     """Yield each conversation as a Document, one Line per utterance, speakers named A and B by first turn."""
     with open(path or chitchat_path(), encoding="utf-8") as f:
         data = json.load(f)
+    yield from parse_chitchat(data)
+
+
+def is_chitchat(data: object) -> bool:
+    """True when a parsed JSON object looks like chitchat-dataset's dataset.json."""
+    if not isinstance(data, dict) or not data:
+        return False
+    first = next(iter(data.values()))
+    return isinstance(first, dict) and isinstance(first.get("messages"), list)
+
+
+def parse_chitchat(data: dict) -> Iterator[Document]:
+    """The conversations of an already parsed dataset.json (see read_chitchat)."""
     for conv_id, conv in data.items():
         names: dict[str, str] = {}
         lines = []
@@ -34,4 +47,4 @@ def read_chitchat(path: Path | None = None) -> Iterator[Document]:
                 speaker = names.setdefault(sender, chr(ord("A") + min(len(names), 25)))
                 lines.append(Line(text=text, speaker=speaker))
         if lines:
-            yield Document(source_id=f"chitchat/{conv_id}", lines=lines)
+            yield Document(source_id=f"chitchat/{conv_id}", lines=lines, format="chitchat")

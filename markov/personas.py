@@ -17,16 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus.clean import strip_chat_markup
 from corpus.documents import Document, Line
 from corpus.io import atomic_directory
 from corpus.report import Report
 from markov.chain import MarkovConfig, MarkovModel
 
 ALL = "all"
-_MENTION = re.compile(r"<@[!&]?\d+>|<#\d+>|(?<![\w@])@[\w.]+")
-_URL = re.compile(r"(?:https?://|www\.)\S+")
-_CUSTOM_EMOJI = re.compile(r"<a?(:\w+:)\d+>")  # Discord's <:kekw:1234> → :kekw:
-_MARKDOWN = re.compile(r"(\*\*|__|~~|\|\||`{1,3})")
 _SPEAKER_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([^:\n]{1,40}?):\s+(.+)$")  # "name: text", optional [time] first
 
 
@@ -40,7 +37,6 @@ class PersonaConfig:
     include_bots: bool = False
     remove_mentions: bool = True
     remove_urls: bool = True
-    strip_markdown: bool = True
 
     def __post_init__(self) -> None:
         if self.weighting not in ("log", "linear", "none"):
@@ -58,15 +54,9 @@ def reaction_weight(reactions: int, weighting: str = "log") -> float:
     return 1.0
 
 
-def clean_chat_text(text: str, config: PersonaConfig) -> str:
-    """Drop mentions, URLs and markdown markers as configured; collapse whitespace."""
-    text = _CUSTOM_EMOJI.sub(r"\1", text)
-    if config.remove_urls:
-        text = _URL.sub(" ", text)
-    if config.remove_mentions:
-        text = _MENTION.sub(" ", text)
-    if config.strip_markdown:
-        text = _MARKDOWN.sub("", text)
+def clean_chat_text(text: str, config: PersonaConfig, report: Report | None = None) -> str:
+    """Drop markdown marks and, as configured, mentions and URLs; collapse whitespace."""
+    text = strip_chat_markup(text, report or Report(), mentions=config.remove_mentions, links=config.remove_urls)
     return " ".join(text.split())
 
 

@@ -1,0 +1,257 @@
+"""Dumps: walk folders and .zip / .tar(.gz) / .gz archives (nested too) and read every supported file in them.
+
+`read_path(path, report)` is the one dispatcher: it yields Documents from a file, a folder, an archive,
+or the word "chitchat" (the embedded dataset). Files are recognised by name:
+
+    .srt -> corpus.srt   .xml -> OPUS XML   .txt -> OPUS mono text   .json -> DiscordChatExporter or chitchat
+
+Archives are read in memory, member by member; nothing is ever extracted to disk, so a member named
+"../../etc/passwd" cannot write anywhere. Each decompressed file is capped (`max_member_bytes`), which
+also defuses zip and gzip bombs. A bad member (corrupt, truncated, too large, unparseable) is skipped
+and recorded in the Report; it never stops the walk.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from corpus.chitchat import chitchat_path, is_chitchat, parse_chitchat
+from corpus.discord import is_discord_export, parse_discord
+from corpus.documents import Document
+from corpus.opus import parse_opus_xml, parse_text
+from corpus.report import Report
+from corpus.srt import parse_srt
+
+LEAF_SUFFIXES = (".srt", ".xml", ".txt", ".json")
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """Limits and reader options for walking a dump."""
+
+    max_member_bytes: int = 512 * 1024 * 1024  # cap on any one decompressed file
+    max_depth: int = 4  # archives inside archives
+    text_lines_per_document: int = 100  # OPUS mono text has no document boundaries
+    include_bots: bool = False  # Discord bot messages
+
+    def __post_init__(self) -> None:
+        if self.max_member_bytes < 1 or self.max_depth < 0:
+            raise ValueError("max_member_bytes must be positive and max_depth not negative")
+
+
+@dataclass
+class Member:
+    """One leaf file of a dump: its source id (path, or archive!member), its bytes, and the disk bytes it stands for."""
+
+    name: str
+    data: bytes
+    disk_bytes: int = 0
+
+
+def _kind(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith((".tar.gz", ".tgz", ".tar")):
+        return "tar"
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith(".gz"):
+        return "gz"
+    if lower.endswith(LEAF_SUFFIXES):
+        return "leaf"
+    return "other"
+
+
+def dump_size(path: str | os.PathLike) -> int:
+    """Bytes on disk under a path (the total a progress bar counts towards)."""
+    if str(path) == "chitchat" and not Path(path).exists():
+        path = chitchat_path()
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def iter_members(
+    path: str | os.PathLike, report: Report, config: ReadConfig = ReadConfig()
+) -> Iterator[Member]:
+    """Yield every supported leaf file under a path, in a stable (sorted) order, opening archives in memory."""
+    if str(path) == "chitchat" and not Path(path).exists():
+        path = chitchat_path()  # the embedded dataset, by name
+    path = Path(path)
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            yield from _from_file(child, report, config)
+    elif path.is_file():
+        yield from _from_file(path, report, config)
+    else:
+        raise FileNotFoundError(f"no such file or folder: {path}")
+
+
+def _from_file(path: Path, report: Report, config: ReadConfig) -> Iterator[Member]:
+    kind = _kind(path.name)
+    size = path.stat().st_size
+    if kind == "other":
+        report.count("unsupported_files")
+        return
+    if kind == "leaf":
+        if size > config.max_member_bytes:
+            report.problem(str(path), f"{size:,} bytes is over the {config.max_member_bytes:,}-byte cap")
+            return
+        yield Member(str(path), path.read_bytes(), size)
+        return
+    with open(path, "rb") as f:
+        yield from _expand(str(path), f, kind, report, config, depth=0, disk_bytes=size)
+
+
+def _read_capped(f: BinaryIO, name: str, report: Report, config: ReadConfig) -> bytes | None:
+    data = f.read(config.max_member_bytes + 1)
+    if len(data) > config.max_member_bytes:
+        report.problem(name, f"over the {config.max_member_bytes:,}-byte cap when decompressed; skipped")
+        return None
+    return data
+
+
+def _child(
+    name: str, data: bytes, report: Report, config: ReadConfig, depth: int, disk_bytes: int
+) -> Iterator[Member]:
+    kind = _kind(name)
+    if kind == "leaf":
+        yield Member(name, data, disk_bytes)
+    elif kind in ("zip", "tar", "gz"):
+        yield from _expand(name, io.BytesIO(data), kind, report, config, depth + 1, disk_bytes)
+    else:
+        report.count("unsupported_files")
+
+
+def _expand(
+    name: str, f: BinaryIO, kind: str, report: Report, config: ReadConfig, depth: int, disk_bytes: int
+) -> Iterator[Member]:
+    """Members of one archive; a damaged member is reported and skipped, a damaged archive ends early."""
+    if depth > config.max_depth:
+        report.problem(name, f"archive nested deeper than {config.max_depth}; skipped")
+        return
+    report.count(f"archives_{kind}")
+    pending = disk_bytes  # credited to the first member yielded, so progress adds up to the dump size
+    if kind == "gz":
+        try:
+            with gzip.GzipFile(fileobj=f) as gz:
+                data = _read_capped(gz, name, report, config)
+        except _ARCHIVE_ERRORS as exc:
+            report.problem(name, f"corrupt gzip: {type(exc).__name__}: {exc}")
+            return
+        if data is not None:
+            yield from _child(name[: -len(".gz")], data, report, config, depth, pending)
+        return
+    if kind == "zip":
+        try:
+            archive = zipfile.ZipFile(f)
+            infos = archive.infolist()
+        except _ARCHIVE_ERRORS as exc:
+            report.problem(name, f"corrupt zip: {type(exc).__name__}: {exc}")
+            return
+        with archive:
+            for info in sorted(infos, key=lambda i: i.filename):
+                if info.is_dir():
+                    continue
+                member = f"{name}!{info.filename}"
+                if _kind(info.filename) == "other":
+                    report.count("unsupported_files")
+                    continue
+                try:
+                    with archive.open(info) as mf:
+                        data = _read_capped(mf, member, report, config)
+                except _ARCHIVE_ERRORS as exc:
+                    report.problem(member, f"corrupt zip member: {type(exc).__name__}: {exc}")
+                    continue
+                if data is not None:
+                    credit = pending if depth else info.compress_size
+                    pending = 0
+                    yield from _child(member, data, report, config, depth, credit)
+        return
+    # tar, tar.gz: read in archive order; a corrupt stream cannot be resynchronised, so it ends the archive.
+    start = f.tell()
+    try:
+        with tarfile.open(fileobj=f, mode="r:*") as archive:
+            for info in archive:
+                if not info.isfile():
+                    continue  # links, devices and folders carry no text and must not be followed
+                member = f"{name}!{info.name}"
+                if _kind(info.name) == "other":
+                    report.count("unsupported_files")
+                    continue
+                if info.size > config.max_member_bytes:
+                    report.problem(member, f"{info.size:,} bytes is over the cap; skipped")
+                    continue
+                mf = archive.extractfile(info)
+                data = mf.read() if mf is not None else None
+                if data is None:
+                    continue
+                if depth:
+                    credit, pending = pending, 0
+                else:
+                    pos = f.tell()
+                    credit, start = pos - start, pos
+                yield from _child(member, data, report, config, depth, credit)
+    except _ARCHIVE_ERRORS as exc:
+        report.problem(name, f"corrupt tar archive, rest skipped: {type(exc).__name__}: {exc}")
+
+
+def parse_member(member: Member, report: Report, config: ReadConfig = ReadConfig()) -> Iterator[Document]:
+    """Documents of one leaf file, by its name; a file that cannot be read is reported, never raised."""
+    lower = member.name.lower()
+    try:
+        if lower.endswith(".srt"):
+            doc = parse_srt(member.data, member.name, report)
+            if doc:
+                yield doc
+        elif lower.endswith(".xml"):
+            doc = parse_opus_xml(member.data, member.name, report)
+            if doc:
+                yield doc
+        elif lower.endswith(".txt"):
+            yield from parse_text(member.data, member.name, report, config.text_lines_per_document)
+        elif lower.endswith(".json"):
+            try:
+                data = json.loads(member.data)
+            except ValueError as exc:
+                report.problem(member.name, f"bad JSON: {exc}")
+                return
+            if is_discord_export(data):
+                doc = parse_discord(data, member.name, report, include_bots=config.include_bots)
+                if doc:
+                    yield doc
+            elif is_chitchat(data):
+                yield from parse_chitchat(data)
+            else:
+                report.problem(member.name, "JSON that is neither a DiscordChatExporter export nor chitchat")
+        else:
+            report.count("unsupported_files")
+    except Exception as exc:  # one odd file in a million must not end a long run; it is reported instead
+        report.problem(member.name, f"reader failed: {type(exc).__name__}: {exc}")
+
+
+def read_path(
+    path: str | os.PathLike, report: Report, config: ReadConfig = ReadConfig()
+) -> Iterator[Document]:
+    """Yield the raw Documents of a file, folder, archive, or "chitchat" (the embedded dataset)."""
+    for member in iter_members(path, report, config):
+        yield from parse_member(member, report, config)
