@@ -1,0 +1,188 @@
+"""/reply latency and throughput on loopback: the budgeted engine against a naive peer that scores everything.
+
+Starts `python -m server serve` on 127.0.0.1 (a free port) over a real model dir, then for each budget and each
+number of concurrent clients sends a fixed number of /reply requests and reports client-side latency
+p50/p95/p99 (and min), replies/s, candidates scored per reply and how many replies ran over budget + 50 ms.
+The naive peer is the same server code with the budget removed (an infinite deadline): it generates and
+scores every candidate, however long that takes (a second process: `bench_server.py --serve-naive PORT`).
+
+    python benchmarks/bench_server.py --model models/default
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+HISTORIES = [
+    ["hey, how was your weekend?", "pretty good, went hiking. you?", "i mostly slept. do you hike a lot?"],
+    ["what kind of music do you like?"],
+    ["i just got a new puppy!", "no way, what breed?", "a golden retriever, she is so fluffy"],
+    ["are you a student?", "yes, i study biology", "that sounds hard. what do you want to do after?"],
+    ["do you like cooking?", "i love it, especially italian food"],
+    ["it has been raining all week here", "same here, i miss the sun"],
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_naive(model: Path, port: int) -> int:
+    """The peer: the same app and engine, but every request is scored in full with no deadline."""
+    import math
+
+    import uvicorn
+
+    from server.app import Settings, create_app
+    from server.engine import Engine, EngineConfig
+
+    class NaiveEngine(Engine):
+        def prepare(self, history, **kwargs):
+            kwargs["budget_ms"] = math.inf
+            return super().prepare(history, **kwargs)
+
+    engine = NaiveEngine.load(model, EngineConfig(generation_share=math.inf))
+    uvicorn.run(create_app(Settings(model_dir=model), engine=engine), host="127.0.0.1", port=port, log_level="warning")
+    return 0
+
+
+def start_server(model: Path, port: int, naive: bool = False) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if naive:
+        cmd = [sys.executable, __file__, "--model", str(model), "--serve-naive", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "server", "serve", "--model", str(model), "--no-build", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("server did not become healthy in 120 s")
+
+
+async def run_level(base: str, concurrency: int, total: int, body: dict) -> dict:
+    """Send `total` requests from `concurrency` clients; per-request latency and server stats."""
+    latencies: list[float] = []
+    scored: list[int] = []
+    timed_out = 0
+    counter = iter(range(total))
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal timed_out
+        for i in counter:
+            req = {**body, "history": HISTORIES[i % len(HISTORIES)], "seed": i}
+            start = time.perf_counter()
+            r = await c.post("/reply", json=req)
+            latencies.append((time.perf_counter() - start) * 1000.0)
+            r.raise_for_status()
+            stats = r.json()["stats"]
+            scored.append(stats["scored"])
+            timed_out += stats["timed_out"]
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    lat = np.asarray(latencies)
+    return {
+        "n": len(lat),
+        "min": float(lat.min()),
+        "p50": float(np.percentile(lat, 50)),
+        "p95": float(np.percentile(lat, 95)),
+        "p99": float(np.percentile(lat, 99)),
+        "rps": len(lat) / wall,
+        "scored": statistics.mean(scored),
+        "timed_out": timed_out,
+        "latencies": lat,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[250, 1000])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--n-candidates", type=int, default=1024)
+    parser.add_argument("--requests", type=int, default=48, help="requests per budgeted level")
+    parser.add_argument("--naive-requests", type=int, default=16, help="requests per naive level (they are slow)")
+    parser.add_argument("--serve-naive", type=int, default=None, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not (args.model / "markov").is_dir():
+        print(f"no models in {args.model}: build them first (make chat builds models/default)", file=sys.stderr)
+        return 1
+    if args.serve_naive is not None:
+        return serve_naive(args.model, args.serve_naive)
+
+    import psutil
+
+    servers = {}
+    try:
+        for design in ("budgeted", "naive"):
+            port = free_port()
+            servers[design] = (start_server(args.model, port, naive=design == "naive"), f"http://127.0.0.1:{port}")
+        for _, base in servers.values():
+            # Warm up with generous budgets: first-call allocations, and the reranker's cost model settles.
+            with httpx.Client(base_url=base, timeout=600) as c:
+                for h in HISTORIES[:4]:
+                    c.post("/reply", json={"history": h, "budget_ms": 2000, "n_candidates": args.n_candidates})
+        rss = psutil.Process(servers["budgeted"][0].pid).memory_info().rss / 2**20
+        print(f"# /reply on loopback, {args.n_candidates} candidates requested; {platform.machine()},"
+              f" {os.cpu_count()} cores, python {platform.python_version()}; server RSS after warm-up {rss:.0f} MiB")
+        print("| design | budget ms | clients | requests | min ms | p50 ms | p95 ms | p99 ms | replies/s |"
+              " scored/reply | over budget+50 ms | timed out |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        results = {}
+        runs = [("budgeted", b, args.requests) for b in args.budgets] + [("naive", None, args.naive_requests)]
+        for design, budget, total in runs:
+            for conc in args.concurrency:
+                body = {"n_candidates": args.n_candidates} | ({"budget_ms": budget} if budget else {})
+                r = asyncio.run(run_level(servers[design][1], conc, max(total, conc), body))
+                over = int((r["latencies"] > budget + 50).sum()) if budget else "-"
+                results[(design, budget, conc)] = r
+                print(f"| {design} | {budget or 'none'} | {conc} | {r['n']} | {r['min']:.0f} | {r['p50']:.0f} |"
+                      f" {r['p95']:.0f} | {r['p99']:.0f} | {r['rps']:.2f} | {r['scored']:.0f} | {over} |"
+                      f" {r['timed_out']} |", flush=True)
+        print()
+        for conc in args.concurrency:
+            naive = results[("naive", None, conc)]
+            for budget in args.budgets:
+                ours = results[("budgeted", budget, conc)]
+                print(f"clients={conc:>2} budget={budget:>5} ms: p99 naive/budgeted = {naive['p99'] / ours['p99']:.1f}x,"
+                      f" replies/s budgeted/naive = {ours['rps'] / naive['rps']:.1f}x,"
+                      f" scored per reply {ours['scored']:.0f} vs {naive['scored']:.0f}")
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""The HTTP API: `create_app(settings, engine=None)` builds a FastAPI app around one Engine.
+
+Handlers are thin: they validate (pydantic), hand the turn to the engine on a worker thread, and shape the answer.
+Models load in the lifespan on a background thread, so `/health` can say 503 while they load; a test or an
+embedding program may inject a ready engine instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.engine import DEFAULT_PERSONA, Engine, EngineConfig, Reply, Scored, ScoringJob
+from server.metrics import Metrics
+
+MAX_TEXT = 2000
+MAX_TURNS = 100
+MAX_BODY_BYTES = 1_048_576
+
+
+class Settings(BaseSettings):
+    """Server settings, from RIPOSTE_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RIPOSTE_", protected_namespaces=())
+
+    model_dir: Path = Path("models/default")
+    budget_ms: int = Field(1000, ge=10, le=30_000)
+    n_candidates: int = Field(1024, ge=1, le=65_536)
+    # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65_535)
+    max_body_bytes: int = MAX_BODY_BYTES
+    # Threads for the CPU part of turns (generation, filtering). About the core count: more threads only fight
+    # over the GIL, and a turn that waits here is charged for it and sheds work when it gets its turn.
+    cpu_workers: int = Field(max(2, os.cpu_count() or 2), ge=1)
+    require_reranker: bool = True
+
+    def engine_config(self) -> EngineConfig:
+        """The engine defaults these settings imply."""
+        return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates)
+
+
+class OrjsonResponse(Response):
+    """JSON via orjson (NaN becomes null)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# ---------------------------------------------------------------------------------------------------- schemas
+
+
+def _alternate_speakers(value: Any) -> Any:
+    """Bare strings in a history alternate speakers, the last one being the user's."""
+    if not isinstance(value, list):
+        return value
+    n = len(value)
+    return [
+        {"speaker": "user" if (n - 1 - i) % 2 == 0 else "bot", "text": item} if isinstance(item, str) else item
+        for i, item in enumerate(value)
+    ]
+
+
+class HistoryTurn(BaseModel):
+    """One line of the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+    speaker: str = Field("user", max_length=100)
+    text: str = Field(max_length=MAX_TEXT)
+
+
+History = Annotated[
+    list[HistoryTurn], BeforeValidator(_alternate_speakers), Field(min_length=1, max_length=MAX_TURNS)
+]
+BudgetMs = Annotated[int, Field(ge=10, le=30_000, description="wall-clock budget for the whole request")]
+
+
+class ReplyRequest(BaseModel):
+    """POST /reply."""
+
+    model_config = ConfigDict(extra="forbid")
+    history: History
+    budget_ms: BudgetMs | None = None
+    n_candidates: int | None = Field(None, ge=1, le=65_536)
+    seed: int | None = None
+    persona: str = Field(DEFAULT_PERSONA, max_length=200)
+    top_k: int | None = Field(None, ge=1, le=1000)
+    temperature: float | None = Field(None, gt=0, le=100)
+    n_alternatives: int = Field(5, ge=0, le=100)
+
+
+class ScoredText(BaseModel):
+    """A candidate and its score (null when the budget ran out before it was scored)."""
+
+    text: str
+    score: float | None
+
+
+class ReplyStats(BaseModel):
+    """The funnel of one turn."""
+
+    generated: int
+    unique: int
+    filtered: int
+    scored: int
+    elapsed_ms: float
+    budget_ms: float
+    timed_out: bool
+
+
+class ReplyResponse(BaseModel):
+    """The reply, its score, the runners-up and the stats."""
+
+    reply: str | None
+    score: float | None
+    alternatives: list[ScoredText]
+    stats: ReplyStats
+
+
+class RankRequest(BaseModel):
+    """POST /rank."""
+
+    model_config = ConfigDict(extra="forbid")
+    history: History
+    candidates: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(min_length=1, max_length=65_536)
+    budget_ms: BudgetMs | None = None
+
+
+class RankResponse(BaseModel):
+    """The candidates, best first."""
+
+    ranked: list[ScoredText]
+    scored: int
+    elapsed_ms: float
+
+
+class ContentPart(BaseModel):
+    """One part of an OpenAI message content array; only text parts carry meaning here."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str = "text"
+    text: str = Field("", max_length=MAX_TEXT)
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: Annotated[str, Field(max_length=MAX_TEXT)] | list[ContentPart] | None = None
+
+
+class ChatRequest(BaseModel):
+    """POST /v1/chat/completions; unknown OpenAI fields (top_p, user, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = DEFAULT_PERSONA
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_TURNS)
+    n: int = Field(1, ge=1, le=100)
+    stream: bool = False
+    seed: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    budget_ms: BudgetMs | None = None
+    n_candidates: int | None = Field(None, ge=1, le=65_536)
+
+
+# ---------------------------------------------------------------------------------------------------- middleware
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, decided from Content-Length or while streaming, before any work."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
+                return
+            if too_big:
+                await _send_json(send, 413, {"detail": f"request body over {self.max_bytes} bytes"})
+                return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        # Chunked or lying clients: read at most the limit plus one chunk, then replay what was read.
+        messages, total = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            total += len(message.get("body", b""))
+            if total > self.max_bytes:
+                await _send_json(send, 413, {"detail": f"request body over {self.max_bytes} bytes"})
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class MetricsMiddleware:
+    """Counts every request and its latency."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        # Charged to the request's budget: everything from here on counts, queueing included.
+        scope.setdefault("state", {})["received"] = start
+        status = 500
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.observe_request(scope["method"], scope["path"], status, time.monotonic() - start)
+
+
+async def _send_json(send: Callable, status: int, content: dict) -> None:
+    body = orjson.dumps(content)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------------------------------- state
+
+
+class State:
+    """The app's engine (once loaded), its executor and its metrics."""
+
+    def __init__(self, settings: Settings, engine: Engine | None, metrics: Metrics):
+        self.settings = settings
+        self.engine = engine
+        self.owns_engine = engine is None
+        self.load_error: str | None = None
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(max_workers=settings.cpu_workers, thread_name_prefix="riposte-turn")
+
+    def load(self) -> None:
+        """Load the engine from the model dir (runs on a background thread)."""
+        try:
+            self.engine = Engine.load(
+                self.settings.model_dir, self.settings.engine_config(),
+                require_reranker=self.settings.require_reranker,
+            )
+        except Exception as exc:  # reported by /health, the process stays up to say so
+            self.load_error = f"{type(exc).__name__}: {exc}"
+
+
+def get_state(request: Request) -> State:
+    """The app state."""
+    return request.app.state.riposte
+
+
+def get_engine(request: Request) -> Engine:
+    """The engine, or 503 while it loads."""
+    state = get_state(request)
+    if state.engine is None:
+        raise HTTPException(503, detail=state.load_error or "models are loading")
+    return state.engine
+
+
+StateDep = Annotated[State, Depends(get_state)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def unprocessable(field: str, msg: str) -> HTTPException:
+    """A 422 naming the field, shaped like the validation errors."""
+    return HTTPException(422, detail={"message": f"{field}: {msg}", "errors": [{"field": field, "msg": msg}]})
+
+
+def check_persona(engine: Engine, persona: str, field: str = "persona") -> None:
+    """422 unless the engine knows the persona."""
+    if persona not in engine.personas:
+        raise unprocessable(field, f"unknown persona {persona!r}; known: {', '.join(engine.persona_names)}")
+
+
+async def wait_for_job(job: ScoringJob | None) -> None:
+    """Wait, without holding a thread, until the job is scored or its deadline passes."""
+    if job is None or job.done.is_set():
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    job.add_done_callback(lambda: loop.call_soon_threadsafe(wake))
+    timeout = None if job.deadline is None else max(0.0, job.deadline - time.monotonic())
+    try:
+        await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        pass
+
+
+async def run_turn(state: State, engine: Engine, **kwargs: Any) -> Reply:
+    """A turn: CPU work on the small executor, scoring on the shared worker, waiting on the event loop."""
+    loop = asyncio.get_running_loop()
+    turn = await loop.run_in_executor(state.executor, partial(engine.prepare, **kwargs))
+    job = engine.submit(turn)
+    await wait_for_job(job)
+    return engine.finish(turn, job)
+
+
+def received_at(request: Request) -> float:
+    """When the request arrived (set by the outermost middleware)."""
+    return request.scope.get("state", {}).get("received") or time.monotonic()
+
+
+def scored_json(s: Scored) -> dict:
+    """A candidate as JSON."""
+    return {"text": s.text, "score": s.score}
+
+
+# ---------------------------------------------------------------------------------------------------- routers
+
+core = APIRouter(tags=["riposte"])
+
+
+@core.post("/reply", response_model=ReplyResponse)
+async def post_reply(body: ReplyRequest, request: Request, engine: EngineDep, state: StateDep) -> Response:
+    """Generate, score within the budget and pick a reply."""
+    check_persona(engine, body.persona)
+    result: Reply = await run_turn(
+        state, engine,
+        history=[{"speaker": t.speaker, "text": t.text} for t in body.history],
+        budget_ms=body.budget_ms or state.settings.budget_ms, n_candidates=body.n_candidates, seed=body.seed,
+        persona=body.persona, top_k=body.top_k, temperature=body.temperature,
+        n_alternatives=body.n_alternatives, started=received_at(request),
+    )
+    state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
+    result.stats["elapsed_ms"] = round((time.monotonic() - received_at(request)) * 1000.0, 1)
+    return OrjsonResponse({
+        "reply": result.reply,
+        "score": result.score,
+        "alternatives": [scored_json(a) for a in result.alternatives],
+        "stats": result.stats,
+    })
+
+
+@core.post("/rank", response_model=RankResponse)
+async def post_rank(body: RankRequest, request: Request, engine: EngineDep, state: StateDep) -> Response:
+    """Score any generator's candidates against the history, best first."""
+    if engine.scorer is None:
+        raise HTTPException(503, detail="this server has no reranker loaded")
+    started = received_at(request)
+    job = engine.submit_rank(
+        [{"speaker": t.speaker, "text": t.text} for t in body.history], body.candidates,
+        budget_ms=body.budget_ms, started=started,
+    )
+    await wait_for_job(job)
+    ranked = engine.ranked(body.candidates, job)
+    return OrjsonResponse({
+        "ranked": [scored_json(s) for s in ranked],
+        "scored": sum(s.score is not None for s in ranked),
+        "elapsed_ms": round((time.monotonic() - started) * 1000.0, 1),
+    })
+
+
+service = APIRouter(tags=["service"])
+
+
+@service.get("/health")
+async def get_health(state: StateDep) -> Response:
+    """200 when the models are ready, 503 while they load (or failed to)."""
+    if state.engine is not None:
+        return OrjsonResponse({"status": "ok"})
+    if state.load_error:
+        return OrjsonResponse({"status": "error", "detail": state.load_error}, status_code=503)
+    return OrjsonResponse({"status": "loading"}, status_code=503)
+
+
+@service.get("/metrics")
+async def get_metrics(state: StateDep) -> Response:
+    """Prometheus text: request counts, latency, turns."""
+    return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+openai = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _message_text(message: ChatMessage) -> str:
+    if isinstance(message.content, list):
+        return " ".join(part.text for part in message.content if part.type == "text")
+    return message.content or ""
+
+
+@openai.get("/models")
+async def list_models(engine: EngineDep) -> Response:
+    """The personas, as OpenAI models."""
+    return OrjsonResponse({
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "riposte"} for name in engine.persona_names],
+    })
+
+
+@openai.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request, engine: EngineDep, state: StateDep) -> Response:
+    """OpenAI-compatible chat: messages in, n choices out, optionally streamed as server-sent events."""
+    check_persona(engine, body.model, field="model")
+    history = [
+        {"speaker": "bot" if m.role == "assistant" else "user", "text": _message_text(m)}
+        for m in body.messages
+        if m.role not in ("system", "developer")  # instructions mean nothing to a Markov writer
+    ]
+    if not history:
+        raise unprocessable("messages", "needs at least one user or assistant message")
+    for i, turn in enumerate(history):
+        if len(turn["text"]) > MAX_TEXT:
+            raise unprocessable(f"messages.{i}.content", f"over {MAX_TEXT} characters")
+    sample = body.temperature is not None and body.temperature > 0
+    result: Reply = await run_turn(
+        state, engine, history=history, budget_ms=body.budget_ms or state.settings.budget_ms,
+        n_candidates=body.n_candidates, seed=body.seed, persona=body.model,
+        top_k=8 if sample else 1, temperature=body.temperature if sample else 1.0,
+        n_alternatives=body.n - 1, started=received_at(request),
+    )
+    state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
+    texts = ([result.reply] if result.reply is not None else []) + [a.text for a in result.alternatives]
+    texts = (texts + [""] * body.n)[: body.n]
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    prompt_tokens = sum(len(t["text"].split()) for t in history)
+    completion_tokens = sum(len(t.split()) for t in texts)
+    result.stats["elapsed_ms"] = round((time.monotonic() - received_at(request)) * 1000.0, 1)
+
+    if not body.stream:
+        return OrjsonResponse({
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+                for i, text in enumerate(texts)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "riposte": result.stats,
+        })
+
+    def chunk(index: int, delta: dict, finish: str | None) -> bytes:
+        payload = {
+            "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    async def events() -> AsyncIterator[bytes]:
+        # The reply is whole before the first byte; it is streamed word by word for clients that render deltas.
+        for i, text in enumerate(texts):
+            yield chunk(i, {"role": "assistant", "content": ""}, None)
+            pieces = text.split(" ")
+            for j, piece in enumerate(pieces):
+                yield chunk(i, {"content": piece if j == 0 else " " + piece}, None)
+            yield chunk(i, {}, "stop")
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+# ---------------------------------------------------------------------------------------------------- the app
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """422 with a readable message naming each bad field (and never echoing the input back)."""
+    errors = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+        errors.append({"field": ".".join(loc) or "body", "msg": str(err.get("msg", "invalid")), "type": err.get("type")})
+    message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
+    return error_response(request, 422, {"message": message, "errors": errors})
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """HTTP errors as JSON, in OpenAI's error shape too under /v1."""
+    return error_response(request, exc.status_code, exc.detail, exc.headers)
+
+
+def error_response(request: Request, status: int, detail: Any, headers: dict | None = None) -> Response:
+    """{"detail": ...}; under /v1 also {"error": {"message", "type", "param"}} so OpenAI clients show the message."""
+    content: dict[str, Any] = {"detail": detail}
+    if request.url.path.startswith("/v1/"):
+        message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+        errors = detail.get("errors", []) if isinstance(detail, dict) else []
+        content["error"] = {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "param": errors[0]["field"] if errors else None,
+            "code": None,
+        }
+    return OrjsonResponse(content, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the service; models load in the lifespan from settings.model_dir unless `engine` is given."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = State(settings, engine, metrics)
+        app.state.riposte = state
+        if state.engine is None:
+            threading.Thread(target=state.load, name="riposte-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            state.executor.shutdown(wait=False, cancel_futures=True)
+            if state.owns_engine and state.engine is not None:
+                state.engine.close()
+
+    app = FastAPI(title="riposte", version="0.1.0", lifespan=lifespan, default_response_class=OrjsonResponse)
+    app.include_router(core)
+    app.include_router(service)
+    app.include_router(openai)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    metrics.endpoints = {route.path for router in (core, service, openai) for route in router.routes} | {
+        "/docs", "/openapi.json"}
+    # Added last = outermost. Metrics sees every request (413s included) and stamps its arrival; the body
+    # limit then runs before anything reads the whole body or starts work.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and worker processes: settings from the environment."""
+    return create_app(Settings())
+

@@ -1,0 +1,98 @@
+"""Fixtures for the server tests: a tiny real Markov model and small fake scorers with the Reranker's signatures."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from markov import MarkovConfig, MarkovModel
+from server.engine import Engine, EngineConfig
+
+SUBJECTS = ["i", "you", "we", "they", "my friend", "your sister"]
+VERBS = ["like", "hate", "want", "need", "love"]
+OBJECTS = ["dogs", "pizza", "the park", "music", "coffee", "rainy days", "old movies"]
+TEMPLATES = ["{s} really {v} {o}.", "do {s} {v} {o}?", "{s} {v} {o} on sundays.", "why do {s} {v} {o}?"]
+
+
+def tiny_lines() -> list[str]:
+    """A few hundred short chat lines whose order-2 chain recombines into many new ones."""
+    return [
+        t.format(s=s, v=v, o=o)
+        for t, s, v, o in itertools.product(TEMPLATES, SUBJECTS, VERBS, OBJECTS)
+    ]
+
+
+def build_tiny_markov() -> MarkovModel:
+    """The tiny real Markov model."""
+    return MarkovModel.build([(line, 1.0) for line in tiny_lines()], MarkovConfig(order=2))
+
+
+_WORD = re.compile(r"[\w']+")
+
+
+class OverlapScorer:
+    """Deterministic stand-in for the Reranker: words shared with the context, a little penalty for length."""
+
+    def __init__(self, delay_per_candidate: float = 0.0):
+        self.delay = delay_per_candidate
+        self.calls = 0
+
+    def one(self, context: list[str], candidate: str) -> float:
+        ctx = set(_WORD.findall(" ".join(context).lower()))
+        words = _WORD.findall(candidate.lower())
+        return float(sum(w in ctx for w in words) - 0.01 * len(words))
+
+    def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
+        self.calls += 1
+        time.sleep(self.delay * len(candidates))
+        return np.asarray([self.one(context, c) for c in candidates], dtype=np.float32)
+
+    def score_until(self, context, candidates, deadline):
+        self.calls += 1
+        scores = np.full(len(candidates), np.nan, dtype=np.float32)
+        scored = np.zeros(len(candidates), dtype=bool)
+        for i, c in enumerate(candidates):
+            if time.monotonic() + self.delay >= deadline:
+                break
+            time.sleep(self.delay)
+            scores[i] = self.one(context, c)
+            scored[i] = True
+        return scores, scored
+
+
+class RudeScorer(OverlapScorer):
+    """A scorer that ignores its deadline entirely: each call takes `seconds`."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def score_until(self, context, candidates, deadline):
+        time.sleep(self.seconds)
+        return self.score(context, candidates), np.ones(len(candidates), dtype=bool)
+
+
+@pytest.fixture(scope="session")
+def tiny_markov() -> MarkovModel:
+    return build_tiny_markov()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_markov) -> Path:
+    """A riposte model dir with two personas and no reranker."""
+    root = tmp_path_factory.mktemp("models")
+    tiny_markov.save(root / "markov" / "default")
+    MarkovModel.build([(line, 1.0) for line in tiny_lines()[::3]], MarkovConfig(order=1)).save(root / "markov" / "pirate")
+    return root
+
+
+@pytest.fixture
+def engine(tiny_markov):
+    eng = Engine({"default": tiny_markov, "pirate": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=256))
+    yield eng
+    eng.close()

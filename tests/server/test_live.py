@@ -1,0 +1,85 @@
+"""A real uvicorn process on loopback (`python -m server serve`), driven by httpx and the official openai client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RIPOSTE_MODEL_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--model", str(tiny_model_dir), "--no-build",
+         "--port", str(port), "--log-level", "warning", "--budget-ms", "500"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become healthy in 30 s"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.slow
+def test_live_reply_limits_and_metrics(live_server):
+    with httpx.Client(base_url=live_server, timeout=10) as c:
+        r = c.post("/reply", json={"history": ["do you like dogs?"], "seed": 1})
+        assert r.status_code == 200 and r.json()["reply"]
+        assert r.json()["stats"]["budget_ms"] == 500  # --budget-ms reached the worker through the environment
+        assert r.json()["stats"]["elapsed_ms"] <= 550
+        assert c.post("/reply", json={"history": []}).status_code == 422
+        big = b'{"history": ["' + b"x" * (1 << 20) + b'"]}'
+        assert c.post("/reply", content=big, headers={"content-type": "application/json"}).status_code == 413
+        assert 'endpoint="/reply",status="413"' in c.get("/metrics").text
+
+
+@pytest.mark.slow
+def test_live_openai_client(live_server):
+    client = openai.OpenAI(base_url=f"{live_server}/v1", api_key="unused", max_retries=0, timeout=10)
+    assert [m.id for m in client.models.list()] == ["default", "pirate"]
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "do you like pizza?"}]
+    first = client.chat.completions.create(model="default", messages=messages, n=2, seed=5, top_p=0.9, user="u1")
+    texts = [c.message.content for c in first.choices]
+    assert len(texts) == 2 and all(texts) and texts[0] != texts[1]
+    assert first.choices[0].message.role == "assistant"
+    again = client.chat.completions.create(model="default", messages=messages, n=2, seed=5)
+    assert [c.message.content for c in again.choices] == texts
+    stream = client.chat.completions.create(model="default", messages=messages, seed=5, stream=True)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert streamed == texts[0]
+    with pytest.raises(openai.UnprocessableEntityError, match="model"):
+        client.chat.completions.create(model="gpt-4o", messages=messages)
