@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corpus.documents import Document, Line
+from corpus.report import Report
 
 
 def chitchat_path() -> Path:
@@ -33,18 +34,29 @@ def is_chitchat(data: object) -> bool:
     return isinstance(first, dict) and isinstance(first.get("messages"), list)
 
 
-def parse_chitchat(data: dict) -> Iterator[Document]:
+def parse_chitchat(data: dict, report: Report | None = None) -> Iterator[Document]:
     """The conversations of an already parsed dataset.json (see read_chitchat)."""
     for conv_id, conv in data.items():
-        names: dict[str, str] = {}
-        lines = []
-        for turn in conv["messages"]:
-            for utterance in turn:
-                text = " ".join(utterance.get("text", "").split())
-                if not text:
-                    continue
-                sender = utterance.get("sender", "")
-                speaker = names.setdefault(sender, chr(ord("A") + min(len(names), 25)))
-                lines.append(Line(text=text, speaker=speaker))
+        try:
+            lines = _conversation_lines(conv)
+        except (AttributeError, TypeError, KeyError):  # a damaged conversation is dropped, not the whole file
+            if report is not None:
+                report.count("chitchat_bad_conversations")
+            continue
         if lines:
             yield Document(source_id=f"chitchat/{conv_id}", lines=lines, format="chitchat")
+
+
+def _conversation_lines(conv: dict) -> list[Line]:
+    """The utterances of one conversation, speakers named A and B by first turn."""
+    names: dict[str, str] = {}
+    lines = []
+    for turn in conv["messages"]:
+        for utterance in turn:
+            text = " ".join(str(utterance.get("text") or "").split())
+            if not text:
+                continue
+            sender = str(utterance.get("sender", ""))
+            speaker = names.setdefault(sender, chr(ord("A") + min(len(names), 25)))
+            lines.append(Line(text=text, speaker=speaker))
+    return lines

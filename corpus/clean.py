@@ -189,11 +189,14 @@ def remove_speaker_label(text: str, report: Report) -> tuple[str, str | None]:
 # --- line structure -------------------------------------------------------------------------------
 
 _SPACE = re.compile(r"\s+")
+# NULs and other control characters (damaged or zero-padded files, terminal escapes in chat) are not text;
+# left in, they end up as Markov tokens and in training windows.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 def collapse_whitespace(text: str) -> str:
-    """One space between words, none at the ends."""
-    return _SPACE.sub(" ", text).strip()
+    """One space between words, none at the ends, no control characters."""
+    return _SPACE.sub(" ", _CONTROL.sub("", text)).strip()
 
 
 _HAS_WORD = re.compile(r"\w")

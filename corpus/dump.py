@@ -86,8 +86,34 @@ def dump_size(path: str | os.PathLike) -> int:
         path = chitchat_path()
     path = Path(path)
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for p in _dump_files(path))
     return path.stat().st_size if path.exists() else 0
+
+
+def _dump_files(root: Path, report: Report | None = None) -> list[Path]:
+    """Regular files under a folder, sorted; symbolic links are never followed (reported when they leave the dump).
+
+    A link could point outside the dump (reading files the user never meant to feed in), loop, or make one
+    film appear twice under two source ids (and so land in two splits); the real file is read under its own name.
+    """
+    files = []
+    real_root = root.resolve()
+    for p in root.rglob("*"):  # rglob does not descend into linked folders, so a link loop cannot hang it
+        if p.is_symlink():
+            if report is None:
+                continue
+            try:
+                target = p.resolve(strict=True)
+            except (OSError, RuntimeError):  # dangling, or a loop (RuntimeError before Python 3.13)
+                report.problem(str(p), "broken or looping symbolic link; skipped")
+                continue
+            if target != real_root and real_root not in target.parents:
+                report.problem(str(p), f"symbolic link to {target}, outside the dump; not followed")
+            else:
+                report.count("symlinks_skipped")
+        elif p.is_file():
+            files.append(p)
+    return sorted(files)
 
 
 def iter_members(
@@ -98,7 +124,7 @@ def iter_members(
         path = chitchat_path()  # the embedded dataset, by name
     path = Path(path)
     if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        for child in _dump_files(path, report):
             yield from _from_file(child, report, config)
     elif path.is_file():
         yield from _from_file(path, report, config)
@@ -108,17 +134,25 @@ def iter_members(
 
 def _from_file(path: Path, report: Report, config: ReadConfig) -> Iterator[Member]:
     kind = _kind(path.name)
-    size = path.stat().st_size
     if kind == "other":
         report.count("unsupported_files")
         return
-    if kind == "leaf":
-        if size > config.max_member_bytes:
-            report.problem(str(path), f"{size:,} bytes is over the {config.max_member_bytes:,}-byte cap")
-            return
-        yield Member(str(path), path.read_bytes(), size)
+    try:  # a file can vanish or be unreadable between the listing and the read
+        size = path.stat().st_size
+        if kind == "leaf":
+            if size > config.max_member_bytes:
+                report.problem(str(path), f"{size:,} bytes is over the {config.max_member_bytes:,}-byte cap")
+                return
+            data = path.read_bytes()
+        else:
+            f = open(path, "rb")
+    except OSError as exc:
+        report.problem(str(path), f"cannot read: {type(exc).__name__}: {exc}")
         return
-    with open(path, "rb") as f:
+    if kind == "leaf":
+        yield Member(str(path), data, size)
+        return
+    with f:
         yield from _expand(str(path), f, kind, report, config, depth=0, disk_bytes=size)
 
 
@@ -176,6 +210,11 @@ def _expand(
                 if _kind(info.filename) == "other":
                     report.count("unsupported_files")
                     continue
+                # The declared size bounds what zipfile will ever inflate (it stops there and checks the CRC),
+                # so a bomb is refused here without decompressing a byte of it.
+                if info.file_size > config.max_member_bytes:
+                    report.problem(member, f"{info.file_size:,} bytes when decompressed is over the cap; skipped")
+                    continue
                 try:
                     with archive.open(info) as mf:
                         data = _read_capped(mf, member, report, config)
@@ -232,15 +271,15 @@ def parse_member(member: Member, report: Report, config: ReadConfig = ReadConfig
         elif lower.endswith(".json"):
             try:
                 data = json.loads(member.data)
-            except ValueError as exc:
-                report.problem(member.name, f"bad JSON: {exc}")
+            except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+                report.problem(member.name, f"bad JSON: {type(exc).__name__}: {exc}")
                 return
             if is_discord_export(data):
                 doc = parse_discord(data, member.name, report, include_bots=config.include_bots)
                 if doc:
                     yield doc
             elif is_chitchat(data):
-                yield from parse_chitchat(data)
+                yield from parse_chitchat(data, report)
             else:
                 report.problem(member.name, "JSON that is neither a DiscordChatExporter export nor chitchat")
         else:

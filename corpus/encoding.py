@@ -25,10 +25,13 @@ def detect_encoding(data: bytes) -> tuple[str, int]:
         if data.startswith(bom):
             return name, len(bom)
     sample = data[:4096]
-    # UTF-16 without a BOM: ASCII text leaves every other byte zero.
-    if len(sample) >= 4 and sample.count(0) > len(sample) // 4:
-        even_zeros = sample[0::2].count(0)
-        odd_zeros = sample[1::2].count(0)
+    # UTF-16 without a BOM: ASCII text leaves every other byte zero. The zeros must sit on one parity: a UTF-8
+    # file padded with a run of NULs (a damaged download) has them on both, and is not UTF-16.
+    even_zeros = sample[0::2].count(0)
+    odd_zeros = sample[1::2].count(0)
+    if len(sample) >= 4 and max(even_zeros, odd_zeros) > len(sample) // 4 and min(even_zeros, odd_zeros) * 4 < max(
+        even_zeros, odd_zeros
+    ):
         return ("utf-16-be" if even_zeros > odd_zeros else "utf-16-le"), 0
     try:
         data.decode("utf-8")

@@ -91,4 +91,7 @@ def parse_text(
             run, k = [], k + 1
     if run:
         yield Document(f"{source_id}#{k}", run, "text")
+    elif k == 0:
+        report.problem(source_id, "no text lines found")
+        return
     report.count("text_files")

@@ -567,14 +567,18 @@ class MarkovModel:
                 "rebuild it with `python -m markov build`"
             )
         known = {f.name for f in fields(MarkovConfig)}
-        config = MarkovConfig(**{k: v for k, v in meta["config"].items() if k in known})
+        try:
+            config = MarkovConfig(**{k: v for k, v in meta["config"].items() if k in known})
+            n_vocab, n_states = int(meta["stats"]["vocab"]), int(meta["stats"]["states"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"{cfg_file} is corrupt ({type(exc).__name__}: {exc}); rebuild it") from exc
         try:
             vocab = _SPECIAL + (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
             with np.load(path / "tables.npz") as npz:
                 arrays = {name: npz[name] for name in cls._ARRAYS}
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path} is corrupt or incomplete ({type(exc).__name__}: {exc}); rebuild it") from exc
-        if len(vocab) != meta["stats"]["vocab"] or len(arrays["row_ptr"]) != meta["stats"]["states"] + 1:
+        if len(vocab) != n_vocab or len(arrays["row_ptr"]) != n_states + 1 or not _tables_consistent(arrays, n_vocab):
             raise ValueError(f"{path} is corrupt: its tables do not match its config.json; rebuild it")
         return cls(config, vocab, arrays, meta["stats"])
 
@@ -592,6 +596,22 @@ class MarkovModel:
     def __repr__(self) -> str:
         s = self.stats
         return f"MarkovModel(order={self.config.order}, lines={s['lines']}, vocab={s['vocab']}, states={s['states']}, transitions={s['transitions']})"
+
+
+def _tables_consistent(arrays: dict[str, np.ndarray], n_vocab: int) -> bool:
+    """Cheap structural checks, so that damaged tables fail at load instead of sampling garbage or crashing later."""
+    row_ptr, nxt, state, cum = arrays["row_ptr"], arrays["next_tok"], arrays["next_state"], arrays["cum_in_row"]
+    n = len(nxt)
+    if row_ptr.ndim != 1 or len(row_ptr) < 2 or row_ptr[0] != 0 or row_ptr[-1] != n or len(state) != n or len(cum) != n:
+        return False
+    if n == 0:
+        return True
+    return bool(
+        np.all(np.diff(row_ptr) >= 0)
+        and nxt.min() >= 1 and nxt.max() < n_vocab  # never BEGIN, always a known token
+        and state.min() >= -1 and state.max() < len(row_ptr) - 1
+        and np.all(np.isfinite(cum)) and cum.min() > 0
+    )
 
 
 def _longest_run(hit: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -30,10 +31,16 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["RIPOSTE_BUDGET_MS"] = str(args.budget_ms)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"riposte: listening on {args.host}: reachable from other machines", file=sys.stderr)
+    # uvicorn drains in-flight requests on SIGTERM (every request ends by its budget), then re-raises the
+    # signal: a handler here turns that into a clean exit 0 rather than death by signal.
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda sig, frame: stopped.append(sig))
     uvicorn.run(
         "server.app:create_app_from_env", factory=True, host=args.host, port=args.port,
         workers=args.workers, log_level=args.log_level,
     )
+    if stopped:
+        print("riposte: stopped by SIGTERM after finishing the requests in flight", file=sys.stderr)
     return 0
 
 
@@ -51,8 +58,8 @@ def chat(args: argparse.Namespace) -> int:
         engine.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run a subcommand."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `serve` and `chat`."""
     default_model = Path(os.environ.get("RIPOSTE_MODEL_DIR", "models/default"))
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,11 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--budget-ms", type=int, default=None, help="default time budget per reply")
         p.add_argument("--no-build", action="store_true", help="never build missing models; rank by prior without a reranker")
     serve_p = sub.choices["serve"]
-    serve_p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    # Loopback unless told otherwise (--host or RIPOSTE_HOST): exposing the service must be a choice.
+    serve_p.add_argument("--host", default=os.environ.get("RIPOSTE_HOST", "127.0.0.1"),
+                         help="interface to listen on (default: 127.0.0.1, loopback only; 0.0.0.0 exposes it)")
     serve_p.add_argument("--port", type=int, default=8000)
     serve_p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each loads its own models")
     serve_p.add_argument("--log-level", default="info")
     sub.choices["chat"].add_argument("--seed", type=int, default=None, help="seed replies for a reproducible chat")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run a subcommand."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.budget_ms is not None and not 10 <= args.budget_ms <= 30_000:
         parser.error("--budget-ms must be between 10 and 30000")

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -26,7 +26,20 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.engine import DEFAULT_PERSONA, Engine, EngineConfig, Reply, Scored, ScoringJob
+from server.admission import Admission, AdmissionConfig, Overloaded
+from server.engine import (
+    DEFAULT_PERSONA,
+    Engine,
+    EngineConfig,
+    PreparedTurn,
+    Reply,
+    Scored,
+    ScoringError,
+    ScoringJob,
+    Turn,
+)
+from server.group import MAX_TURNS as MAX_SIMULATED_TURNS
+from server.group import Conversation
 from server.metrics import Metrics
 
 MAX_TEXT = 2000
@@ -50,6 +63,13 @@ class Settings(BaseSettings):
     # over the GIL, and a turn that waits here is charged for it and sheds work when it gets its turn.
     cpu_workers: int = Field(max(2, os.cpu_count() or 2), ge=1)
     require_reranker: bool = True
+    # A client must send its whole body within this time (408 otherwise): a trickling client holds no worker.
+    body_timeout_s: float = Field(15.0, gt=0, le=600)
+    # Load shedding (server/admission.py): requests in flight, and candidates each must get scored in its budget.
+    max_in_flight: int = Field(64, ge=1)
+    min_scored: int = Field(32, ge=0)
+    # /simulate runs turns x budget_ms, but never longer than this in all.
+    simulate_max_ms: int = Field(30_000, ge=10, le=600_000)
 
     def engine_config(self) -> EngineConfig:
         """The engine defaults these settings imply."""
@@ -68,6 +88,22 @@ class OrjsonResponse(Response):
 # ---------------------------------------------------------------------------------------------------- schemas
 
 
+def _valid_unicode(text: Any) -> Any:
+    """Lone surrogates (JSON allows "\\ud800", e.g. from a client that cut an emoji in half) cannot be encoded
+    or tokenized: they become U+FFFD, before pydantic would refuse the whole string."""
+    if not isinstance(text, str):
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), BeforeValidator(_valid_unicode)]
+Name = Annotated[str, Field(max_length=200), BeforeValidator(_valid_unicode)]
+
+
 def _alternate_speakers(value: Any) -> Any:
     """Bare strings in a history alternate speakers, the last one being the user's."""
     if not isinstance(value, list):
@@ -83,8 +119,8 @@ class HistoryTurn(BaseModel):
     """One line of the conversation."""
 
     model_config = ConfigDict(extra="forbid")
-    speaker: str = Field("user", max_length=100)
-    text: str = Field(max_length=MAX_TEXT)
+    speaker: Annotated[str, Field(max_length=100), BeforeValidator(_valid_unicode)] = "user"
+    text: Text
 
 
 History = Annotated[
@@ -101,10 +137,49 @@ class ReplyRequest(BaseModel):
     budget_ms: BudgetMs | None = None
     n_candidates: int | None = Field(None, ge=1, le=65_536)
     seed: int | None = None
-    persona: str = Field(DEFAULT_PERSONA, max_length=200)
+    persona: Name = DEFAULT_PERSONA
+    topic: Name | None = Field(None, description="steer the reply toward these words")
     top_k: int | None = Field(None, ge=1, le=1000)
     temperature: float | None = Field(None, gt=0, le=100)
     n_alternatives: int = Field(5, ge=0, le=100)
+
+
+class SimulateRequest(BaseModel):
+    """POST /simulate: personas talk among themselves for a number of turns."""
+
+    model_config = ConfigDict(extra="forbid")
+    personas: list[Name] | None = Field(
+        None, min_length=1, max_length=50, description="who takes part; default: every persona except 'all'")
+    turns: int = Field(10, ge=1, le=MAX_SIMULATED_TURNS)
+    history: Annotated[list[HistoryTurn], BeforeValidator(_alternate_speakers), Field(max_length=MAX_TURNS)] = []
+    topic: Name | None = None
+    order: Literal["round_robin", "follows"] = Field(
+        "round_robin", description="next speaker: in turn, or who most often followed whom in the export")
+    budget_ms: BudgetMs | None = Field(None, description="per turn; the whole run is also capped by the server")
+    n_candidates: int | None = Field(None, ge=1, le=65_536)
+    seed: int | None = None
+
+
+class SimulatedTurn(BaseModel):
+    """One generated line of a simulation."""
+
+    persona: str
+    speaker: str
+    text: str | None
+    score: float | None
+    elapsed_ms: float
+    scored: int
+    timed_out: bool
+
+
+class SimulateResponse(BaseModel):
+    """The generated turns, in order; `stopped` says why there are fewer than asked (else null)."""
+
+    turns: list[SimulatedTurn]
+    elapsed_ms: float
+    budget_ms: float
+    time_bound_ms: float
+    stopped: str | None
 
 
 class ScoredText(BaseModel):
@@ -140,7 +215,7 @@ class RankRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     history: History
-    candidates: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(min_length=1, max_length=65_536)
+    candidates: list[Text] = Field(min_length=1, max_length=65_536)
     budget_ms: BudgetMs | None = None
 
 
@@ -157,7 +232,7 @@ class ContentPart(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     type: str = "text"
-    text: str = Field("", max_length=MAX_TEXT)
+    text: Text = ""
 
 
 class ChatMessage(BaseModel):
@@ -165,7 +240,7 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     role: str
-    content: Annotated[str, Field(max_length=MAX_TEXT)] | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
 
 class ChatRequest(BaseModel):
@@ -186,11 +261,13 @@ class ChatRequest(BaseModel):
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit, decided from Content-Length or while streaming, before any work."""
+    """413 for bodies over the limit, decided from Content-Length or while streaming, before any work;
+    408 for a body that does not arrive in whole within `timeout_s`."""
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float = 15.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -212,8 +289,13 @@ class BodyLimitMiddleware:
             return
         # Chunked or lying clients: read at most the limit plus one chunk, then replay what was read.
         messages, total = [], 0
+        give_up = time.monotonic() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, give_up - time.monotonic()))
+            except TimeoutError:
+                await _send_json(send, 408, {"detail": f"request body not received in whole within {self.timeout_s:g} s"})
+                return
             messages.append(message)
             if message["type"] != "http.request":
                 break
@@ -287,6 +369,10 @@ class State:
         self.load_error: str | None = None
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=settings.cpu_workers, thread_name_prefix="riposte-turn")
+        self.admission = Admission(
+            AdmissionConfig(max_in_flight=settings.max_in_flight, min_scored=settings.min_scored),
+            lambda: None if self.engine is None else self.engine.seconds_per_candidate,
+        )
 
     def load(self) -> None:
         """Load the engine from the model dir (runs on a background thread)."""
@@ -327,6 +413,37 @@ def check_persona(engine: Engine, persona: str, field: str = "persona") -> None:
         raise unprocessable(field, f"unknown persona {persona!r}; known: {', '.join(engine.persona_names)}")
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready; its work has been dropped."""
+
+
+class DisconnectWatch:
+    """Races a request's steps against its client going away (after the body, `receive` waits for that)."""
+
+    def __init__(self, request: Request):
+        self._task = asyncio.ensure_future(self._watch(request))
+
+    @staticmethod
+    async def _watch(request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def race(self, awaitable: Any, on_disconnect: Callable[[], None] | None = None) -> Any:
+        """The awaitable's result; ClientDisconnected (after `on_disconnect`) if the client leaves first."""
+        step = asyncio.ensure_future(awaitable)
+        await asyncio.wait({step, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if step.done():
+            return step.result()
+        step.cancel()
+        if on_disconnect is not None:
+            on_disconnect()
+        raise ClientDisconnected("client disconnected")
+
+    def close(self) -> None:
+        """Stop watching."""
+        self._task.cancel()
+
+
 async def wait_for_job(job: ScoringJob | None) -> None:
     """Wait, without holding a thread, until the job is scored or its deadline passes."""
     if job is None or job.done.is_set():
@@ -346,13 +463,44 @@ async def wait_for_job(job: ScoringJob | None) -> None:
         pass
 
 
-async def run_turn(state: State, engine: Engine, **kwargs: Any) -> Reply:
-    """A turn: CPU work on the small executor, scoring on the shared worker, waiting on the event loop."""
+async def run_turn(state: State, engine: Engine, watch: DisconnectWatch | None = None, **kwargs: Any) -> Reply:
+    """A turn: CPU work on the small executor, scoring on the shared worker, waiting on the event loop.
+
+    If the client goes away, its candidates leave the scorer's queue at once (generation, already running on
+    a thread, ends by its own share of the budget).
+    """
     loop = asyncio.get_running_loop()
-    turn = await loop.run_in_executor(state.executor, partial(engine.prepare, **kwargs))
+    prepare = loop.run_in_executor(state.executor, partial(engine.prepare, **kwargs))
+    turn: PreparedTurn = await (watch.race(prepare) if watch else prepare)
     job = engine.submit(turn)
-    await wait_for_job(job)
+    if watch is not None:
+        await watch.race(wait_for_job(job), lambda: engine.cancel(job))
+    else:
+        await wait_for_job(job)
     return engine.finish(turn, job)
+
+
+@asynccontextmanager
+async def serving(
+    request: Request, state: State, engine: Engine, budget_ms: float, *, generates: bool = True,
+    total_ms: float | None = None,
+) -> AsyncIterator[DisconnectWatch]:
+    """Admit the request (or 503 with Retry-After, before any work) and watch for its client leaving.
+
+    `budget_ms` is one turn's budget; `total_ms` how long the whole request may take (default: one turn).
+    """
+    scoring_ms = None
+    if engine.scorer is not None:
+        # Generation takes its share of the budget first; scoring has the rest.
+        share = 1.0 - engine.config.generation_share if generates else 1.0
+        scoring_ms = budget_ms * share - engine.config.finish_margin_ms
+    deadline = received_at(request) + (budget_ms if total_ms is None else total_ms) / 1000.0
+    with state.admission.admit(scoring_ms, deadline):
+        watch = DisconnectWatch(request)
+        try:
+            yield watch
+        finally:
+            watch.close()
 
 
 def received_at(request: Request) -> float:
@@ -374,13 +522,15 @@ core = APIRouter(tags=["riposte"])
 async def post_reply(body: ReplyRequest, request: Request, engine: EngineDep, state: StateDep) -> Response:
     """Generate, score within the budget and pick a reply."""
     check_persona(engine, body.persona)
-    result: Reply = await run_turn(
-        state, engine,
-        history=[{"speaker": t.speaker, "text": t.text} for t in body.history],
-        budget_ms=body.budget_ms or state.settings.budget_ms, n_candidates=body.n_candidates, seed=body.seed,
-        persona=body.persona, top_k=body.top_k, temperature=body.temperature,
-        n_alternatives=body.n_alternatives, started=received_at(request),
-    )
+    budget_ms = body.budget_ms or state.settings.budget_ms
+    async with serving(request, state, engine, budget_ms) as watch:
+        result: Reply = await run_turn(
+            state, engine, watch,
+            history=[{"speaker": t.speaker, "text": t.text} for t in body.history],
+            budget_ms=budget_ms, n_candidates=body.n_candidates, seed=body.seed,
+            persona=body.persona, top_k=body.top_k, temperature=body.temperature,
+            n_alternatives=body.n_alternatives, started=received_at(request), topic=body.topic,
+        )
     state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
     result.stats["elapsed_ms"] = round((time.monotonic() - received_at(request)) * 1000.0, 1)
     return OrjsonResponse({
@@ -397,16 +547,67 @@ async def post_rank(body: RankRequest, request: Request, engine: EngineDep, stat
     if engine.scorer is None:
         raise HTTPException(503, detail="this server has no reranker loaded")
     started = received_at(request)
-    job = engine.submit_rank(
-        [{"speaker": t.speaker, "text": t.text} for t in body.history], body.candidates,
-        budget_ms=body.budget_ms, started=started,
-    )
-    await wait_for_job(job)
-    ranked = engine.ranked(body.candidates, job)
+    # Without a budget every candidate is scored: admission judges it by the server's default budget.
+    async with serving(request, state, engine, body.budget_ms or state.settings.budget_ms, generates=False) as watch:
+        job = engine.submit_rank(
+            [{"speaker": t.speaker, "text": t.text} for t in body.history], body.candidates,
+            budget_ms=body.budget_ms, started=started,
+        )
+        await watch.race(wait_for_job(job), lambda: engine.cancel(job))
+        ranked = engine.ranked(body.candidates, job)
     return OrjsonResponse({
         "ranked": [scored_json(s) for s in ranked],
         "scored": sum(s.score is not None for s in ranked),
         "elapsed_ms": round((time.monotonic() - started) * 1000.0, 1),
+    })
+
+
+@core.post("/simulate", response_model=SimulateResponse)
+async def post_simulate(body: SimulateRequest, request: Request, engine: EngineDep, state: StateDep) -> Response:
+    """Let personas talk among themselves for a number of turns, within an overall time bound."""
+    for i, persona in enumerate(body.personas or []):
+        check_persona(engine, persona, field=f"personas.{i}")
+    history = [Turn(t.speaker, t.text) for t in body.history]
+    convo = Conversation(engine, body.personas, mode=body.order, history=history)
+    started = received_at(request)
+    budget_ms = body.budget_ms or state.settings.budget_ms
+    bound_ms = min(body.turns * budget_ms, state.settings.simulate_max_ms)
+    # Every turn gets its share of the bound, so all of them fit (and none gets more than it asked for).
+    per_turn = max(10.0, min(budget_ms, bound_ms / body.turns))
+    end = started + bound_ms / 1000.0
+    turns: list[dict[str, Any]] = []
+    stopped = None
+    async with serving(request, state, engine, per_turn, total_ms=bound_ms) as watch:
+        for i in range(body.turns):
+            left_ms = (end - time.monotonic()) * 1000.0
+            if left_ms < 10.0:
+                stopped = f"the {bound_ms:.0f} ms time bound ran out after {i} of {body.turns} turns"
+                break
+            persona = convo.next()
+            turn_started = time.monotonic()
+            result: Reply = await run_turn(
+                state, engine, watch, history=convo.history, budget_ms=min(per_turn, left_ms),
+                n_candidates=body.n_candidates, seed=None if body.seed is None else body.seed + i,
+                persona=persona, n_alternatives=0, started=turn_started, topic=body.topic,
+                speaker=convo.speaker(persona),
+            )
+            state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
+            convo.record(persona, result.reply)
+            turns.append({
+                "persona": persona,
+                "speaker": convo.speaker(persona),
+                "text": result.reply,
+                "score": result.score,
+                "elapsed_ms": round((time.monotonic() - turn_started) * 1000.0, 1),
+                "scored": result.stats["scored"],
+                "timed_out": result.stats["timed_out"],
+            })
+    return OrjsonResponse({
+        "turns": turns,
+        "elapsed_ms": round((time.monotonic() - started) * 1000.0, 1),
+        "budget_ms": per_turn,
+        "time_bound_ms": bound_ms,
+        "stopped": stopped,
     })
 
 
@@ -462,12 +663,14 @@ async def chat_completions(body: ChatRequest, request: Request, engine: EngineDe
         if len(turn["text"]) > MAX_TEXT:
             raise unprocessable(f"messages.{i}.content", f"over {MAX_TEXT} characters")
     sample = body.temperature is not None and body.temperature > 0
-    result: Reply = await run_turn(
-        state, engine, history=history, budget_ms=body.budget_ms or state.settings.budget_ms,
-        n_candidates=body.n_candidates, seed=body.seed, persona=body.model,
-        top_k=8 if sample else 1, temperature=body.temperature if sample else 1.0,
-        n_alternatives=body.n - 1, started=received_at(request),
-    )
+    budget_ms = body.budget_ms or state.settings.budget_ms
+    async with serving(request, state, engine, budget_ms) as watch:
+        result: Reply = await run_turn(
+            state, engine, watch, history=history, budget_ms=budget_ms,
+            n_candidates=body.n_candidates, seed=body.seed, persona=body.model,
+            top_k=8 if sample else 1, temperature=body.temperature if sample else 1.0,
+            n_alternatives=body.n - 1, started=received_at(request),
+        )
     state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
     texts = ([result.reply] if result.reply is not None else []) + [a.text for a in result.alternatives]
     texts = (texts + [""] * body.n)[: body.n]
@@ -533,6 +736,26 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return error_response(request, exc.status_code, exc.detail, exc.headers)
 
 
+async def overloaded(request: Request, exc: Overloaded) -> Response:
+    """503 with Retry-After: the request was shed before any work."""
+    return error_response(request, 503, exc.message, {"Retry-After": str(exc.retry_after)})
+
+
+async def scoring_failed(request: Request, exc: ScoringError) -> Response:
+    """500 naming the scorer's exception; only this request fails, the scorer keeps serving the others."""
+    return error_response(request, 500, str(exc))
+
+
+async def client_disconnected(request: Request, exc: ClientDisconnected) -> Response:
+    """499 (nginx's "client closed request"), for the logs and metrics: nobody is there to read it."""
+    return error_response(request, 499, str(exc))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Any other bug: a 500 naming the exception type, never a bare 'Internal Server Error'."""
+    return error_response(request, 500, f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+
+
 def error_response(request: Request, status: int, detail: Any, headers: dict | None = None) -> Response:
     """{"detail": ...}; under /v1 also {"error": {"message", "type", "param"}} so OpenAI clients show the message."""
     content: dict[str, Any] = {"detail": detail}
@@ -572,11 +795,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(openai)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Overloaded, overloaded)
+    app.add_exception_handler(ScoringError, scoring_failed)
+    app.add_exception_handler(ClientDisconnected, client_disconnected)
+    app.add_exception_handler(Exception, internal_error)
     metrics.endpoints = {route.path for router in (core, service, openai) for route in router.routes} | {
         "/docs", "/openapi.json"}
     # Added last = outermost. Metrics sees every request (413s included) and stamps its arrival; the body
     # limit then runs before anything reads the whole body or starts work.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

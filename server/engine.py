@@ -9,6 +9,7 @@ deadline whatever the scorer is doing.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -38,6 +39,10 @@ class UnknownPersonaError(ValueError):
     """A request named a persona the engine has no Markov model for."""
 
 
+class ScoringError(RuntimeError):
+    """The scorer raised while scoring one caller's candidates; only that caller fails."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything that shapes a turn; request fields override the per-turn defaults."""
@@ -62,6 +67,8 @@ class EngineConfig:
     generation_chunk: int = 128
     scoring_slice: int = 32  # candidates per scorer call; smaller = fairer and closer to the deadline
     finish_margin_ms: float = 8.0  # kept back from the budget for picking and writing the response
+    topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
+    topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k:
@@ -72,6 +79,8 @@ class EngineConfig:
             raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
         if self.scoring_slice < 1 or self.generation_chunk < 1:
             raise ValueError("scoring_slice and generation_chunk must be >= 1")
+        if not 0.0 <= self.topic_share <= 1.0:
+            raise ValueError(f"topic_share must be within [0, 1], got {self.topic_share}")
         for pattern in self.blocklist_regexes:
             try:
                 re.compile(pattern)
@@ -176,6 +185,13 @@ def overlap(candidate_words: list[str], context_words: frozenset[str]) -> float:
     return sum(w in context_words for w in content) / len(content)
 
 
+def topic_terms(topic: str | None) -> tuple[str, ...]:
+    """The topic's content words, in order and deduped (all its words when every one is a stopword)."""
+    ws = list(dict.fromkeys(words(topic or "")))[:8]  # a topic is a few words; more would only dilute the bonus
+    content = [w for w in ws if w not in _STOPWORDS]
+    return tuple(content or ws)
+
+
 class TextFilter:
     """The outgoing-text rules: URL removal, length bounds, blocklist words and regexes."""
 
@@ -249,7 +265,7 @@ class ScoringJob:
         with self.lock:
             self.abandoned = True  # the worker may still be inside a slice for this job
             if self.error is not None:
-                raise RuntimeError(f"scorer failed: {self.error}") from self.error
+                raise ScoringError(f"scoring failed: {type(self.error).__name__}: {self.error}") from self.error
             return self.scores.copy(), self.scored.copy()
 
 
@@ -263,6 +279,9 @@ class ScoringScheduler:
         self._queue: deque[ScoringJob] = deque()
         self._cv = threading.Condition()
         self._closed = False
+        # Seconds per candidate, a moving average over slices; admission control reads it (None until measured).
+        self.seconds_per_candidate: float | None = None
+        self.cancelled = 0
         self._thread = threading.Thread(target=self._run, name="riposte-scorer", daemon=True)
         self._thread.start()
 
@@ -289,6 +308,24 @@ class ScoringScheduler:
         job.wait()
         return job.collect()
 
+    def cancel(self, job: ScoringJob) -> None:
+        """Drop a job whose caller went away: out of the queue now, and no further slice is scored for it."""
+        with job.lock:
+            job.abandoned = True
+        with self._cv:
+            try:
+                self._queue.remove(job)
+                self.cancelled += 1
+            except ValueError:  # being scored right now or already done: the worker drops it after the slice
+                pass
+        job.finish()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued for their next slice."""
+        with self._cv:
+            return len(self._queue)
+
     def close(self) -> None:
         """Stop the worker after its current slice."""
         with self._cv:
@@ -314,6 +351,7 @@ class ScoringScheduler:
                 continue
             start = job.next
             chunk = job.candidates[start : start + size]
+            began = time.monotonic()
             try:
                 if job.deadline is None:
                     scores = np.asarray(self.scorer.score(job.context, chunk), dtype=np.float32)
@@ -327,12 +365,17 @@ class ScoringScheduler:
                     job.error = exc
                 job.finish()
                 continue
+            n_done = int(mask.sum())
+            if n_done:
+                per = (time.monotonic() - began) / n_done
+                ema = self.seconds_per_candidate
+                self.seconds_per_candidate = per if ema is None else 0.8 * ema + 0.2 * per
             with job.lock:
                 if not job.abandoned:
                     job.scores[start : start + len(chunk)][mask] = scores[mask]
                     job.scored[start : start + len(chunk)] = mask
                 job.next = start + len(chunk)
-            finished = job.next >= len(job.candidates) or not mask.all()
+            finished = job.next >= len(job.candidates) or not mask.all() or job.abandoned
             if finished:
                 job.finish()
             else:
@@ -365,13 +408,36 @@ def load_personas(markov_dir: str | Path) -> dict[str, Any]:
     return personas
 
 
+def load_persona_meta(markov_dir: str | Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Display names and who-follows-whom counts from `markov/personas.json` (empty when there is none)."""
+    path = Path(markov_dir) / "personas.json"
+    if not path.is_file():
+        return {}, {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rebuild the personas with `python -m markov build`") from exc
+    names = {p: str(info.get("name", p)) for p, info in (meta.get("personas") or {}).items() if isinstance(info, dict)}
+    follows = {
+        a: {b: int(n) for b, n in nexts.items() if isinstance(n, int | float)}
+        for a, nexts in (meta.get("follows") or {}).items()
+        if isinstance(nexts, dict)
+    }
+    return names, follows
+
+
 class Engine:
     """Turns a history into a reply within a wall-clock budget."""
 
-    def __init__(self, personas: Mapping[str, Any], scorer: Scorer | None, config: EngineConfig | None = None):
+    def __init__(
+        self, personas: Mapping[str, Any], scorer: Scorer | None, config: EngineConfig | None = None, *,
+        names: Mapping[str, str] | None = None, follows: Mapping[str, Mapping[str, int]] | None = None,
+    ):
         if not personas:
             raise ValueError("the engine needs at least one Markov model")
         self.personas = dict(personas)
+        self.names = {p: (names or {}).get(p, p) for p in self.personas}  # persona -> display name (speaker)
+        self.follows = {a: dict(b) for a, b in (follows or {}).items()}  # persona -> next persona -> count
         self.scorer = scorer
         self.config = config or EngineConfig()
         self._filter = TextFilter(self.config)
@@ -382,6 +448,7 @@ class Engine:
         """Load `model_dir/markov` (personas) and `model_dir/reranker`; without a reranker, rank by prior only."""
         model_dir = Path(model_dir)
         personas = load_personas(model_dir / "markov")
+        names, follows = load_persona_meta(model_dir / "markov")
         scorer = None
         if (model_dir / "reranker").is_dir():
             from reranker import Reranker
@@ -389,7 +456,7 @@ class Engine:
             scorer = Reranker.load(model_dir / "reranker")
         elif require_reranker:
             raise FileNotFoundError(f"no reranker at {model_dir / 'reranker'}: train one with `python -m reranker`")
-        return cls(personas, scorer, config)
+        return cls(personas, scorer, config, names=names, follows=follows)
 
     def close(self) -> None:
         """Stop the scoring worker."""
@@ -400,6 +467,40 @@ class Engine:
     def persona_names(self) -> list[str]:
         """The personas a request may name."""
         return sorted(self.personas)
+
+    @property
+    def speaking_personas(self) -> list[str]:
+        """The personas that are someone: not `all`, nor `default` when it only stands in for another persona."""
+        out = []
+        for name in self.persona_names:
+            alias = name == DEFAULT_PERSONA and any(
+                self.personas[other] is self.personas[name] for other in self.personas if other != name
+            )
+            if name != "all" and not alias:
+                out.append(name)
+        return out or self.persona_names
+
+    @property
+    def context_speakers(self) -> bool:
+        """Whether the scorer was trained on `name: text` context lines (else it sees the bare text)."""
+        return bool(getattr(self.scorer, "context_speakers", False))
+
+    def context_of(self, turns: list[Turn]) -> list[str]:
+        """The newest history lines as the scorer expects them."""
+        recent = turns[-self.config.context_lines :]
+        if self.context_speakers:
+            return [f"{t.speaker}: {t.text}" for t in recent]
+        return [t.text for t in recent]
+
+    def cancel(self, job: ScoringJob | None) -> None:
+        """Stop scoring a job whose caller went away."""
+        if job is not None and self._scheduler is not None:
+            self._scheduler.cancel(job)
+
+    @property
+    def seconds_per_candidate(self) -> float | None:
+        """The scorer's measured cost per candidate (None without a scorer or before the first slice)."""
+        return None if self._scheduler is None else self._scheduler.seconds_per_candidate
 
     def reply(
         self,
@@ -413,11 +514,13 @@ class Engine:
         temperature: float | None = None,
         n_alternatives: int | None = None,
         started: float | None = None,
+        topic: str | None = None,
+        speaker: str | None = None,
     ) -> Reply:
         """One turn: generate, normalize, dedupe, filter, order by prior, score within the budget, pick."""
         turn = self.prepare(
             history, budget_ms=budget_ms, n_candidates=n_candidates, seed=seed, persona=persona, top_k=top_k,
-            temperature=temperature, n_alternatives=n_alternatives, started=started,
+            temperature=temperature, n_alternatives=n_alternatives, started=started, topic=topic, speaker=speaker,
         )
         job = self.submit(turn)
         if job is not None:
@@ -436,8 +539,14 @@ class Engine:
         temperature: float | None = None,
         n_alternatives: int | None = None,
         started: float | None = None,
+        topic: str | None = None,
+        speaker: str | None = None,
     ) -> PreparedTurn:
-        """The CPU part of a turn: generate, dedupe, filter and order the candidates by prior."""
+        """The CPU part of a turn: generate, dedupe, filter and order the candidates by prior.
+
+        `topic` seeds part of the candidates with its words and gives candidates naming them a prior bonus;
+        `speaker` names who talks now, so that speaker's own recent lines are not repeated.
+        """
         cfg = self.config
         started = time.monotonic() if started is None else started
         budget_ms = cfg.budget_ms if budget_ms is None else budget_ms
@@ -453,12 +562,19 @@ class Engine:
         gen_rng, pick_rng = root.spawn(2)
 
         n_candidates = cfg.n_candidates if n_candidates is None else n_candidates
-        generated, unique, report = self._generate(persona, n_candidates, gen_rng, started, budget_ms)
+        topic_words = topic_terms(topic)
+        generated, unique, report = self._generate(persona, n_candidates, gen_rng, started, budget_ms, topic_words)
         # Filtering is Python work per candidate: under load it too must stop in time (what is done is kept).
-        candidates, priors = self._clean(turns, unique, stop_at=started + budget_ms / 1000.0 * cfg.prepare_share)
+        candidates, priors = self._clean(
+            turns, unique, stop_at=started + budget_ms / 1000.0 * cfg.prepare_share, topic_words=topic_words,
+            speaker=speaker,
+        )
         order = np.argsort(-priors, kind="stable")  # most promising first, so a tight budget scores them
+        stats: dict[str, Any] = {"generated": generated, "unique": len(unique), "filtered": len(candidates)}
+        if topic_words:
+            stats["topic"] = {"words": list(topic_words), "seeded": report.pop("topic_seeded", 0)}
         return PreparedTurn(
-            context=[t.text for t in turns[-cfg.context_lines :]],
+            context=self.context_of(turns),
             candidates=[candidates[i] for i in order],
             priors=priors[order],
             started=started,
@@ -469,7 +585,7 @@ class Engine:
             temperature=temperature,
             n_alternatives=cfg.n_alternatives if n_alternatives is None else n_alternatives,
             rng=pick_rng,
-            stats={"generated": generated, "unique": len(unique), "filtered": len(candidates)},
+            stats=stats,
             report=report,
         )
 
@@ -524,8 +640,7 @@ class Engine:
             raise RuntimeError("this engine has no reranker to rank with")
         started = time.monotonic() if started is None else started
         deadline = None if budget_ms is None else started + budget_ms / 1000.0 - self.config.finish_margin_ms / 1000.0
-        context = [t.text for t in as_turns(history)[-self.config.context_lines :]]
-        return self._scheduler.submit(context, list(candidates), deadline)
+        return self._scheduler.submit(self.context_of(as_turns(history)), list(candidates), deadline)
 
     @staticmethod
     def ranked(candidates: list[str], job: ScoringJob) -> list[Scored]:
@@ -539,20 +654,41 @@ class Engine:
     # ------------------------------------------------------------------------------------------- the steps
 
     def _generate(
-        self, persona: str, n: int, rng: np.random.Generator, started: float, budget_ms: float
+        self, persona: str, n: int, rng: np.random.Generator, started: float, budget_ms: float,
+        topic_words: tuple[str, ...] = (),
     ) -> tuple[int, dict[str, tuple[str, float, list[str]]], dict[str, int]]:
         """Markov candidates in chunks, deduped as they come; stops once generation has used its share of the budget.
 
+        With topic words, `topic_share` of the chunks start from them (the whole phrase, then each word alone);
+        starts the persona does not know are dropped at their first try, and their chunks go unseeded.
         Returns the number generated, {dedupe key: (text, best mean log-prob, words)} and the generator's report.
         """
+        cfg = self.config
         model = self.personas[persona]
-        stop_at = started + budget_ms / 1000.0 * self.config.generation_share
+        stop_at = started + budget_ms / 1000.0 * cfg.generation_share
+        starts = [" ".join(topic_words)] if len(topic_words) > 1 else []
+        starts += list(topic_words)
+        seeded_n = int(round(n * cfg.topic_share)) if starts else 0
         unique: dict[str, tuple[str, float, list[str]]] = {}
         report: dict[str, int] = {}
-        generated = 0
+        generated = seeded = 0
+        turn = 0
         while generated < n:
-            gen = model.generate(min(n - generated, self.config.generation_chunk), rng)
-            generated += min(n - generated, self.config.generation_chunk)
+            size = min(n - generated, cfg.generation_chunk)
+            # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds.
+            start = None
+            if starts and seeded < seeded_n and (turn % 2 == 0 or generated - seeded >= n - seeded_n):
+                start = starts[(seeded // cfg.generation_chunk) % len(starts)]
+            turn += 1
+            gen = model.generate(size, rng, start=start)
+            if start is not None:
+                if not gen.candidates and gen.reason:  # unknown to this persona, or never in this order
+                    starts.remove(start)
+                    report["topic_unusable"] = report.get("topic_unusable", 0) + 1
+                    continue
+                seeded += size
+                report["topic_seeded"] = report.get("topic_seeded", 0) + len(gen.candidates)
+            generated += size
             for text, lp in zip(gen.candidates, gen.logprob.tolist(), strict=True):
                 ws = words(text)
                 key = " ".join(ws)  # == dedupe_key(text), with the words kept for the filters
@@ -560,22 +696,26 @@ class Engine:
                 if key and (key not in unique or lp > unique[key][1]):
                     unique[key] = (text, lp, ws)
             for key, value in (gen.report or {}).items():
-                if isinstance(value, int | np.integer):
+                if isinstance(value, int | np.integer) and key != "unknown_start":
                     report[key] = report.get(key, 0) + int(value)
             if time.monotonic() >= stop_at:
                 break
         return generated, unique, report
 
     def _clean(
-        self, turns: list[Turn], unique: dict[str, tuple[str, float, list[str]]], stop_at: float = math.inf
+        self, turns: list[Turn], unique: dict[str, tuple[str, float, list[str]]], stop_at: float = math.inf,
+        topic_words: tuple[str, ...] = (), speaker: str | None = None,
     ) -> tuple[list[str], np.ndarray]:
         """Filter the unique candidates and compute their priors (one word split per candidate, reused)."""
         cfg = self.config
-        bot_lines = [t.text for t in turns if t.speaker.casefold() in cfg.bot_speakers]
-        user_lines = [t.text for t in turns if t.speaker.casefold() not in cfg.bot_speakers]
+        own = {s.casefold() for s in cfg.bot_speakers} | ({speaker.casefold()} if speaker else set())
+        bot_lines = [t.text for t in turns if t.speaker.casefold() in own]
+        user_lines = [t.text for t in turns if t.speaker.casefold() not in own]
         forbidden = {dedupe_key(user_lines[-1])} if user_lines else set()  # never echo the user's last line
         forbidden.update(dedupe_key(t) for t in bot_lines[len(bot_lines) - cfg.repeat_window :] if cfg.repeat_window)
         context_words = frozenset(w for t in turns[-cfg.context_lines :] for w in words(t.text))
+        topic = frozenset(topic_words)
+        topic_bonus = cfg.topic_weight / len(topic) if topic else 0.0
 
         candidates, priors, seen = [], [], set()
         for n, (key, (text, lp, ws)) in enumerate(unique.items()):
@@ -591,7 +731,10 @@ class Engine:
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             candidates.append(text)
-            priors.append(lp + cfg.overlap_weight * overlap(ws, context_words))
+            prior = lp + cfg.overlap_weight * overlap(ws, context_words)
+            if topic:
+                prior += topic_bonus * len(topic.intersection(ws))
+            priors.append(prior)
         return candidates, np.asarray(priors, dtype=np.float64)
 
     @staticmethod

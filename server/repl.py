@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from server.engine import DEFAULT_PERSONA, Engine, Reply, Turn
+from server.engine import DEFAULT_PERSONA, Engine, Reply, Turn, UnknownPersonaError, topic_terms
+from server.group import MAX_TURNS as MAX_AUTO_TURNS
+from server.group import Conversation
 
 MAX_HISTORY = 100  # the same cap as the HTTP API
 KEEP_ALTERNATIVES = 50
@@ -14,7 +16,11 @@ HELP = """commands:
   /reset          forget the conversation
   /top N          the last turn's N best candidates with their scores
   /budget MS      time budget per reply, 10-30000 ms
-  /persona NAME   switch persona ({personas})
+  /as NAME        speak as this persona ({personas}); /persona NAME is the same
+  /auto N [NAME...] [--follows]
+                  let personas talk for N turns (1-100; default: {speakers}), taking turns
+                  round-robin, or with --follows as in the export (who most often answers whom)
+  /topic WORDS    steer replies toward a topic (seeds candidates with the words); /topic alone clears it
   /help           this text
   /quit           leave (Ctrl-D and Ctrl-C work too)"""
 
@@ -31,6 +37,7 @@ class Chat:
         self.turn = 0
         self.history: list[Turn] = []
         self.last: Reply | None = None
+        self.topic: str | None = None
 
     def say(self, text: str) -> None:
         """Print one line and flush, so a pipe reader sees it at once."""
@@ -44,11 +51,9 @@ class Chat:
         if line.startswith("/"):
             return self.command(line)
         self.history = (self.history + [Turn("user", line[:2000])])[-MAX_HISTORY:]
-        seed = None if self.seed is None else self.seed + self.turn
-        self.turn += 1
         result = self.engine.reply(
-            self.history, budget_ms=self.budget_ms, persona=self.persona, seed=seed,
-            n_alternatives=KEEP_ALTERNATIVES,
+            self.history, budget_ms=self.budget_ms, persona=self.persona, seed=self.next_seed(),
+            n_alternatives=KEEP_ALTERNATIVES, topic=self.topic,
         )
         self.last = result
         ms = round(result.stats["elapsed_ms"])
@@ -60,6 +65,12 @@ class Chat:
         self.history = (self.history + [Turn("bot", result.reply)])[-MAX_HISTORY:]
         return True
 
+    def next_seed(self) -> int | None:
+        """A fresh seed per turn, reproducible when the chat was seeded."""
+        seed = None if self.seed is None else self.seed + self.turn
+        self.turn += 1
+        return seed
+
     def command(self, line: str) -> bool:
         """Run a slash command; False means quit."""
         name, _, arg = line.partition(" ")
@@ -67,7 +78,8 @@ class Chat:
         if name in ("/quit", "/exit"):
             return False
         if name == "/help":
-            self.say(HELP.format(personas=", ".join(self.engine.persona_names)))
+            self.say(HELP.format(personas=", ".join(self.engine.persona_names),
+                                 speakers=", ".join(self.engine.speaking_personas)))
         elif name == "/reset":
             self.history, self.last = [], None
             self.say("(conversation reset)")
@@ -79,7 +91,11 @@ class Chat:
             else:
                 self.budget_ms = int(arg)
                 self.say(f"(budget: {self.budget_ms} ms)")
-        elif name == "/persona":
+        elif name == "/auto":
+            self.auto(arg)
+        elif name == "/topic":
+            self.set_topic(arg)
+        elif name in ("/persona", "/as"):
             if arg not in self.engine.personas:
                 self.say(f"(unknown persona {arg!r}; known: {', '.join(self.engine.persona_names)})")
             else:
@@ -88,6 +104,46 @@ class Chat:
         else:
             self.say(f"(unknown command {name}; /help lists them)")
         return True
+
+    def set_topic(self, arg: str) -> None:
+        """Set the topic (and say which personas cannot be seeded with it), or clear it."""
+        if not arg:
+            self.topic = None
+            self.say("(topic cleared)")
+            return
+        self.topic = arg[:200]
+        terms = topic_terms(self.topic)
+        deaf = [p for p in self.engine.speaking_personas
+                if hasattr(self.engine.personas[p], "knows") and not any(self.engine.personas[p].knows(w) for w in terms)]
+        note = f"; unknown to {', '.join(deaf)}: their replies are only nudged, not seeded" if deaf else ""
+        self.say(f"(topic: {' '.join(terms)}{note})")
+
+    def auto(self, arg: str) -> None:
+        """`/auto N [NAME...] [--follows]`: the personas converse for N turns, each printed as it comes."""
+        parts = arg.split()
+        mode = "follows" if "--follows" in parts else "round_robin"
+        parts = [p for p in parts if p != "--follows"]
+        if not parts or not parts[0].isdigit() or not 1 <= int(parts[0]) <= MAX_AUTO_TURNS:
+            self.say(f"(usage: /auto N [NAME...] [--follows], with N between 1 and {MAX_AUTO_TURNS})")
+            return
+        try:
+            convo = Conversation(self.engine, parts[1:] or None, mode=mode, history=self.history)
+        except UnknownPersonaError as exc:
+            self.say(f"({exc})")
+            return
+        for _ in range(int(parts[0])):
+            persona = convo.next()
+            result = self.engine.reply(
+                convo.history, budget_ms=self.budget_ms, persona=persona,
+                seed=self.next_seed(), n_alternatives=KEEP_ALTERNATIVES, topic=self.topic,
+                speaker=convo.speaker(persona),
+            )
+            self.last = result
+            ms = round(result.stats["elapsed_ms"])
+            shown = result.reply if result.reply is not None else f"(no reply: {result.stats.get('reason')})"
+            self.say(f"[{persona}] {shown} ({ms} ms)")
+            convo.record(persona, result.reply)
+        self.history = convo.history
 
     def top(self, arg: str) -> None:
         """Print the last turn's best candidates, the reply first."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +79,43 @@ class RudeScorer(OverlapScorer):
     def score_until(self, context, candidates, deadline):
         time.sleep(self.seconds)
         return self.score(context, candidates), np.ones(len(candidates), dtype=bool)
+
+
+class FaultyScorer(OverlapScorer):
+    """Raises inside scoring whenever a slice holds the marker candidate (a bug in the model, say)."""
+
+    MARKER = "BOOM"
+
+    def score_until(self, context, candidates, deadline):
+        if self.MARKER in candidates:
+            raise ValueError(f"cannot score the marker candidate {self.MARKER!r}")
+        return super().score_until(context, candidates, deadline)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """Run a real uvicorn server for `app` on a loopback port in a thread; yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="session")

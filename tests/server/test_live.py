@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,13 +14,9 @@ import httpx
 import openai
 import pytest
 
+from tests.server.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +80,72 @@ def test_live_openai_client(live_server):
     assert streamed == texts[0]
     with pytest.raises(openai.UnprocessableEntityError, match="model"):
         client.chat.completions.create(model="gpt-4o", messages=messages)
+
+
+def outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None when it has only loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+@pytest.mark.slow
+def test_live_binds_loopback_only_by_default(live_server):
+    from server.__main__ import build_parser
+
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+    port = int(live_server.rsplit(":", 1)[1])
+    address = outward_address()
+    if address is None:
+        pytest.skip("no non-loopback interface to try")
+    with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
+        pass
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_requests_then_exits_0(tiny_model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--model", str(tiny_model_dir), "--no-build", "--port", str(port),
+         "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # A slow request: 8 turns of up to 300 ms, each generating as many candidates as it can in its share.
+        from concurrent.futures import ThreadPoolExecutor
+
+        slow = {"personas": ["default", "pirate"], "turns": 8, "budget_ms": 300, "n_candidates": 65_536, "seed": 1}
+        with ThreadPoolExecutor(1) as pool:
+            start = time.monotonic()
+            future = pool.submit(httpx.post, f"{base}/simulate", json=slow, timeout=30)
+            time.sleep(0.4)
+            proc.send_signal(signal.SIGTERM)
+            r = future.result()
+            took = time.monotonic() - start
+        assert r.status_code == 200 and len(r.json()["turns"]) == 8, r.text
+        assert took > 0.45  # the request really was in flight when the signal came
+        assert proc.wait(15) == 0
+        out = proc.stdout.read().decode()
+        assert "stopped by SIGTERM" in out and "Traceback" not in out
+        with pytest.raises(httpx.TransportError):  # and it is gone
+            httpx.get(f"{base}/health", timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -1,0 +1,303 @@
+"""Group chats: speaking as a persona, who speaks next, /auto in the REPL, /simulate over HTTP, topic steering."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from markov import MarkovConfig, MarkovModel
+from server.app import Settings, create_app
+from server.engine import Engine, EngineConfig, Turn, load_persona_meta, topic_terms, words
+from server.group import Conversation, next_speaker
+from server.repl import run_repl
+from tests.server.conftest import OverlapScorer
+
+AUTO = re.compile(r"^\[(\w+)\] (.+) \((\d+) ms\)$")
+
+
+def persona_lines(subjects, verbs, objects) -> list[str]:
+    """Short chat lines whose order-2 chain recombines; the objects show up mid-line, so they can seed starts."""
+    templates = ["{s} {v} {o} a lot.", "honestly {s} {v} {o} today.", "{o} is what {s} {v} most.",
+                 "do {s} {v} {o} or not?"]
+    return [t.format(s=s, v=v, o=o) for t, s, v, o in itertools.product(templates, subjects, verbs, objects)]
+
+
+ALICE = persona_lines(["i", "we", "my cat"], ["adore", "want", "miss"], ["tea", "cats", "poetry", "gardens", "rain"])
+BOB = persona_lines(["i", "the lads", "my brother"], ["watch", "love", "need"], ["football", "beer", "pubs", "chips"])
+
+
+def build(lines: list[str]) -> MarkovModel:
+    return MarkovModel.build([(line, 1.0) for line in lines], MarkovConfig(order=2))
+
+
+@pytest.fixture(scope="module")
+def group_models() -> dict[str, MarkovModel]:
+    models = {"alice": build(ALICE), "bob": build(BOB), "carol": build(ALICE[::2] + BOB[::2])}
+    models["all"] = build(ALICE + BOB)
+    models["default"] = models["all"]  # as load_personas does for a group folder
+    return models
+
+
+NAMES = {"alice": "Alice", "bob": "Bob", "carol": "Carol", "all": "everyone"}
+# Bob answers Alice most, Carol answers Bob most, Alice answers Carol most.
+FOLLOWS = {"alice": {"bob": 9, "carol": 2}, "bob": {"carol": 7, "alice": 3}, "carol": {"alice": 5, "bob": 1}}
+
+
+@pytest.fixture
+def group_engine(group_models):
+    eng = Engine(group_models, OverlapScorer(), EngineConfig(n_candidates=256), names=NAMES, follows=FOLLOWS)
+    yield eng
+    eng.close()
+
+
+# ---------------------------------------------------------------------------------------------------- who speaks
+
+
+def test_round_robin_cycles_in_order():
+    order = ["a", "b", "c"]
+    seq, prev = [], None
+    for _ in range(7):
+        prev = next_speaker(order, prev)
+        seq.append(prev)
+    assert seq == ["a", "b", "c", "a", "b", "c", "a"]
+
+
+def test_follows_picks_the_most_frequent_follower_and_breaks_ties_in_turn():
+    order = ["alice", "bob", "carol"]
+    assert next_speaker(order, "alice", "follows", FOLLOWS) == "bob"
+    assert next_speaker(order, "bob", "follows", FOLLOWS) == "carol"
+    assert next_speaker(order, "carol", "follows", FOLLOWS) == "alice"
+    # Within a subset the best follower present wins; nobody answers themselves while someone else is there.
+    assert next_speaker(["alice", "carol"], "alice", "follows", FOLLOWS) == "carol"
+    assert next_speaker(["bob", "alice"], "bob", "follows", {"bob": {"bob": 50, "alice": 1}}) == "alice"
+    # No data for the speaker: round-robin.
+    assert next_speaker(order, "bob", "follows", {}) == "carol"
+    assert next_speaker(order, "carol", "follows", {"carol": {"zed": 4}}) == "alice"
+    with pytest.raises(ValueError, match="order"):
+        next_speaker(order, "alice", "random")
+
+
+def test_conversation_defaults_continue_from_history_and_check_names(group_engine):
+    assert group_engine.speaking_personas == ["alice", "bob", "carol"]  # no 'all', no 'default' alias
+    convo = Conversation(group_engine, history=[Turn("user", "hi"), Turn("Bob", "beer?")])
+    assert convo.personas == ["alice", "bob", "carol"] and convo.next() == "carol"
+    convo.record("carol", "tea")
+    assert convo.history[-1] == Turn("Carol", "tea") and convo.next() == "alice"
+    with pytest.raises(ValueError, match="unknown persona '../../etc'"):
+        Conversation(group_engine, ["alice", "../../etc"])
+
+
+def test_persona_meta_from_personas_json(tmp_path):
+    assert load_persona_meta(tmp_path) == ({}, {})
+    (tmp_path / "personas.json").write_text(json.dumps({"personas": {"al": {"name": "Al B", "messages": 3}},
+                                                        "follows": {"al": {"bo": 2}}}))
+    assert load_persona_meta(tmp_path) == ({"al": "Al B"}, {"al": {"bo": 2}})
+    (tmp_path / "personas.json").write_text("{broken")
+    with pytest.raises(ValueError, match="personas.json"):
+        load_persona_meta(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- speaking as
+
+
+class RecordingScorer(OverlapScorer):
+    """Keeps the contexts it was given; `context_speakers` as the Reranker exposes it from its config."""
+
+    def __init__(self, context_speakers: bool | None):
+        super().__init__()
+        if context_speakers is not None:
+            self.context_speakers = context_speakers
+        self.contexts: list[list[str]] = []
+
+    def score_until(self, context, candidates, deadline):
+        self.contexts.append(list(context))
+        return super().score_until(context, candidates, deadline)
+
+
+@pytest.mark.parametrize("flag", [True, False, None])
+def test_context_carries_speaker_names_only_for_a_scorer_trained_with_them(group_models, flag):
+    scorer = RecordingScorer(flag)
+    eng = Engine(group_models, scorer, EngineConfig(n_candidates=64), names=NAMES)
+    try:
+        history = [Turn("Alice", "i miss rain"), Turn("Bob", "the lads love beer")]
+        assert eng.reply(history, persona="carol", seed=1, budget_ms=2000).reply
+    finally:
+        eng.close()
+    expected = ["Alice: i miss rain", "Bob: the lads love beer"] if flag else ["i miss rain", "the lads love beer"]
+    assert scorer.contexts[0] == expected
+
+
+def test_reply_as_a_persona_uses_its_model(group_engine):
+    for seed in range(3):
+        alice = words(group_engine.reply(["what do you like?"], persona="alice", seed=seed).reply)
+        bob = words(group_engine.reply(["what do you like?"], persona="bob", seed=seed).reply)
+        assert set(alice) <= set(words(" ".join(ALICE))) and set(bob) <= set(words(" ".join(BOB)))
+
+
+# ---------------------------------------------------------------------------------------------------- the REPL
+
+
+def repl(engine, text: str) -> list[str]:
+    out = io.StringIO()
+    assert run_repl(engine, stdin=io.StringIO(text), out=out, seed=5) == 0
+    return out.getvalue().splitlines()
+
+
+def test_auto_alternates_speakers_and_stops_at_n(group_engine):
+    lines = repl(group_engine, "hello everyone\n/auto 5 alice bob\n/auto 4\n")
+    turns = [AUTO.match(x) for x in lines[2:]]
+    assert all(turns) and len(turns) == 9, lines
+    speakers = [m.group(1) for m in turns]
+    assert speakers[:5] == ["alice", "bob", "alice", "bob", "alice"]
+    # The second run (all speaking personas) carries on after alice, round-robin.
+    assert speakers[5:] == ["bob", "carol", "alice", "bob"]
+    for m in turns:  # each speaks its own words
+        vocab = {"alice": ALICE, "bob": BOB, "carol": ALICE + BOB}[m.group(1)]
+        assert set(words(m.group(2))) <= set(words(" ".join(vocab)))
+    assert len({m.group(2) for m in turns}) >= 8  # a conversation, not one line repeated
+
+
+def test_auto_follows_takes_the_most_frequent_follower(group_engine):
+    lines = repl(group_engine, "/as alice\n/auto 6 --follows\n")
+    assert lines[0] == "(persona: alice)"
+    speakers = [AUTO.match(x).group(1) for x in lines[1:]]
+    assert speakers == ["alice", "bob", "carol", "alice", "bob", "carol"]
+    lines = repl(group_engine, "/auto 4 alice carol bob --follows\n")
+    assert [AUTO.match(x).group(1) for x in lines] == ["alice", "bob", "carol", "alice"]
+
+
+def test_auto_and_as_errors(group_engine):
+    lines = repl(group_engine, "/auto\n/auto 0\n/auto 101\n/auto 2 alice zork\n/as ../../etc\n/as bob\n/help\n")
+    assert lines[0].startswith("(usage: /auto N") and lines[1].startswith("(usage") and lines[2].startswith("(usage")
+    assert lines[3].startswith("(unknown persona 'zork'; known: alice, all, bob, carol, default")
+    assert lines[4].startswith("(unknown persona '../../etc'")
+    assert lines[5] == "(persona: bob)"
+    assert any("/auto N [NAME...] [--follows]" in x for x in lines) and any("--follows" in x for x in lines)
+    assert any("default: alice, bob, carol" in x for x in lines)
+
+
+def test_topic_command_sets_and_clears(group_engine):
+    lines = repl(group_engine, "/topic the football\n/topic zork\n/topic\n")
+    assert lines[0] == "(topic: football; unknown to alice: their replies are only nudged, not seeded)"
+    assert lines[1].startswith("(topic: zork; unknown to alice, bob, carol")
+    assert lines[2] == "(topic cleared)"
+
+
+# ---------------------------------------------------------------------------------------------------- topic steering
+
+
+def topic_rate(engine: Engine, topic: str | None, persona: str, seeds=range(30)) -> float:
+    hits = 0
+    for seed in seeds:
+        reply = engine.reply(["so what now?"], persona=persona, seed=seed, topic=topic).reply
+        hits += bool(set(words(reply)) & set(topic_terms(topic or "rain gardens")))
+    return hits / len(seeds)
+
+
+@pytest.mark.parametrize("with_scorer", [False, True])
+def test_topic_makes_topic_words_more_frequent(group_models, with_scorer):
+    # With a scorer that knows nothing of the topic, the seeding alone must still show through the prior order.
+    scorer = OverlapScorer(delay_per_candidate=0.0) if with_scorer else None
+    eng = Engine(group_models, scorer, EngineConfig(n_candidates=256))
+    try:
+        without = topic_rate(eng, None, "alice")
+        steered = topic_rate(eng, "rain gardens", "alice")
+    finally:
+        eng.close()
+    assert steered >= without + 0.3, (without, steered)
+    assert steered >= 0.6
+
+
+def test_topic_seeds_candidates_and_falls_back_for_unknown_words(group_engine):
+    r = group_engine.reply(["so?"], persona="alice", seed=1, topic="the tea please")
+    assert r.stats["topic"]["words"] == ["tea", "please"] and r.stats["topic"]["seeded"] > 0
+    assert r.stats["generation"]["topic_unusable"] >= 1  # 'please' and 'tea please' are not alice's
+    r = group_engine.reply(["so?"], persona="bob", seed=1, topic="tea")  # bob never says tea
+    assert r.reply and r.stats["topic"]["seeded"] == 0 and r.stats["generated"] == 256
+
+
+# ---------------------------------------------------------------------------------------------------- HTTP
+
+
+@pytest.fixture
+def group_client(group_engine):
+    with TestClient(create_app(Settings(budget_ms=1000), engine=group_engine)) as c:
+        yield c
+
+
+def test_simulate_returns_n_turns(group_client):
+    r = group_client.post("/simulate", json={"turns": 5, "history": ["hi all"], "seed": 2, "budget_ms": 300})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [t["persona"] for t in body["turns"]] == ["alice", "bob", "carol", "alice", "bob"]
+    assert [t["speaker"] for t in body["turns"]][:3] == ["Alice", "Bob", "Carol"]
+    for t in body["turns"]:
+        assert t["text"] and isinstance(t["score"], float) and t["scored"] > 0 and 0 < t["elapsed_ms"] <= 350
+    assert body["stopped"] is None and body["time_bound_ms"] == 1500 and body["budget_ms"] == 300
+    again = group_client.post("/simulate", json={"turns": 5, "history": ["hi all"], "seed": 2, "budget_ms": 300})
+    assert [t["text"] for t in again.json()["turns"]] == [t["text"] for t in body["turns"]]
+
+
+def test_simulate_follows_order_subset_and_topic(group_client):
+    body = group_client.post("/simulate", json={
+        "personas": ["carol", "alice", "bob"], "turns": 4, "order": "follows", "topic": "beer", "seed": 1,
+        "history": [{"speaker": "Alice", "text": "i miss rain"}],
+    }).json()
+    # The history ends with Alice: Bob answers her most often, then Carol answers Bob, then Alice.
+    assert [t["persona"] for t in body["turns"]] == ["bob", "carol", "alice", "bob"]
+
+
+def test_topic_over_http_steers_a_prior_only_engine(group_models):
+    prior_only = Engine(group_models, None, EngineConfig(n_candidates=256))
+    with TestClient(create_app(Settings(), engine=prior_only)) as c:
+        r = c.post("/reply", json={"history": ["so?"], "persona": "bob", "topic": "beer", "seed": 3}).json()
+        assert "beer" in words(r["reply"]) and r["stats"]["topic"]["seeded"] > 0
+        sim = c.post("/simulate", json={"personas": ["bob"], "turns": 3, "topic": "beer", "seed": 3}).json()
+        assert all("beer" in words(t["text"]) for t in sim["turns"])
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"personas": ["alice", "zork"]}, "personas.1"),
+        ({"personas": ["../../etc"]}, "personas.0"),
+        ({"personas": []}, "personas"),
+        ({"turns": 0}, "turns"),
+        ({"turns": 101}, "turns"),
+        ({"turns": "many"}, "turns"),
+        ({"order": "random"}, "order"),
+        ({"budget_ms": 5}, "budget_ms"),
+        ({"history": ["x" * 2001]}, "history.0.text"),
+        ({"model_dir": "/etc"}, "model_dir"),
+    ],
+)
+def test_simulate_validates_before_any_work(group_client, group_engine, patch, field):
+    calls = group_engine.scorer.calls
+    r = group_client.post("/simulate", json={"turns": 3, **patch})
+    assert r.status_code == 422, r.text
+    message = r.json()["detail"]["message"]
+    assert message.startswith(field) or f"; {field}" in message, message
+    assert group_engine.scorer.calls == calls
+
+
+def test_simulate_respects_its_overall_time_bound(group_models):
+    slow = Engine(group_models, OverlapScorer(delay_per_candidate=0.005), EngineConfig(n_candidates=256))
+    try:
+        with TestClient(create_app(Settings(simulate_max_ms=600), engine=slow)) as c:
+            start = time.monotonic()
+            body = c.post("/simulate", json={"turns": 6, "budget_ms": 1000, "seed": 0}).json()
+            elapsed = time.monotonic() - start
+    finally:
+        slow.close()
+    assert elapsed < 0.75, elapsed  # 6 x 1000 ms asked, capped at 600 ms
+    assert body["time_bound_ms"] == 600 and body["budget_ms"] == 100
+    assert len(body["turns"]) == 6 or body["stopped"].startswith("the 600 ms time bound ran out")
+    assert all(t["elapsed_ms"] <= 130 for t in body["turns"])
+    assert np.mean([t["scored"] > 0 for t in body["turns"]]) > 0.5
