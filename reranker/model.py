@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from corpus.io import atomic_directory
@@ -34,6 +35,9 @@ from corpus.windows import delimiter_id, encode_lines, encode_pair
 FORMAT_VERSION = 1
 CONFIG_KEY = "riposte"  # our settings inside the HF config.json
 POOLINGS = ("mean", "cls", "pair")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "vocab.json", "sentencepiece.bpe.model", "tokenizer.model")
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -48,6 +52,7 @@ class RerankerConfig:
     max_length: int = 128  # encoded pair, special tokens included
     truncation_side: str = "left"  # drop the oldest context lines first; the candidate is kept whole
     pooling: str = "mean"
+    context_speakers: bool = False  # trained on "name: text" context lines; the engine then sends names
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -196,8 +201,16 @@ class _CostModel:
 
     def update(self, tokens: int, seconds: float) -> None:
         observed = max(seconds - self.overhead, 0.0) / max(tokens, 1)
-        # Rise at once (an overrun is worse than a missed batch), fall slowly.
-        self.per_token = observed if observed > self.per_token else 0.8 * self.per_token + 0.2 * observed
+        # Rise fast (an overrun is worse than a missed batch) but at most 2x per batch, so one batch stalled by
+        # a GIL holder or a first-shape compile cannot make every later batch look unaffordable; fall slowly.
+        if observed > self.per_token:
+            self.per_token = min(observed, 2.0 * self.per_token)
+        else:
+            self.per_token = 0.8 * self.per_token + 0.2 * observed
+
+    def refused(self) -> None:
+        """A batch did not fit: relax the estimate a little, so a stale high one cannot refuse forever."""
+        self.per_token *= 0.9
 
 
 class Reranker:
@@ -303,20 +316,35 @@ class Reranker:
         config_path = directory / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{directory} is not a reranker directory (no config.json)")
-        with open(config_path, encoding="utf-8") as f:
-            raw = json.load(f)
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{config_path} is corrupt ({exc}); retrain or restore the reranker") from exc
+        if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+            # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
+            raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
         if CONFIG_KEY not in raw:
             raise ValueError(
                 f"{config_path} has no {CONFIG_KEY!r} settings: it is a plain HF model, not a trained reranker "
                 "(train one with `python -m reranker train`)"
             )
         config = RerankerConfig.from_dict(raw[CONFIG_KEY])
-        model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:  # a missing file stays an OSError
+            raise ValueError(f"{directory}: cannot load the reranker ({type(exc).__name__}: {exc}); "
+                             "the directory is damaged or incomplete") from exc
         reranker = cls(model, tokenizer, config, device=device, dtype=dtype)
         if warmup:
             reranker.warmup()
         return reranker
+
+    @property
+    def context_speakers(self) -> bool:
+        """Whether the model was trained on `name: text` context lines (the engine then sends speaker names)."""
+        return self.config.context_speakers
 
     def warmup(self) -> None:
         """Run two small batches so first-call costs are paid and the cost model is calibrated."""
@@ -438,6 +466,7 @@ class Reranker:
                 # 10% margin: the cost model predicts a typical batch, not a worst case.
                 fit = int((0.9 * remaining - self.cost.overhead) / (self.cost.per_token * longest)) if remaining > 0 else 0
                 if fit < 1:
+                    self.cost.refused()
                     return False
                 end = min(end, pos + fit)
                 longest = len(encoded[idx[end - 1]])

@@ -267,7 +267,6 @@ def test_server_with_a_damaged_reranker_dir_is_unhealthy(good, good_reranker, tm
     assert_unhealthy(tmp_path, message, require_reranker=True)
 
 
-@pytest.mark.xfail(strict=True, reason="reranker bug: a dir without its tokenizer files loads an empty tokenizer")
 def test_a_reranker_dir_without_its_tokenizer_fails_at_load(good_reranker, tmp_path):
     from reranker import Reranker
 

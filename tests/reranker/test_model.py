@@ -33,7 +33,7 @@ def test_save_load_round_trip_gives_equal_scores(tiny_bert, tmp_path):
     assert loaded.config == rr.config
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["riposte"] == {"delimiter": "|", "max_length": 40, "truncation_side": "left", "pooling": "mean",
-                                "format_version": 1}
+                                "context_speakers": False, "format_version": 1}
     assert (tmp_path / "m" / "README.md").read_text() == "# card\n"
     assert (tmp_path / "m" / "model.safetensors").is_file()
 
@@ -201,3 +201,21 @@ def test_pair_head_starts_as_scaled_cosine_and_round_trips(tiny_bert, tmp_path):
     loaded = Reranker.load(tmp_path / "m", dtype=torch.float32)
     assert loaded.config.pooling == "pair"
     np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), scores, rtol=1e-5, atol=1e-6)
+
+
+def test_one_stalled_batch_cannot_stop_scoring_for_good(reranker):
+    candidates = [f"{w} {v}" for w in ("yes", "no", "maybe") for v in ("cat", "dog", "tea")]
+    reranker.score(CONTEXT, candidates)
+    calm = reranker.cost.per_token
+    # A batch stalled 1000x (a GIL holder, a first-shape compile) raises the estimate at most 2x...
+    reranker.cost.update(100, 1000 * calm * 100 + reranker.cost.overhead)
+    assert reranker.cost.per_token == pytest.approx(2 * calm)
+    # ...and even an absurd estimate relaxes on refusals until a batch fits again.
+    reranker.cost.per_token = 10.0
+    scored_counts = []
+    for _ in range(200):
+        _, scored = reranker.score_until(CONTEXT, candidates, time.monotonic() + 0.3)
+        scored_counts.append(int(scored.sum()))
+        if scored.all():
+            break
+    assert scored_counts[0] == 0 and scored_counts[-1] == len(candidates)
