@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,20 +25,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from loopback import HISTORIES, free_port  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
-HISTORIES = [
-    ["hey, how was your weekend?", "pretty good, went hiking. you?", "i mostly slept. do you hike a lot?"],
-    ["what kind of music do you like?"],
-    ["i just got a new puppy!", "no way, what breed?", "a golden retriever, she is so fluffy"],
-    ["it has been raining all week here", "same here, i miss the sun"],
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(model: Path, port: int, shed: bool, budget_ms: int) -> int:

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,23 +37,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from loopback import HISTORIES, free_port  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
-HISTORIES = [
-    ["hey, how was your weekend?", "pretty good, went hiking. you?", "i mostly slept. do you hike a lot?"],
-    ["what kind of music do you like?"],
-    ["i just got a new puppy!", "no way, what breed?", "a golden retriever, she is so fluffy"],
-    ["are you a student?", "yes, i study biology", "that sounds hard. what do you want to do after?"],
-    ["do you like cooking?", "i love it, especially italian food"],
-    ["it has been raining all week here", "same here, i miss the sun"],
-]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pick_model(model: Path, workdir: Path, untrained_reranker: bool) -> tuple[Path, str]:

@@ -502,26 +502,12 @@ class Engine:
         """The scorer's measured cost per candidate (None without a scorer or before the first slice)."""
         return None if self._scheduler is None else self._scheduler.seconds_per_candidate
 
-    def reply(
-        self,
-        history: Sequence[Turn | str | Mapping[str, str]],
-        *,
-        budget_ms: float | None = None,
-        n_candidates: int | None = None,
-        seed: int | None = None,
-        persona: str = DEFAULT_PERSONA,
-        top_k: int | None = None,
-        temperature: float | None = None,
-        n_alternatives: int | None = None,
-        started: float | None = None,
-        topic: str | None = None,
-        speaker: str | None = None,
-    ) -> Reply:
-        """One turn: generate, normalize, dedupe, filter, order by prior, score within the budget, pick."""
-        turn = self.prepare(
-            history, budget_ms=budget_ms, n_candidates=n_candidates, seed=seed, persona=persona, top_k=top_k,
-            temperature=temperature, n_alternatives=n_alternatives, started=started, topic=topic, speaker=speaker,
-        )
+    def reply(self, history: Sequence[Turn | str | Mapping[str, str]], **options) -> Reply:
+        """One turn: generate, normalize, dedupe, filter, order by prior, score within the budget, pick.
+
+        `options` are those of `prepare` (budget_ms, n_candidates, seed, persona, top_k, temperature, ...).
+        """
+        turn = self.prepare(history, **options)
         job = self.submit(turn)
         if job is not None:
             job.wait()
