@@ -348,22 +348,35 @@ class MarkovModel:
         stored as ~index; only draws that land there read the cumulative weights. `cum` is the global cumulative
         weight with a leading 0, used here only.
         """
+        starts = self.row_ptr[:-1].astype(np.int64)
         deg = np.diff(self.row_ptr).astype(np.int64)
-        total = cum[self.row_ptr[1:]] - cum[self.row_ptr[:-1]]
+        total = cum[self.row_ptr[1:]] - cum[starts]
         size = np.clip(np.ceil(total - 1e-9).astype(np.int64), deg, 8 * deg)
         guide_ptr = np.concatenate([[0], np.cumsum(size)])
-        row = np.repeat(np.arange(len(deg)), size)
-        bucket = np.arange(len(row)) - np.repeat(guide_ptr[:-1], size)
-        base, tot, g = cum[self.row_ptr[:-1]][row], total[row], size[row]
-        lo = base + bucket / g * tot  # sorted: rows in order, buckets rising
-        hi = base + (bucket + 1) / g * tot
-        first, last = self.row_ptr[:-1][row], self.row_ptr[1:][row] - 1
-        guide = np.clip(np.searchsorted(cum, lo, side="right") - 1, first, last)
-        pure = (cum[guide + 1] >= hi) | (guide == last)
-        offset = guide - first  # stored relative to the row: int16 while no row has 32k transitions
-        ptr_type = np.int64 if guide_ptr[-1] >= 2**31 else np.int32
         off_type = np.int16 if deg.max(initial=0) < 2**15 else np.int32
-        return guide_ptr.astype(ptr_type), np.where(pure, offset, ~offset).astype(off_type)
+        guide = np.empty(int(guide_ptr[-1]), dtype=off_type)
+        weight = np.diff(cum)
+        within = np.arange(len(weight)) - np.repeat(starts, deg)  # each transition's offset in its row
+        # Rows of whole weights that fit uncapped: bucket b is the transition holding the b-th unit of weight,
+        # so the guide is each offset repeated by its weight (the common, fast case: plain counts).
+        fractional = np.bincount(np.repeat(np.arange(len(deg)), deg), weights=weight != np.round(weight), minlength=len(deg))
+        whole = (fractional == 0) & (size == np.round(total))
+        in_whole = np.repeat(whole, deg)
+        guide[_ranges(guide_ptr[:-1][whole], size[whole])] = np.repeat(within[in_whole], weight[in_whole].astype(np.int64))
+        # Other rows: bucket b holds the transition at quantile b/G; one straddling a boundary is stored as ~offset.
+        rows = np.flatnonzero(~whole)
+        if len(rows):
+            row = np.repeat(rows, size[rows])
+            bucket = np.arange(len(row)) - np.repeat(np.cumsum(size[rows]) - size[rows], size[rows])
+            base, tot, g = cum[starts][row], total[row], size[row]
+            lo = base + bucket / g * tot  # sorted: rows in order, buckets rising
+            hi = base + (bucket + 1) / g * tot
+            first, last = starts[row], self.row_ptr[1:][row] - 1
+            j = np.clip(np.searchsorted(cum, lo, side="right") - 1, first, last)
+            pure = (cum[j + 1] >= hi) | (j == last)
+            guide[_ranges(guide_ptr[rows], size[rows])] = np.where(pure, j - first, ~(j - first))
+        ptr_type = np.int64 if guide_ptr[-1] >= 2**31 else np.int32
+        return guide_ptr.astype(ptr_type), guide
 
     def _pick(self, state: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Transition index for uniform draws u in each state's row: one guide-table read, O(1) expected."""
@@ -625,6 +638,12 @@ def _tables_consistent(arrays: dict[str, np.ndarray], n_vocab: int) -> bool:
         and state.min() >= -1 and state.max() < len(row_ptr) - 1
         and np.all(np.isfinite(cum)) and cum.min() > 0
     )
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The indices start..start+size-1 of every (start, size) pair, concatenated."""
+    ends = np.cumsum(sizes)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - sizes), sizes)
 
 
 def _longest_run(hit: np.ndarray) -> np.ndarray:
