@@ -83,7 +83,7 @@ async def drive(base: str, clients: int, seconds: float, budget_ms: int) -> dict
                 scored.append(r.json()["stats"]["scored"])
             elif r.status_code == 503:
                 retry_after.append(int(r.headers.get("retry-after", "0")))
-                await asyncio.sleep(0.05)  # a well-behaved client would wait Retry-After; a short pause keeps the pressure on
+                await asyncio.sleep(min(float(r.headers.get("retry-after", 1)), 1.0))  # a well-behaved client backs off
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as c:

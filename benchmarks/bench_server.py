@@ -73,15 +73,19 @@ async def run_level(base: str, concurrency: int, total: int, body: dict) -> dict
     """Send `total` requests from `concurrency` clients; per-request latency and server stats."""
     latencies: list[float] = []
     scored: list[int] = []
-    timed_out = 0
+    timed_out = shed = 0
     counter = iter(range(total))
 
     async def client(c: httpx.AsyncClient) -> None:
-        nonlocal timed_out
+        nonlocal timed_out, shed
         for i in counter:
             req = {**body, "history": HISTORIES[i % len(HISTORIES)], "seed": i}
             start = time.perf_counter()
             r = await c.post("/reply", json=req)
+            if r.status_code == 503:  # shed by admission control: a well-behaved client backs off
+                shed += 1
+                await asyncio.sleep(min(float(r.headers.get("retry-after", 1)), 1.0))
+                continue
             latencies.append((time.perf_counter() - start) * 1000.0)
             r.raise_for_status()
             stats = r.json()["stats"]
@@ -93,15 +97,16 @@ async def run_level(base: str, concurrency: int, total: int, body: dict) -> dict
         start = time.perf_counter()
         await asyncio.gather(*(client(c) for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    lat = np.asarray(latencies)
+    lat = np.asarray(latencies) if latencies else np.full(1, np.nan)
     return {
-        "n": len(lat),
+        "n": len(latencies),
+        "shed": shed,
         "min": float(lat.min()),
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
         "rps": len(lat) / wall,
-        "scored": statistics.mean(scored),
+        "scored": statistics.mean(scored) if scored else 0.0,
         "timed_out": timed_out,
         "latencies": lat,
     }
@@ -138,9 +143,9 @@ def main() -> int:
         rss = psutil.Process(servers["budgeted"][0].pid).memory_info().rss / 2**20
         print(f"# /reply on loopback, {args.n_candidates} candidates requested; {platform.machine()},"
               f" {os.cpu_count()} cores, python {platform.python_version()}; server RSS after warm-up {rss:.0f} MiB")
-        print("| design | budget ms | clients | requests | min ms | p50 ms | p95 ms | p99 ms | replies/s |"
+        print("| design | budget ms | clients | replies | shed (503) | min ms | p50 ms | p95 ms | p99 ms | replies/s |"
               " scored/reply | over budget+50 ms | timed out |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         results = {}
         runs = [("budgeted", b, args.requests) for b in args.budgets] + [("naive", None, args.naive_requests)]
         for design, budget, total in runs:
@@ -149,7 +154,7 @@ def main() -> int:
                 r = asyncio.run(run_level(servers[design][1], conc, max(total, conc), body))
                 over = int((r["latencies"] > budget + 50).sum()) if budget else "-"
                 results[(design, budget, conc)] = r
-                print(f"| {design} | {budget or 'none'} | {conc} | {r['n']} | {r['min']:.0f} | {r['p50']:.0f} |"
+                print(f"| {design} | {budget or 'none'} | {conc} | {r['n']} | {r['shed']} | {r['min']:.0f} | {r['p50']:.0f} |"
                       f" {r['p95']:.0f} | {r['p99']:.0f} | {r['rps']:.2f} | {r['scored']:.0f} | {over} |"
                       f" {r['timed_out']} |", flush=True)
         print()

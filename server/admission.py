@@ -34,8 +34,8 @@ class Overloaded(Exception):
 class AdmissionConfig:
     """The shedding rules (see the module docstring); min_scored=0 turns the estimate off."""
 
-    max_in_flight: int = 64
-    min_scored: int = 32
+    max_in_flight: int = 32
+    min_scored: int = 0
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1 or self.min_scored < 0:

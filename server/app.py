@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     # A client must send its whole body within this time (408 otherwise): a trickling client holds no worker.
     body_timeout_s: float = Field(15.0, gt=0, le=600)
     # Load shedding (server/admission.py): requests in flight, and candidates each must get scored in its budget.
-    max_in_flight: int = Field(64, ge=1)
-    min_scored: int = Field(32, ge=0)
+    max_in_flight: int = Field(32, ge=1)
+    min_scored: int = Field(0, ge=0)
     # /simulate runs turns x budget_ms, but never longer than this in all.
     simulate_max_ms: int = Field(30_000, ge=10, le=600_000)
 
