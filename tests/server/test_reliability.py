@@ -264,8 +264,8 @@ def test_a_client_trickling_its_body_gets_408_and_holds_nothing(tiny_markov):
 def test_many_parallel_connections(tiny_markov):
     eng = Engine({"default": tiny_markov}, OverlapScorer(delay_per_candidate=0.0002), EngineConfig(n_candidates=128))
     try:
-        # No shedding here (min_scored=0): every connection must be served.
-        with serve_in_thread(create_app(Settings(min_scored=0), engine=eng)) as base:
+        # No shedding here (no scored-candidate estimate, room for every connection): all must be served.
+        with serve_in_thread(create_app(Settings(min_scored=0, max_in_flight=64), engine=eng)) as base:
             def one(i):
                 with httpx.Client(base_url=base, timeout=10) as c:  # a connection each
                     return c.post("/reply", json={"history": HISTORY, "seed": i, "budget_ms": 500})
