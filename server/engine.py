@@ -66,7 +66,7 @@ class EngineConfig:
     prepare_share: float = 0.6  # ... and filtering once generation and filtering have used this share
     generation_chunk: int = 128
     scoring_slice: int = 32  # candidates per scorer call; smaller = fairer and closer to the deadline
-    finish_margin_ms: float = 8.0  # kept back from the budget for picking and writing the response
+    finish_margin_ms: float = 10.0  # kept back from the budget for picking and writing the response
     topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
 
