@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import tarfile
-import zipfile
 
 import pytest
 
 from corpus.dump import ReadConfig, iter_members, read_path
 from corpus.report import Report
+from tests.corpus.archives import tar_gz_bytes, zip_bytes
 
 SRT = "1\n00:00:01,000 --> 00:00:02,000\n{text}\n\n2\n00:00:03,000 --> 00:00:04,000\nBye.\n"
 XML = '<?xml version="1.0"?><document><s id="1"><w id="1.1">{word}</w><w id="1.2">!</w></s></document>'
@@ -25,22 +23,6 @@ def srt(text: str) -> bytes:
     return SRT.format(text=text).encode()
 
 
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def tar_gz_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def zip_with_corrupt_member() -> bytes:

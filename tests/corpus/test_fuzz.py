@@ -25,6 +25,7 @@ from corpus.__main__ import main as corpus_cli
 from corpus.clean import CleanConfig, clean_document
 from corpus.dump import Member, ReadConfig, dump_size, iter_members, parse_member, read_path
 from corpus.report import Report
+from tests.corpus.archives import tar_gz_bytes, zip_bytes
 
 SRT = "1\n00:00:01,000 --> 00:00:02,000\n{text}\n\n2\n00:00:03,000 --> 00:00:04,000\nBye now.\n"
 XML = '<?xml version="1.0"?><document><s id="1"><w id="1.1">{word}</w><w id="1.2">!</w></s></document>'
@@ -35,22 +36,6 @@ def srt(text: str) -> bytes:
     return SRT.format(text=text).encode()
 
 
-def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def tar_gz_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def no_reader_crash(report: Report) -> None:
