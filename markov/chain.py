@@ -273,12 +273,12 @@ class MarkovModel:
 
         prefix_hash = _hash_rows(prefix[None, :], np.array([len(prefix)]), self._powers)[0]
         rows, logps = [], []
-        accepted, rate = 0, 0.7  # acceptance rate, re-estimated each round so one round usually suffices
+        accepted, rate = 0, 0.75  # acceptance rate, re-estimated each round so one round usually suffices
         for _ in range(max_rounds):
             need = n - accepted
             if need <= 0:
                 break
-            m = int(need / rate * 1.1) + 16
+            m = int(need / rate * 1.05) + 16
             states = init_states[rng.choice(len(init_states), size=m, p=init_p)] if len(init_states) > 1 else np.repeat(init_states, m)
             toks, length, logp, hashes = self._walk(states, steps, rng)
             report["generated"] += m
