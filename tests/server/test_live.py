@@ -19,6 +19,20 @@ from tests.server.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+
+def wait_healthy(proc: subprocess.Popen, base: str, timeout: float = 30) -> None:
+    """Poll /health until 200; fail with the server's output if it exits, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server did not become healthy in {timeout:.0f} s"
+        time.sleep(0.05)
+
 @pytest.fixture(scope="module")
 def live_server(tiny_model_dir):
     port = free_port()
@@ -31,16 +45,7 @@ def live_server(tiny_model_dir):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become healthy in 30 s"
-            time.sleep(0.1)
+        wait_healthy(proc, base)
         yield base
     finally:
         proc.terminate()
@@ -117,16 +122,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tiny_model_dir):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_healthy(proc, base)
         # A slow request: 8 turns of up to 300 ms, each generating as many candidates as it can in its share.
         from concurrent.futures import ThreadPoolExecutor
 
