@@ -103,7 +103,10 @@ def test_empty_and_bad_inputs(reranker):
 
 
 def test_score_until_respects_deadline_and_returns_partial(reranker, monkeypatch):
-    candidates = [f"{w} {v}" for w in ("yes", "no", "maybe", "hello", "bye") for v in ("cat", "dog", "tea", "city")] * 3
+    # 40 distinct candidates in batches of about 4, each batch slowed by 30 ms: scoring them all takes at
+    # least 300 ms however fast the machine, so a 200 ms deadline must stop partway.
+    words = ("yes", "no", "maybe", "hello", "bye", "cat", "dog", "tea")
+    candidates = [f"{w} {v}" for w in words for v in ("cat", "dog", "tea", "city", "now")] * 3
     full = reranker.score(CONTEXT, candidates)
     # Each batch takes 30 ms more than the model needs: a slow machine, deterministically.
     real = reranker._forward
