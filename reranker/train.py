@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -495,5 +496,11 @@ def train_default(
                "best validation": result.best_metrics},
     )
     reranker_fp32 = Reranker.load(result.best_dir, dtype=torch.float32, warmup=False)
-    reranker_fp32.save(out_dir, model_card=card, extra_files={"eval.json": json.dumps(metrics, indent=1)})
+    ckpt = result.best_dir.parent
+    reranker_fp32.save(out_dir, model_card=card, extra_files={
+        "eval.json": json.dumps(metrics, indent=1),
+        LOG_FILE: (ckpt / LOG_FILE).read_text(encoding="utf-8"),
+    })
+    # The model is saved whole (atomically), so its 250 MB of checkpoints can only serve a resume nobody needs.
+    shutil.rmtree(ckpt, ignore_errors=True)
     return Path(out_dir)
