@@ -51,11 +51,18 @@ class ReadConfig:
     max_member_bytes: int = 512 * 1024 * 1024  # cap on any one decompressed file
     max_depth: int = 4  # archives inside archives
     text_lines_per_document: int = 100  # OPUS mono text has no document boundaries
+    # Mono text is streamed in pieces (whole runs of lines) instead of read whole: one file is often the dump.
+    text_piece_bytes: int = 4 * 1024 * 1024
+    max_text_bytes: int = 64 * 1024**3  # cap on one decompressed text file (a gzip bomb of newlines ends here)
+    max_line_bytes: int = 16 * 1024 * 1024  # a longer "line" is no sentence; skipped and reported
     include_bots: bool = False  # Discord bot messages
 
     def __post_init__(self) -> None:
         if self.max_member_bytes < 1 or self.max_depth < 0:
             raise ValueError("max_member_bytes must be positive and max_depth not negative")
+        for name in ("text_piece_bytes", "max_text_bytes", "max_line_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -65,6 +72,7 @@ class Member:
     name: str
     data: bytes
     disk_bytes: int = 0
+    first_document: int = 0  # a piece of a streamed mono text file: the number of its first run
 
 
 def _kind(name: str) -> str:
@@ -123,37 +131,109 @@ def iter_members(
     if str(path) == "chitchat" and not Path(path).exists():
         path = chitchat_path()  # the embedded dataset, by name
     path = Path(path)
+    # Members are named relative to the dump (the file's own name for a single file): source ids, and so
+    # the train/val/test split, stay the same wherever the dump is moved.
     if path.is_dir():
         for child in _dump_files(path, report):
-            yield from _from_file(child, report, config)
+            yield from _from_file(child, child.relative_to(path).as_posix(), report, config)
     elif path.is_file():
-        yield from _from_file(path, report, config)
+        yield from _from_file(path, path.name, report, config)
     else:
         raise FileNotFoundError(f"no such file or folder: {path}")
 
 
-def _from_file(path: Path, report: Report, config: ReadConfig) -> Iterator[Member]:
+def _is_text(name: str) -> bool:
+    return name.lower().endswith((".txt", ".txt.gz"))
+
+
+def _from_file(path: Path, name: str, report: Report, config: ReadConfig) -> Iterator[Member]:
     kind = _kind(path.name)
     if kind == "other":
         report.count("unsupported_files")
         return
     try:  # a file can vanish or be unreadable between the listing and the read
         size = path.stat().st_size
-        if kind == "leaf":
+        if kind == "leaf" and not _is_text(name):
             if size > config.max_member_bytes:
-                report.problem(str(path), f"{size:,} bytes is over the {config.max_member_bytes:,}-byte cap")
+                report.problem(name, f"{size:,} bytes is over the {config.max_member_bytes:,}-byte cap")
                 return
             data = path.read_bytes()
         else:
             f = open(path, "rb")
     except OSError as exc:
-        report.problem(str(path), f"cannot read: {type(exc).__name__}: {exc}")
+        report.problem(name, f"cannot read: {type(exc).__name__}: {exc}")
         return
-    if kind == "leaf":
-        yield Member(str(path), data, size)
+    if kind == "leaf" and not _is_text(name):
+        yield Member(name, data, size)
         return
     with f:
-        yield from _expand(str(path), f, kind, report, config, depth=0, disk_bytes=size)
+        if _is_text(name):
+            yield from _text_pieces(name, f, report, config, disk_bytes=size, raw=f)
+        else:
+            yield from _expand(name, f, kind, report, config, depth=0, disk_bytes=size)
+
+
+def _text_pieces(
+    name: str, f: BinaryIO, report: Report, config: ReadConfig, disk_bytes: int, raw: BinaryIO | None = None
+) -> Iterator[Member]:
+    """A mono text file (gzipped by name) as Members of about text_piece_bytes, each ending on a run boundary.
+
+    A piece holds whole runs of `text_lines_per_document` non-blank lines and says which run it starts
+    with, so its Documents carry the ids a whole read would give (bytes-blank lines are never fewer than
+    the reader's). Memory is one piece plus one line, whatever the file's size. `raw`, the file on disk,
+    measures progress in disk bytes; without it the first piece is credited with them all.
+    """
+    per_run = config.text_lines_per_document
+    lines: list[bytes] = []
+    size = non_blank = runs_done = 0
+    total = 0
+    credited = 0
+
+    def piece(final: bool) -> Member:
+        nonlocal lines, size, non_blank, runs_done, credited
+        position = raw.tell() if raw is not None and not final else disk_bytes
+        credit = max(0, min(position, disk_bytes) - credited)
+        credited += credit
+        member = Member(leaf, b"".join(lines), credit, first_document=runs_done)
+        runs_done += non_blank // per_run
+        lines, size, non_blank = [], 0, 0
+        return member
+
+    packed = name.lower().endswith(".gz")
+    stream = gzip.GzipFile(fileobj=f) if packed else f
+    leaf = name[: -len(".gz")] if packed else name  # what the reader sees, as for any .gz
+    yielded = False
+    try:
+        if stream.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16: b"\n" is no line end; read it whole
+            data = _read_capped(stream, name, report, config)
+            if data is not None:
+                yield Member(leaf, data, disk_bytes)
+            return
+        while True:
+            line = stream.readline(config.max_line_bytes + 1)
+            if not line:
+                break
+            total += len(line)
+            if total > config.max_text_bytes:
+                report.problem(name, f"over the {config.max_text_bytes:,}-byte cap when decompressed; the rest skipped")
+                break
+            if len(line) > config.max_line_bytes and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # drop the rest of the overlong line, in bounded reads
+                    line = stream.readline(config.max_line_bytes + 1)
+                    total += len(line)
+                report.problem(name, f"a line over {config.max_line_bytes:,} bytes; skipped")
+                continue
+            lines.append(line)
+            size += len(line)
+            if line.strip():
+                non_blank += 1
+                if size >= config.text_piece_bytes and non_blank % per_run == 0:
+                    yield piece(final=False)
+                    yielded = True
+    except _ARCHIVE_ERRORS as exc:
+        report.problem(name, f"corrupt or unreadable text stream, rest skipped: {type(exc).__name__}: {exc}")
+    if non_blank or not yielded:  # an empty file still reaches the reader, which reports it
+        yield piece(final=True)
 
 
 def _read_capped(f: BinaryIO, name: str, report: Report, config: ReadConfig) -> bytes | None:
@@ -210,6 +290,15 @@ def _expand(
                 if _kind(info.filename) == "other":
                     report.count("unsupported_files")
                     continue
+                if _is_text(info.filename):
+                    credit = pending if depth else info.compress_size
+                    pending = 0
+                    try:
+                        with archive.open(info) as mf:
+                            yield from _text_pieces(member, mf, report, config, credit)
+                    except _ARCHIVE_ERRORS as exc:
+                        report.problem(member, f"corrupt zip member: {type(exc).__name__}: {exc}")
+                    continue
                 # The declared size bounds what zipfile will ever inflate (it stops there and checks the CRC),
                 # so a bomb is refused here without decompressing a byte of it.
                 if info.file_size > config.max_member_bytes:
@@ -236,6 +325,12 @@ def _expand(
                 member = f"{name}!{info.name}"
                 if _kind(info.name) == "other":
                     report.count("unsupported_files")
+                    continue
+                if _is_text(info.name):  # streamed; its disk bytes are credited to the next member
+                    mf = archive.extractfile(info)
+                    if mf is not None:
+                        yield from _text_pieces(member, mf, report, config, pending if depth else 0)
+                        pending = 0
                     continue
                 if info.size > config.max_member_bytes:
                     report.problem(member, f"{info.size:,} bytes is over the cap; skipped")
@@ -267,7 +362,8 @@ def parse_member(member: Member, report: Report, config: ReadConfig = ReadConfig
             if doc:
                 yield doc
         elif lower.endswith(".txt"):
-            yield from parse_text(member.data, member.name, report, config.text_lines_per_document)
+            yield from parse_text(member.data, member.name, report, config.text_lines_per_document,
+                                  member.first_document)
         elif lower.endswith(".json"):
             try:
                 data = json.loads(member.data)

@@ -5,8 +5,8 @@ bomb is reported as a bad file instead of eating the machine.
 
 The mono text files (`en.txt(.gz)`) are one sentence per line with no document boundaries at all. We
 treat each run of `lines_per_document` consecutive lines as one document, with source id
-`PATH#RUN`; the part after `#` is ignored when choosing the split, so a whole text file lands in one
-split and no window straddles train and test.
+`PATH@RUN`, and each run is split (train/val/test) on its own: a dump is often one huge file. Windows
+never cross runs, so no sample straddles train and test; neighbouring runs do share a scene now and then.
 """
 
 from __future__ import annotations
@@ -75,23 +75,29 @@ def parse_opus_xml(data: bytes, source_id: str, report: Report) -> Document | No
 
 
 def parse_text(
-    data: bytes, source_id: str, report: Report, lines_per_document: int = 100
+    data: bytes, source_id: str, report: Report, lines_per_document: int = 100, first_document: int = 0
 ) -> Iterator[Document]:
-    """Mono text, one sentence per line: each run of `lines_per_document` lines is a Document `source_id#k`."""
+    """Mono text, one sentence per line: each run of `lines_per_document` lines is a Document `source_id@k`.
+
+    Runs are numbered from `first_document`, for a large file read in pieces (corpus.dump streams those).
+    The "@" keeps each run its own source for the train/val/test split: there are no document boundaries
+    to keep together, and one file is often the whole dump (OPUS ships mono text as a single en.txt.gz).
+    """
     if lines_per_document < 2:
         raise ValueError(f"lines_per_document must be at least 2, got {lines_per_document}")
     text = decode_bytes(data, source_id, report)
     run: list[Line] = []
-    k = 0
+    k = first_document
     for raw in text.split("\n"):
         if raw.strip():
             run.append(Line(raw.strip()))
         if len(run) == lines_per_document:
-            yield Document(f"{source_id}#{k}", run, "text")
+            yield Document(f"{source_id}@{k}", run, "text")
             run, k = [], k + 1
     if run:
-        yield Document(f"{source_id}#{k}", run, "text")
+        yield Document(f"{source_id}@{k}", run, "text")
     elif k == 0:
         report.problem(source_id, "no text lines found")
         return
-    report.count("text_files")
+    if first_document == 0:
+        report.count("text_files")

@@ -44,7 +44,10 @@ from corpus.windows import (
     split_of,
 )
 
-FORMAT_VERSION = 1
+# 2: source ids relative to the dump and mono text split by run. The arrays are unchanged, so version 1
+# output still loads; a version 1 run cannot be resumed (its shards were split by other ids).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SPLITS = ("train", "val", "test")
 
 
@@ -360,9 +363,10 @@ class PreparedSplit:
                 f"{index_path} not found: run `python -m corpus prepare DUMP --out {self.directory}` to completion"
             )
         self.index = json.loads(index_path.read_text())
-        if self.index.get("format_version") != FORMAT_VERSION:
+        if self.index.get("format_version") not in READABLE_VERSIONS:
             raise ValueError(
-                f"{index_path} has format_version {self.index.get('format_version')}, expected {FORMAT_VERSION}"
+                f"{index_path} has format_version {self.index.get('format_version')}, expected one of "
+                f"{READABLE_VERSIONS}"
             )
         self.split = split
         self.max_length: int = self.index["max_length"]

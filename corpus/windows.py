@@ -143,8 +143,8 @@ _OPUS_PATH = re.compile(r"(?:^|/)(?:18|19|20)\d\d/(\d+)/[^/]+$")
 def split_key(source_id: str) -> str:
     """The part of a source id that decides its split: the IMDb id when one is visible, else the id up to any "#".
 
-    Readers name parts of one source `SOURCE#PART` (runs of a mono text file, parts of a Discord channel),
-    so all parts of a source land in the same split.
+    Readers name parts of one source `SOURCE#PART` (parts of a Discord channel), so all parts of a source
+    land in the same split. Runs of mono text (`SOURCE@RUN`) are sources of their own.
     """
     source_id = source_id.split("#", 1)[0]
     match = _IMDB_TT.search(source_id)

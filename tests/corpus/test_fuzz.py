@@ -204,7 +204,7 @@ def test_truncated_files_are_read_as_far_as_they_go_or_named(name, tmp_path_fact
         lines = sum(len(d.lines) for d in docs)
         assert lines <= full
         if name.endswith((".zip", ".gz", ".xml", ".json")) and lines < full:  # damage is visible in the report
-            named = str(path).removesuffix(".gz")  # an empty .gz is a valid empty stream: its leaf is named
+            named = path.name.removesuffix(".gz")  # an empty .gz is a valid empty stream: its leaf is named
             assert any(source.startswith(named) for source, _ in report.problems), report.problems
 
     check()
@@ -488,7 +488,7 @@ def test_symlinks_are_never_followed_out_of_the_dump_and_loops_do_not_hang(tmp_p
     report = Report()
     with no_writes():
         docs = list(read_path(dump, report))
-    assert [d.source_id for d in docs] == [str(dump / "sub" / "real.srt")]
+    assert [d.source_id for d in docs] == ["sub/real.srt"]
     assert "outside the dump" in problem_for(report, "out.srt")
     assert "outside the dump" in problem_for(report, "outdir")
     for name in ["loop_a.srt", "loop_b.srt", "dangling.srt"]:

@@ -93,7 +93,7 @@ def test_truncated_xml_keeps_the_sentences_before_the_damage():
 def test_mono_text_runs_of_lines_are_documents():
     data = gzip.decompress(gzip.compress("\n".join(f"Line {i}." for i in range(7)).encode()))
     docs = list(parse_text(data + b"\n\n", "en.txt", Report(), lines_per_document=3))
-    assert [d.source_id for d in docs] == ["en.txt#0", "en.txt#1", "en.txt#2"]
+    assert [d.source_id for d in docs] == ["en.txt@0", "en.txt@1", "en.txt@2"]
     assert [len(d.lines) for d in docs] == [3, 3, 1]
     assert docs[1].texts() == ["Line 3.", "Line 4.", "Line 5."] and docs[0].format == "text"
     with pytest.raises(ValueError):

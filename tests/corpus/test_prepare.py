@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,8 +99,8 @@ def test_documents_never_straddle_splits(reference, dump):
     index = json.loads((reference / "index.json").read_text())
     expected = {"train": 0, "val": 0, "test": 0}
     for path in sorted(dump.glob("*.srt")):
-        expected[split_of(str(path), 0.25, 0.25)] += 1
-    expected[split_of(f"{dump}/extra.zip!inner_ok.srt", 0.25, 0.25)] += 1
+        expected[split_of(path.name, 0.25, 0.25)] += 1
+    expected[split_of("extra.zip!inner_ok.srt", 0.25, 0.25)] += 1
     assert {s: index["splits"][s]["documents"] for s in expected} == expected
 
 
@@ -203,3 +204,17 @@ def test_markov_negatives(dump, config, tmp_path):
     )
     prepare(dump, tmp_path / "b", cfg, workers=2, progress=False)
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+
+
+def test_prepared_format_versions(reference, tmp_path):
+    copy = tmp_path / "p"
+    shutil.copytree(reference, copy)
+    index = json.loads((copy / "index.json").read_text())
+    assert index["format_version"] == 2
+    for version, readable in ((1, True), (2, True), (3, False), (None, False)):
+        (copy / "index.json").write_text(json.dumps({**index, "format_version": version}))
+        if readable:
+            assert len(PreparedSplit(copy, "train")) == len(PreparedSplit(reference, "train"))
+        else:
+            with pytest.raises(ValueError, match="format_version"):
+                PreparedSplit(copy, "train")
