@@ -11,7 +11,8 @@
 
 Each shard is written atomically and its random generator depends only on (seed, shard index), so a run
 interrupted at any point and started again skips the finished shards and ends with exactly the output an
-uninterrupted run gives. Memory is bounded by the shard size times the shards in flight, not the dump.
+uninterrupted run gives. Memory is bounded by the shard size times the shards in flight, not the dump: mono
+text files are read in pieces (corpus.dump), other files whole, up to the member cap.
 """
 
 from __future__ import annotations
