@@ -306,7 +306,10 @@ def test_concurrent_requests_share_the_scorer_and_keep_their_budget(tiny_markov)
             with ThreadPoolExecutor(8) as pool:
                 results = list(pool.map(one, range(8)))
         for elapsed, stats in results:
-            assert elapsed <= 450, elapsed
+            # The budget is the server's promise, counted from the request's arrival; what the client sees on
+            # top (8 threads and the TestClient's portal sharing one GIL) reaches ~100 ms on a busy 2-core box.
+            assert stats["elapsed_ms"] <= 400 + 50, stats
+            assert elapsed <= 400 + 250, elapsed
             # 8 requests x ~130 candidates at 3 ms each cannot all finish; round-robin gives each a share.
             assert 0 < stats["scored"] < stats["filtered"], stats
     finally:
