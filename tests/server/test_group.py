@@ -289,15 +289,17 @@ def test_simulate_validates_before_any_work(group_client, group_engine, patch, f
 
 def test_simulate_respects_its_overall_time_bound(group_models):
     slow = Engine(group_models, OverlapScorer(delay_per_candidate=0.005), EngineConfig(n_candidates=256))
+    # 200 ms a turn: generation and filtering may take 60% of it, so scoring keeps 70 ms or more (14 candidates)
+    # however busy the machine; with 100 ms a turn it kept 30 ms, and a stall could leave most turns unscored.
     try:
-        with TestClient(create_app(Settings(simulate_max_ms=600), engine=slow)) as c:
+        with TestClient(create_app(Settings(simulate_max_ms=1200), engine=slow)) as c:
             start = time.monotonic()
             body = c.post("/simulate", json={"turns": 6, "budget_ms": 1000, "seed": 0}).json()
             elapsed = time.monotonic() - start
     finally:
         slow.close()
-    assert elapsed < 0.75, elapsed  # 6 x 1000 ms asked, capped at 600 ms
-    assert body["time_bound_ms"] == 600 and body["budget_ms"] == 100
-    assert len(body["turns"]) == 6 or body["stopped"].startswith("the 600 ms time bound ran out")
-    assert all(t["elapsed_ms"] <= 130 for t in body["turns"])
+    assert elapsed < 1.2 + 0.15, elapsed  # 6 x 1000 ms asked, capped at 1200 ms
+    assert body["time_bound_ms"] == 1200 and body["budget_ms"] == 200
+    assert len(body["turns"]) == 6 or body["stopped"].startswith("the 1200 ms time bound ran out")
+    assert all(t["elapsed_ms"] <= 200 + 30 for t in body["turns"])
     assert np.mean([t["scored"] > 0 for t in body["turns"]]) > 0.5
