@@ -151,9 +151,10 @@ def _from_file(path: Path, name: str, report: Report, config: ReadConfig) -> Ite
     if kind == "other":
         report.count("unsupported_files")
         return
+    whole = kind == "leaf" and not _is_text(name)  # read at once; text and archives are streamed
     try:  # a file can vanish or be unreadable between the listing and the read
         size = path.stat().st_size
-        if kind == "leaf" and not _is_text(name):
+        if whole:
             if size > config.max_member_bytes:
                 report.problem(name, f"{size:,} bytes is over the {config.max_member_bytes:,}-byte cap")
                 return
@@ -163,7 +164,7 @@ def _from_file(path: Path, name: str, report: Report, config: ReadConfig) -> Ite
     except OSError as exc:
         report.problem(name, f"cannot read: {type(exc).__name__}: {exc}")
         return
-    if kind == "leaf" and not _is_text(name):
+    if whole:
         yield Member(name, data, size)
         return
     with f:
