@@ -112,6 +112,10 @@ class MarkovLines:
         self.model, self.tokenizer, self.batch = model, tokenizer, batch
         self.buffer: list[list[int]] = []
 
+    def reset(self) -> None:
+        """Forget lines drawn but not used, so what comes next depends only on the next rng passed in."""
+        self.buffer = []
+
     def __call__(self, rng: np.random.Generator) -> list[int]:
         if not self.buffer:
             texts = self.model.sample(self.batch, rng)
@@ -185,7 +189,7 @@ def process_shard(index: int, members: list[Member], config: PrepareConfig, out_
             labels: list[int] = []
             kinds: list[int] = []
             if markov is not None:
-                markov.buffer = []  # nothing carried over between splits: each depends on its own rng only
+                markov.reset()  # nothing carried over between splits: each depends on its own rng only
             for sample in make_samples(by_split[split], config.window, rng, markov=markov):
                 encoded = encode_pair(
                     sample.context,

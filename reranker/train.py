@@ -455,7 +455,7 @@ def chitchat_splits(tokenizer, window_config, seed: int) -> dict[str, SampleSet]
         rng = np.random.default_rng([seed, i])
         ids, labels, kinds = [], [], []
         if markov is not None:
-            markov.buffer = []  # each split depends on its own rng only
+            markov.reset()  # each split depends on its own rng only
         for s in make_samples(tokenize_documents(docs, tokenizer), window_config, rng, markov=markov):
             ids.append(encode_pair(s.context, s.candidate, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
                                    delim_id=delim, max_length=window_config.max_length))
