@@ -28,7 +28,7 @@ from corpus.clean import CleanConfig, clean_document  # noqa: E402
 from corpus.prepare import load_tokenizer  # noqa: E402
 from corpus.report import Report  # noqa: E402
 from corpus.srt import read_srt  # noqa: E402
-from corpus.windows import encode_lines  # noqa: E402
+from reranker.encoding import encode_lines  # noqa: E402
 
 _TAG = re.compile(r"<[^>]+>")
 

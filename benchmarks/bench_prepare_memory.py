@@ -71,7 +71,7 @@ def draw_lines(pool: list[str], n: int, rng: np.random.Generator) -> list[str]:
 def tokens_per_line(pool: list[str], rng: np.random.Generator, n: int = 20_000) -> tuple[float, float]:
     """Mean tokens and bytes per generated line, measured on a sample with the benchmark's tokenizer."""
     from corpus.prepare import load_tokenizer
-    from corpus.windows import encode_lines
+    from reranker.encoding import encode_lines
 
     lines = draw_lines(pool, n, rng)
     ids = encode_lines(load_tokenizer(tokenizer_path()), lines)

@@ -10,7 +10,8 @@ from collections import Counter
 from corpus.clean import CleanConfig, clean_document
 from corpus.dump import ReadConfig, read_path
 from corpus.report import Report
-from corpus.windows import WindowConfig, encode_lines
+from corpus.windows import WindowConfig
+from reranker.encoding import encode_lines
 
 
 def _default_tokenizer() -> str:

@@ -35,15 +35,8 @@ from corpus.clean import CleanConfig, clean_document
 from corpus.dump import Member, ReadConfig, dump_size, iter_members, parse_member
 from corpus.io import atomic_directory
 from corpus.report import Report
-from corpus.windows import (
-    KINDS,
-    WindowConfig,
-    delimiter_id,
-    encode_lines,
-    encode_pair,
-    make_samples,
-    split_of,
-)
+from corpus.windows import KINDS, WindowConfig, make_samples, split_of
+from reranker.encoding import delimiter_id, encode_lines, encode_pair
 
 # 2: source ids relative to the dump and mono text split by run. The arrays are unchanged, so version 1
 # output still loads; a version 1 run cannot be resumed (its shards were split by other ids).

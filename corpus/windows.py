@@ -1,7 +1,7 @@
 """Training samples by the Cross Talk method: token windows over documents, positives and hard negatives.
 
 Data flow: documents -> token ids per line (`tokenize_documents`) -> chunks of consecutive lines
-(`make_samples`) -> `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]` (`encode_pair`).
+(`make_samples`) -> `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]` (`reranker.encoding.encode_pair`).
 
 Each document is cut into consecutive, non-overlapping chunks. A chunk's target length, in tokens of
 its encoded sample, is drawn evenly in [min_tokens, max_length] (see _FlatTargets), so short samples
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reranker.encoding import SPECIALS, encode_lines
+
 KINDS = ("positive", "swap", "random", "markov")
-# Encoded overhead of a sample: [CLS] ... [SEP] ... [SEP].
-_SPECIALS = 3
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,11 @@ class WindowConfig:
     reservoir_size: int = 10_000  # lines kept from earlier documents for random-line negatives
 
     def __post_init__(self) -> None:
-        if self.max_length < _SPECIALS + 2:
-            raise ValueError(f"max_length must be at least {_SPECIALS + 2}, got {self.max_length}")
-        if not _SPECIALS + 2 <= self.min_tokens <= self.max_length:
+        if self.max_length < SPECIALS + 2:
+            raise ValueError(f"max_length must be at least {SPECIALS + 2}, got {self.max_length}")
+        if not SPECIALS + 2 <= self.min_tokens <= self.max_length:
             raise ValueError(
-                f"min_tokens must be in [{_SPECIALS + 2}, max_length={self.max_length}], got {self.min_tokens}"
+                f"min_tokens must be in [{SPECIALS + 2}, max_length={self.max_length}], got {self.min_tokens}"
             )
         for name in ("random_line_ratio", "markov_ratio"):
             value = getattr(self, name)
@@ -56,7 +56,7 @@ class WindowConfig:
     @property
     def max_line_tokens(self) -> int:
         """Longest line that can be a candidate with at least one context token beside it."""
-        return self.max_length - _SPECIALS - 1
+        return self.max_length - SPECIALS - 1
 
 
 @dataclass(frozen=True)
@@ -71,68 +71,10 @@ class Sample:
     start: int = -1  # index (within its segment of usable lines) of the chunk's first line; -1 if unknown
 
 
-def delimiter_id(tokenizer, delimiter: str = "|") -> tuple[int, bool]:
-    """Id of the context delimiter; adds it as a token only if the tokenizer lacks it (True: resize embeddings)."""
-    ids = tokenizer(delimiter, add_special_tokens=False)["input_ids"]
-    unk = tokenizer.unk_token_id
-    if len(ids) == 1 and ids[0] != unk:
-        return int(ids[0]), False
-    token_id = tokenizer.convert_tokens_to_ids(delimiter)
-    if token_id is not None and token_id != unk:
-        return int(token_id), False
-    tokenizer.add_tokens([delimiter], special_tokens=True)
-    token_id = tokenizer.convert_tokens_to_ids(delimiter)
-    if token_id is None or token_id == unk:
-        raise ValueError(f"could not add the delimiter {delimiter!r} to the tokenizer")
-    return int(token_id), True
-
-
-def encode_pair(
-    context_ids: list[list[int]],
-    candidate_ids: list[int],
-    *,
-    cls_id: int,
-    sep_id: int,
-    delim_id: int,
-    max_length: int,
-) -> list[int]:
-    """Encode `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]`, dropping the oldest context first to fit max_length.
-
-    The candidate is never shortened while any context is left to drop. Only a candidate longer than
-    max_length - 3 on its own is cut, at its end, as a last resort (the context is then empty). When the
-    single newest context line is too long by itself, its oldest tokens are cut and its newest kept.
-    """
-    if max_length < _SPECIALS + 1:
-        raise ValueError(f"max_length must be at least {_SPECIALS + 1}, got {max_length}")
-    candidate = list(candidate_ids)[: max_length - _SPECIALS]
-    budget = max_length - _SPECIALS - len(candidate)
-    kept: list[list[int]] = []
-    used = 0
-    for line in reversed(context_ids):  # newest first
-        cost = len(line) + (1 if kept else 0)
-        if used + cost <= budget:
-            kept.append(list(line))
-            used += cost
-            continue
-        if not kept and budget > 0:
-            kept.append(list(line)[len(line) - budget :])
-        break
-    kept.reverse()
-    ids = [cls_id]
-    for i, line in enumerate(kept):
-        if i:
-            ids.append(delim_id)
-        ids.extend(line)
-    ids.append(sep_id)
-    ids.extend(candidate)
-    ids.append(sep_id)
-    return ids
-
-
 def encoded_length(context_lengths: Iterable[int], candidate_length: int) -> int:
     """Length of `encode_pair` output before any truncation."""
     lengths = list(context_lengths)
-    return _SPECIALS + sum(lengths) + max(len(lengths) - 1, 0) + candidate_length
+    return SPECIALS + sum(lengths) + max(len(lengths) - 1, 0) + candidate_length
 
 
 _IMDB_TT = re.compile(r"tt(\d{7,8})")
@@ -167,29 +109,6 @@ def split_of(source_id: str, val_fraction: float = 0.05, test_fraction: float = 
     if u < test_fraction + val_fraction:
         return "val"
     return "train"
-
-
-def encode_lines(tokenizer, texts: list[str], batch_size: int = 1024) -> list[list[int]]:
-    """Token ids of each text without special tokens; the same as `tokenizer(texts)["input_ids"]`, faster.
-
-    A fast tokenizer's Rust backend is called directly: the transformers wrapper costs about twice the
-    tokenization itself on short lines.
-    """
-    fast = getattr(tokenizer, "is_fast", False)
-    backend = getattr(tokenizer, "backend_tokenizer", None) if fast else None
-    if backend is not None and (backend.padding is not None or backend.truncation is not None):
-        # tokenizer.json may ship fixed padding/truncation (MiniLM pads to 128); a plain `tokenizer(texts)`
-        # call switches both off on the backend too, so this leaves it in the state that call would.
-        backend.no_padding()
-        backend.no_truncation()
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        batch = texts[i : i + batch_size]
-        if backend is not None:
-            out.extend(enc.ids for enc in backend.encode_batch(batch, add_special_tokens=False))
-        else:
-            out.extend(tokenizer(batch, add_special_tokens=False)["input_ids"])
-    return out
 
 
 def tokenize_documents(

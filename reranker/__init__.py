@@ -1,5 +1,28 @@
-"""The cross-encoder editor: loading, budgeted scoring, training and evaluation (`python -m reranker`)."""
+"""The cross-encoder editor: loading, budgeted scoring, training and evaluation (`python -m reranker`).
 
-from reranker.model import BackboneNotFoundError, Reranker, RerankerConfig
+The public names load reranker.model (and torch) on first use (PEP 562), so `import reranker.encoding`
+stays light: corpus prepare workers import it for `encode_pair` without paying for torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reranker.model import BackboneNotFoundError, Reranker, RerankerConfig
 
 __all__ = ["BackboneNotFoundError", "Reranker", "RerankerConfig"]
+
+
+def __getattr__(name: str):
+    """Load a public name from reranker.model on first access."""
+    if name in __all__:
+        from reranker import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazily loaded public names."""
+    return sorted({*globals(), *__all__})

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from corpus.io import atomic_directory
-from corpus.windows import delimiter_id, encode_lines, encode_pair
+from reranker.encoding import delimiter_id, encode_lines, encode_pair
 
 FORMAT_VERSION = 1
 CONFIG_KEY = "riposte"  # our settings inside the HF config.json

@@ -439,8 +439,9 @@ def chitchat_splits(tokenizer, window_config, seed: int) -> dict[str, SampleSet]
     """
     from corpus.chitchat import read_chitchat
     from corpus.prepare import MarkovLines
-    from corpus.windows import delimiter_id, encode_pair, make_samples, split_of, tokenize_documents
+    from corpus.windows import make_samples, split_of, tokenize_documents
     from markov import MarkovModel
+    from reranker.encoding import delimiter_id, encode_pair
 
     delim, _ = delimiter_id(tokenizer, "|")
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
