@@ -1,8 +1,11 @@
-"""Reranker scoring speed: riposte's `Reranker.score` vs sentence-transformers' `CrossEncoder.predict` vs the FLOP limit.
+"""Scoring speed: riposte's cross-encoder and default editor vs sentence-transformers' peers vs the FLOP limit.
 
 4,096 candidates of 3-25 words (cut from chitchat lines) against one 3-line context, the same MiniLM-L6
-weights for both scorers. The limit is this machine's bf16 matmul peak, measured in the same run, divided
+weights for every scorer. The limit is this machine's bf16 matmul peak, measured in the same run, divided
 by the model's FLOPs per candidate at the candidates' real (unpadded) token lengths.
+- cross-encoder: `Reranker.score` vs `CrossEncoder.predict` (each pair is one forward of context + candidate);
+- the default editor (bi-encoder + fluency head): `Editor.score` vs `SentenceTransformer.encode` + cosine, the
+  bi-encoder a user would otherwise pick (each candidate is one forward of itself; the context once).
 
     .venv/bin/python benchmarks/bench_rerank.py [--repeats 3] [--n 4096]
 """
@@ -105,9 +108,33 @@ def main() -> None:
             timed(lambda: ce.predict(pairs, batch_size=32, show_progress_bar=False), max(1, args.repeats - 1)),
         )
 
+    from reranker.editor import Editor
+
+    editor = Editor.from_backbone()
+
+    def editor_score():
+        editor._contexts.clear()  # the context is embedded in every repeat, as in a turn's first slice
+        return editor.score(context, candidates)
+
+    editor_best = report("riposte Editor.score (the default editor)", args.n, timed(editor_score, args.repeats))
+    st_bi_best = None
+    if not args.skip_st:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(default_backbone(), device="cpu")
+
+        def st_score():
+            vecs = st.encode([" ".join(context), *candidates], batch_size=32, normalize_embeddings=True)
+            return vecs[1:] @ vecs[0]
+
+        st_bi_best = report("sentence-transformers encode + cosine", args.n, timed(st_score, max(1, args.repeats - 1)))
+
     print(f"riposte / limit: {riposte_best / limit:.0%} (target >= 50%)")
     if st_best:
         print(f"riposte / sentence-transformers: {riposte_best / st_best:.2f}x (target >= 3x)")
+    print(f"editor / cross-encoder: {editor_best / riposte_best:.2f}x")
+    if st_bi_best:
+        print(f"editor / sentence-transformers bi-encoder: {editor_best / st_bi_best:.2f}x")
 
 
 if __name__ == "__main__":

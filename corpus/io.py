@@ -1,7 +1,8 @@
-"""Atomic directory writes: a crash never leaves half a model or half a shard where a whole one is expected."""
+"""Model directories on disk: atomic writes (a crash never leaves half a model or shard) and config.json reads."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -32,3 +33,17 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_config(directory: str | os.PathLike, what: str) -> dict:
+    """The parsed config.json of a saved `what` ("reranker", "editor", ...); a clear error if missing or corrupt."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a {what} directory (no config.json)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is corrupt ({exc}); rebuild or restore the {what}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is corrupt (not a JSON object); rebuild or restore the {what}")
+    return data

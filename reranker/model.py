@@ -17,19 +17,23 @@ bi-encoder instead of at chance (MiniLM was trained for exactly that cosine).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from corpus.io import atomic_directory
+if TYPE_CHECKING:
+    from reranker.editor import Editor
+
+from corpus.io import atomic_directory, read_config
 from reranker.encoding import delimiter_id, encode_lines, encode_pair
 
 FORMAT_VERSION = 1
@@ -189,7 +193,17 @@ class PairScorer(nn.Module):
             self.model.classifier.bias.fill_(-scale * offset)
 
 
-class _CostModel:
+def check_inputs(context: list[str], candidates: list[str]) -> None:
+    """Raise TypeError unless context and candidates are lists of strings (a bare string is a common slip)."""
+    if isinstance(context, str) or isinstance(candidates, str):
+        raise TypeError("context and candidates must be lists of strings, not a single string")
+    for name, items in (("context", context), ("candidates", candidates)):
+        for item in items:
+            if not isinstance(item, str):
+                raise TypeError(f"{name} must hold strings, got {type(item).__name__}")
+
+
+class CostModel:
     """Predicts a batch's seconds from its padded token count, learning from every batch it sees."""
 
     def __init__(self, per_token: float = 2e-5, overhead: float = 2e-3) -> None:
@@ -211,6 +225,61 @@ class _CostModel:
     def refused(self) -> None:
         """A batch did not fit: relax the estimate a little, so a stale high one cannot refuse forever."""
         self.per_token *= 0.9
+
+
+def run_budgeted(encoded: list[list[int]], run: Callable[[np.ndarray], None], *, batch_tokens: int,
+                 cost: CostModel, deadline: float = math.inf, window: int = 64) -> None:
+    """Call run(batch indices) over all `encoded` sequences in batches of about batch_tokens padded tokens.
+
+    Without a deadline, one window sorts everything by length (least padding). With one, windows of `window`
+    sequences go front to back, length-sorted inside, so what gets done is close to the caller's front; a batch
+    starts only if the cost model predicts it ends in time (it is shrunk to fit), so an overrun is at most one
+    mispredicted batch. Every batch's time teaches the cost model.
+    """
+    bounded = math.isfinite(deadline)
+    window = len(encoded) if not bounded else max(window, 1)
+    for w0 in range(0, len(encoded), window):
+        idx = np.arange(w0, min(w0 + window, len(encoded)))
+        idx = idx[np.argsort([len(encoded[i]) for i in idx], kind="stable")]
+        pos = 0
+        while pos < len(idx):
+            # Grow the batch while its padded size stays within budget (lengths ascend, so the last is longest).
+            end = pos + 1
+            while end < len(idx) and (end + 1 - pos) * len(encoded[idx[end]]) <= batch_tokens:
+                end += 1
+            if bounded:
+                remaining = deadline - time.monotonic()
+                longest = len(encoded[idx[end - 1]])
+                # 10% margin: the cost model predicts a typical batch, not a worst case.
+                fit = int((0.9 * remaining - cost.overhead) / (cost.per_token * longest)) if remaining > 0 else 0
+                if fit < 1:
+                    cost.refused()
+                    return
+                end = min(end, pos + fit)
+            batch = idx[pos:end]
+            t0 = time.perf_counter()
+            run(batch)
+            cost.update(len(batch) * len(encoded[batch[-1]]), time.perf_counter() - t0)
+            pos = end
+
+
+def pad_batch(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and mask, T rounded up to a multiple of 8 (aligned shapes suit the oneDNN kernels)."""
+    width = -(-max(len(ids) for ids in batch) // 8) * 8
+    ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    for row, seq in enumerate(batch):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def rank_by_score(scores: np.ndarray, candidates: list[str], top_k: int | None = None) -> list[tuple[str, float]]:
+    """(candidate, score) pairs, best first (ties keep the caller's order); the top_k best if given."""
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[: max(top_k, 0)]
+    return [(candidates[i], float(scores[i])) for i in order]
 
 
 class Reranker:
@@ -243,7 +312,7 @@ class Reranker:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         # Padded tokens per batch: measured best on a 2-core AVX512-bf16 CPU (benchmarks/bench_rerank.py).
         self.batch_tokens = 4096 if self.device.type == "cpu" else 32768
-        self.cost = _CostModel()
+        self.cost = CostModel()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -308,19 +377,17 @@ class Reranker:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = "auto",
         warmup: bool = True,
-    ) -> Reranker:
-        """Load a saved reranker; bf16 where the hardware has it unless `dtype` says otherwise."""
+    ) -> Reranker | Editor:
+        """Load a saved reranker, or the editor a directory holds; bf16 where the hardware has it unless `dtype` says otherwise."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         directory = Path(directory)
         config_path = directory / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a reranker directory (no config.json)")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{config_path} is corrupt ({exc}); retrain or restore the reranker") from exc
+        raw = read_config(directory, "reranker")
+        if isinstance(raw.get(CONFIG_KEY), dict) and raw[CONFIG_KEY].get("kind") == "editor":
+            from reranker.editor import Editor  # the default: bi-encoder + fluency head + learned mix
+
+            return Editor.load(directory, device=device, dtype=dtype, warmup=warmup)
         if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
             # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
             raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
@@ -380,7 +447,7 @@ class Reranker:
         """One float32 score per (context, candidate) pair, each with its own context (evaluation, training checks)."""
         texts: list[str] = []
         for context, candidate in pairs:
-            self._check_inputs(context, [candidate])
+            check_inputs(context, [candidate])
             texts.extend(context)
             texts.append(candidate)
         ids = encode_lines(self.tokenizer, texts) if texts else []
@@ -394,17 +461,12 @@ class Reranker:
             pos += k + 1
         out = np.full(len(pairs), np.nan, dtype=np.float32)
         if encoded:
-            lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-            self._run_window(encoded, np.argsort(lengths, kind="stable"), out, None)
+            self._run(encoded, out, math.inf)
         return out
 
     def rank(self, context: list[str], candidates: list[str], top_k: int | None = None) -> list[tuple[str, float]]:
         """(candidate, score) pairs, best first; the top_k best if given."""
-        scores = self.score(context, candidates)
-        order = np.argsort(-scores, kind="stable")
-        if top_k is not None:
-            order = order[: max(top_k, 0)]
-        return [(candidates[i], float(scores[i])) for i in order]
+        return rank_by_score(self.score(context, candidates), candidates, top_k)
 
     def score_until(
         self, context: list[str], candidates: list[str], deadline: float
@@ -416,16 +478,8 @@ class Reranker:
         """
         return self._score(context, candidates, deadline=deadline)
 
-    def _check_inputs(self, context: list[str], candidates: list[str]) -> None:
-        if isinstance(context, str) or isinstance(candidates, str):
-            raise TypeError("context and candidates must be lists of strings, not a single string")
-        for name, items in (("context", context), ("candidates", candidates)):
-            for item in items:
-                if not isinstance(item, str):
-                    raise TypeError(f"{name} must hold strings, got {type(item).__name__}")
-
     def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
-        self._check_inputs(context, candidates)
+        check_inputs(context, candidates)
         n = len(candidates)
         scores = np.full(n, np.nan, dtype=np.float32)
         scored = np.zeros(n, dtype=bool)
@@ -437,55 +491,23 @@ class Reranker:
         unique = list(first)
         encoded = self.encode(context, unique)
         unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
-        bounded = math.isfinite(deadline)
-        # Without a deadline, one window sorts everything by length (least padding). With one, windows of a
-        # few batches keep the scored set close to the caller's front while still bucketing by length.
-        window = len(unique) if not bounded else max(4 * self.batch_tokens // 48, 64)
-        for w0 in range(0, len(unique), window):
-            idx = np.arange(w0, min(w0 + window, len(unique)))
-            lengths = np.fromiter((len(encoded[i]) for i in idx), dtype=np.int64, count=len(idx))
-            idx = idx[np.argsort(lengths, kind="stable")]
-            if not self._run_window(encoded, idx, unique_scores, deadline if bounded else None):
-                break
+        self._run(encoded, unique_scores, deadline)
         done = ~np.isnan(unique_scores)
         scored = done[slot_of]
         scores[scored] = unique_scores[slot_of[scored]]
         return scores, scored
 
-    def _run_window(self, encoded: list[list[int]], idx: np.ndarray, out: np.ndarray, deadline: float | None) -> bool:
-        """Score `idx` (sorted by length) in batches of about batch_tokens padded tokens; False when out of time."""
-        pos = 0
-        while pos < len(idx):
-            # Grow the batch while its padded size stays within budget (lengths ascend, so the last is longest).
-            end = pos + 1
-            while end < len(idx) and (end + 1 - pos) * len(encoded[idx[end]]) <= self.batch_tokens:
-                end += 1
-            longest = len(encoded[idx[end - 1]])
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                # 10% margin: the cost model predicts a typical batch, not a worst case.
-                fit = int((0.9 * remaining - self.cost.overhead) / (self.cost.per_token * longest)) if remaining > 0 else 0
-                if fit < 1:
-                    self.cost.refused()
-                    return False
-                end = min(end, pos + fit)
-                longest = len(encoded[idx[end - 1]])
-            batch = idx[pos:end]
-            t0 = time.perf_counter()
+    def _run(self, encoded: list[list[int]], out: np.ndarray, deadline: float) -> None:
+        """Fill out[i] with the logit of encoded[i], as many as the deadline allows (windows of a few batches)."""
+
+        def run(batch: np.ndarray) -> None:
             out[batch] = self._forward([encoded[i] for i in batch])
-            self.cost.update(len(batch) * longest, time.perf_counter() - t0)
-            pos = end
-        return True
+
+        run_budgeted(encoded, run, batch_tokens=self.batch_tokens, cost=self.cost, deadline=deadline,
+                     window=max(4 * self.batch_tokens // 48, 64))
 
     @torch.inference_mode()
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         """Logits for one batch of encoded pairs, right-padded to its longest."""
-        width = -(-max(len(ids) for ids in batch) // 8) * 8  # aligned shapes suit the oneDNN kernels
-        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        input_ids = torch.from_numpy(ids).to(self.device)
-        attention_mask = torch.from_numpy(mask).to(self.device)
+        input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
         return self.scorer(input_ids, attention_mask).float().cpu().numpy()

