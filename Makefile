@@ -40,7 +40,7 @@ prepare:
 	$(PY) -m corpus prepare $(DUMP) --out data/prepared $(ARGS)
 
 eval:
-	$(PY) -m reranker eval $(MODEL)/reranker $(or $(DUMP),chitchat) $(ARGS)
+	$(PY) -m reranker eval $(MODEL)/reranker $(or $(DUMP),chitchat) --baseline $(ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache
