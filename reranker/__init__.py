@@ -1,4 +1,6 @@
-"""The cross-encoder editor: loading, budgeted scoring, training and evaluation (`python -m reranker`).
+"""The editor: the default (bi-encoder + fluency head), the cross-encoder, budgeted scoring, training, evaluation.
+
+`Reranker.load(dir)` loads whichever a directory holds; `python -m reranker` trains and evaluates.
 
 The public names load reranker.model (and torch) on first use (PEP 562), so `import reranker.encoding`
 stays light: corpus prepare workers import it for `encode_pair` without paying for torch.

@@ -193,8 +193,13 @@ def cmd_train(args) -> int:
 
         out = Path(args.out or "models/default/reranker")
         t0 = time.monotonic()
-        recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed)
-        train_default(out, recipe=recipe, progress=not args.no_progress)
+        recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
+                                      base_model=args.base_model, eval_cases=args.eval_cases)
+        try:
+            train_default(out, recipe=recipe, progress=not args.no_progress)
+        except (BackboneNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"saved {out} in {time.monotonic() - t0:.0f} s")
         return 0
 
@@ -208,7 +213,7 @@ def cmd_train(args) -> int:
                                           base_model=args.base_model, eval_cases=args.eval_cases)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
-        except ValueError as exc:
+        except (BackboneNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"saved {out}")

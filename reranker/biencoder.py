@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from corpus.io import atomic_directory, read_config
 from reranker.model import (
     CONFIG_KEY,
+    TOKENIZER_FILES,
     CostModel,
     bf16_supported,
     check_inputs,
@@ -71,12 +73,15 @@ class BiEncoder:
         if dtype == "auto":
             dtype = torch.bfloat16 if bf16_supported(self.device) else torch.float32
         self.model = (model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)).eval()
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ValueError("the bi-encoder's tokenizer needs [CLS] and [SEP] tokens (cls_token, sep_token)")
         self.hidden_size = int(model.config.hidden_size)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         # Padded tokens per forward: short candidates batch wide; the same figure as the cross-encoder's.
         self.batch_tokens = 4096 if self.device.type == "cpu" else 32768
         self.cost = CostModel()
-        self.cache: dict[str, tuple[np.ndarray, int]] | None = None  # text -> (vector, tokens); set for evaluation
+        # (keep_end, text) -> (vector, tokens); set by evaluation. Like the cost model, meant for one thread at a time.
+        self.cache: dict[tuple[bool, str], tuple[np.ndarray, int]] | None = None
         self.cache_limit = 200_000
 
     @property
@@ -120,10 +125,13 @@ class BiEncoder:
         if not isinstance(settings, dict) or settings.get("kind") != KIND:
             raise ValueError(f"{directory / 'config.json'} holds no riposte bi-encoder settings (kind {KIND!r})")
         config = BiEncoderConfig.from_dict(settings)
+        if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+            # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
+            raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
         try:
             model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        except (ValueError, RuntimeError, KeyError) as exc:
+        except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise ValueError(f"{directory}: cannot load the bi-encoder ({type(exc).__name__}: {exc})") from exc
         return cls(model, tokenizer, config, **kwargs)
 
@@ -157,7 +165,7 @@ class BiEncoder:
         done = np.zeros(n, dtype=bool)
         todo = []
         cache = self.cache
-        keys = [("end:" if keep_end else "") + text for text in texts]  # a text cut at its end embeds differently
+        keys = [(keep_end, text) for text in texts]  # a text cut at its end embeds differently
         for i, key in enumerate(keys):
             hit = cache.get(key) if cache is not None else None
             if hit is None:
@@ -181,7 +189,7 @@ class BiEncoder:
                 cache.clear()
             for i in todo:
                 if done[i]:
-                    cache[keys[i]] = (vecs[i], int(tokens[i]))
+                    cache[keys[i]] = (vecs[i].copy(), int(tokens[i]))
         return vecs, tokens, done
 
     @torch.inference_mode()

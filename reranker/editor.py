@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -69,6 +70,8 @@ class EditorConfig:
     @classmethod
     def from_dict(cls, data: dict) -> EditorConfig:
         """Build from a config.json section, rejecting other format versions and unknown features."""
+        if data.get("kind") != KIND:
+            raise ValueError(f"not an editor's settings (kind {data.get('kind')!r}, expected {KIND!r})")
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"editor format_version {data.get('format_version')!r} is not supported "
                              f"(expected {FORMAT_VERSION})")
@@ -108,7 +111,8 @@ class Editor:
         self.fluency = fluency.float().eval()
         self.config = config or EditorConfig()
         self.weights = np.asarray(self.config.weights, dtype=np.float32)
-        self._contexts: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()  # the engine scores in slices
+        # The engine scores a turn in slices with one context; meant for one scoring thread, like the cost model.
+        self._contexts: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
 
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike | None = None, config: EditorConfig | None = None,
@@ -156,7 +160,7 @@ class Editor:
         head = FluencyHead(biencoder.hidden_size, config.fluency_width)
         try:
             head.load_state_dict(load_file(str(directory / FLUENCY_FILE)))
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, SafetensorError) as exc:
             raise ValueError(f"{directory / FLUENCY_FILE} does not fit the editor's config ({exc})") from exc
         editor = cls(biencoder, head, config)
         if warmup:
@@ -218,16 +222,17 @@ class Editor:
         return rank_by_score(self.score(context, candidates), candidates, top_k)
 
     def score_pairs(self, pairs: list[tuple[list[str], str]]) -> np.ndarray:
-        """One score per (context, candidate) pair, each with its own context (evaluation)."""
+        """One score per (context, candidate) pair, each with its own context (evaluation); one batch per kind."""
         for context, candidate in pairs:
             check_inputs(context, [candidate])
-        out = np.zeros(len(pairs), dtype=np.float32)
         if not pairs:
-            return out
+            return np.zeros(0, dtype=np.float32)
         vecs, tokens = self.biencoder.embed([candidate for _, candidate in pairs])
-        for i, (context, _) in enumerate(pairs):
-            out[i] = self.combine(self.features(self.context_vectors(context), vecs[i : i + 1], tokens[i : i + 1]))[0]
-        return out
+        contexts = np.stack([self.context_vectors(context) for context, _ in pairs])  # (N, 2, H)
+        cos = np.einsum("nh,nkh->nk", unit(vecs), contexts)  # (N, 2)
+        with torch.inference_mode():
+            flu = self.fluency(torch.from_numpy(fluency_inputs(vecs, tokens))).numpy()
+        return self.combine(np.hstack([cos, flu[:, None]]).astype(np.float32))
 
     def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(context, candidates)
@@ -238,9 +243,9 @@ class Editor:
         first: dict[str, int] = {}  # duplicates are embedded once
         slot_of = np.fromiter((first.setdefault(c, len(first)) for c in candidates), dtype=np.int64, count=n)
         unique = list(first)
-        context_vectors = self.context_vectors(context)
-        if math.isfinite(deadline) and time.monotonic() >= deadline:
+        if math.isfinite(deadline) and time.monotonic() >= deadline:  # not even the context fits any more
             return scores, np.zeros(n, dtype=bool)
+        context_vectors = self.context_vectors(context)
         vecs, tokens, done = self.biencoder.embed_until(unique, deadline)
         unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
         unique_scores[done] = self.combine(self.features(context_vectors, vecs[done], tokens[done]))

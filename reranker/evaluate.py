@@ -14,6 +14,7 @@ bi-encoder (cosine of the joined context and the candidate) and TF-IDF cosine.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -45,8 +46,13 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
 
 
 def true_rank(scores: Sequence[float], true_index: int = 0) -> int:
-    """1-based rank of the true candidate; every other candidate scoring >= it ranks above it (pessimistic ties)."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """1-based rank of the true candidate; every other candidate scoring >= it ranks above it (pessimistic ties).
+
+    A NaN score counts as the worst possible, so a scorer that fails on the true line cannot rank it first.
+    """
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    if scores[true_index] == -np.inf:
+        return len(scores)
     others = np.delete(scores, true_index)
     return 1 + int((others >= scores[true_index]).sum())
 
@@ -154,18 +160,18 @@ class WriterPools:
         return cls(pools, [d % folds for d in range(len(docs))])
 
 
-def writer_lines(writer, n: int, seed: int = 0) -> list[str]:
+def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> list[str]:
     """Up to n distinct lines from a Markov writer that pass the engine's default filters (URLs, lengths)."""
     from server.engine import EngineConfig, TextFilter, dedupe_key  # the filters a real turn applies
 
     text_filter, rng = TextFilter(EngineConfig()), np.random.default_rng(seed)
     out: dict[str, str] = {}
     for _ in range(20):  # rounds: a tiny writer cannot make n distinct lines, and must not loop forever
-        for text in writer.generate(max(256, n), rng).candidates:
+        for text in writer.generate(min(max(256, n - len(out)), 8192), rng).candidates:
             kept = text_filter(text)
             if kept:
                 out.setdefault(dedupe_key(kept), kept)
-        if len(out) >= n:
+        if len(out) >= n or time.monotonic() > deadline:
             break
     return list(out.values())[:n]
 
@@ -361,12 +367,15 @@ def verdict(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -
         hits_a = _hits(a[measure], measure)
         hits_b = _hits(b[measure], measure)
         if hits_a is not None and hits_b is not None and len(hits_a) == len(hits_b):
-            se = standard_error(hits_a - hits_b)
+            se, kind = standard_error(hits_a - hits_b), "paired SE"
         else:  # figures from another run: only unpaired errors are known
-            se = float(np.hypot(a[measure][key + "_se"], b[measure][key + "_se"]))
+            se, kind = float(np.hypot(a[measure][key + "_se"], b[measure][key + "_se"])), "unpaired SE"
+        if a[measure]["n"] < 10:
+            out.append(f"- {LABELS.get(measure, measure)}: too few cases ({a[measure]['n']}) to compare.")
+            continue
         word = "beats" if x - y > 2 * se else "loses to" if y - x > 2 * se else "ties (within 2 SE)"
         label = "swap accuracy" if measure == "swap" else LABELS[measure]
-        out.append(f"- {label}: {model} {x:.3f} {word} the {baseline}'s {y:.3f} (paired SE {se:.3f}, "
+        out.append(f"- {label}: {model} {x:.3f} {word} the {baseline}'s {y:.3f} ({kind} {se:.3f}, "
                    f"n {a[measure]['n']}).")
     return "\n".join(out)
 

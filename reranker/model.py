@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 if TYPE_CHECKING:
+    from reranker.biencoder import BiEncoder
     from reranker.editor import Editor
 
 from corpus.io import atomic_directory, read_config
@@ -41,7 +42,7 @@ CONFIG_KEY = "riposte"  # our settings inside the HF config.json
 POOLINGS = ("mean", "cls", "pair")
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "vocab.json", "sentencepiece.bpe.model", "tokenizer.model")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "vocab.json", "sentencepiece.bpe.model", "tokenizer.model")
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -237,7 +238,7 @@ def run_budgeted(encoded: list[list[int]], run: Callable[[np.ndarray], None], *,
     mispredicted batch. Every batch's time teaches the cost model.
     """
     bounded = math.isfinite(deadline)
-    window = len(encoded) if not bounded else max(window, 1)
+    window = max(len(encoded), 1) if not bounded else max(window, 1)
     for w0 in range(0, len(encoded), window):
         idx = np.arange(w0, min(w0 + window, len(encoded)))
         idx = idx[np.argsort([len(encoded[i]) for i in idx], kind="stable")]
@@ -377,20 +378,28 @@ class Reranker:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = "auto",
         warmup: bool = True,
-    ) -> Reranker | Editor:
+    ) -> Reranker | Editor | BiEncoder:
         """Load a saved reranker, or the editor a directory holds; bf16 where the hardware has it unless `dtype` says otherwise."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         directory = Path(directory)
         config_path = directory / "config.json"
         raw = read_config(directory, "reranker")
-        if isinstance(raw.get(CONFIG_KEY), dict) and raw[CONFIG_KEY].get("kind") == "editor":
+        kind = raw[CONFIG_KEY].get("kind", "cross-encoder") if isinstance(raw.get(CONFIG_KEY), dict) else None
+        if kind == "editor":
             from reranker.editor import Editor  # the default: bi-encoder + fluency head + learned mix
 
             return Editor.load(directory, device=device, dtype=dtype, warmup=warmup)
-        if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        if kind == "biencoder":
+            from reranker.biencoder import BiEncoder
+
+            return BiEncoder.load(directory, device=device, dtype=dtype)
+        if kind not in (None, "cross-encoder"):
+            raise ValueError(f"{config_path}: unknown riposte model kind {kind!r} (expected editor, biencoder or "
+                             "cross-encoder); it was written by a newer riposte")
+        if not any((directory / name).is_file() for name in TOKENIZER_FILES):
             # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
-            raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
+            raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
         if CONFIG_KEY not in raw:
             raise ValueError(
                 f"{config_path} has no {CONFIG_KEY!r} settings: it is a plain HF model, not a trained reranker "

@@ -95,7 +95,7 @@ def train_fluency(head: FluencyHead, x: np.ndarray, y: np.ndarray, *, seed: int 
     val, train = perm[:n_val], perm[n_val:]
     xt, yt = torch.from_numpy(x), torch.from_numpy(np.asarray(y, dtype=np.float32))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
-    best = {"loss": math.inf}
+    best = {"loss": math.inf, "accuracy": float("nan"), "auc": float("nan"), "epoch": 0}
     best_state = {k: v.clone() for k, v in head.state_dict().items()}
     epoch = 0
     for epoch in range(max_epochs):
@@ -225,7 +225,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     rng = np.random.default_rng(recipe.seed)
     human = [line.text for doc in splits["train"] for line in doc.lines]
     human = [human[i] for i in rng.permutation(len(human))[: recipe.max_train_lines // 2]]
-    fakes = sample_writer(writer, recipe.max_train_lines // 2, recipe.seed)
+    fakes = sample_writer(writer, recipe.max_train_lines // 2, recipe.seed, deadline=end - reserve)
     texts, labels = [], []
     for h, f in zip(human, fakes, strict=False):  # interleaved, so a budget cut leaves both kinds balanced
         texts += [h, f]
@@ -236,14 +236,22 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     vecs, tokens, done = embed_with_progress(editor, texts, end - reserve, progress, "embed lines")
     x = fluency_inputs(vecs[done], tokens[done])
     y = np.asarray(labels, dtype=np.float32)[done]
-    fluency = train_fluency(editor.fluency, x, y, seed=recipe.seed, time_limit_s=max(10.0, 0.1 * reserve))
-    say(f"fluency head: held-out accuracy {fluency['accuracy']:.3f}, AUC {fluency['auc']:.3f} on {fluency['n_val']} lines")
-
-    mix_deadline = end - 0.7 * reserve
-    pool = sample_writer(writer, 2000, recipe.seed + 1)
-    feats = mix_features(editor, splits["val"], pool, n_cases=recipe.mix_cases, negatives=recipe.mix_negatives,
-                         seed=recipe.seed, deadline=mix_deadline, progress=progress, other_docs=splits["train"][:500])
-    weights = fit_mix(feats)
+    pool = sample_writer(writer, 2000, recipe.seed + 1, deadline=end - 0.7 * reserve)
+    if int(y.sum()) < 100 or int((1 - y).sum()) < 100 or len(pool) < recipe.mix_negatives:
+        # Too little time or text to learn anything: ship the untrained editor, which ranks as the bi-encoder does.
+        fluency = {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"), "epoch": 0,
+                   "n_train": 0, "n_val": 0, "skipped": f"{int(done.sum())} lines embedded, {len(pool)} writer lines"}
+        weights = EditorConfig().weights
+        feats = np.zeros((0, 0, len(FEATURES)), dtype=np.float32)
+        say(f"too little data for the fluency head ({fluency['skipped']}): the editor ranks as the bi-encoder")
+    else:
+        fluency = train_fluency(editor.fluency, x, y, seed=recipe.seed, time_limit_s=max(10.0, 0.1 * reserve))
+        say(f"fluency head: held-out accuracy {fluency['accuracy']:.3f}, AUC {fluency['auc']:.3f} "
+            f"on {fluency['n_val']} lines")
+        feats = mix_features(editor, splits["val"], pool, n_cases=recipe.mix_cases, negatives=recipe.mix_negatives,
+                             seed=recipe.seed, deadline=end - 0.7 * reserve, progress=progress,
+                             other_docs=splits["train"][:500])
+        weights = fit_mix(feats)
     editor = editor.with_config(EditorConfig(weights=weights))
     say("mix: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(FEATURES, weights, strict=True))
         + f" (fitted on {len(feats)} validation contexts)")

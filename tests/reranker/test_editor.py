@@ -78,9 +78,14 @@ def test_editor_score_is_the_weighted_sum_of_its_features(editor):
     np.testing.assert_allclose(mixed.score_pairs(pairs), mixed.score(CONTEXT, CANDIDATES), rtol=1e-4, atol=1e-4)
 
 
-def test_editor_duplicates_empty_and_bad_input(editor):
+def test_editor_duplicates_empty_and_bad_input(editor, monkeypatch):
+    rows = []
+    real = editor.biencoder._forward
+    monkeypatch.setattr(editor.biencoder, "_forward", lambda batch: rows.append(len(batch)) or real(batch))
+    editor.context_vectors(CONTEXT)
+    rows.clear()
     scores = editor.score(CONTEXT, ["good night", "i like tea", "good night"])
-    assert scores[0] == scores[2]
+    assert scores[0] == scores[2] and sum(rows) == 2  # the duplicate is embedded once
     assert editor.score(CONTEXT, []).shape == (0,)
     assert np.isfinite(editor.score([], ["good night"])).all()  # no context: relevance is 0, fluency still counts
     with pytest.raises(TypeError, match="not a single string"):
@@ -157,5 +162,38 @@ def test_biencoder_pairs_and_cache_give_the_same_scores(tiny_bert):
     assert expected[-1] == 0.0
     bi.cache = {}
     first = bi.score(CONTEXT, CANDIDATES)
-    assert "end:" + " ".join(CONTEXT) in bi.cache and CANDIDATES[0] in bi.cache
+    assert (True, " ".join(CONTEXT)) in bi.cache and (False, CANDIDATES[0]) in bi.cache
+    calls = []
+    real = bi._forward
+    bi._forward = lambda batch: calls.append(batch) or real(batch)
     np.testing.assert_allclose(bi.score(CONTEXT, CANDIDATES), first, rtol=1e-6)
+    assert not calls  # every text came from the cache
+    bi.score(CONTEXT, ["a new line"])
+    assert len(calls) == 1
+
+
+def test_reranker_load_knows_every_kind_and_refuses_unknown_ones(bi, editor, tmp_path):
+    bi.save(tmp_path / "bi")
+    assert isinstance(Reranker.load(tmp_path / "bi", dtype=torch.float32), BiEncoder)
+    editor.save(tmp_path / "ed")
+    raw = json.loads((tmp_path / "ed" / "config.json").read_text())
+    raw["riposte"]["kind"] = "hologram"
+    (tmp_path / "ed" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="unknown riposte model kind 'hologram'"):
+        Reranker.load(tmp_path / "ed")
+    with pytest.raises(ValueError, match="not an editor's settings"):
+        Editor.load(tmp_path / "bi")
+
+
+def test_a_corrupt_fluency_head_is_a_clear_error(editor, tmp_path):
+    editor.save(tmp_path / "ed")
+    (tmp_path / "ed" / "fluency.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="does not fit the editor"):
+        Reranker.load(tmp_path / "ed")
+    wide = editor.with_config(EditorConfig())
+    wide.save(tmp_path / "ed2")
+    raw = json.loads((tmp_path / "ed2" / "config.json").read_text())
+    raw["riposte"]["fluency_width"] = 7
+    (tmp_path / "ed2" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="does not fit the editor"):
+        Reranker.load(tmp_path / "ed2")

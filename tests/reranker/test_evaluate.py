@@ -35,6 +35,8 @@ def test_true_rank_counts_ties_against_the_true_line():
     assert true_rank([0.9, 0.5, 0.1]) == 1
     assert true_rank([1.0, 1.0, 1.0]) == 3
     assert true_rank([0.1, 0.9, 0.2], true_index=2) == 2
+    assert true_rank([float("nan"), 0.1, 0.2]) == 3  # a failed score never ranks the true line first
+    assert true_rank([0.5, float("nan"), 0.2]) == 1
 
 
 def test_selection_metrics_hand_values():
