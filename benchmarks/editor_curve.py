@@ -56,7 +56,8 @@ def main() -> None:
         rows.append(row)
         m, b = row["chitchat"]["model"], row["chitchat"]["bi-encoder"]
         print(f"{minutes:5.1f} min ({row['wall_s']:.0f} s wall): fluency lines {row['train']['fluency']['n_train']:,}; "
-              + "; ".join(f"{label} {m[k]['r@1']:.3f} (bi-encoder {b[k]['r@1']:.3f})" for k, label in MEASURES if k in m),
+              + "; ".join(f"{label} {m[k]['r@1']:.3f} (bi-encoder {b[k]['r@1']:.3f}, n {m[k]['n']})"
+                          for k, label in MEASURES if k in m),
               flush=True)
     Path(args.out + ".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     plot(rows, args.out + ".png")
