@@ -284,9 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    p = sub.add_parser("first-stage", help="give a saved editor a first stage (static word vectors distilled from "
+                                           "its bi-encoder); `train --default` builds one already")
+    p.add_argument("editor", help="a saved editor directory; the first stage goes to EDITOR/first_stage")
+    p.add_argument("--lines", type=int, default=20_000, help="lines to embed and distil from (half chitchat, "
+                                                             "half its writer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "first-stage":
+        from reranker.recipes import build_first_stage
+
+        build_first_stage(args.editor, n_lines=args.lines, seed=args.seed, progress=not args.no_progress)
+        return 0
     return cmd_eval(args)
 
 

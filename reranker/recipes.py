@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
+from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,15 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                              other_docs=splits["train"][:500])
         weights = fit_mix(feats)
     editor = editor.with_config(EditorConfig(weights=weights))
+    # The first stage learns from the lines just embedded (human and writer alike): it costs no forward pass.
+    first_stage, first_stage_report = None, {"skipped": f"{int(done.sum())} lines embedded", "words": 0,
+                                             "val_cosine": float("nan")}
+    if done.sum() >= 100:
+        first_stage, first_stage_report = train_first_stage(
+            editor, [t for t, d in zip(texts, done, strict=True) if d], vecs[done], seed=recipe.seed,
+            time_limit_s=max(10.0, 0.3 * reserve), progress=progress)
+        say(f"first stage: static vectors of {first_stage_report['words']:,} words, validation cosine "
+            f"{first_stage_report['val_cosine']:.3f} in {first_stage_report['seconds']:.0f} s")
     say("mix: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(FEATURES, weights, strict=True))
         + f" (fitted on {len(feats)} validation contexts)")
 
@@ -288,6 +298,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                              f"{fluency['auc']:.3f}: `fluency.safetensors`"),
             "mix": ", ".join(f"{n} {w:.3f}" for n, w in zip(FEATURES, weights, strict=True))
                    + f", fitted listwise on {len(feats)} validation contexts",
+            "first stage": (f"`first_stage/`: static word vectors distilled from the bi-encoder on the same lines "
+                            f"({first_stage_report['words']:,} words; validation cosine with the bi-encoder "
+                            f"{first_stage_report['val_cosine']:.3f}); it orders the writer's candidates"),
             "writer it was trained against": "order-2 Markov chain on the train documents; it judges other "
                                              "writers' lines less well (train one against your own writer)",
             "total seconds": round(total),
@@ -299,7 +312,47 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     editor.save(out_dir, model_card=card, extra_files={
         "eval.json": json.dumps(metrics, indent=1),
         "train.json": json.dumps({"fluency": fluency, "weights": dict(zip(FEATURES, weights, strict=True)),
+                                  "first_stage": first_stage_report,
                                   "mix_cases": len(feats), "seconds": round(total, 1)}, indent=1),
     })
+    if first_stage is not None:
+        first_stage.save(Path(out_dir) / FIRST_STAGE_DIR)
     say(f"saved {out_dir}")
     return Path(out_dir)
+
+
+def train_first_stage(editor: Editor, texts: list[str], vectors: np.ndarray, *, seed: int = 0,
+                      time_limit_s: float = 60.0, progress: bool = True) -> tuple[FirstStage, dict]:
+    """Distil a first stage from the editor's embeddings of `texts`; it mixes its cosines as the editor does."""
+    weights = tuple(float(w) for w in editor.config.weights[:2])  # context, last line
+    if not any(weights):
+        weights = (1.0, 0.0)
+    return distill(editor.biencoder, texts, vectors, weights=weights,
+                   config=DistillConfig(seed=seed, time_limit_s=time_limit_s), progress=progress)
+
+
+def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: int = 0, progress: bool = True) -> Path:
+    """Give a saved editor that has none a first stage: embed chitchat lines and its writer's, distil, save.
+
+    For an editor built before first stages existed; a new `train --default` builds one on the way.
+    """
+    from corpus.chitchat import read_chitchat
+    from corpus.windows import split_of
+    from markov import MarkovModel
+    from reranker.evaluate import writer_lines
+
+    editor_dir = Path(editor_dir)
+    editor = Editor.load(editor_dir, warmup=False)
+    train = [doc for doc in read_chitchat() if split_of(doc.source_id) == "train"]
+    rng = np.random.default_rng(seed)
+    human = [line.text for doc in train for line in doc.lines]
+    human = [human[i] for i in rng.permutation(len(human))[: n_lines // 2]]
+    writer = MarkovModel.build((line.text, line.weight) for doc in train for line in doc.lines)
+    texts = [t for pair in zip(human, writer_lines(writer, n_lines // 2, seed), strict=False) for t in pair]
+    vecs, _, done = embed_with_progress(editor, texts, math.inf, progress, "embed lines")
+    stage, report = train_first_stage(editor, texts, vecs, seed=seed, progress=progress)
+    stage.save(editor_dir / FIRST_STAGE_DIR)
+    if progress:
+        tqdm.write(f"first stage: {report['words']:,} words, validation cosine {report['val_cosine']:.3f}; "
+                   f"saved {editor_dir / FIRST_STAGE_DIR}")
+    return editor_dir / FIRST_STAGE_DIR

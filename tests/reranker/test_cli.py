@@ -133,7 +133,12 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert set(metrics["scorers"]) == {"model", "bi-encoder", "tf-idf"}
     assert metrics["scorers"]["model"]["writer99"]["n"] == 6
     card = (out / "README.md").read_text()
-    assert "Against the zero-shot bi-encoder" in card and "tiny dump" in card
+    assert "Against the zero-shot bi-encoder" in card and "tiny dump" in card and "first stage" in card
+    from reranker.first_stage import FirstStage
+
+    stage = FirstStage.load(out / "first_stage")  # distilled from the same embedded lines, mixed as the editor
+    assert stage.config.weights == pytest.approx(editor.config.weights[:2]) and train["first_stage"]["words"] > 0
+    assert stage.score(["a line"], ["one", "two"]).shape == (2,)
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)
