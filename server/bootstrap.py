@@ -60,4 +60,26 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
         minutes = max(1.0, 9.5 - (time.monotonic() - began) / 60.0)
         train_default(model_dir / "reranker", max_minutes=minutes, progress=progress)
         print(f"riposte: reranker trained in {time.monotonic() - start:.0f} s", file=sys.stderr)
+    elif needs_first_stage(model_dir):
+        # An editor built before first stages existed: distil one (a few minutes), not the whole editor again.
+        print(f"riposte: the editor in {model_dir / 'reranker'} has no first stage; building it", file=sys.stderr)
+        from reranker.recipes import build_first_stage
+
+        start = time.monotonic()
+        build_first_stage(model_dir / "reranker", progress=progress)
+        print(f"riposte: first stage built in {time.monotonic() - start:.0f} s", file=sys.stderr)
     return model_dir
+
+
+def needs_first_stage(model_dir: Path) -> bool:
+    """True when `model_dir/reranker` is an editor without its first stage."""
+    import json
+
+    reranker = model_dir / "reranker"
+    if (reranker / "first_stage" / "config.json").is_file():
+        return False
+    try:
+        settings = json.loads((reranker / "config.json").read_text(encoding="utf-8")).get("riposte", {})
+    except (OSError, ValueError, AttributeError):
+        return False  # a damaged reranker is the loader's to report
+    return isinstance(settings, dict) and settings.get("kind") == "editor"

@@ -50,3 +50,26 @@ def test_ensure_models_without_training_code_still_returns(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "reranker.recipes", None)  # import raises ImportError
     assert ensure_models(tmp_path) == tmp_path
     assert "ranked by prior" in capsys.readouterr().err
+
+
+def test_an_editor_without_a_first_stage_gets_one_and_only_once(tmp_path, monkeypatch, tiny_markov):
+    tiny_markov.save(tmp_path / "markov")
+    reranker = tmp_path / "reranker"
+    reranker.mkdir()
+    (reranker / "config.json").write_text('{"riposte": {"kind": "cross-encoder"}}')
+    assert not bootstrap.needs_first_stage(tmp_path)  # only editors carry one
+    (reranker / "config.json").write_text('{"riposte": {"kind": "editor"}}')
+    assert bootstrap.needs_first_stage(tmp_path)
+    built = []
+
+    def fake_build(editor_dir, progress=True):
+        built.append(editor_dir)
+        (editor_dir / "first_stage").mkdir()
+        (editor_dir / "first_stage" / "config.json").write_text("{}")
+
+    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(build_first_stage=fake_build))
+    ensure_models(tmp_path)
+    ensure_models(tmp_path)
+    assert built == [reranker] and not bootstrap.needs_first_stage(tmp_path)
+    (reranker / "config.json").write_text("not json")
+    assert not bootstrap.needs_first_stage(tmp_path)
