@@ -143,11 +143,13 @@ class FirstStage:
             self.add_words([w for w, r in zip(flat, rows, strict=True) if r < 0])
             index = self._index
             rows = [index[w] for w in flat]
+        with self._lock:  # rows looked up above all exist in this snapshot: the table only grows
+            table = self._table[: self._size]
         indptr = np.zeros(len(lines) + 1, dtype=np.int64)
         np.cumsum([len(ws) for ws in lines], out=indptr[1:])
         counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), np.asarray(rows, dtype=np.int64), indptr),
-                               shape=(len(lines), self._size))
-        return np.asarray(counts @ self._table[: self._size], dtype=np.float32)
+                               shape=(len(lines), len(table)))
+        return np.asarray(counts @ table, dtype=np.float32)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Static vectors (N, D) of texts."""
