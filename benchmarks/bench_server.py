@@ -1,12 +1,15 @@
 """/reply latency and throughput on loopback: the budgeted engine against a naive peer that scores everything.
 
-Starts `python -m server serve` on 127.0.0.1 (a free port) over a real model dir, then for each budget and each
-number of concurrent clients sends a fixed number of /reply requests and reports client-side latency
-p50/p95/p99 (and min), replies/s, candidates scored per reply and how many replies ran over budget + 50 ms.
-The naive peer is the same server code with the budget removed (an infinite deadline): it generates and
-scores every candidate, however long that takes (a second process: `bench_server.py --serve-naive PORT`).
+Starts `python -m server serve` on 127.0.0.1 (a free port) over a real model dir, then for each level (clients x
+budget) sends /reply requests back to back, from `--requests` requests or for `--seconds` seconds, and reports
+client-side latency p50/p95/p99 (and min), replies/s, how many candidates the editor read per reply (mean and
+median: under load the mean hides the many replies the editor never reached), how many the first stage scored,
+and how many replies ran over budget + 50 ms. The naive peer is the same server code with the budget removed
+(an infinite deadline): it generates and scores every candidate, however long that takes (a second process:
+`bench_server.py --serve-naive PORT`).
 
     python benchmarks/bench_server.py --model models/default
+    python benchmarks/bench_server.py --levels 16x500 --seconds 30 --no-naive    # issue 11's load row
 """
 
 from __future__ import annotations
@@ -29,25 +32,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve_naive(model: Path, port: int) -> int:
-    """The peer: the same app and engine, but every request is scored in full with no deadline."""
+    """The peer: the same app and engine, but every request is generated and scored in full with no deadline."""
     import math
 
     import uvicorn
 
     from server.app import Settings, create_app
-    from server.engine import Engine, EngineConfig
+    from server.engine import Engine
 
     class NaiveEngine(Engine):
-        def prepare(self, history, **kwargs):
-            kwargs["budget_ms"] = math.inf
-            return super().prepare(history, **kwargs)
+        def budget(self, budget_ms=None, started=None, **kwargs):
+            return super().budget(math.inf, started, **kwargs)  # every request's budget is infinite
 
-    engine = NaiveEngine.load(model, EngineConfig(generation_share=math.inf))
+    engine = NaiveEngine.load(model)
     uvicorn.run(create_app(Settings(model_dir=model), engine=engine), host="127.0.0.1", port=port, log_level="warning")
     return 0
 
 
 def start_server(model: Path, port: int, naive: bool = False) -> subprocess.Popen:
+    """Start a server process and wait until /health says it is ready."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if naive:
         cmd = [sys.executable, __file__, "--model", str(model), "--serve-naive", str(port)]
@@ -69,16 +72,20 @@ def start_server(model: Path, port: int, naive: bool = False) -> subprocess.Pope
     raise SystemExit("server did not become healthy in 120 s")
 
 
-async def run_level(base: str, concurrency: int, total: int, body: dict) -> dict:
-    """Send `total` requests from `concurrency` clients; per-request latency and server stats."""
+async def run_level(base: str, concurrency: int, total: int, body: dict, seconds: float = 0.0) -> dict:
+    """Send `total` requests (or as many as fit in `seconds`) from `concurrency` clients; latency and server stats."""
     latencies: list[float] = []
     scored: list[int] = []
+    first: list[int] = []
     timed_out = shed = 0
-    counter = iter(range(total))
+    counter = iter(range(total if not seconds else 10**9))
+    stop_at = time.perf_counter() + seconds if seconds else float("inf")
 
     async def client(c: httpx.AsyncClient) -> None:
         nonlocal timed_out, shed
         for i in counter:
+            if time.perf_counter() >= stop_at:
+                return
             req = {**body, "history": HISTORIES[i % len(HISTORIES)], "seed": i}
             start = time.perf_counter()
             r = await c.post("/reply", json=req)
@@ -90,6 +97,7 @@ async def run_level(base: str, concurrency: int, total: int, body: dict) -> dict
             r.raise_for_status()
             stats = r.json()["stats"]
             scored.append(stats["scored"])
+            first.append((stats.get("first_stage") or {}).get("scored", 0))
             timed_out += stats["timed_out"]
 
     limits = httpx.Limits(max_connections=concurrency)
@@ -105,21 +113,36 @@ async def run_level(base: str, concurrency: int, total: int, body: dict) -> dict
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
-        "rps": len(lat) / wall,
+        "rps": len(latencies) / wall,
         "scored": statistics.mean(scored) if scored else 0.0,
+        "scored_median": statistics.median(scored) if scored else 0.0,
+        "first_stage": statistics.median(first) if first else 0.0,
         "timed_out": timed_out,
         "latencies": lat,
     }
 
 
+def parse_level(text: str) -> tuple[int, int]:
+    """'16x500' -> (16 clients, 500 ms)."""
+    clients, _, budget = text.partition("x")
+    try:
+        return int(clients), int(budget)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a level is CLIENTSxBUDGET_MS, like 16x500; got {text!r}") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[250, 1000])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--levels", type=parse_level, nargs="+",
+                        default=[(1, 250), (1, 1000), (4, 500), (16, 500), (16, 1000)],
+                        help="CLIENTSxBUDGET_MS pairs for the budgeted server")
+    parser.add_argument("--naive-clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--n-candidates", type=int, default=1024)
     parser.add_argument("--requests", type=int, default=48, help="requests per budgeted level")
+    parser.add_argument("--seconds", type=float, default=0.0, help="run each budgeted level this long instead")
     parser.add_argument("--naive-requests", type=int, default=16, help="requests per naive level (they are slow)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive peer")
     parser.add_argument("--serve-naive", type=int, default=None, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.model / "markov").is_dir():
@@ -132,7 +155,7 @@ def main() -> int:
 
     servers = {}
     try:
-        for design in ("budgeted", "naive"):
+        for design in ("budgeted",) + (() if args.no_naive else ("naive",)):
             port = free_port()
             servers[design] = (start_server(args.model, port, naive=design == "naive"), f"http://127.0.0.1:{port}")
         for _, base in servers.values():
@@ -144,27 +167,28 @@ def main() -> int:
         print(f"# /reply on loopback, {args.n_candidates} candidates requested; {platform.machine()},"
               f" {os.cpu_count()} cores, python {platform.python_version()}; server RSS after warm-up {rss:.0f} MiB")
         print("| design | budget ms | clients | replies | shed (503) | min ms | p50 ms | p95 ms | p99 ms | replies/s |"
-              " scored/reply | over budget+50 ms | timed out |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              " editor read/reply (mean) | (median) | first stage scored (median) | over budget+50 ms | timed out |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         results = {}
-        runs = [("budgeted", b, args.requests) for b in args.budgets] + [("naive", None, args.naive_requests)]
-        for design, budget, total in runs:
-            for conc in args.concurrency:
-                body = {"n_candidates": args.n_candidates} | ({"budget_ms": budget} if budget else {})
-                r = asyncio.run(run_level(servers[design][1], conc, max(total, conc), body))
-                over = int((r["latencies"] > budget + 50).sum()) if budget else "-"
-                results[(design, budget, conc)] = r
-                print(f"| {design} | {budget or 'none'} | {conc} | {r['n']} | {r['shed']} | {r['min']:.0f} | {r['p50']:.0f} |"
-                      f" {r['p95']:.0f} | {r['p99']:.0f} | {r['rps']:.2f} | {r['scored']:.0f} | {over} |"
-                      f" {r['timed_out']} |", flush=True)
+        runs = [("budgeted", budget, conc, args.requests, args.seconds) for conc, budget in args.levels]
+        if not args.no_naive:
+            runs += [("naive", None, conc, args.naive_requests, 0.0) for conc in args.naive_clients]
+        for design, budget, conc, total, seconds in runs:
+            body = {"n_candidates": args.n_candidates} | ({"budget_ms": budget} if budget else {})
+            r = asyncio.run(run_level(servers[design][1], conc, max(total, conc), body, seconds))
+            over = int((r["latencies"] > budget + 50).sum()) if budget else "-"
+            results[(design, budget, conc)] = r
+            print(f"| {design} | {budget or 'none'} | {conc} | {r['n']} | {r['shed']} | {r['min']:.0f} | {r['p50']:.0f} |"
+                  f" {r['p95']:.0f} | {r['p99']:.0f} | {r['rps']:.2f} | {r['scored']:.0f} | {r['scored_median']:.0f} |"
+                  f" {r['first_stage']:.0f} | {over} | {r['timed_out']} |", flush=True)
         print()
-        for conc in args.concurrency:
-            naive = results[("naive", None, conc)]
-            for budget in args.budgets:
-                ours = results[("budgeted", budget, conc)]
-                print(f"clients={conc:>2} budget={budget:>5} ms: p99 naive/budgeted = {naive['p99'] / ours['p99']:.1f}x,"
-                      f" replies/s budgeted/naive = {ours['rps'] / naive['rps']:.1f}x,"
-                      f" scored per reply {ours['scored']:.0f} vs {naive['scored']:.0f}")
+        for (design, budget, conc), ours in results.items():
+            naive = results.get(("naive", None, conc))
+            if design != "budgeted" or naive is None:
+                continue
+            print(f"clients={conc:>2} budget={budget:>5} ms: p99 naive/budgeted = {naive['p99'] / ours['p99']:.1f}x,"
+                  f" replies/s budgeted/naive = {ours['rps'] / naive['rps']:.1f}x,"
+                  f" editor read per reply {ours['scored']:.0f} vs {naive['scored']:.0f}")
     finally:
         for proc, _ in servers.values():
             proc.terminate()

@@ -252,3 +252,40 @@ class Editor:
         scored = done[slot_of]
         scores[scored] = unique_scores[slot_of[scored]]
         return scores, scored
+
+    # ---- several turns at once (the engine's scheduler) ----------------------------------------------
+
+    @property
+    def cost(self):
+        """The cost model of the forward pass (seconds from padded tokens), the one the scorer's deadlines use."""
+        return self.biencoder.cost
+
+    def score_many(self, requests: list[tuple[list[str], list[str]]], deadline: float = math.inf
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Score several (context, candidates) requests in one pass: (scores with NaN, scored mask) per request.
+
+        A candidate is embedded alone, so the candidates of every request share the same batches (a text in two
+        requests is embedded once), and each request is then combined with its own context. Embedding runs until
+        `deadline` (time.monotonic()) as in `score_until`; the texts are interleaved across requests, so a cut
+        leaves each request its share.
+        """
+        for context, candidates in requests:
+            check_inputs(context, candidates)
+        out = [(np.full(len(c), np.nan, dtype=np.float32), np.zeros(len(c), dtype=bool)) for _, c in requests]
+        first: dict[str, int] = {}
+        longest = max((len(c) for _, c in requests), default=0)
+        for i in range(longest):  # round-robin over the requests: the 1st of each, then the 2nd of each, ...
+            for _, candidates in requests:
+                if i < len(candidates):
+                    first.setdefault(candidates[i], len(first))
+        if not first or (math.isfinite(deadline) and time.monotonic() >= deadline):
+            return out
+        contexts = [self.context_vectors(context) for context, _ in requests]
+        vecs, tokens, done = self.biencoder.embed_until(list(first), deadline)
+        for (scores, scored), (_, candidates), context_vectors in zip(out, requests, contexts, strict=True):
+            slot = np.fromiter((first[c] for c in candidates), dtype=np.int64, count=len(candidates))
+            scored[:] = done[slot]
+            if scored.any():
+                rows = slot[scored]
+                scores[scored] = self.combine(self.features(context_vectors, vecs[rows], tokens[rows]))
+        return out

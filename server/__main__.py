@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from server.bootstrap import ensure_models, has_reranker
+from server.limits import BUDGET_RANGE, budget_in_range
 
 
 def _prepare(model: Path, build: bool) -> bool:
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run a subcommand."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.budget_ms is not None and not 10 <= args.budget_ms <= 30_000:
-        parser.error("--budget-ms must be between 10 and 30000")
+    if args.budget_ms is not None and not budget_in_range(args.budget_ms):
+        parser.error(f"--budget-ms must be {BUDGET_RANGE}")
     try:
         return serve(args) if args.command == "serve" else chat(args)
     except (FileNotFoundError, ValueError) as exc:  # a wrong --model dir is a usage error, not a crash

@@ -9,16 +9,21 @@ any work is done:
 - the estimated time to score the request's first `min_scored` candidates, sharing the scorer round-robin
   with every request in flight, must fit the part of its budget left for scoring (a request arriving at an
   idle server is always admitted: alone, it gets what its budget allows).
+
+Both figures come from elsewhere, so that each is computed once: the request's `Budget` (server/budget.py) says
+how long scoring may take and when the request ends, and the scorer's own cost model says what a candidate
+costs (`Engine.seconds_per_candidate`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from server.budget import Budget
 
 
 class Overloaded(Exception):
@@ -47,7 +52,7 @@ class Admission:
 
     def __init__(self, config: AdmissionConfig, seconds_per_candidate: Callable[[], float | None]):
         self.config = config
-        self.seconds_per_candidate = seconds_per_candidate  # the scorer's measured cost, None when unknown
+        self.seconds_per_candidate = seconds_per_candidate  # by the scorer's cost model; None when it has none
         self._lock = threading.Lock()
         self._deadlines: dict[int, float] = {}
         self._next = 0
@@ -60,16 +65,18 @@ class Admission:
             return len(self._deadlines)
 
     @contextmanager
-    def admit(self, scoring_ms: float | None, deadline: float) -> Iterator[None]:
+    def admit(self, budget: Budget, until: float | None = None) -> Iterator[None]:
         """Hold a slot until the block ends, or raise Overloaded at once.
 
-        `scoring_ms` is the share of the request's budget that scoring may use (None: the request scores nothing);
-        `deadline` is the time.monotonic() instant the request ends by, for Retry-After.
+        The budget says how long scoring may take (`scoring_ms`) and when the request ends (`end`, for Retry-After);
+        `until` replaces that end for a request longer than one budget (a simulation's turns).
         """
-        now = time.monotonic()
+        now = budget.now()
+        scoring_ms = budget.scoring_ms
+        deadline = budget.end if until is None else until
         with self._lock:
             n = len(self._deadlines)
-            spc = self.seconds_per_candidate() if scoring_ms is not None and self.config.min_scored else None
+            spc = self.seconds_per_candidate() if self.config.min_scored else None
             reason = None
             if n >= self.config.max_in_flight:
                 reason = f"{n} requests in flight, the limit is {self.config.max_in_flight}"
@@ -83,7 +90,8 @@ class Admission:
             if reason is not None:
                 self.shed += 1
                 # The earliest request in flight ends by its deadline, freeing its share; never less than 1 s.
-                soonest = min(self._deadlines.values(), default=now + 1.0)
+                # (A request with no budget has no deadline to wait for.)
+                soonest = min((d for d in self._deadlines.values() if math.isfinite(d)), default=now + 1.0)
                 retry = max(1, math.ceil(soonest - now))
                 raise Overloaded(f"server overloaded: {reason}; retry after {retry} s", retry)
             key = self._next

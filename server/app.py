@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import threading
 import time
@@ -16,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,24 +28,21 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.admission import Admission, AdmissionConfig, Overloaded
-from server.engine import (
-    DEFAULT_PERSONA,
-    Engine,
-    EngineConfig,
-    PreparedTurn,
-    Reply,
-    Scored,
-    ScoringError,
-    ScoringJob,
-    Turn,
-)
-from server.group import MAX_TURNS as MAX_SIMULATED_TURNS
+from server.budget import Budget
+from server.engine import DEFAULT_PERSONA, Engine, EngineConfig, Reply, Scored, Turn
 from server.group import Conversation
+from server.limits import (
+    MAX_BODY_BYTES,
+    MAX_BUDGET_MS,
+    MAX_CANDIDATES,
+    MAX_NAME,
+    MAX_SIMULATED_TURNS,
+    MAX_TEXT,
+    MAX_TURNS,
+    MIN_BUDGET_MS,
+)
 from server.metrics import Metrics
-
-MAX_TEXT = 2000
-MAX_TURNS = 100
-MAX_BODY_BYTES = 1_048_576
+from server.scheduler import ScoringError
 
 
 class Settings(BaseSettings):
@@ -54,8 +51,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RIPOSTE_", protected_namespaces=())
 
     model_dir: Path = Path("models/default")
-    budget_ms: int = Field(1000, ge=10, le=30_000)
-    n_candidates: int = Field(1024, ge=1, le=65_536)
+    budget_ms: int = Field(1000, ge=MIN_BUDGET_MS, le=MAX_BUDGET_MS)
+    n_candidates: int = Field(1024, ge=1, le=MAX_CANDIDATES)
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -70,7 +67,7 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(32, ge=1)
     min_scored: int = Field(0, ge=0)
     # /simulate runs turns x budget_ms, but never longer than this in all.
-    simulate_max_ms: int = Field(30_000, ge=10, le=600_000)
+    simulate_max_ms: int = Field(30_000, ge=MIN_BUDGET_MS, le=600_000)
 
     def engine_config(self) -> EngineConfig:
         """The engine defaults these settings imply."""
@@ -102,7 +99,7 @@ def _valid_unicode(text: Any) -> Any:
 
 
 Text = Annotated[str, Field(max_length=MAX_TEXT), BeforeValidator(_valid_unicode)]
-Name = Annotated[str, Field(max_length=200), BeforeValidator(_valid_unicode)]
+Name = Annotated[str, Field(max_length=MAX_NAME), BeforeValidator(_valid_unicode)]
 
 
 def _alternate_speakers(value: Any) -> Any:
@@ -127,7 +124,9 @@ class HistoryTurn(BaseModel):
 History = Annotated[
     list[HistoryTurn], BeforeValidator(_alternate_speakers), Field(min_length=1, max_length=MAX_TURNS)
 ]
-BudgetMs = Annotated[int, Field(ge=10, le=30_000, description="wall-clock budget for the whole request")]
+BudgetMs = Annotated[
+    int, Field(ge=MIN_BUDGET_MS, le=MAX_BUDGET_MS, description="wall-clock budget for the whole request")
+]
 
 
 class ReplyRequest(BaseModel):
@@ -136,7 +135,7 @@ class ReplyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     history: History
     budget_ms: BudgetMs | None = None
-    n_candidates: int | None = Field(None, ge=1, le=65_536)
+    n_candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
     seed: int | None = None
     persona: Name = DEFAULT_PERSONA
     topic: Name | None = Field(None, description="steer the reply toward these words")
@@ -157,7 +156,7 @@ class SimulateRequest(BaseModel):
     order: Literal["round_robin", "follows"] = Field(
         "round_robin", description="next speaker: in turn, or who most often followed whom in the export")
     budget_ms: BudgetMs | None = Field(None, description="per turn; the whole run is also capped by the server")
-    n_candidates: int | None = Field(None, ge=1, le=65_536)
+    n_candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
     seed: int | None = None
 
 
@@ -216,7 +215,7 @@ class RankRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     history: History
-    candidates: list[Text] = Field(min_length=1, max_length=65_536)
+    candidates: list[Text] = Field(min_length=1, max_length=MAX_CANDIDATES)
     budget_ms: BudgetMs | None = None
 
 
@@ -255,7 +254,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     budget_ms: BudgetMs | None = None
-    n_candidates: int | None = Field(None, ge=1, le=65_536)
+    n_candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
 
 
 # ---------------------------------------------------------------------------------------------------- middleware
@@ -425,7 +424,7 @@ class ClientDisconnected(Exception):
 
 
 class DisconnectWatch:
-    """Races a request's steps against its client going away (after the body, `receive` waits for that)."""
+    """Races a request's work against its client going away (after the body, `receive` waits for that)."""
 
     def __init__(self, request: Request):
         self._task = asyncio.ensure_future(self._watch(request))
@@ -435,15 +434,17 @@ class DisconnectWatch:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    async def race(self, awaitable: Any, on_disconnect: Callable[[], None] | None = None) -> Any:
-        """The awaitable's result; ClientDisconnected (after `on_disconnect`) if the client leaves first."""
+    async def race(self, awaitable: Any) -> Any:
+        """The awaitable's result; if the client leaves first, the work is cancelled and ClientDisconnected raised.
+
+        The engine's entry points drop their candidates from the editor when cancelled, so nothing more is read.
+        """
         step = asyncio.ensure_future(awaitable)
         await asyncio.wait({step, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if step.done():
             return step.result()
         step.cancel()
-        if on_disconnect is not None:
-            on_disconnect()
+        await asyncio.gather(step, return_exceptions=True)  # let it drop its work before answering
         raise ClientDisconnected("client disconnected")
 
     def close(self) -> None:
@@ -451,58 +452,14 @@ class DisconnectWatch:
         self._task.cancel()
 
 
-async def wait_for_job(job: ScoringJob | None) -> None:
-    """Wait, without holding a thread, until the job is scored or its deadline passes."""
-    if job is None or job.done.is_set():
-        return
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def wake() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    job.add_done_callback(lambda: loop.call_soon_threadsafe(wake))
-    timeout = None if job.deadline is None else max(0.0, job.deadline - time.monotonic())
-    try:
-        await asyncio.wait_for(done, timeout)
-    except TimeoutError:
-        pass
-
-
-async def run_turn(state: State, engine: Engine, watch: DisconnectWatch | None = None, **kwargs: Any) -> Reply:
-    """A turn: CPU work on the small executor, scoring on the shared worker, waiting on the event loop.
-
-    If the client goes away, its candidates leave the scorer's queue at once (generation, already running on
-    a thread, ends by its own share of the budget).
-    """
-    loop = asyncio.get_running_loop()
-    prepare = loop.run_in_executor(state.executor, partial(engine.prepare, **kwargs))
-    turn: PreparedTurn = await (watch.race(prepare) if watch else prepare)
-    job = engine.submit(turn)
-    if watch is not None:
-        await watch.race(wait_for_job(job), lambda: engine.cancel(job))
-    else:
-        await wait_for_job(job)
-    return engine.finish(turn, job)
-
-
 @asynccontextmanager
-async def serving(
-    request: Request, state: State, engine: Engine, budget_ms: float, *, generates: bool = True,
-    total_ms: float | None = None,
-) -> AsyncIterator[DisconnectWatch]:
-    """Admit the request (or 503 with Retry-After, before any work) and watch for its client leaving.
+async def serving(request: Request, state: State, budget: Budget, until: float | None = None
+                  ) -> AsyncIterator[DisconnectWatch]:
+    """Admit the request by its budget (or 503 with Retry-After, before any work) and watch for its client leaving.
 
-    `budget_ms` is one turn's budget; `total_ms` how long the whole request may take (default: one turn).
+    `until` is when the whole request ends, when that is later than the budget's end (a simulation's turns).
     """
-    scoring_ms = None
-    if engine.scorer is not None:
-        # Generation takes its share of the budget first; scoring has the rest.
-        share = 1.0 - engine.config.generation_share if generates else 1.0
-        scoring_ms = budget_ms * share - engine.config.finish_margin_ms
-    deadline = received_at(request) + (budget_ms if total_ms is None else total_ms) / 1000.0
-    with state.admission.admit(scoring_ms, deadline):
+    with state.admission.admit(budget, until):
         watch = DisconnectWatch(request)
         try:
             yield watch
@@ -529,17 +486,15 @@ core = APIRouter(tags=["riposte"])
 async def post_reply(body: ReplyRequest, request: Request, engine: EngineDep, state: StateDep) -> Response:
     """Generate, score within the budget and pick a reply."""
     check_persona(engine, body.persona)
-    budget_ms = body.budget_ms or state.settings.budget_ms
-    async with serving(request, state, engine, budget_ms) as watch:
-        result: Reply = await run_turn(
-            state, engine, watch,
-            history=[{"speaker": t.speaker, "text": t.text} for t in body.history],
-            budget_ms=budget_ms, n_candidates=body.n_candidates, seed=body.seed,
-            persona=body.persona, top_k=body.top_k, temperature=body.temperature,
-            n_alternatives=body.n_alternatives, started=received_at(request), topic=body.topic,
-        )
+    budget = engine.budget(body.budget_ms or state.settings.budget_ms, received_at(request))
+    async with serving(request, state, budget) as watch:
+        result: Reply = await watch.race(engine.areply(
+            [Turn(t.speaker, t.text) for t in body.history], budget=budget, executor=state.executor,
+            n_candidates=body.n_candidates, seed=body.seed, persona=body.persona, top_k=body.top_k,
+            temperature=body.temperature, n_alternatives=body.n_alternatives, topic=body.topic,
+        ))
     state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
-    result.stats["elapsed_ms"] = round((time.monotonic() - received_at(request)) * 1000.0, 1)
+    result.stats["elapsed_ms"] = round(budget.elapsed_ms(), 1)
     return OrjsonResponse({
         "reply": result.reply,
         "score": result.score,
@@ -554,18 +509,15 @@ async def post_rank(body: RankRequest, request: Request, engine: EngineDep, stat
     if engine.scorer is None:
         raise HTTPException(503, detail="this server has no reranker loaded")
     started = received_at(request)
-    # Without a budget every candidate is scored: admission judges it by the server's default budget.
-    async with serving(request, state, engine, body.budget_ms or state.settings.budget_ms, generates=False) as watch:
-        job = engine.submit_rank(
-            [{"speaker": t.speaker, "text": t.text} for t in body.history], body.candidates,
-            budget_ms=body.budget_ms, started=started,
-        )
-        await watch.race(wait_for_job(job), lambda: engine.cancel(job))
-        ranked = engine.ranked(body.candidates, job)
+    # Without a budget every candidate is read, however long that takes.
+    budget = engine.budget(body.budget_ms or math.inf, started, generates=False)
+    async with serving(request, state, budget) as watch:
+        ranked = await watch.race(engine.arank([Turn(t.speaker, t.text) for t in body.history], body.candidates,
+                                               budget=budget))
     return OrjsonResponse({
         "ranked": [scored_json(s) for s in ranked],
         "scored": sum(s.score is not None for s in ranked),
-        "elapsed_ms": round((time.monotonic() - started) * 1000.0, 1),
+        "elapsed_ms": round(budget.elapsed_ms(), 1),
     })
 
 
@@ -580,24 +532,23 @@ async def post_simulate(body: SimulateRequest, request: Request, engine: EngineD
     budget_ms = body.budget_ms or state.settings.budget_ms
     bound_ms = min(body.turns * budget_ms, state.settings.simulate_max_ms)
     # Every turn gets its share of the bound, so all of them fit (and none gets more than it asked for).
-    per_turn = max(10.0, min(budget_ms, bound_ms / body.turns))
-    end = started + bound_ms / 1000.0
+    per_turn = max(MIN_BUDGET_MS, min(budget_ms, bound_ms / body.turns))
+    bound = engine.budget(bound_ms, started)  # the whole run; each turn gets its own budget inside it
     turns: list[dict[str, Any]] = []
     stopped = None
-    async with serving(request, state, engine, per_turn, total_ms=bound_ms) as watch:
+    async with serving(request, state, engine.budget(per_turn, started), until=bound.end) as watch:
         for i in range(body.turns):
-            left_ms = (end - time.monotonic()) * 1000.0
-            if left_ms < 10.0:
+            left_ms = bound.left_ms()
+            if left_ms < MIN_BUDGET_MS:
                 stopped = f"the {bound_ms:.0f} ms time bound ran out after {i} of {body.turns} turns"
                 break
             persona = convo.next()
-            turn_started = time.monotonic()
-            result: Reply = await run_turn(
-                state, engine, watch, history=convo.history, budget_ms=min(per_turn, left_ms),
-                n_candidates=body.n_candidates, seed=None if body.seed is None else body.seed + i,
-                persona=persona, n_alternatives=0, started=turn_started, topic=body.topic,
-                speaker=convo.speaker(persona),
-            )
+            turn_budget = engine.budget(min(per_turn, left_ms))
+            result: Reply = await watch.race(engine.areply(
+                convo.history, budget=turn_budget, executor=state.executor, n_candidates=body.n_candidates,
+                seed=None if body.seed is None else body.seed + i, persona=persona, n_alternatives=0,
+                topic=body.topic, speaker=convo.speaker(persona),
+            ))
             state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
             convo.record(persona, result.reply)
             turns.append({
@@ -605,13 +556,13 @@ async def post_simulate(body: SimulateRequest, request: Request, engine: EngineD
                 "speaker": convo.speaker(persona),
                 "text": result.reply,
                 "score": result.score,
-                "elapsed_ms": round((time.monotonic() - turn_started) * 1000.0, 1),
+                "elapsed_ms": round(turn_budget.elapsed_ms(), 1),
                 "scored": result.stats["scored"],
                 "timed_out": result.stats["timed_out"],
             })
     return OrjsonResponse({
         "turns": turns,
-        "elapsed_ms": round((time.monotonic() - started) * 1000.0, 1),
+        "elapsed_ms": round(bound.elapsed_ms(), 1),
         "budget_ms": per_turn,
         "time_bound_ms": bound_ms,
         "stopped": stopped,
@@ -670,14 +621,13 @@ async def chat_completions(body: ChatRequest, request: Request, engine: EngineDe
         if len(turn["text"]) > MAX_TEXT:
             raise unprocessable(f"messages.{i}.content", f"over {MAX_TEXT} characters")
     sample = body.temperature is not None and body.temperature > 0
-    budget_ms = body.budget_ms or state.settings.budget_ms
-    async with serving(request, state, engine, budget_ms) as watch:
-        result: Reply = await run_turn(
-            state, engine, watch, history=history, budget_ms=budget_ms,
-            n_candidates=body.n_candidates, seed=body.seed, persona=body.model,
-            top_k=8 if sample else 1, temperature=body.temperature if sample else 1.0,
-            n_alternatives=body.n - 1, started=received_at(request),
-        )
+    budget = engine.budget(body.budget_ms or state.settings.budget_ms, received_at(request))
+    async with serving(request, state, budget) as watch:
+        result: Reply = await watch.race(engine.areply(
+            history, budget=budget, executor=state.executor, n_candidates=body.n_candidates, seed=body.seed,
+            persona=body.model, top_k=8 if sample else 1, temperature=body.temperature if sample else 1.0,
+            n_alternatives=body.n - 1,
+        ))
     state.metrics.observe_reply(result.stats["scored"], result.stats["timed_out"])
     texts = ([result.reply] if result.reply is not None else []) + [a.text for a in result.alternatives]
     texts = (texts + [""] * body.n)[: body.n]
@@ -685,7 +635,7 @@ async def chat_completions(body: ChatRequest, request: Request, engine: EngineDe
     created = int(time.time())
     prompt_tokens = sum(len(t["text"].split()) for t in history)
     completion_tokens = sum(len(t.split()) for t in texts)
-    result.stats["elapsed_ms"] = round((time.monotonic() - received_at(request)) * 1000.0, 1)
+    result.stats["elapsed_ms"] = round(budget.elapsed_ms(), 1)
 
     if not body.stream:
         return OrjsonResponse({

@@ -1,46 +1,49 @@
-"""The reply engine: generate candidates, normalize, filter, order by a cheap prior, score within the budget, pick.
+"""The reply engine: one turn, read top to bottom.
 
-One turn reads top to bottom in `Engine.reply`. The wall-clock budget covers the whole turn, counted from the
-instant the caller says the request arrived (`started`), so time spent queueing is charged too. Scoring goes
-through one `ScoringScheduler` worker thread shared by every caller: it takes small slices round-robin across
-the waiting turns, so a large request cannot starve a small one, and a caller stops waiting at its own
-deadline whatever the scorer is doing.
+    plan      the request, normalized, with its one `Budget` (server/budget.py)
+    generate  the persona's Markov writer samples candidates until generation's share of the budget is spent
+    filter    every text rule in one place (`TextFilter`): URLs out, length, blocklists, no echo, no repeat, no duplicate
+    prior     a cheap feature per candidate: the writer's mean log-prob + word overlap with the context + topic bonus
+    order     the first stage: a learned model scores every filtered candidate and sets the order the editor reads
+              them in (the prior breaks ties); without one, the prior sets it
+    read      the editor reads candidates in that order until the scoring deadline, on the shared scheduler
+              (server/scheduler.py), which batches the reads of every turn in flight
+    pick      argmax (or a top-k sample) of what the editor read; by the order above when it read nothing
+
+`Engine.reply` runs a turn on the caller's thread (the REPL, scripts); `await Engine.areply` runs the CPU stages on
+an executor and awaits the editor without holding a thread (the HTTP routes). `rank`/`arank` score a caller's own
+candidates. Every deadline is read from one injectable clock, so tests can step time instead of sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from server.budget import Budget
+from server.scheduler import Scorer, Scores, ScoringJob, ScoringScheduler
+
 DEFAULT_PERSONA = "default"
 
 
-class Scorer(Protocol):
-    """What the engine needs from a reranker (see `reranker.Reranker`)."""
+class FirstStageScorer(Protocol):
+    """What the engine needs from a first stage (see `reranker.first_stage.FirstStage`): higher is better."""
 
-    def score(self, context: list[str], candidates: list[str]) -> np.ndarray: ...
-
-    def score_until(
-        self, context: list[str], candidates: list[str], deadline: float
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def score(self, context: list[str], candidates: list[str], words: list[list[str]] | None = None) -> np.ndarray: ...
 
 
 class UnknownPersonaError(ValueError):
     """A request named a persona the engine has no Markov model for."""
-
-
-class ScoringError(RuntimeError):
-    """The scorer raised while scoring one caller's candidates; only that caller fails."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,15 @@ class EngineConfig:
     blocklist_words: tuple[str, ...] = ()
     blocklist_regexes: tuple[str, ...] = ()
     remove_urls: bool = True
-    repeat_window: int = 3  # the bot's last N lines are never repeated
+    repeat_window: int = 3  # the speaker's last N lines are never repeated
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
     context_lines: int = 8  # only the newest lines reach the scorer; older ones would be truncated anyway
     overlap_weight: float = 1.0  # prior = mean log-prob per token + overlap_weight * overlap with the context
     generation_share: float = 0.4  # generation stops early once it has used this share of the budget
     prepare_share: float = 0.6  # ... and filtering once generation and filtering have used this share
     generation_chunk: int = 128
-    scoring_slice: int = 32  # candidates per scorer call; smaller = fairer and closer to the deadline
+    scoring_slice: int = 32  # at most this many of one turn's candidates per scoring round
+    scoring_round_ms: float = 100.0  # a scoring round lasts at most this long, so a new turn is read soon
     finish_margin_ms: float = 10.0  # kept back from the budget for picking and writing the response
     topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
@@ -79,6 +83,12 @@ class EngineConfig:
             raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
         if self.scoring_slice < 1 or self.generation_chunk < 1:
             raise ValueError("scoring_slice and generation_chunk must be >= 1")
+        if not self.scoring_round_ms > 0:
+            raise ValueError(f"scoring_round_ms must be > 0, got {self.scoring_round_ms}")
+        if not 0.0 <= self.generation_share <= self.prepare_share <= 1.0:
+            raise ValueError(
+                f"need 0 <= generation_share ({self.generation_share}) <= prepare_share ({self.prepare_share}) <= 1"
+            )
         if not 0.0 <= self.topic_share <= 1.0:
             raise ValueError(f"topic_share must be within [0, 1], got {self.topic_share}")
         for pattern in self.blocklist_regexes:
@@ -98,7 +108,7 @@ class Turn:
 
 @dataclass(frozen=True)
 class Scored:
-    """A candidate with its reranker score (None when it was not scored) and its prior."""
+    """A candidate with its editor score (None when it was not read) and its prior."""
 
     text: str
     score: float | None
@@ -116,22 +126,46 @@ class Reply:
 
 
 @dataclass
-class PreparedTurn:
-    """A turn between `Engine.prepare` and `Engine.finish`: candidates in prior order, ready to score."""
+class Candidates:
+    """A turn's candidates as they pass the stages: each text with its words and what the stages learned of it."""
 
-    context: list[str]
-    candidates: list[str]
-    priors: np.ndarray  # (n,) float64, descending
-    started: float
-    budget_ms: float
-    deadline: float  # time.monotonic() instant by which scoring must stop
+    texts: list[str]
+    words: list[list[str]]  # lower-cased word tokens of each text, split once and reused by every stage
+    logprob: np.ndarray  # (n,) float64: the writer's mean log-prob per token
+    prior: np.ndarray | None = None  # (n,) float64, set by the prior step
+    first_stage: np.ndarray | None = None  # (n,) float32, set by the first stage when there is one
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> Candidates:
+        """The candidates at `idx`, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return Candidates(
+            [self.texts[i] for i in idx], [self.words[i] for i in idx], self.logprob[idx],
+            None if self.prior is None else self.prior[idx],
+            None if self.first_stage is None else self.first_stage[idx],
+        )
+
+
+@dataclass
+class TurnPlan:
+    """One turn's request, normalized: the history, who speaks, the options, the budget, and the stats so far."""
+
+    turns: list[Turn]
+    context: list[str]  # the newest lines as the editor expects them
     persona: str
+    speaker: str | None  # who speaks now (their own recent lines are not repeated); None: the bot
+    n_candidates: int
+    topic_words: tuple[str, ...]
     top_k: int
     temperature: float
     n_alternatives: int
-    rng: np.random.Generator
-    stats: dict[str, Any]
-    report: dict[str, int]
+    budget: Budget
+    generation_rng: np.random.Generator
+    pick_rng: np.random.Generator
+    stats: dict[str, Any] = field(default_factory=dict)
+    stage_ms: dict[str, float] = field(default_factory=dict)
 
 
 def as_turns(history: Sequence[Turn | str | Mapping[str, str]]) -> list[Turn]:
@@ -193,7 +227,14 @@ def topic_terms(topic: str | None) -> tuple[str, ...]:
 
 
 class TextFilter:
-    """The outgoing-text rules: URL removal, length bounds, blocklist words and regexes."""
+    """Every rule a candidate must pass before anything scores it, in one place.
+
+    URLs are removed (and the text tidied), then a candidate must have min_words..max_words words and at most
+    max_chars characters, name no blocklisted word, match no blocklist regex, not echo the user's last line, not
+    repeat one of the speaker's last `repeat_window` lines, and not duplicate a candidate already kept.
+    (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it works on token ids
+    and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
+    """
 
     def __init__(self, config: EngineConfig):
         self.config = config
@@ -202,10 +243,18 @@ class TextFilter:
         self._regexes = [re.compile(p, re.I) for p in config.blocklist_regexes]
 
     def __call__(self, text: str) -> str | None:
-        """The cleaned text, or None when the candidate must not be said."""
+        """One text against the rules that need no conversation: the cleaned text, or None when it must not be said."""
+        text, text_words = self.clean(text, words(text))
+        return text if self.allows(text, text_words) else None
+
+    def clean(self, text: str, text_words: list[str]) -> tuple[str, list[str]]:
+        """The text with URLs removed and spacing tidied, and its words (split again only when the text changed)."""
         if self.config.remove_urls and _URL_HINT.search(text):
             text = normalize(_URL.sub(" ", text))
-        return text if self.allows(text, words(text)) else None
+            return text, words(text)
+        if "  " in text or text != text.strip():
+            text = normalize(text)
+        return text, text_words
 
     def allows(self, text: str, text_words: list[str]) -> bool:
         """Length bounds and blocklists, given the text's words."""
@@ -216,174 +265,56 @@ class TextFilter:
             return False
         return not any(r.search(text) for r in self._regexes)
 
+    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> set[str]:
+        """Dedupe keys no reply may have: the user's last line (no echo) and the speaker's recent lines (no repeat)."""
+        cfg = self.config
+        own = {s.casefold() for s in cfg.bot_speakers} | ({speaker.casefold()} if speaker else set())
+        own_lines = [t.text for t in turns if t.speaker.casefold() in own]
+        others = [t.text for t in turns if t.speaker.casefold() not in own]
+        keys = {dedupe_key(others[-1])} if others else set()
+        if cfg.repeat_window:
+            keys.update(dedupe_key(t) for t in own_lines[-cfg.repeat_window :])
+        return keys
 
-# ---------------------------------------------------------------------------------------------------- scheduling
-
-
-class ScoringJob:
-    """One caller's candidates being scored slice by slice; wait on it, then `collect` what got scored."""
-
-    def __init__(self, context: list[str], candidates: list[str], deadline: float | None):
-        self.context = context
-        self.candidates = candidates
-        self.deadline = deadline
-        self.next = 0
-        self.scores = np.full(len(candidates), np.nan, dtype=np.float32)
-        self.scored = np.zeros(len(candidates), dtype=bool)
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.abandoned = False
-        self.error: BaseException | None = None
-        self._callbacks: list[Callable[[], None]] = []
-
-    def add_done_callback(self, fn: Callable[[], None]) -> None:
-        """Call `fn` (from the worker thread) when the job finishes; at once if it already has."""
-        with self.lock:
-            if not self.done.is_set():
-                self._callbacks.append(fn)
-                return
-        fn()
-
-    def finish(self) -> None:
-        """Mark the job done and run its callbacks."""
-        with self.lock:
-            self.done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
-            try:
-                fn()
-            except Exception:  # a caller that went away (closed event loop) must not kill the worker
-                pass
-
-    def wait(self) -> None:
-        """Block until the job is done or its deadline passes."""
-        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        self.done.wait(timeout)
-
-    def collect(self) -> tuple[np.ndarray, np.ndarray]:
-        """Scores in the caller's order (NaN where unscored) and the scored mask; later slices are ignored."""
-        with self.lock:
-            self.abandoned = True  # the worker may still be inside a slice for this job
-            if self.error is not None:
-                raise ScoringError(f"scoring failed: {type(self.error).__name__}: {self.error}") from self.error
-            return self.scores.copy(), self.scored.copy()
-
-
-class ScoringScheduler:
-    """A single worker thread that scores small slices round-robin across callers, so none starves."""
-
-    def __init__(self, scorer: Scorer, slice_size: int = 32, min_slice: int = 4):
-        self.scorer = scorer
-        self.slice_size = slice_size
-        self.min_slice = min(min_slice, slice_size)
-        self._queue: deque[ScoringJob] = deque()
-        self._cv = threading.Condition()
-        self._closed = False
-        # Seconds per candidate, a moving average over slices; admission control reads it (None until measured).
-        self.seconds_per_candidate: float | None = None
-        self.cancelled = 0
-        self._thread = threading.Thread(target=self._run, name="riposte-scorer", daemon=True)
-        self._thread.start()
-
-    def submit(self, context: list[str], candidates: list[str], deadline: float | None) -> ScoringJob:
-        """Queue candidates for scoring until `deadline` (None or infinite: score them all)."""
-        if deadline is not None and not math.isfinite(deadline):
-            deadline = None
-        job = ScoringJob(context, candidates, deadline)
-        if not candidates or (deadline is not None and time.monotonic() >= deadline):
-            job.finish()
-            return job
-        with self._cv:
-            if self._closed:
-                raise RuntimeError("the scoring scheduler is closed")
-            self._queue.append(job)
-            self._cv.notify()
-        return job
-
-    def score(
-        self, context: list[str], candidates: list[str], deadline: float | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores in the caller's order (NaN where unscored) and the scored mask; returns by `deadline`."""
-        job = self.submit(context, candidates, deadline)
-        job.wait()
-        return job.collect()
-
-    def cancel(self, job: ScoringJob) -> None:
-        """Drop a job whose caller went away: out of the queue now, and no further slice is scored for it."""
-        with job.lock:
-            job.abandoned = True
-        with self._cv:
-            try:
-                self._queue.remove(job)
-                self.cancelled += 1
-            except ValueError:  # being scored right now or already done: the worker drops it after the slice
-                pass
-        job.finish()
-
-    @property
-    def waiting(self) -> int:
-        """Jobs queued for their next slice."""
-        with self._cv:
-            return len(self._queue)
-
-    def close(self) -> None:
-        """Stop the worker after its current slice."""
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    for job in self._queue:
-                        job.finish()
-                    return
-                job = self._queue.popleft()
-                # Smaller slices when more callers wait, so a full round stays short and each gets a first slice
-                # well before its deadline; one caller alone gets full-size (efficient) batches.
-                size = max(self.min_slice, self.slice_size // (len(self._queue) + 1))
-            if job.abandoned or (job.deadline is not None and time.monotonic() >= job.deadline):
-                job.finish()
+    def apply(
+        self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
+        stop_at: float = math.inf, clock: Callable[[], float] = time.monotonic,
+    ) -> Candidates:
+        """The candidates that pass every rule, cleaned, in their order; stops at `stop_at` keeping what passed."""
+        forbidden = self.forbidden(turns, speaker)
+        texts, kept_words, logprob, seen = [], [], [], set()
+        for n, (text, ws, lp) in enumerate(zip(candidates.texts, candidates.words, candidates.logprob, strict=True)):
+            if n % 64 == 63 and clock() >= stop_at:  # Python work per candidate: under load it too must stop in time
+                break
+            text, ws = self.clean(text, ws)
+            key = " ".join(ws)  # == dedupe_key(text)
+            if not key or key in forbidden or key in seen or not self.allows(text, ws):
                 continue
-            start = job.next
-            chunk = job.candidates[start : start + size]
-            began = time.monotonic()
-            try:
-                if job.deadline is None:
-                    scores = np.asarray(self.scorer.score(job.context, chunk), dtype=np.float32)
-                    mask = np.ones(len(chunk), dtype=bool)
-                else:
-                    scores, mask = self.scorer.score_until(job.context, chunk, job.deadline)
-                    scores = np.asarray(scores, dtype=np.float32)
-                    mask = np.asarray(mask, dtype=bool)
-            except Exception as exc:  # reported to the caller, never kills the worker
-                with job.lock:
-                    job.error = exc
-                job.finish()
-                continue
-            n_done = int(mask.sum())
-            if n_done:
-                per = (time.monotonic() - began) / n_done
-                ema = self.seconds_per_candidate
-                self.seconds_per_candidate = per if ema is None else 0.8 * ema + 0.2 * per
-            with job.lock:
-                if not job.abandoned:
-                    job.scores[start : start + len(chunk)][mask] = scores[mask]
-                    job.scored[start : start + len(chunk)] = mask
-                job.next = start + len(chunk)
-            finished = job.next >= len(job.candidates) or not mask.all() or job.abandoned
-            if finished:
-                job.finish()
-            else:
-                with self._cv:
-                    self._queue.append(job)
+            seen.add(key)  # URL removal can make two candidates equal again
+            texts.append(text)
+            kept_words.append(ws)
+            logprob.append(lp)
+        return Candidates(texts, kept_words, np.asarray(logprob, dtype=np.float64))
 
 
-# ---------------------------------------------------------------------------------------------------- the engine
+def prior_scores(
+    candidates: Candidates, context: list[str], topic_words: tuple[str, ...] = (), *,
+    overlap_weight: float = 1.0, topic_weight: float = 1.0,
+) -> np.ndarray:
+    """The cheap prior, (n,) float64: the writer's mean log-prob per token, plus `overlap_weight` times the share of
+    the candidate's content words found in the context, plus `topic_weight` pro rata for the topic words it names."""
+    context_words = frozenset(w for line in context for w in words(line))
+    topic = frozenset(topic_words)
+    bonus = topic_weight / len(topic) if topic else 0.0
+    out = np.asarray(candidates.logprob, dtype=np.float64).copy()
+    for i, ws in enumerate(candidates.words):
+        out[i] += overlap_weight * overlap(ws, context_words)
+        if topic:
+            out[i] += bonus * len(topic.intersection(ws))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- loading
 
 
 def load_personas(markov_dir: str | Path) -> dict[str, Any]:
@@ -426,12 +357,32 @@ def load_persona_meta(markov_dir: str | Path) -> tuple[dict[str, str], dict[str,
     return names, follows
 
 
+def load_first_stage(directory: str | Path) -> FirstStageScorer:
+    """Load a saved first stage (`model_dir/first_stage`); a clear error naming the directory when it is damaged."""
+    directory = Path(directory)
+    try:
+        from reranker.first_stage import FirstStage as FirstStageModel
+    except ImportError as exc:
+        raise RuntimeError(f"{directory} holds a first stage, but reranker.first_stage cannot be imported ({exc})") from exc
+    try:
+        return FirstStageModel.load(directory)
+    except Exception as exc:  # any damage (missing file, bad JSON, wrong shapes, wrong version) is one kind of error
+        raise ValueError(
+            f"{directory}: cannot load the first stage ({type(exc).__name__}: {exc}); rebuild it with "
+            "`python -m reranker train --default`, or remove the directory to order candidates by the Markov prior"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------------- the engine
+
+
 class Engine:
     """Turns a history into a reply within a wall-clock budget."""
 
     def __init__(
         self, personas: Mapping[str, Any], scorer: Scorer | None, config: EngineConfig | None = None, *,
         names: Mapping[str, str] | None = None, follows: Mapping[str, Mapping[str, int]] | None = None,
+        first_stage: FirstStageScorer | None = None, clock: Callable[[], float] = time.monotonic,
     ):
         if not personas:
             raise ValueError("the engine needs at least one Markov model")
@@ -439,13 +390,23 @@ class Engine:
         self.names = {p: (names or {}).get(p, p) for p in self.personas}  # persona -> display name (speaker)
         self.follows = {a: dict(b) for a, b in (follows or {}).items()}  # persona -> next persona -> count
         self.scorer = scorer
+        self.first_stage = first_stage
         self.config = config or EngineConfig()
-        self._filter = TextFilter(self.config)
-        self._scheduler = ScoringScheduler(scorer, self.config.scoring_slice) if scorer is not None else None
+        self.clock = clock
+        self.text_filter = TextFilter(self.config)
+        self._scheduler = (
+            ScoringScheduler(scorer, slice_size=self.config.scoring_slice, round_ms=self.config.scoring_round_ms,
+                             clock=clock)
+            if scorer is not None else None
+        )
 
     @classmethod
-    def load(cls, model_dir: str | Path, config: EngineConfig | None = None, *, require_reranker: bool = True) -> Engine:
-        """Load `model_dir/markov` (personas) and `model_dir/reranker`; without a reranker, rank by prior only."""
+    def load(cls, model_dir: str | Path, config: EngineConfig | None = None, *, require_reranker: bool = True,
+             clock: Callable[[], float] = time.monotonic) -> Engine:
+        """Load `model_dir/markov` (personas), `model_dir/reranker` and, when present, `model_dir/first_stage`.
+
+        Without a reranker, replies are ranked by the first stage or the prior alone.
+        """
         model_dir = Path(model_dir)
         personas = load_personas(model_dir / "markov")
         names, follows = load_persona_meta(model_dir / "markov")
@@ -456,7 +417,8 @@ class Engine:
             scorer = Reranker.load(model_dir / "reranker")
         elif require_reranker:
             raise FileNotFoundError(f"no reranker at {model_dir / 'reranker'}: train one with `python -m reranker`")
-        return cls(personas, scorer, config, names=names, follows=follows)
+        first_stage = load_first_stage(model_dir / "first_stage") if (model_dir / "first_stage").is_dir() else None
+        return cls(personas, scorer, config, names=names, follows=follows, first_stage=first_stage, clock=clock)
 
     def close(self) -> None:
         """Stop the scoring worker."""
@@ -492,50 +454,99 @@ class Engine:
             return [f"{t.speaker}: {t.text}" for t in recent]
         return [t.text for t in recent]
 
+    @property
+    def seconds_per_candidate(self) -> float | None:
+        """What one more candidate costs the editor, by the scorer's own cost model (None without one)."""
+        return None if self._scheduler is None else self._scheduler.seconds_per_candidate
+
+    def budget(self, budget_ms: float | None = None, started: float | None = None, *, generates: bool = True) -> Budget:
+        """A turn's budget from a request: `budget_ms` (default: the config's) from `started` (default: now).
+
+        `generates=False` is for ranking given candidates: no generation or filtering share, the editor has it all.
+        """
+        cfg = self.config
+        return Budget(
+            started=self.clock() if started is None else started,
+            budget_ms=cfg.budget_ms if budget_ms is None else budget_ms,
+            generation_share=cfg.generation_share if generates else 0.0,
+            filter_share=cfg.prepare_share if generates else 0.0,
+            finish_margin_ms=cfg.finish_margin_ms,
+            clock=self.clock,
+        )
+
     def cancel(self, job: ScoringJob | None) -> None:
-        """Stop scoring a job whose caller went away."""
+        """Stop reading a job whose caller went away."""
         if job is not None and self._scheduler is not None:
             self._scheduler.cancel(job)
 
-    @property
-    def seconds_per_candidate(self) -> float | None:
-        """The scorer's measured cost per candidate (None without a scorer or before the first slice)."""
-        return None if self._scheduler is None else self._scheduler.seconds_per_candidate
+    # ------------------------------------------------------------------------------------------- entry points
 
-    def reply(self, history: Sequence[Turn | str | Mapping[str, str]], **options) -> Reply:
-        """One turn: generate, normalize, dedupe, filter, order by prior, score within the budget, pick.
+    def reply(self, history: Sequence[Turn | str | Mapping[str, str]], **options: Any) -> Reply:
+        """One turn on this thread: plan, generate, filter, prior, first stage, editor within the budget, pick.
 
-        `options` are those of `prepare` (budget_ms, n_candidates, seed, persona, top_k, temperature, ...).
+        `options` are those of `plan` (budget_ms or budget, n_candidates, seed, persona, top_k, temperature, ...).
         """
-        turn = self.prepare(history, **options)
-        job = self.submit(turn)
-        if job is not None:
-            job.wait()
-        return self.finish(turn, job)
+        plan = self.plan(history, **options)
+        candidates = self.prepare(plan)
+        scores = self.read(plan, candidates)
+        return self.pick(plan, candidates, scores)
 
-    def prepare(
+    async def areply(
+        self, history: Sequence[Turn | str | Mapping[str, str]], *, executor: Executor | None = None, **options: Any
+    ) -> Reply:
+        """One turn for async callers: the CPU stages on `executor`, the editor awaited without holding a thread.
+
+        Cancelling the awaiting task (a client that went away) drops the turn's candidates from the editor at once.
+        """
+        plan = self.plan(history, **options)
+        candidates = await asyncio.get_running_loop().run_in_executor(executor, self.prepare, plan)
+        scores = await self.aread(plan, candidates)
+        return self.pick(plan, candidates, scores)
+
+    def rank(
+        self, history: Sequence[Turn | str | Mapping[str, str]], candidates: list[str], *,
+        budget_ms: float | None = None, started: float | None = None, budget: Budget | None = None,
+    ) -> list[Scored]:
+        """Score given candidates (any generator's drafts), best first; unread ones (budget) last, in order.
+
+        No budget means every candidate is read.
+        """
+        job = self._submit_rank(history, candidates, budget_ms=budget_ms, started=started, budget=budget)
+        return ranked(candidates, self._scheduler.wait(job))
+
+    async def arank(
+        self, history: Sequence[Turn | str | Mapping[str, str]], candidates: list[str], *,
+        budget_ms: float | None = None, started: float | None = None, budget: Budget | None = None,
+    ) -> list[Scored]:
+        """`rank` for async callers; cancelling the awaiting task stops the reading."""
+        job = self._submit_rank(history, candidates, budget_ms=budget_ms, started=started, budget=budget)
+        return ranked(candidates, await self._await(job))
+
+    # ------------------------------------------------------------------------------------------- the stages, in order
+
+    def plan(
         self,
         history: Sequence[Turn | str | Mapping[str, str]],
         *,
         budget_ms: float | None = None,
+        started: float | None = None,
+        budget: Budget | None = None,
         n_candidates: int | None = None,
         seed: int | None = None,
         persona: str = DEFAULT_PERSONA,
         top_k: int | None = None,
         temperature: float | None = None,
         n_alternatives: int | None = None,
-        started: float | None = None,
         topic: str | None = None,
         speaker: str | None = None,
-    ) -> PreparedTurn:
-        """The CPU part of a turn: generate, dedupe, filter and order the candidates by prior.
+    ) -> TurnPlan:
+        """The request, checked and normalized, with its budget (`budget`, or one made from budget_ms and started).
 
         `topic` seeds part of the candidates with its words and gives candidates naming them a prior bonus;
         `speaker` names who talks now, so that speaker's own recent lines are not repeated.
         """
         cfg = self.config
-        started = time.monotonic() if started is None else started
-        budget_ms = cfg.budget_ms if budget_ms is None else budget_ms
+        budget = budget or self.budget(budget_ms, started)
         top_k = cfg.top_k if top_k is None else top_k
         temperature = cfg.temperature if temperature is None else temperature
         if persona not in self.personas:
@@ -545,128 +556,53 @@ class Engine:
         turns = as_turns(history)
         # Negative or huge seeds (OpenAI clients send any int) map onto numpy's unsigned seed space.
         root = np.random.default_rng(None if seed is None else seed & (2**64 - 1))
-        gen_rng, pick_rng = root.spawn(2)
-
-        n_candidates = cfg.n_candidates if n_candidates is None else n_candidates
-        topic_words = topic_terms(topic)
-        generated, unique, report = self._generate(persona, n_candidates, gen_rng, started, budget_ms, topic_words)
-        # Filtering is Python work per candidate: under load it too must stop in time (what is done is kept).
-        candidates, priors = self._clean(
-            turns, unique, stop_at=started + budget_ms / 1000.0 * cfg.prepare_share, topic_words=topic_words,
-            speaker=speaker,
-        )
-        order = np.argsort(-priors, kind="stable")  # most promising first, so a tight budget scores them
-        stats: dict[str, Any] = {"generated": generated, "unique": len(unique), "filtered": len(candidates)}
-        if topic_words:
-            stats["topic"] = {"words": list(topic_words), "seeded": report.pop("topic_seeded", 0)}
-        return PreparedTurn(
+        generation_rng, pick_rng = root.spawn(2)
+        return TurnPlan(
+            turns=turns,
             context=self.context_of(turns),
-            candidates=[candidates[i] for i in order],
-            priors=priors[order],
-            started=started,
-            budget_ms=budget_ms,
-            deadline=started + budget_ms / 1000.0 - cfg.finish_margin_ms / 1000.0,
             persona=persona,
+            speaker=speaker,
+            n_candidates=cfg.n_candidates if n_candidates is None else n_candidates,
+            topic_words=topic_terms(topic),
             top_k=top_k,
             temperature=temperature,
             n_alternatives=cfg.n_alternatives if n_alternatives is None else n_alternatives,
-            rng=pick_rng,
-            stats=stats,
-            report=report,
+            budget=budget,
+            generation_rng=generation_rng,
+            pick_rng=pick_rng,
         )
 
-    def submit(self, turn: PreparedTurn) -> ScoringJob | None:
-        """Queue the turn's candidates with the shared scorer (None when there is no scorer)."""
-        if self._scheduler is None:
-            return None
-        return self._scheduler.submit(turn.context, turn.candidates, turn.deadline)
+    def prepare(self, plan: TurnPlan) -> Candidates:
+        """The CPU stages: generate, filter, prior, first stage; the candidates in the order the editor reads them."""
+        candidates = self.generate(plan)
+        candidates = self.filter(plan, candidates)
+        candidates.prior = self.prior(plan, candidates)
+        return self.order(plan, candidates)
 
-    def finish(self, turn: PreparedTurn, job: ScoringJob | None) -> Reply:
-        """Pick the reply from whatever got scored by now."""
-        n = len(turn.candidates)
-        if job is not None:
-            scores, scored = job.collect()
-        else:
-            scores, scored = np.full(n, np.nan, np.float32), np.zeros(n, bool)
-        reply, score, alternatives = self._pick(
-            turn.candidates, turn.priors, scores, scored, turn.top_k, turn.temperature, turn.n_alternatives, turn.rng
-        )
-        n_scored = int(scored.sum())
-        stats: dict[str, Any] = {
-            **turn.stats,
-            "scored": n_scored,
-            "elapsed_ms": round((time.monotonic() - turn.started) * 1000.0, 1),
-            "budget_ms": turn.budget_ms,
-            # True when the reranker had candidates to score but the budget ran out before the first one.
-            "timed_out": job is not None and n > 0 and n_scored == 0,
-            "scorer": "reranker" if self._scheduler is not None else "prior",
-            "persona": turn.persona,
-        }
-        if turn.report:
-            stats["generation"] = turn.report
-        if reply is None:
-            stats["reason"] = "no candidate passed the filters"
-        return Reply(reply, score, alternatives, stats)
-
-    def rank(
-        self, history: Sequence[Turn | str | Mapping[str, str]], candidates: list[str], *,
-        budget_ms: float | None = None, started: float | None = None,
-    ) -> list[Scored]:
-        """Score given candidates (any generator's drafts), best first; unscored ones (budget) last, in order."""
-        job = self.submit_rank(history, candidates, budget_ms=budget_ms, started=started)
-        job.wait()
-        return self.ranked(candidates, job)
-
-    def submit_rank(
-        self, history: Sequence[Turn | str | Mapping[str, str]], candidates: list[str], *,
-        budget_ms: float | None = None, started: float | None = None,
-    ) -> ScoringJob:
-        """Queue given candidates with the shared scorer, in their order; no budget means score them all."""
-        if self._scheduler is None:
-            raise RuntimeError("this engine has no reranker to rank with")
-        started = time.monotonic() if started is None else started
-        deadline = None if budget_ms is None else started + budget_ms / 1000.0 - self.config.finish_margin_ms / 1000.0
-        return self._scheduler.submit(self.context_of(as_turns(history)), list(candidates), deadline)
-
-    @staticmethod
-    def ranked(candidates: list[str], job: ScoringJob) -> list[Scored]:
-        """The candidates by score, best first, then the unscored ones in their order."""
-        scores, scored = job.collect()
-        order = sorted((i for i in range(len(candidates)) if scored[i]), key=lambda i: (-float(scores[i]), i))
-        out = [Scored(candidates[i], float(scores[i]), math.nan) for i in order]
-        out += [Scored(candidates[i], None, math.nan) for i in range(len(candidates)) if not scored[i]]
-        return out
-
-    # ------------------------------------------------------------------------------------------- the steps
-
-    def _generate(
-        self, persona: str, n: int, rng: np.random.Generator, started: float, budget_ms: float,
-        topic_words: tuple[str, ...] = (),
-    ) -> tuple[int, dict[str, tuple[str, float, list[str]]], dict[str, int]]:
-        """Markov candidates in chunks, deduped as they come; stops once generation has used its share of the budget.
+    def generate(self, plan: TurnPlan) -> Candidates:
+        """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.
 
         With topic words, `topic_share` of the chunks start from them (the whole phrase, then each word alone);
         starts the persona does not know are dropped at their first try, and their chunks go unseeded.
-        Returns the number generated, {dedupe key: (text, best mean log-prob, words)} and the generator's report.
+        A candidate sampled twice keeps its best mean log-prob.
         """
-        cfg = self.config
-        model = self.personas[persona]
-        stop_at = started + budget_ms / 1000.0 * cfg.generation_share
+        cfg, budget, began = self.config, plan.budget, self.clock()
+        model = self.personas[plan.persona]
+        n, topic_words = plan.n_candidates, plan.topic_words
         starts = [" ".join(topic_words)] if len(topic_words) > 1 else []
         starts += list(topic_words)
         seeded_n = int(round(n * cfg.topic_share)) if starts else 0
-        unique: dict[str, tuple[str, float, list[str]]] = {}
+        unique: dict[str, tuple[str, float, list[str]]] = {}  # dedupe key -> (text, best mean log-prob, words)
         report: dict[str, int] = {}
-        generated = seeded = 0
-        turn = 0
+        generated = seeded = chunks = 0
         while generated < n:
             size = min(n - generated, cfg.generation_chunk)
             # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds.
             start = None
-            if starts and seeded < seeded_n and (turn % 2 == 0 or generated - seeded >= n - seeded_n):
+            if starts and seeded < seeded_n and (chunks % 2 == 0 or generated - seeded >= n - seeded_n):
                 start = starts[(seeded // cfg.generation_chunk) % len(starts)]
-            turn += 1
-            gen = model.generate(size, rng, start=start)
+            chunks += 1
+            gen = model.generate(size, plan.generation_rng, start=start)
             if start is not None:
                 if not gen.candidates and gen.reason:  # unknown to this persona, or never in this order
                     starts.remove(start)
@@ -684,68 +620,150 @@ class Engine:
             for key, value in (gen.report or {}).items():
                 if isinstance(value, int | np.integer) and key != "unknown_start":
                     report[key] = report.get(key, 0) + int(value)
-            if time.monotonic() >= stop_at:
+            if budget.passed(budget.generation_deadline):
                 break
-        return generated, unique, report
+        plan.stats.update(generated=generated, unique=len(unique))
+        if topic_words:
+            plan.stats["topic"] = {"words": list(topic_words), "seeded": report.pop("topic_seeded", 0)}
+        if report:
+            plan.stats["generation"] = report
+        plan.stage_ms["generate"] = self._ms_since(began)
+        values = list(unique.values())
+        return Candidates([v[0] for v in values], [v[2] for v in values], np.asarray([v[1] for v in values], np.float64))
 
-    def _clean(
-        self, turns: list[Turn], unique: dict[str, tuple[str, float, list[str]]], stop_at: float = math.inf,
-        topic_words: tuple[str, ...] = (), speaker: str | None = None,
-    ) -> tuple[list[str], np.ndarray]:
-        """Filter the unique candidates and compute their priors (one word split per candidate, reused)."""
+    def filter(self, plan: TurnPlan, candidates: Candidates) -> Candidates:
+        """Every text rule (`TextFilter`); stops at the budget's filter deadline, keeping what passed by then."""
+        began = self.clock()
+        kept = self.text_filter.apply(
+            candidates, plan.turns, plan.speaker, stop_at=plan.budget.filter_deadline, clock=self.clock
+        )
+        plan.stats["filtered"] = len(kept)
+        plan.stage_ms["filter"] = self._ms_since(began)
+        return kept
+
+    def prior(self, plan: TurnPlan, candidates: Candidates) -> np.ndarray:
+        """The prior of each candidate (see `prior_scores`), against the newest context lines and the topic."""
         cfg = self.config
-        own = {s.casefold() for s in cfg.bot_speakers} | ({speaker.casefold()} if speaker else set())
-        bot_lines = [t.text for t in turns if t.speaker.casefold() in own]
-        user_lines = [t.text for t in turns if t.speaker.casefold() not in own]
-        forbidden = {dedupe_key(user_lines[-1])} if user_lines else set()  # never echo the user's last line
-        forbidden.update(dedupe_key(t) for t in bot_lines[len(bot_lines) - cfg.repeat_window :] if cfg.repeat_window)
-        context_words = frozenset(w for t in turns[-cfg.context_lines :] for w in words(t.text))
-        topic = frozenset(topic_words)
-        topic_bonus = cfg.topic_weight / len(topic) if topic else 0.0
+        context = [t.text for t in plan.turns[-cfg.context_lines :]]
+        return prior_scores(candidates, context, plan.topic_words, overlap_weight=cfg.overlap_weight,
+                            topic_weight=cfg.topic_weight)
 
-        candidates, priors, seen = [], [], set()
-        for n, (key, (text, lp, ws)) in enumerate(unique.items()):
-            if n % 64 == 63 and time.monotonic() >= stop_at:
-                break
-            if cfg.remove_urls and _URL_HINT.search(text):
-                text = normalize(_URL.sub(" ", text))
-                ws = words(text)
-                key = " ".join(ws)
-            elif "  " in text or text != text.strip():
-                text = normalize(text)
-            if key in forbidden or key in seen or not self._filter.allows(text, ws):
-                continue
-            seen.add(key)  # URL removal can make two candidates equal again
-            candidates.append(text)
-            prior = lp + cfg.overlap_weight * overlap(ws, context_words)
-            if topic:
-                prior += topic_bonus * len(topic.intersection(ws))
-            priors.append(prior)
-        return candidates, np.asarray(priors, dtype=np.float64)
+    def order(self, plan: TurnPlan, candidates: Candidates) -> Candidates:
+        """The first stage: the order the editor reads candidates in, best first.
 
-    @staticmethod
-    def _pick(
-        candidates: list[str], priors: np.ndarray, scores: np.ndarray, scored: np.ndarray,
-        top_k: int, temperature: float, n_alternatives: int, rng: np.random.Generator,
-    ) -> tuple[str | None, float | None, list[Scored]]:
-        """Argmax (or top-k softmax sample) over the scored candidates; by prior when none was scored."""
-        if not candidates:
-            return None, None, []
-        idx = np.flatnonzero(scored)
-        # Scored candidates by score, then the unscored ones in prior order (the order they arrive in).
-        ranked = np.concatenate([idx[np.argsort(-scores[idx], kind="stable")], np.flatnonzero(~scored)])
-        pool = ranked[: len(idx)] if len(idx) else ranked  # only scored candidates compete when there are any
-        choice = int(pool[0])
-        if top_k > 1 and len(pool) > 1:
-            top = pool[:top_k]
-            values = scores[top].astype(np.float64) if len(idx) else priors[top]
-            logits = values / temperature
-            p = np.exp(logits - logits.max())
-            choice = int(rng.choice(top, p=p / p.sum()))
+        With a first stage, it scores every candidate and its score sets the order (the prior breaks ties);
+        without one, the prior does.
+        """
+        prior_key = -candidates.prior
+        if self.first_stage is None:
+            return candidates.take(np.argsort(prior_key, kind="stable"))
+        began = self.clock()
+        context = [t.text for t in plan.turns[-self.config.context_lines :]]
+        scores = np.zeros(0, dtype=np.float32)
+        if len(candidates):
+            scores = np.asarray(self.first_stage.score(context, candidates.texts, candidates.words), dtype=np.float32)
+        if scores.shape != (len(candidates),):
+            raise ValueError(f"the first stage returned {scores.shape} scores for {len(candidates)} candidates")
+        candidates.first_stage = scores
+        ms = self._ms_since(began)
+        plan.stage_ms["first_stage"] = ms
+        plan.stats["first_stage"] = {"scored": len(candidates), "ms": ms}
+        # lexsort's last key is the primary one; NaN (a broken score) sorts last.
+        first = np.where(np.isnan(scores), np.inf, -scores.astype(np.float64))
+        return candidates.take(np.lexsort((prior_key, first)))
 
-        def scored_of(i: int) -> Scored:
-            return Scored(candidates[i], float(scores[i]) if scored[i] else None, float(priors[i]))
+    def read(self, plan: TurnPlan, candidates: Candidates) -> Scores:
+        """The editor: reads the candidates in order until the budget's scoring deadline (blocks this thread)."""
+        began, job = self.clock(), self._submit(plan, candidates)
+        scores = Scores.unread(len(candidates)) if job is None else self._scheduler.wait(job)
+        plan.stage_ms["editor"] = self._ms_since(began)
+        return scores
 
-        alternatives = [scored_of(int(i)) for i in ranked[: n_alternatives + 1] if int(i) != choice][:n_alternatives]
-        return candidates[choice], scored_of(choice).score, alternatives
+    async def aread(self, plan: TurnPlan, candidates: Candidates) -> Scores:
+        """The editor, awaited: reads the candidates in order until the budget's scoring deadline."""
+        began, job = self.clock(), self._submit(plan, candidates)
+        scores = Scores.unread(len(candidates)) if job is None else await self._await(job)
+        plan.stage_ms["editor"] = self._ms_since(began)
+        return scores
 
+    def pick(self, plan: TurnPlan, candidates: Candidates, scores: Scores) -> Reply:
+        """The reply: argmax (or a top-k softmax sample) over what the editor read; by reading order when it read nothing."""
+        n = len(candidates)
+        read = scores.scored
+        idx = np.flatnonzero(read)
+        # Read candidates by score, then the unread ones in reading order (first stage, else prior).
+        ranking = np.concatenate([idx[np.argsort(-scores.scores[idx], kind="stable")], np.flatnonzero(~read)])
+        pool = ranking[: len(idx)] if len(idx) else ranking  # only read candidates compete when there are any
+        reply = score = None
+        alternatives: list[Scored] = []
+        if n:
+            choice = int(pool[0])
+            if plan.top_k > 1 and len(pool) > 1:
+                top = pool[: plan.top_k]
+                values = scores.scores[top].astype(np.float64) if len(idx) else self._fallback_values(candidates)[top]
+                logits = values / plan.temperature
+                p = np.exp(logits - logits.max())
+                choice = int(plan.pick_rng.choice(top, p=p / p.sum()))
+
+            def scored_of(i: int) -> Scored:
+                return Scored(candidates.texts[i], float(scores.scores[i]) if read[i] else None, float(candidates.prior[i]))
+
+            reply, score = candidates.texts[choice], scored_of(choice).score
+            alternatives = [scored_of(int(i)) for i in ranking[: plan.n_alternatives + 1] if int(i) != choice]
+            alternatives = alternatives[: plan.n_alternatives]
+        stats = {
+            **plan.stats,
+            "scored": len(idx),
+            "elapsed_ms": round(plan.budget.elapsed_ms(), 1),
+            "budget_ms": plan.budget.budget_ms,
+            # True when the editor had candidates to read but the budget ran out before the first one.
+            "timed_out": self._scheduler is not None and n > 0 and len(idx) == 0,
+            "scorer": "reranker" if self._scheduler is not None else "prior",
+            "persona": plan.persona,
+            "stage_ms": dict(plan.stage_ms),
+        }
+        if reply is None:
+            stats["reason"] = "no candidate passed the filters"
+        return Reply(reply, score, alternatives, stats)
+
+    # ------------------------------------------------------------------------------------------- plumbing
+
+    def _fallback_values(self, candidates: Candidates) -> np.ndarray:
+        """What ranks candidates when the editor read none: the first stage's score, else the prior."""
+        if candidates.first_stage is not None:
+            return np.nan_to_num(candidates.first_stage.astype(np.float64), nan=-1e9)
+        return candidates.prior
+
+    def _submit(self, plan: TurnPlan, candidates: Candidates) -> ScoringJob | None:
+        if self._scheduler is None:
+            return None
+        return self._scheduler.submit(plan.context, candidates.texts, plan.budget.scoring_deadline)
+
+    async def _await(self, job: ScoringJob) -> Scores:
+        try:
+            return await self._scheduler.wait_async(job)
+        except asyncio.CancelledError:
+            self._scheduler.cancel(job)
+            raise
+
+    def _submit_rank(
+        self, history: Sequence[Turn | str | Mapping[str, str]], candidates: list[str], *,
+        budget_ms: float | None, started: float | None, budget: Budget | None,
+    ) -> ScoringJob:
+        if self._scheduler is None:
+            raise RuntimeError("this engine has no reranker to rank with")
+        if budget is None:
+            budget = self.budget(math.inf if budget_ms is None else budget_ms, started, generates=False)
+        return self._scheduler.submit(self.context_of(as_turns(history)), list(candidates), budget.scoring_deadline)
+
+    def _ms_since(self, began: float) -> float:
+        return round((self.clock() - began) * 1000.0, 1)
+
+
+def ranked(candidates: list[str], scores: Scores) -> list[Scored]:
+    """The candidates by score, best first, then the unread ones in their order."""
+    read = scores.scored
+    order = sorted((i for i in range(len(candidates)) if read[i]), key=lambda i: (-float(scores.scores[i]), i))
+    out = [Scored(candidates[i], float(scores.scores[i]), math.nan) for i in order]
+    out += [Scored(candidates[i], None, math.nan) for i in range(len(candidates)) if not read[i]]
+    return out

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from server.engine import Engine, Turn, UnknownPersonaError
+from server.limits import MAX_TURNS
 
 Order = Literal["round_robin", "follows"]
 ORDERS: tuple[str, ...] = ("round_robin", "follows")
-MAX_TURNS = 100  # per simulation, the same in the REPL and over HTTP
 
 
 def next_speaker(
@@ -74,5 +74,5 @@ class Conversation:
     def record(self, persona: str, text: str | None) -> None:
         """Append what the persona said (nothing when it found nothing to say) and pass the turn on."""
         if text is not None:
-            self.history = (self.history + [Turn(self.speaker(persona), text)])[-MAX_TURNS:]
+            self.history = (self.history + [Turn(self.speaker(persona), text)])[-MAX_TURNS:]  # as a request may carry
         self.previous = persona

@@ -6,19 +6,27 @@ import sys
 from typing import TextIO
 
 from server.engine import DEFAULT_PERSONA, Engine, Reply, Turn, UnknownPersonaError, topic_terms
-from server.group import MAX_TURNS as MAX_AUTO_TURNS
 from server.group import Conversation
+from server.limits import (
+    BUDGET_RANGE,
+    MAX_BUDGET_MS,
+    MAX_NAME,
+    MAX_SIMULATED_TURNS,
+    MAX_TEXT,
+    MAX_TURNS,
+    MIN_BUDGET_MS,
+    budget_in_range,
+)
 
-MAX_HISTORY = 100  # the same cap as the HTTP API
 KEEP_ALTERNATIVES = 50
 
 HELP = """commands:
   /reset          forget the conversation
   /top N          the last turn's N best candidates with their scores
-  /budget MS      time budget per reply, 10-30000 ms
+  /budget MS      time budget per reply, {budget_range} ms
   /as NAME        speak as this persona ({personas}); /persona NAME is the same
   /auto N [NAME...] [--follows]
-                  let personas talk for N turns (1-100; default: {speakers}), taking turns
+                  let personas talk for N turns (1-{max_auto}; default: {speakers}), taking turns
                   round-robin, or with --follows as in the export (who most often answers whom)
   /topic WORDS    steer replies toward a topic (seeds candidates with the words); /topic alone clears it
   /help           this text
@@ -50,7 +58,7 @@ class Chat:
             return True
         if line.startswith("/"):
             return self.command(line)
-        self.history = (self.history + [Turn("user", line[:2000])])[-MAX_HISTORY:]
+        self.history = (self.history + [Turn("user", line[:MAX_TEXT])])[-MAX_TURNS:]
         result = self.engine.reply(
             self.history, budget_ms=self.budget_ms, persona=self.persona, seed=self.next_seed(),
             n_alternatives=KEEP_ALTERNATIVES, topic=self.topic,
@@ -62,7 +70,7 @@ class Chat:
             return True
         note = ", timed out: ranked by prior" if result.stats["timed_out"] else ""
         self.say(f"[bot] {result.reply} ({ms} ms{note})")
-        self.history = (self.history + [Turn("bot", result.reply)])[-MAX_HISTORY:]
+        self.history = (self.history + [Turn("bot", result.reply)])[-MAX_TURNS:]
         return True
 
     def next_seed(self) -> int | None:
@@ -79,15 +87,17 @@ class Chat:
             return False
         if name == "/help":
             self.say(HELP.format(personas=", ".join(self.engine.persona_names),
-                                 speakers=", ".join(self.engine.speaking_personas)))
+                                 speakers=", ".join(self.engine.speaking_personas),
+                                 budget_range=f"{MIN_BUDGET_MS}-{MAX_BUDGET_MS}",
+                                 max_auto=MAX_SIMULATED_TURNS))
         elif name == "/reset":
             self.history, self.last = [], None
             self.say("(conversation reset)")
         elif name == "/top":
             self.top(arg)
         elif name == "/budget":
-            if not arg.isdigit() or not 10 <= int(arg) <= 30_000:
-                self.say("(usage: /budget MS, with MS between 10 and 30000)")
+            if not arg.isdigit() or not budget_in_range(int(arg)):
+                self.say(f"(usage: /budget MS, with MS {BUDGET_RANGE})")
             else:
                 self.budget_ms = int(arg)
                 self.say(f"(budget: {self.budget_ms} ms)")
@@ -111,7 +121,7 @@ class Chat:
             self.topic = None
             self.say("(topic cleared)")
             return
-        self.topic = arg[:200]
+        self.topic = arg[:MAX_NAME]
         terms = topic_terms(self.topic)
         deaf = [p for p in self.engine.speaking_personas
                 if hasattr(self.engine.personas[p], "knows") and not any(self.engine.personas[p].knows(w) for w in terms)]
@@ -123,8 +133,8 @@ class Chat:
         parts = arg.split()
         mode = "follows" if "--follows" in parts else "round_robin"
         parts = [p for p in parts if p != "--follows"]
-        if not parts or not parts[0].isdigit() or not 1 <= int(parts[0]) <= MAX_AUTO_TURNS:
-            self.say(f"(usage: /auto N [NAME...] [--follows], with N between 1 and {MAX_AUTO_TURNS})")
+        if not parts or not parts[0].isdigit() or not 1 <= int(parts[0]) <= MAX_SIMULATED_TURNS:
+            self.say(f"(usage: /auto N [NAME...] [--follows], with N between 1 and {MAX_SIMULATED_TURNS})")
             return
         try:
             convo = Conversation(self.engine, parts[1:] or None, mode=mode, history=self.history)

@@ -92,6 +92,60 @@ class FaultyScorer(OverlapScorer):
         return super().score_until(context, candidates, deadline)
 
 
+class FakeClock:
+    """A clock that stands still until the test (or a fake model) moves it; binary-exact steps keep sums exact."""
+
+    def __init__(self, start: float = 1024.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FixedCost:
+    """A cost model with the scorer's API (`predict`, `per_token`, `overhead`) that never learns."""
+
+    def __init__(self, per_token: float, overhead: float = 0.0):
+        self.per_token = per_token
+        self.overhead = overhead
+
+    def predict(self, tokens: int) -> float:
+        return self.overhead + self.per_token * tokens
+
+
+class ClockedScorer(OverlapScorer):
+    """Reads one candidate per `per_candidate` seconds of a fake clock (advancing it), batched like the editor.
+
+    Records every candidate in the order it was read, and every batched call's requests.
+    """
+
+    def __init__(self, clock: FakeClock, per_candidate: float):
+        super().__init__()
+        self.clock = clock
+        self.per_candidate = per_candidate
+        self.read: list[str] = []
+        self.batches: list[list[tuple[list[str], list[str]]]] = []
+
+    def score_until(self, context, candidates, deadline):
+        return self.score_many([(context, candidates)], deadline)[0]
+
+    def score_many(self, requests, deadline=float("inf")):
+        self.calls += 1
+        self.batches.append([(list(c), list(x)) for c, x in requests])
+        out = [(np.full(len(x), np.nan, np.float32), np.zeros(len(x), bool)) for _, x in requests]
+        longest = max((len(x) for _, x in requests), default=0)
+        for i in range(longest):  # round-robin over the requests, as the editor interleaves them
+            for (context, candidates), (scores, scored) in zip(requests, out, strict=True):
+                if i < len(candidates) and self.clock() + self.per_candidate <= deadline:
+                    self.clock.advance(self.per_candidate)
+                    scores[i], scored[i] = self.one(context, candidates[i]), True
+                    self.read.append(candidates[i])
+        return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

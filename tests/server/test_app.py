@@ -128,6 +128,7 @@ def test_rank_errors(client):
     assert "budget_ms" in field_of(client.post("/rank", json={"history": HISTORY, "candidates": ["a"], "budget_ms": 1}))
 
 
+@pytest.mark.realtime
 def test_rank_within_a_budget_returns_unscored_last(tiny_markov):
     slow = Engine({"default": tiny_markov}, OverlapScorer(delay_per_candidate=0.01), EngineConfig())
     try:
@@ -292,6 +293,7 @@ def test_random_json_bodies_never_get_a_500(client):
     check()
 
 
+@pytest.mark.realtime
 def test_concurrent_requests_share_the_scorer_and_keep_their_budget(tiny_markov):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -1,17 +1,22 @@
-"""The engine: funnel, filters, prior order, picking, seeds, personas, budget and fairness."""
+"""The engine: funnel, filters, prior and first-stage order, picking, seeds, personas, budget (a fake clock), scheduling."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import threading
 import time
+from concurrent.futures import Future
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from server.budget import Budget
 from server.engine import (
+    Candidates,
     Engine,
     EngineConfig,
-    ScoringScheduler,
     TextFilter,
     Turn,
     UnknownPersonaError,
@@ -19,8 +24,10 @@ from server.engine import (
     dedupe_key,
     load_personas,
     overlap,
+    words,
 )
-from tests.server.conftest import OverlapScorer, RudeScorer
+from server.scheduler import ScoringError, ScoringScheduler
+from tests.server.conftest import ClockedScorer, FakeClock, FixedCost, OverlapScorer, RudeScorer
 
 HISTORY = ["hello there", "hi, how are you?", "do you like dogs?"]
 
@@ -127,6 +134,7 @@ def test_without_a_scorer_the_reply_is_the_best_by_prior(tiny_markov):
     assert priors == sorted(priors, reverse=True)
 
 
+@pytest.mark.realtime
 def test_a_slow_scorer_is_cut_at_the_budget_and_scores_the_best_prior_first(tiny_markov):
     # 100 candidates/s: at most 49 fit even the larger budget, far fewer than the hundreds generated. The budgets
     # leave scoring at least 40% of themselves (70 ms and more) however slow generation is, so some always get
@@ -148,6 +156,7 @@ def test_a_slow_scorer_is_cut_at_the_budget_and_scores_the_best_prior_first(tiny
         eng.close()
 
 
+@pytest.mark.realtime
 def test_a_scorer_that_ignores_its_deadline_still_cannot_make_the_reply_late(tiny_markov):
     # A 400 ms budget gives generation 160 ms for its two chunks even on a busy machine, so both engines below
     # see the same candidates; the scorer answers only after 1 s.
@@ -166,6 +175,7 @@ def test_a_scorer_that_ignores_its_deadline_still_cannot_make_the_reply_late(tin
         eng.close()
 
 
+@pytest.mark.realtime
 def test_budget_counts_time_spent_before_the_engine_started(engine):
     started = time.monotonic() - 0.5  # the request has already queued for 500 ms of its 600
     r = engine.reply(HISTORY, seed=1, budget_ms=600, started=started)
@@ -173,6 +183,7 @@ def test_budget_counts_time_spent_before_the_engine_started(engine):
     assert r.stats["elapsed_ms"] >= 500
 
 
+@pytest.mark.realtime
 def test_scheduler_is_fair_a_small_job_is_not_starved_by_a_big_one():
     scorer = OverlapScorer(delay_per_candidate=0.002)
     sched = ScoringScheduler(scorer, slice_size=16)
@@ -180,18 +191,18 @@ def test_scheduler_is_fair_a_small_job_is_not_starved_by_a_big_one():
         big_done = {}
 
         def big():
-            scores, mask = sched.score(["x"], [f"big {i}" for i in range(2000)], time.monotonic() + 1.2)
+            read = sched.score(["x"], [f"big {i}" for i in range(2000)], time.monotonic() + 1.2)
             big_done["t"] = time.monotonic()
-            big_done["n"] = int(mask.sum())
+            big_done["n"] = read.n_scored
 
         t = threading.Thread(target=big)
         t.start()
         time.sleep(0.05)
         start = time.monotonic()
-        scores, mask = sched.score(["x"], [f"small {i}" for i in range(20)], start + 3.0)
+        read = sched.score(["x"], [f"small {i}" for i in range(20)], start + 3.0)
         small_took = time.monotonic() - start
         t.join()
-        assert mask.all() and not np.isnan(scores).any()
+        assert read.scored.all() and not np.isnan(read.scores).any()
         # 20 candidates at 2 ms each, interleaved with 16-candidate slices of the big job: well under a second,
         # while the big job alone needs 4 s and is cut at its 1.2 s deadline.
         assert small_took < 0.5
@@ -209,14 +220,291 @@ def test_scheduler_reports_scorer_errors_and_keeps_working():
 
     sched = ScoringScheduler(Broken(), slice_size=4)
     try:
-        with pytest.raises(RuntimeError, match="kaput"):
-            sched.score(["x"], ["boom"], time.monotonic() + 1)
-        _, mask = sched.score(["x"], ["fine"], time.monotonic() + 1)
-        assert mask.all()
-        scores, mask = sched.score(["x"], ["a", "b"], None)  # no deadline: score everything
-        assert mask.all()
+        with pytest.raises(ScoringError, match="scoring failed: RuntimeError: kaput"):
+            sched.score(["x"], ["boom"], time.monotonic() + 10)
+        assert sched.score(["x"], ["fine"], time.monotonic() + 10).scored.all()
+        assert sched.score(["x"], ["a", "b"]).scored.all()  # no deadline: read everything
     finally:
         sched.close()
+
+
+# ---------------------------------------------------------------------------------------------------- fake clock
+
+
+class FakeWriter:
+    """A Markov stand-in: distinct lines, each chunk taking `seconds` of a fake clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float):
+        self.clock, self.seconds, self.made = clock, seconds, 0
+
+    def generate(self, n, rng, start=None):
+        self.clock.advance(self.seconds)
+        texts = [f"line number {self.made + i} about dogs" for i in range(n)]
+        logprob = -np.arange(self.made, self.made + n, dtype=np.float32) / 1e4  # earlier lines are likelier
+        self.made += n
+        return SimpleNamespace(candidates=texts, logprob=logprob, report={}, reason=None)
+
+
+def test_budget_deadlines_follow_the_shares():
+    clock = FakeClock()
+    b = Budget(started=1024.0, budget_ms=1000, generation_share=0.25, filter_share=0.5, finish_margin_ms=125,
+               clock=clock)
+    assert (b.generation_deadline, b.filter_deadline, b.scoring_deadline, b.end) == (1024.25, 1024.5, 1024.875, 1025.0)
+    assert b.scoring_ms == 1000 * 0.75 - 125  # admission's figure: all but generation's share, less the margin
+    clock.advance(0.5)
+    assert b.elapsed_ms() == 500 and b.left() == 0.375 and b.left_ms() == 500 and b.passed(b.filter_deadline)
+    unbounded = Budget(started=1024.0, budget_ms=math.inf, clock=clock)
+    assert not unbounded.bounded and unbounded.scoring_deadline == unbounded.generation_deadline == math.inf
+    assert unbounded.left() == math.inf
+    with pytest.raises(ValueError, match="shares"):
+        Budget(started=0.0, budget_ms=100, generation_share=0.7, filter_share=0.5)
+    with pytest.raises(ValueError, match="budget_ms"):
+        Budget(started=0.0, budget_ms=0)
+
+
+def test_generation_stops_at_its_deadline_and_the_editor_reads_until_the_scoring_deadline():
+    clock = FakeClock()
+    writer = FakeWriter(clock, seconds=1 / 16)  # a chunk of 128 candidates takes 62.5 ms
+    scorer = ClockedScorer(clock, per_candidate=1 / 128)
+    config = EngineConfig(n_candidates=4096, generation_share=0.25, prepare_share=0.5, finish_margin_ms=0,
+                          scoring_round_ms=125)
+    eng = Engine({"default": writer}, scorer, config, clock=clock)
+    try:
+        r = eng.reply(["do you like dogs?"], budget_ms=1000, seed=1, n_alternatives=1000)
+        # Generation passes its 250 ms deadline after exactly 4 chunks; filtering takes no fake time; the editor
+        # then has 1000 - 250 = 750 ms at 1/128 s a candidate: exactly 96 candidates, in rounds of 125 ms.
+        assert r.stats["generated"] == 512 and r.stats["filtered"] == 512
+        assert r.stats["scored"] == 96 and not r.stats["timed_out"]
+        assert clock() == 1024.0 + 1.0 and r.stats["elapsed_ms"] == 1000.0
+        assert r.stats["stage_ms"] == {"generate": 250.0, "filter": 0.0, "editor": 750.0}
+        # The editor read the best by prior first.
+        by_prior = sorted([r.reply, *(a.text for a in r.alternatives)], key=lambda t: int(t.split()[2]))
+        assert scorer.read == by_prior[:96]
+    finally:
+        eng.close()
+
+
+def test_a_turn_that_queued_past_its_scoring_deadline_is_ranked_by_prior_without_reading():
+    clock = FakeClock()
+    scorer = ClockedScorer(clock, per_candidate=1 / 128)
+    eng = Engine({"default": FakeWriter(clock, seconds=0.0)}, scorer, EngineConfig(n_candidates=256), clock=clock)
+    try:
+        started = clock() - 0.995  # queued for 995 of its 1000 ms: only the 10 ms margin would be left
+        r = eng.reply(["hi"], budget_ms=1000, started=started, seed=1)
+        assert r.stats["scored"] == 0 and r.stats["timed_out"] and scorer.calls == 0
+        assert r.reply == "line number 0 about dogs"  # the best by prior
+    finally:
+        eng.close()
+
+
+def test_filtering_stops_at_its_deadline_keeping_what_passed():
+    ticks = iter(range(10**6))
+    candidates = Candidates([f"dogs are nice {i}" for i in range(1000)], [["dogs", "are", "nice", str(i)] for i in range(1000)],
+                            np.zeros(1000))
+    kept = TextFilter(EngineConfig()).apply(candidates, [Turn("user", "hi")], stop_at=3, clock=lambda: next(ticks))
+    # The clock is read before every 64th candidate (0, 1, 2, then 3 = the deadline): 4 * 64 - 1 got through.
+    assert len(kept) == 255 and kept.texts == candidates.texts[:255]
+
+
+def test_partial_scores_are_collected_at_the_deadline_while_the_worker_is_busy():
+    clock = FakeClock()
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck(OverlapScorer):
+        def score_many(self, requests, deadline):
+            if self.calls:  # the second round never ends until the test says so
+                entered.set()
+                release.wait(10)
+            self.calls += 1
+            return [(np.arange(len(c), dtype=np.float32), np.ones(len(c), bool)) for _, c in requests]
+
+    sched = ScoringScheduler(Stuck(), slice_size=4, clock=clock)
+    try:
+        job = sched.submit(["x"], [f"c{i}" for i in range(12)], deadline=clock() + 1.0)
+        assert entered.wait(10)  # the first round (4 candidates) is recorded, the second is stuck in the scorer
+        clock.advance(1.0)  # the deadline passes while the worker is mid-round
+        read = sched.wait(job)
+        assert read.n_scored == 4 and read.scored[:4].all() and job.done
+        release.set()
+        assert sched.wait(job).n_scored == 4  # what the stuck round returns later is dropped
+    finally:
+        release.set()
+        sched.close()
+
+
+def test_the_scoring_job_is_a_future_that_asyncio_can_await():
+    clock = FakeClock()
+    sched = ScoringScheduler(ClockedScorer(clock, per_candidate=1 / 128), clock=clock)
+    try:
+        job = sched.submit(["dogs"], ["dogs", "cats", "dogs and cats"], deadline=math.inf)
+        read = asyncio.run(sched.wait_async(job))
+        assert isinstance(job.future, Future) and job.future.done() and read.n_scored == 3
+        assert read.scores[0] > read.scores[1]
+    finally:
+        sched.close()
+
+
+def test_rounds_batch_the_candidates_of_every_waiting_job():
+    clock = FakeClock()
+    release = threading.Event()
+
+    class Gate(ClockedScorer):
+        def score_many(self, requests, deadline=math.inf):
+            release.wait(10)  # hold the first round until every job is queued
+            return super().score_many(requests, deadline)
+
+    scorer = Gate(clock, per_candidate=1 / 1024)
+    sched = ScoringScheduler(scorer, slice_size=32, clock=clock)
+    try:
+        jobs = [sched.submit([f"context {j}"], [f"job {j} line {i}" for i in range(40)], deadline=clock() + 10)
+                for j in range(4)]
+        release.set()
+        results = [sched.wait(job) for job in jobs]
+        assert all(r.n_scored == 40 for r in results)
+        # After the first round (job 0 alone), every round read all waiting jobs in one call, 8 each (32 // 4).
+        shared = [b for b in scorer.batches if len(b) == 4]
+        assert shared and all(len(cands) == 8 for batch in shared for _, cands in batch)
+        assert sorted(ctx[0] for ctx, _ in shared[0]) == [f"context {j}" for j in range(4)]
+    finally:
+        sched.close()
+
+
+def test_a_failure_in_a_shared_round_fails_only_its_own_job():
+    clock = FakeClock()
+
+    class Picky(ClockedScorer):
+        def score_many(self, requests, deadline=math.inf):
+            if any("BOOM" in cands for _, cands in requests):
+                if len(requests) > 1:
+                    raise ValueError("one bad candidate spoils the batch")
+                raise ValueError("cannot score BOOM")
+            return super().score_many(requests, deadline)
+
+    sched = ScoringScheduler(Picky(clock, per_candidate=1 / 1024), clock=clock)
+    try:
+        bad = sched.submit(["x"], ["fine", "BOOM"], deadline=clock() + 10)
+        good = sched.submit(["x"], ["fine", "also fine"], deadline=clock() + 10)
+        with pytest.raises(ScoringError, match="cannot score BOOM"):
+            sched.wait(bad)
+        assert sched.wait(good).n_scored == 2
+    finally:
+        sched.close()
+
+
+def test_the_cost_model_is_the_scorers_own_and_finishes_jobs_that_cannot_fit_another_candidate():
+    clock = FakeClock()
+    scorer = ClockedScorer(clock, per_candidate=1 / 128)
+    scorer.cost = FixedCost(per_token=1 / 128 / 24)  # 24 tokens a candidate: 1/128 s a candidate
+    sched = ScoringScheduler(scorer, clock=clock)
+    try:
+        assert sched.seconds_per_candidate == pytest.approx(1 / 128)
+        assert sched.fits(100, 0.5) == int(0.9 * 0.5 * 128)
+        # 5 ms left: not even one candidate fits, so the job is finished at once instead of at its deadline.
+        job = sched.submit(["x"], ["a", "b"], deadline=clock() + 0.005)
+        assert sched.wait(job).n_scored == 0 and scorer.calls == 0
+    finally:
+        sched.close()
+    assert Engine({"default": FakeWriter(clock, 0.0)}, None).seconds_per_candidate is None
+
+
+# ---------------------------------------------------------------------------------------------------- first stage
+
+
+class SharedWords:
+    """A fake first stage: the number of the context's words a candidate shares (higher = better)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, context, candidates, words=None):
+        self.calls.append((list(context), list(candidates), words))
+        ctx = {w for line in context for w in line.lower().split()}
+        return np.asarray([len(ctx.intersection(ws)) for ws in words], dtype=np.float32)
+
+
+def test_the_first_stage_scores_every_candidate_and_sets_the_editors_reading_order(tiny_markov):
+    clock = FakeClock()
+    scorer = ClockedScorer(clock, per_candidate=1 / 128)  # 240 ms of a 250 ms budget: 30 candidates read
+    first = SharedWords()
+    eng = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=256), first_stage=first, clock=clock)
+    try:
+        history = ["hello there", "do you like pizza and the park on sundays?"]
+        r = eng.reply(history, budget_ms=250, seed=3, n_alternatives=1000)
+        (context, texts, ws), = first.calls
+        assert len(texts) == r.stats["filtered"] == r.stats["first_stage"]["scored"]  # every filtered candidate
+        assert ws == [words(t) for t in texts] and context == history
+        assert r.stats["scored"] == len(scorer.read) == 30 < r.stats["filtered"]
+        # The editor read the first stage's best first; equal first-stage scores go by prior.
+        fs = dict(zip(texts, first.score(context, texts, ws).tolist(), strict=True))
+        read = [fs[t] for t in scorer.read]
+        assert read == sorted(read, reverse=True)
+        assert sorted(fs.values(), reverse=True)[: len(read)] == read  # a prefix of the first stage's order
+        prior = {a.text: a.prior for a in r.alternatives}
+        for a, b in zip(scorer.read, scorer.read[1:], strict=False):
+            if fs[a] == fs[b] and a in prior and b in prior:
+                assert prior[a] >= prior[b]
+    finally:
+        eng.close()
+
+
+def test_without_an_editor_the_first_stage_order_picks_the_reply(tiny_markov):
+    eng = Engine({"default": tiny_markov}, None, EngineConfig(n_candidates=256), first_stage=SharedWords())
+    r = eng.reply(["pizza pizza pizza"], seed=2, n_alternatives=5)
+    assert "pizza" in words(r.reply) and r.stats["scorer"] == "prior" and r.stats["first_stage"]["scored"] > 0
+
+
+def test_engine_load_finds_the_first_stage_and_names_a_damaged_one(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    import reranker.first_stage as first_stage_module
+
+    model_dir = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, model_dir)
+    assert Engine.load(model_dir, require_reranker=False).first_stage is None
+    (model_dir / "first_stage").mkdir()
+    (model_dir / "first_stage" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="first_stage: cannot load the first stage"):
+        Engine.load(model_dir, require_reranker=False)
+    fake = SharedWords()
+    monkeypatch.setattr(first_stage_module.FirstStage, "load", classmethod(lambda cls, directory: fake))
+    eng = Engine.load(model_dir, require_reranker=False)
+    assert eng.first_stage is fake
+    assert eng.reply(["do you like dogs?"], seed=1).stats["first_stage"]["scored"] > 0
+
+
+def test_areply_is_the_same_turn_as_reply(engine):
+    sync = engine.reply(HISTORY, seed=11, budget_ms=5000)
+    async_ = asyncio.run(engine.areply(HISTORY, seed=11, budget_ms=5000))
+    assert (async_.reply, async_.score, async_.stats["filtered"]) == (sync.reply, sync.score, sync.stats["filtered"])
+    ranked = asyncio.run(engine.arank(HISTORY, ["dogs", "i like dogs do you", "cats"]))
+    assert [s.text for s in ranked] == [s.text for s in engine.rank(HISTORY, ["dogs", "i like dogs do you", "cats"])]
+
+
+def test_cancelling_areply_drops_its_candidates_from_the_editor(tiny_markov):
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(OverlapScorer):
+        def score_until(self, context, candidates, deadline):
+            started.set()
+            release.wait(10)
+            return super().score_until(context, candidates, deadline)
+
+    eng = Engine({"default": tiny_markov}, Slow(), EngineConfig(n_candidates=256, scoring_slice=4))
+
+    async def main():
+        task = asyncio.ensure_future(eng.areply(HISTORY, budget_ms=30_000, seed=1))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+        assert eng._scheduler.waiting == 0 and eng._scheduler.cancelled == 1
+    finally:
+        release.set()
+        eng.close()
 
 
 def test_load_personas_single_dir_and_folder(tmp_path, tiny_markov, tiny_model_dir):

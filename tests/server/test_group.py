@@ -287,6 +287,7 @@ def test_simulate_validates_before_any_work(group_client, group_engine, patch, f
     assert group_engine.scorer.calls == calls
 
 
+@pytest.mark.realtime
 def test_simulate_respects_its_overall_time_bound(group_models):
     slow = Engine(group_models, OverlapScorer(delay_per_candidate=0.005), EngineConfig(n_candidates=256))
     # 200 ms a turn: generation and filtering may take 60% of it, so scoring keeps 70 ms or more (14 candidates)

@@ -57,6 +57,7 @@ def live_server(tiny_model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_live_reply_limits_and_metrics(live_server):
     with httpx.Client(base_url=live_server, timeout=10) as c:
         r = c.post("/reply", json={"history": ["do you like dogs?"], "seed": 1})
@@ -112,6 +113,7 @@ def test_live_binds_loopback_only_by_default(live_server):
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_sigterm_drains_in_flight_requests_then_exits_0(tiny_model_dir):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -17,8 +18,9 @@ from hypothesis import settings as hypothesis_settings
 
 from server.admission import Admission, AdmissionConfig, Overloaded
 from server.app import Settings, create_app
+from server.budget import Budget
 from server.engine import Engine, EngineConfig
-from tests.server.conftest import FaultyScorer, OverlapScorer, serve_in_thread
+from tests.server.conftest import FakeClock, FaultyScorer, OverlapScorer, serve_in_thread
 
 HISTORY = ["hello there", "do you like dogs?"]
 
@@ -209,6 +211,7 @@ def test_an_exception_in_scoring_fails_that_request_alone(tiny_markov):
         eng.close()
 
 
+@pytest.mark.realtime
 def test_a_client_that_disconnects_frees_its_work(tiny_markov):
     scorer = OverlapScorer(delay_per_candidate=0.02)  # 256 candidates would take ~5 s
     eng = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=256, scoring_slice=4))
@@ -251,6 +254,7 @@ def test_a_client_that_disconnects_frees_its_work(tiny_markov):
         eng.close()
 
 
+@pytest.mark.realtime
 def test_a_client_trickling_its_body_gets_408_and_holds_nothing(tiny_markov):
     eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=64))
     app = create_app(Settings(body_timeout_s=0.5), engine=eng)
@@ -296,31 +300,43 @@ def test_many_parallel_connections(tiny_markov):
 
 
 def test_admission_rules():
+    clock = FakeClock()
     spc = [None]
     adm = Admission(AdmissionConfig(max_in_flight=3, min_scored=10), lambda: spc[0])
-    now = time.monotonic()
-    with adm.admit(100.0, now + 2.5), adm.admit(100.0, now + 5), adm.admit(None, now + 5):
+
+    def budget(ms: float) -> Budget:
+        # With no generation share and no margin, all of the budget is scoring's.
+        return Budget(started=clock(), budget_ms=ms, generation_share=0.0, filter_share=0.0, finish_margin_ms=0,
+                      clock=clock)
+
+    with adm.admit(budget(2500)), adm.admit(budget(5000)), adm.admit(budget(100), until=clock() + 5):
         assert adm.in_flight == 3
         with pytest.raises(Overloaded, match="3 requests in flight, the limit is 3") as exc:
-            with adm.admit(100.0, now + 1):
+            with adm.admit(budget(1000)):
                 pass
         assert exc.value.retry_after == 3  # the earliest request in flight ends in 2.5 s
     assert adm.in_flight == 0 and adm.shed == 1
     spc[0] = 0.004  # 4 ms a candidate: 10 candidates take 40 ms per request sharing the scorer
-    with adm.admit(1.0, now + 1):  # alone, even a budget too small for the rule is served
+    with adm.admit(budget(1)):  # alone, even a budget too small for the rule is served
         pass
-    with adm.admit(100.0, now + 1), adm.admit(100.0, now + 1):  # 2 x 40 ms, then 3 x 40 = 120 ms > 100 ms
+    with adm.admit(budget(100)), adm.admit(budget(100)):  # 2 x 40 ms, then 3 x 40 = 120 ms > 100 ms
         with pytest.raises(Overloaded, match="about 120 ms, over the 100 ms"):
-            with adm.admit(100.0, now + 1):
+            with adm.admit(budget(100)):
                 pass
-        with adm.admit(None, now + 1):  # a request that scores nothing needs no scorer time
+        with adm.admit(budget(200)):  # a longer budget leaves scoring the time
             pass
+    with adm.admit(budget(math.inf)):  # no budget: no deadline to wait for, and no estimate refuses it
+        with pytest.raises(Overloaded) as exc:
+            with adm.admit(budget(100)), adm.admit(budget(100)), adm.admit(budget(100)):
+                pass
+        assert exc.value.retry_after == 1
     with pytest.raises(RuntimeError):  # a failing request frees its slot too
-        with adm.admit(100.0, now + 1):
+        with adm.admit(budget(100)):
             raise RuntimeError("boom")
     assert adm.in_flight == 0
 
 
+@pytest.mark.realtime
 def test_overload_sheds_with_503_and_retry_after_instead_of_blowing_deadlines(tiny_markov):
     scorer = OverlapScorer(delay_per_candidate=0.004)  # ~250 candidates/s: a few requests' worth
     eng = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=256))

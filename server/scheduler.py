@@ -1,0 +1,327 @@
+"""The editor's reading room: one worker thread reads the candidates of every turn in flight, in shared rounds.
+
+A turn hands its candidates, best first, to `ScoringScheduler.submit` and gets a `ScoringJob`, whose `future`
+(a `concurrent.futures.Future`) resolves to the turn's `Scores` when the job is finished: every candidate read,
+its deadline reached, nothing more predicted to fit before it, or its caller gone. Sync callers wait with
+`wait(job)`, async ones with `await wait_async(job)` (`asyncio.wrap_future`, no thread held); either way a
+caller whose deadline comes while the worker is busy takes what was read so far (`ScoringJob.close`), so the
+reply never waits for a round to end.
+
+The worker runs rounds. A round takes the next few candidates of every waiting job and, when the scorer can
+(`score_many`: the default editor embeds each candidate alone), reads them all in one batched call, so sixteen
+turns in flight cost one forward pass instead of sixteen small ones. Jobs that have been read least come first,
+then those whose deadline is nearest, so none starves. A round ends by the earliest deadline among its jobs and
+lasts at most `round_ms`, so a turn that arrives meanwhile is read soon.
+
+How much fits in a round comes from the scorer's own cost model (`scorer.cost`: seconds from padded tokens,
+learned from every batch it runs); admission control reads the same model (`seconds_per_candidate`). A scorer
+without one (a test fake, say) is read in fixed slices, and admission's estimate is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+# Padded tokens of a typical writer candidate in the editor's batches (MiniLM wordpieces of chitchat Markov lines:
+# 15 on average, plus [CLS]/[SEP] and the padding of a length-sorted batch), kept a little high so that a round
+# planned with it fits. A scorer that knows better says so with a `tokens_per_candidate` attribute.
+DEFAULT_TOKENS_PER_CANDIDATE = 24.0
+
+
+class Scorer(Protocol):
+    """What the engine needs from an editor (see `reranker.Reranker`); `score_many` and `cost` are optional."""
+
+    def score(self, context: list[str], candidates: list[str]) -> np.ndarray: ...
+
+    def score_until(
+        self, context: list[str], candidates: list[str], deadline: float
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ScoringError(RuntimeError):
+    """The scorer raised while reading one caller's candidates; only that caller fails."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What the editor read of one job: scores in the caller's order (NaN where unread) and the read mask."""
+
+    scores: np.ndarray  # (n,) float32
+    scored: np.ndarray  # (n,) bool
+
+    @classmethod
+    def unread(cls, n: int) -> Scores:
+        """Nothing read of n candidates."""
+        return cls(np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=bool))
+
+    @property
+    def n_scored(self) -> int:
+        """How many candidates the editor read."""
+        return int(self.scored.sum())
+
+
+class ScoringJob:
+    """One turn's candidates, read a few at a time in their order; `future` resolves to the job's `Scores`."""
+
+    def __init__(self, context: list[str], candidates: list[str], deadline: float = math.inf):
+        self.context = context
+        self.candidates = candidates
+        self.deadline = deadline
+        self.future: Future[Scores] = Future()
+        # Running from the start, so that asyncio cancelling a waiter (a timeout, a client gone) cannot cancel the
+        # job itself: only `finish` resolves it.
+        self.future.set_running_or_notify_cancel()
+        n = len(candidates)
+        self._scores = np.full(n, np.nan, dtype=np.float32)
+        self._scored = np.zeros(n, dtype=bool)
+        self._pending = np.arange(n)  # the reading order; _pending[_next:] is still to read
+        self._next = 0
+        self.n_read = 0
+        self._lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        """Whether the job's scores are final."""
+        return self.future.done()
+
+    @property
+    def remaining(self) -> int:
+        """Candidates not read yet."""
+        return len(self._pending) - self._next
+
+    def take(self, k: int) -> np.ndarray:
+        """The indices of the next k candidates to read; `record` gives back those the scorer did not reach."""
+        with self._lock:
+            idx = self._pending[self._next : self._next + k].copy()
+            self._next += len(idx)
+            return idx
+
+    def record(self, idx: np.ndarray, scores: np.ndarray, read: np.ndarray) -> None:
+        """Keep the scores read of `idx`; the unread go back to the front, in their order, for a later round."""
+        with self._lock:
+            if self.future.done():  # the caller has taken its scores: what arrives later is dropped
+                return
+            self._scores[idx[read]] = scores[read]
+            self._scored[idx[read]] = True
+            self.n_read += int(read.sum())
+            unread = idx[~read]
+            self._next -= len(unread)
+            self._pending[self._next : self._next + len(unread)] = unread
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Resolve the future now, with the scores read so far or with the scorer's error; later calls do nothing."""
+        with self._lock:
+            if self.future.done():
+                return
+            if error is None:
+                self.future.set_result(Scores(self._scores.copy(), self._scored.copy()))
+                return
+            failure = ScoringError(f"scoring failed: {type(error).__name__}: {error}")
+            failure.__cause__ = error
+            self.future.set_exception(failure)
+
+    def close(self) -> Scores:
+        """The caller's last word: finish the job if the worker has not, and return its scores (ScoringError if it failed)."""
+        self.finish()
+        return self.future.result()
+
+
+class ScoringScheduler:
+    """One worker thread reading every job's candidates in rounds that share the scorer's batches."""
+
+    def __init__(
+        self, scorer: Scorer, *, slice_size: int = 32, min_slice: int = 4, round_ms: float = 100.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.scorer = scorer
+        self.slice_size = slice_size  # at most this many candidates of one job per round
+        self.min_slice = min(min_slice, slice_size)  # per job and call when the scorer reads one job at a time
+        self.round_s = round_ms / 1000.0
+        self.clock = clock
+        self.batched = callable(getattr(scorer, "score_many", None))
+        self.cancelled = 0
+        self.rounds = 0
+        self._jobs: list[ScoringJob] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="riposte-scorer", daemon=True)
+        self._thread.start()
+
+    # ---- the cost model (the scorer's own) ---------------------------------------------------------------
+
+    @property
+    def cost(self) -> Any | None:
+        """The scorer's cost model (`predict(tokens)` seconds, `per_token`, `overhead`), or None when it has none."""
+        return getattr(self.scorer, "cost", None)
+
+    @property
+    def tokens_per_candidate(self) -> float:
+        """Padded tokens of a typical candidate, for the cost model."""
+        return float(getattr(self.scorer, "tokens_per_candidate", DEFAULT_TOKENS_PER_CANDIDATE))
+
+    @property
+    def seconds_per_candidate(self) -> float | None:
+        """What one more candidate in a batch costs, by the scorer's cost model (None without one)."""
+        cost = self.cost
+        return None if cost is None else float(cost.per_token) * self.tokens_per_candidate
+
+    def fits(self, n: int, seconds: float) -> int:
+        """How many of n candidates the cost model says can be read in `seconds` (n when there is no model)."""
+        cost = self.cost
+        if cost is None or not math.isfinite(seconds):
+            return n
+        # 10% margin, as the scorer keeps: the model predicts a typical batch, not a worst case.
+        per = float(cost.per_token) * self.tokens_per_candidate
+        return max(0, min(n, int((0.9 * seconds - float(cost.overhead)) / per))) if per > 0 else n
+
+    # ---- submitting and waiting --------------------------------------------------------------------------
+
+    def submit(self, context: list[str], candidates: list[str], deadline: float = math.inf) -> ScoringJob:
+        """Queue candidates (best first) to be read until `deadline` (a clock instant; inf: read them all)."""
+        job = ScoringJob(list(context), list(candidates), deadline)
+        if not candidates or self.clock() >= deadline:
+            job.finish()
+            return job
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the scoring scheduler is closed")
+            self._jobs.append(job)
+            self._cv.notify()
+        return job
+
+    def wait(self, job: ScoringJob) -> Scores:
+        """Block until the job is finished or its deadline passes; the scores read by then."""
+        try:
+            return job.future.result(timeout=self._timeout(job))
+        except TimeoutError:
+            return job.close()
+
+    async def wait_async(self, job: ScoringJob) -> Scores:
+        """Await the job without holding a thread, until it is finished or its deadline passes; the scores read by then."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(job.future), self._timeout(job))
+        except TimeoutError:
+            return job.close()
+
+    def score(self, context: list[str], candidates: list[str], deadline: float = math.inf) -> Scores:
+        """Submit and wait: the scores read by `deadline`."""
+        return self.wait(self.submit(context, candidates, deadline))
+
+    def cancel(self, job: ScoringJob) -> None:
+        """Drop a job whose caller went away: out of the queue now, and nothing more is read for it."""
+        with self._cv:
+            if job in self._jobs:
+                self._jobs.remove(job)
+                self.cancelled += 1
+        job.finish()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs not finished yet."""
+        with self._cv:
+            return len(self._jobs)
+
+    def close(self) -> None:
+        """Stop the worker after its current round; unfinished jobs resolve with what they have."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5)
+
+    def _timeout(self, job: ScoringJob) -> float | None:
+        return None if not math.isfinite(job.deadline) else max(0.0, job.deadline - self.clock())
+
+    # ---- the worker --------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    jobs, self._jobs = self._jobs, []
+                    for job in jobs:
+                        job.finish()
+                    return
+                jobs = list(self._jobs)
+            live = self._prune(jobs)
+            if live:
+                self._round(live)
+
+    def _prune(self, jobs: list[ScoringJob]) -> list[ScoringJob]:
+        """Finish the jobs with nothing left to do (all read, past their deadline, nothing more fits); the rest."""
+        now = self.clock()
+        live, ended = [], []
+        for job in jobs:
+            over = job.done or job.remaining == 0 or now >= job.deadline
+            # Finishing a job that cannot fit one more candidate wakes its caller now, not at its deadline.
+            if over or self.fits(1, job.deadline - now) < 1:
+                ended.append(job)
+            else:
+                live.append(job)
+        if ended:
+            for job in ended:
+                job.finish()
+            with self._cv:
+                self._jobs = [job for job in self._jobs if job not in ended]
+        return live
+
+    def _round(self, live: list[ScoringJob]) -> None:
+        """Read the next candidates of the live jobs: one batched call, or one call per job."""
+        self.rounds += 1
+        plan, deadline = self._plan(live, self.clock())
+        requests = [(job.context, [job.candidates[i] for i in idx]) for job, idx in plan]
+        if self.batched:
+            try:
+                results: list[Any] = self.scorer.score_many(requests, deadline)
+            except Exception:  # read them one by one, so that a failure fails its own job alone
+                results = [self._read_one(request, deadline) for request in requests]
+        else:
+            results = [self._read_one(request, min(job.deadline, deadline)) for request, (job, _) in zip(requests, plan, strict=True)]
+        for (job, idx), result in zip(plan, results, strict=True):
+            if isinstance(result, BaseException):
+                job.finish(result)
+            else:
+                scores, read = result
+                job.record(idx, np.asarray(scores, dtype=np.float32), np.asarray(read, dtype=bool))
+
+    def _plan(self, live: list[ScoringJob], now: float) -> tuple[list[tuple[ScoringJob, np.ndarray]], float]:
+        """Which candidates of which jobs this round reads, and the instant it must end by."""
+        # The jobs read least so far first, then the nearest deadline: every turn gets its first candidates read.
+        live = sorted(live, key=lambda job: (job.n_read, job.deadline))
+        if all(not math.isfinite(job.deadline) for job in live) and len(live) == 1:
+            end = math.inf  # one job that wants everything read: full-size batches, no rounds to share
+        else:
+            end = min(min(job.deadline for job in live), now + self.round_s)
+        share = max(self.min_slice, self.slice_size // len(live))
+        if self.batched:
+            share = max(1, self.slice_size // len(live))
+        sizes = [min(share, job.remaining) for job in live]
+        n_fit = self.fits(sum(sizes), end - now)
+        if n_fit < sum(sizes):  # the cost model says less fits: an equal share each, the first jobs first
+            base, extra = divmod(n_fit, len(live))
+            sizes = [min(job.remaining, base + (i < extra)) for i, job in enumerate(live)]
+            if n_fit == 0:
+                sizes[0] = 1  # a round always reads something; _prune keeps jobs that cannot fit one out
+        plan = [(job, job.take(k)) for job, k in zip(live, sizes, strict=True) if k > 0]
+        end = min([job.deadline for job, _ in plan] + [end])
+        return plan, end
+
+    def _read_one(self, request: tuple[list[str], list[str]], deadline: float) -> tuple[np.ndarray, np.ndarray] | Exception:
+        """One job's slice on its own; the scorer's exception is returned, never raised, so the worker lives on."""
+        context, candidates = request
+        try:
+            if not math.isfinite(deadline):
+                return np.asarray(self.scorer.score(context, candidates)), np.ones(len(candidates), dtype=bool)
+            return self.scorer.score_until(context, candidates, deadline)
+        except Exception as exc:
+            return exc
