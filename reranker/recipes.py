@@ -35,7 +35,7 @@ class DefaultRecipe:
 
     max_minutes: float = 10.0
     max_train_lines: int = 60_000  # human + writer lines embedded for the fluency head, at most
-    eval_reserve_s: float = 150.0  # kept back for the mix, the evaluation and saving
+    eval_reserve_s: float = 180.0  # kept back for the mix, the first stage, the evaluation and saving
     mix_cases: int = 250  # validation contexts the mix is fitted on
     mix_negatives: int = 15  # of each kind (other people's lines, writer lines) per mix case
     eval_cases: int = 300  # per measure in the final evaluation
