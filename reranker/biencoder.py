@@ -6,7 +6,8 @@ cosine, on a billion sentence pairs including Reddit replies), and the relevance
 cross-encoder pays for the whole `context [SEP] candidate` pair.
 
 A saved bi-encoder is a plain HF directory (`AutoModel` weights and tokenizer) plus our settings under the
-"riposte" key of config.json, written atomically like every model here.
+"riposte" key of config.json, written atomically like every model here. `load(dir, backend=...)` may run the
+forward on ONNX Runtime or OpenVINO (`reranker.backends`); the exported graph is a cache under `dir/onnx/`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 
 from corpus.io import atomic_directory, read_config
+from reranker.backends import build_runner, resolve_backend
 from reranker.model import (
     CONFIG_KEY,
     TOKENIZER_FILES,
@@ -66,10 +68,17 @@ class BiEncoder:
     """Mean-pooled embeddings of texts; `score(context, candidates)` is the cosine of the context and each candidate."""
 
     def __init__(self, model, tokenizer, config: BiEncoderConfig | None = None, *,
-                 device: str | torch.device | None = None, dtype: torch.dtype | str | None = "auto") -> None:
+                 device: str | torch.device | None = None, dtype: torch.dtype | str | None = "auto",
+                 backend: str = "torch", directory: str | os.PathLike | None = None) -> None:
         self.config = config or BiEncoderConfig()
         self.tokenizer = tokenizer
         self.device = pick_device(device)
+        # The inference backend runs the forward; torch keeps the model (training, fallback). The graph is exported
+        # from the fp32 weights as they arrive, before any bf16 cast; `directory` holds its cache.
+        self.backend = resolve_backend(backend, self.device)
+        self._runner = build_runner(model, directory, self.backend) if self.device.type == "cpu" else None
+        if self._runner is None:
+            self.backend = "torch"
         if dtype == "auto":
             dtype = torch.bfloat16 if bf16_supported(self.device) else torch.float32
         self.model = (model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)).eval()
@@ -100,6 +109,8 @@ class BiEncoder:
         source = resolve_backbone(name_or_path or default_backbone())
         model = AutoModel.from_pretrained(source, local_files_only=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        if Path(source).is_dir():  # a backend other than torch (not the default here: training) caches beside it
+            kwargs.setdefault("directory", source)
         return cls(model, tokenizer, config, **kwargs)
 
     def write(self, directory: Path) -> None:
@@ -116,8 +127,8 @@ class BiEncoder:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, **kwargs) -> BiEncoder:
-        """Load a saved bi-encoder; bf16 where the hardware has it unless `dtype` says otherwise."""
+    def load(cls, directory: str | os.PathLike, *, backend: str = "auto", **kwargs) -> BiEncoder:
+        """Load a saved bi-encoder; backend "auto" picks the fastest path that keeps the ranking (torch, onnx, ...)."""
         from transformers import AutoModel, AutoTokenizer
 
         directory = Path(directory)
@@ -133,7 +144,7 @@ class BiEncoder:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise ValueError(f"{directory}: cannot load the bi-encoder ({type(exc).__name__}: {exc})") from exc
-        return cls(model, tokenizer, config, **kwargs)
+        return cls(model, tokenizer, config, backend=backend, directory=directory, **kwargs)
 
     # ---- embedding ----------------------------------------------------------------------------------
 
@@ -195,6 +206,8 @@ class BiEncoder:
     @torch.inference_mode()
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         """Mean-pooled last hidden states (B, H) of one right-padded batch."""
+        if self._runner is not None:
+            return self._runner(*pad_exact(batch, self.pad_id))
         input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()  # (B, T, H)
         m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
@@ -231,6 +244,17 @@ class BiEncoder:
         ctx = ctx_vecs[[row[t] for t in contexts]]
         ctx[[not c for c, _ in pairs]] = 0.0  # an empty context has no direction
         return (cand * ctx).sum(1).astype(np.float32)
+
+
+def pad_exact(batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded (B, T) int64 ids and mask at the longest length: the graph runtimes gain nothing from aligned T."""
+    width = max(len(ids) for ids in batch)
+    ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    for row, seq in enumerate(batch):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
 
 
 def unit(x: np.ndarray) -> np.ndarray:

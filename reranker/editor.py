@@ -150,13 +150,14 @@ class Editor:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, device=None, dtype="auto", warmup: bool = True) -> Editor:
-        """Load a saved editor (`Reranker.load` sends editor directories here)."""
+    def load(cls, directory: str | os.PathLike, *, device=None, dtype="auto", warmup: bool = True,
+             backend: str = "auto") -> Editor:
+        """Load a saved editor (`Reranker.load` sends editor directories here); `backend` as in `BiEncoder.load`."""
         directory = Path(directory)
         config = EditorConfig.from_dict(read_config(directory, "editor").get(CONFIG_KEY, {}))
         if not (directory / FLUENCY_FILE).is_file():
             raise FileNotFoundError(f"{directory} has no {FLUENCY_FILE}: the editor is incomplete; rebuild it")
-        biencoder = BiEncoder.load(directory / "biencoder", device=device, dtype=dtype)
+        biencoder = BiEncoder.load(directory / "biencoder", device=device, dtype=dtype, backend=backend)
         head = FluencyHead(biencoder.hidden_size, config.fluency_width)
         try:
             head.load_state_dict(load_file(str(directory / FLUENCY_FILE)))

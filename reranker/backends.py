@@ -1,0 +1,263 @@
+"""Inference backends for the bi-encoder's forward (transformer + mean pooling): torch, ONNX Runtime, OpenVINO.
+
+Torch is the reference and the training path. The others run an ONNX graph exported from the same weights:
+
+- "onnx": ONNX Runtime, fp32. The same numbers as torch within float noise.
+- "onnx-int8": ONNX Runtime with dynamic int8 quantization (int8 weights per output channel, activations
+  quantized per batch on the fly). Faster, but it moves cosines by a few hundredths: not the default.
+- "openvino": OpenVINO's CPU plugin on the fp32 ONNX graph, pinned to fp32 inference.
+- "auto": the fastest path that keeps the ranking on this machine (benchmarks/RESULTS.md): torch on CUDA and on
+  CPUs with native bf16, ONNX Runtime fp32 elsewhere.
+
+An exported graph is a cache, never part of the saved model: `<model dir>/onnx/<fingerprint>/model.onnx`, where
+the fingerprint hashes the weights, config.json, the export settings and the library versions. A missing or
+stale entry is rebuilt; when that cannot be done (no onnxruntime, an export error, a read-only directory) the
+bi-encoder stays on torch and says why in a logged warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
+ENV_VAR = "RIPOSTE_EDITOR_BACKEND"  # overrides backend="auto", e.g. RIPOSTE_EDITOR_BACKEND=torch
+CACHE_DIR = "onnx"  # beside the weights, inside the saved bi-encoder directory
+EXPORT_VERSION = 1  # bump when the exported graph changes, so old cache entries go stale
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How a graph is exported; every field goes into the cache fingerprint."""
+
+    variant: str = "fp32"  # "fp32" or "int8"
+    opset: int = 17
+    # int8: scales per output channel keep the small MiniLM rows from being crushed by the large ones.
+    per_channel: bool = True
+    # 7-bit weights: without VNNI, x86 int8 kernels sum pairs of u8*s8 products in int16, which saturates
+    # on 8-bit weights; with VNNI the full range is safe.
+    reduce_range: bool = True
+    export_version: int = EXPORT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("fp32", "int8"):
+            raise ValueError(f"variant must be 'fp32' or 'int8', got {self.variant!r}")
+        if self.opset < 14:
+            raise ValueError(f"opset must be at least 14 (LayerNormalization fusions), got {self.opset}")
+
+
+# ---- the machine ------------------------------------------------------------------------------------------
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_vnni(flags: set[str] | None = None) -> bool:
+    """True where int8 dot products are native (AVX-512 VNNI, AVX-VNNI or AMX), so 8-bit weights do not saturate."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def resolve_backend(requested: str | None, device: torch.device) -> str:
+    """The concrete backend for `requested` ("auto" or None reads RIPOSTE_EDITOR_BACKEND, then picks by machine)."""
+    if requested in (None, "auto"):
+        requested = os.environ.get(ENV_VAR, "").strip() or "auto"
+    if requested not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r} (from the argument or ${ENV_VAR})")
+    if requested != "auto":
+        return requested
+    from reranker.model import cpu_has_bf16
+
+    # Measured (benchmarks/RESULTS.md, "The editor, faster"): where torch has native bf16 it is the fastest path
+    # we have; on an AVX2-only CPU ONNX Runtime fp32 beats torch fp32 and keeps the ranking, int8 does not.
+    if device.type != "cpu" or cpu_has_bf16():
+        return "torch"
+    return "onnx"
+
+
+# ---- the cache ----------------------------------------------------------------------------------------------
+
+
+def fingerprint(directory: str | os.PathLike, config: ExportConfig) -> str:
+    """Hex digest of the weights, config.json, the export settings and the library versions: the cache key."""
+    import onnxruntime
+
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    weights = [directory / name for name in WEIGHT_FILES if (directory / name).is_file()]
+    if not weights:
+        raise FileNotFoundError(f"{directory} has no weights file (one of {', '.join(WEIGHT_FILES)})")
+    for path in [*weights, directory / "config.json"]:
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    settings = {**asdict(config), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_graph(model: torch.nn.Module, directory: str | os.PathLike, config: ExportConfig) -> Path:
+    """Path of the exported graph for `model` (loaded from `directory`), exporting it into the cache if needed."""
+    directory = Path(directory)
+    key = fingerprint(directory, config)
+    entry = directory / CACHE_DIR / key
+    graph = entry / "model.onnx"
+    if graph.is_file():
+        return graph
+    root = directory / CACHE_DIR
+    root.mkdir(exist_ok=True)
+    # Build in a temporary sibling and rename: a crash or a second process never sees half a graph.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+    try:
+        started = time.perf_counter()
+        export(model, tmp / "model.onnx", config)
+        (tmp / "export.json").write_text(json.dumps({**asdict(config), "fingerprint": key}, indent=1), encoding="utf-8")
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not graph.is_file():  # another process won the race only if its graph is there
+                raise
+        log.info("exported the bi-encoder to %s in %.1f s", graph, time.perf_counter() - started)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _drop_stale(root, keep=key, variant=config.variant)
+    return graph
+
+
+def _drop_stale(root: Path, *, keep: str, variant: str) -> None:
+    """Remove older entries of the same variant (their weights or settings changed): each is a model's size."""
+    for entry in root.iterdir():
+        if entry.name == keep or entry.name.startswith("."):
+            continue
+        try:
+            if json.loads((entry / "export.json").read_text(encoding="utf-8")).get("variant") == variant:
+                shutil.rmtree(entry, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
+
+# ---- export ---------------------------------------------------------------------------------------------------
+
+
+class MeanPooled(torch.nn.Module):
+    """The exported function: ids and mask (B, T) -> mean-pooled last hidden states (B, H), as BiEncoder._forward."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()  # (B, T, H)
+        m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def export(model: torch.nn.Module, path: Path, config: ExportConfig) -> None:
+    """Write `model` (an HF encoder, fp32) with mean pooling as an ONNX graph at `path`, quantized if config says int8."""
+    import warnings
+
+    path = Path(path)
+    fp32_path = path if config.variant == "fp32" else path.with_name("fp32.onnx")
+    ids = torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]], dtype=torch.long)  # (2, 4): any ids, the axes are dynamic
+    mask = (ids != 0).long()
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"}}
+    wrapped = MeanPooled(model).eval()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        # The TorchScript exporter: 0.4 s for a tiny model where the dynamo one takes 9 s, and a single file.
+        torch.onnx.export(wrapped, (ids, mask), str(fp32_path), input_names=["input_ids", "attention_mask"],
+                          output_names=["pooled"], dynamic_axes=axes, opset_version=config.opset, dynamo=False)
+    if config.variant == "int8":
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                         reduce_range=config.reduce_range,
+                         # the TorchScript graph leaves some MatMul outputs untyped; they are all float
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        fp32_path.unlink()
+
+
+# ---- runners --------------------------------------------------------------------------------------------------
+
+
+class OnnxRunner:
+    """An ONNX Runtime session over an exported graph: (ids, mask) int64 (B, T) -> pooled (B, H) float32."""
+
+    def __init__(self, graph: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+class OpenVinoRunner:
+    """OpenVINO's CPU plugin over the fp32 ONNX graph, held to fp32 (it would pick bf16 on CPUs that have it)."""
+
+    def __init__(self, graph: Path, threads: int) -> None:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(graph), "CPU", {
+            "INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out = self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
+        return np.array(out[0], dtype=np.float32)  # a copy: the request reuses its output buffer
+
+
+def build_runner(model: torch.nn.Module, directory: str | os.PathLike | None, backend: str, *,
+                 threads: int | None = None) -> OnnxRunner | OpenVinoRunner | None:
+    """A runner for `backend` on `model` saved in `directory`, or None (torch) with a logged warning if it cannot be had."""
+    if backend == "torch":
+        return None
+    threads = threads or torch.get_num_threads()
+    if directory is None:
+        log.warning("backend %r needs the bi-encoder's saved directory for its graph cache; using torch", backend)
+        return None
+    try:
+        import onnxruntime  # noqa: F401  (the fingerprint and the int8 export need it even for OpenVINO)
+
+        if backend == "openvino":
+            import openvino  # noqa: F401
+    except ImportError as exc:
+        log.warning("backend %r is unavailable (%s); using torch. Install onnxruntime (and openvino) to use it",
+                    backend, exc)
+        return None
+    config = ExportConfig(variant="int8" if backend == "onnx-int8" else "fp32", reduce_range=not has_vnni())
+    try:
+        graph = cached_graph(model, directory, config)
+        return OpenVinoRunner(graph, threads) if backend == "openvino" else OnnxRunner(graph, threads)
+    except Exception as exc:  # noqa: BLE001  (any failure here must leave a working torch editor)
+        log.warning("backend %r could not be prepared in %s (%s: %s); using torch", backend,
+                    Path(directory) / CACHE_DIR, type(exc).__name__, exc)
+        return None
