@@ -33,6 +33,7 @@ import torch
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
+APPROXIMATE = ("onnx-int8",)  # backends whose scores differ from fp32 by more than float noise
 ENV_VAR = "RIPOSTE_EDITOR_BACKEND"  # overrides backend="auto", e.g. RIPOSTE_EDITOR_BACKEND=torch
 CACHE_DIR = "onnx"  # beside the weights, inside the saved bi-encoder directory
 EXPORT_VERSION = 1  # bump when the exported graph changes, so old cache entries go stale

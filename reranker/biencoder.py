@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 
 from corpus.io import atomic_directory, read_config
-from reranker.backends import build_runner, resolve_backend
+from reranker.backends import APPROXIMATE, build_runner, resolve_backend
 from reranker.model import (
     CONFIG_KEY,
     TOKENIZER_FILES,
@@ -89,6 +89,7 @@ class BiEncoder:
         # Padded tokens per forward: short candidates batch wide; the same figure as the cross-encoder's.
         self.batch_tokens = 4096 if self.device.type == "cpu" else 32768
         self.cost = CostModel()
+        self.exact_cost = CostModel()  # the torch forward behind `exact=True` on an approximate backend
         # (keep_end, text) -> (vector, tokens); set by evaluation. Like the cost model, meant for one thread at a time.
         self.cache: dict[tuple[bool, str], tuple[np.ndarray, int]] | None = None
         self.cache_limit = 200_000
@@ -159,23 +160,32 @@ class BiEncoder:
         ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
         return [[cls_id, *(x[-inner:] if keep_end else x[:inner]), sep_id] for x in ids]
 
-    def embed(self, texts: list[str], *, keep_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Raw mean-pooled vectors (N, H) float32 and token counts (N,) of every text."""
-        vecs, tokens, _ = self.embed_until(texts, math.inf, keep_end=keep_end)
+    @property
+    def approximate(self) -> bool:
+        """True when the backend trades exactness for speed (int8): `exact=True` then runs the fp32 torch forward."""
+        return self.backend in APPROXIMATE
+
+    def embed(self, texts: list[str], *, keep_end: bool = False, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Raw mean-pooled vectors (N, H) float32 and token counts (N,) of every text; `exact` skips int8."""
+        vecs, tokens, _ = self.embed_until(texts, math.inf, keep_end=keep_end, exact=exact)
         return vecs, tokens
 
-    def embed_until(self, texts: list[str], deadline: float, *, keep_end: bool = False
+    def embed_until(self, texts: list[str], deadline: float, *, keep_end: bool = False, exact: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Embed in the caller's order until `deadline` (time.monotonic()): (vectors, token counts, done mask).
 
         Cached texts are free; the rest go through `run_budgeted` (windows of a few batches, front to back).
+        With `exact` on an approximate backend the fp32 torch forward runs instead, outside the cache and with its
+        own cost model, so neither learns from the other path.
         """
         n = len(texts)
         vecs = np.zeros((n, self.hidden_size), dtype=np.float32)
         tokens = np.zeros(n, dtype=np.int64)
         done = np.zeros(n, dtype=bool)
         todo = []
-        cache = self.cache
+        reference = exact and self.approximate
+        forward, cost = (self._forward_torch, self.exact_cost) if reference else (self._forward, self.cost)
+        cache = None if reference else self.cache
         keys = [(keep_end, text) for text in texts]  # a text cut at its end embeds differently
         for i, key in enumerate(keys):
             hit = cache.get(key) if cache is not None else None
@@ -188,12 +198,12 @@ class BiEncoder:
         encoded = self.tokenize([texts[i] for i in todo], keep_end=keep_end)
 
         def run(batch: np.ndarray) -> None:
-            out = self._forward([encoded[j] for j in batch])
+            out = forward([encoded[j] for j in batch])
             for row, j in enumerate(batch):
                 i = todo[j]
                 vecs[i], tokens[i], done[i] = out[row], len(encoded[j]) - 2, True
 
-        run_budgeted(encoded, run, batch_tokens=self.batch_tokens, cost=self.cost, deadline=deadline,
+        run_budgeted(encoded, run, batch_tokens=self.batch_tokens, cost=cost, deadline=deadline,
                      window=max(4 * self.batch_tokens // 16, 64))
         if cache is not None:
             if len(cache) + len(todo) > self.cache_limit:
@@ -203,11 +213,15 @@ class BiEncoder:
                     cache[keys[i]] = (vecs[i].copy(), int(tokens[i]))
         return vecs, tokens, done
 
-    @torch.inference_mode()
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        """Mean-pooled last hidden states (B, H) of one right-padded batch."""
+        """Mean-pooled last hidden states (B, H) of one right-padded batch, on the chosen backend."""
         if self._runner is not None:
             return self._runner(*pad_exact(batch, self.pad_id))
+        return self._forward_torch(batch)
+
+    @torch.inference_mode()
+    def _forward_torch(self, batch: list[list[int]]) -> np.ndarray:
+        """The reference forward on the torch model: mean-pooled last hidden states (B, H)."""
         input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()  # (B, T, H)
         m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)

@@ -42,6 +42,10 @@ FORMAT_VERSION = 1
 KIND = "editor"
 FEATURES = ("context", "last_line", "fluency")
 FLUENCY_FILE = "fluency.safetensors"
+# On an approximate (int8) backend, `score` rescores its best this many candidates with the fp32 forward: int8 moves
+# cosines by a few hundredths, enough to swap near-ties at the top of 512 writer lines, while fp32's best sits in
+# int8's top 10 on every measured turn (benchmarks/RESULTS.md, "The editor, faster").
+REFINE_TOP = 16
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class Editor:
         self.fluency = fluency.float().eval()
         self.config = config or EditorConfig()
         self.weights = np.asarray(self.config.weights, dtype=np.float32)
+        self.refine_top = REFINE_TOP
         # The engine scores a turn in slices with one context; meant for one scoring thread, like the cost model.
         self._contexts: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
 
@@ -189,7 +194,8 @@ class Editor:
         if not key:
             vectors = np.zeros((2, self.biencoder.hidden_size), dtype=np.float32)
         else:
-            raw, _ = self.biencoder.embed([self.biencoder.context_text(list(key)), key[-1]], keep_end=True)
+            # exact even on an int8 backend: two texts per turn, and every candidate's cosine leans on them
+            raw, _ = self.biencoder.embed([self.biencoder.context_text(list(key)), key[-1]], keep_end=True, exact=True)
             vectors = unit(raw)
         self._contexts[key] = vectors
         if len(self._contexts) > 256:
@@ -210,9 +216,29 @@ class Editor:
         return (feats @ self.weights + np.float32(self.config.bias)).astype(np.float32)
 
     def score(self, context: list[str], candidates: list[str]) -> np.ndarray:
-        """One float32 score per candidate, in the caller's order; higher is a better reply."""
+        """One float32 score per candidate, in the caller's order; higher is a better reply (the best ones exact)."""
         scores, _ = self._score(context, candidates, math.inf)
-        return scores
+        return self.refine(context, candidates, scores)
+
+    def refine(self, context: list[str], candidates: list[str], scores: np.ndarray, top_k: int | None = None,
+               deadline: float = math.inf) -> np.ndarray:
+        """`scores` with the best top_k (default refine_top) rescored by the fp32 forward; unchanged on exact backends.
+
+        A turn scored in slices with `score_until` calls this once at the pick, so the reply is chosen on exact scores.
+        """
+        top_k = self.refine_top if top_k is None else top_k
+        if not self.biencoder.approximate or top_k < 1 or len(candidates) == 0:
+            return scores
+        finite = np.flatnonzero(np.isfinite(scores))
+        best = finite[np.argsort(-scores[finite], kind="stable")[:top_k]]
+        texts = list(dict.fromkeys(candidates[i] for i in best))
+        vecs, tokens, done = self.biencoder.embed_until(texts, deadline, exact=True)
+        verdicts = self.combine(self.features(self.context_vectors(context), vecs, tokens))
+        exact = {text: v for text, v, ok in zip(texts, verdicts, done, strict=True) if ok}  # past the deadline: as was
+        out = scores.copy()
+        for i in best:
+            out[i] = exact.get(candidates[i], out[i])
+        return out
 
     def score_until(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
         """Score in the caller's order until `deadline` (time.monotonic()): (scores with NaN, scored mask)."""
@@ -223,12 +249,15 @@ class Editor:
         return rank_by_score(self.score(context, candidates), candidates, top_k)
 
     def score_pairs(self, pairs: list[tuple[list[str], str]]) -> np.ndarray:
-        """One score per (context, candidate) pair, each with its own context (evaluation); one batch per kind."""
+        """One score per (context, candidate) pair, each with its own context (evaluation); one batch per kind.
+
+        Exact (fp32) on every backend, so evaluation figures stay comparable whatever the editor serves with.
+        """
         for context, candidate in pairs:
             check_inputs(context, [candidate])
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        vecs, tokens = self.biencoder.embed([candidate for _, candidate in pairs])
+        vecs, tokens = self.biencoder.embed([candidate for _, candidate in pairs], exact=True)
         contexts = np.stack([self.context_vectors(context) for context, _ in pairs])  # (N, 2, H)
         cos = np.einsum("nh,nkh->nk", unit(vecs), contexts)  # (N, 2)
         with torch.inference_mode():
