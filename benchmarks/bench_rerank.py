@@ -8,14 +8,24 @@ by the model's FLOPs per candidate at the candidates' real (unpadded) token leng
   bi-encoder a user would otherwise pick (each candidate is one forward of itself; the context once).
 
     .venv/bin/python benchmarks/bench_rerank.py [--repeats 3] [--n 4096]
+
+With --backends: the default editor on each inference backend (torch fp32, ONNX Runtime fp32 and int8, OpenVINO)
+and the peers a user could pick instead (sentence-transformers on torch, ONNX and OpenVINO; fastembed), on real
+turns: contexts from held-out chitchat and from the subtitle samples, 512 Markov-writer candidates each. Quality
+is measured against the torch fp32 scores (bf16 is the reference where the CPU has it; this script uses fp32
+everywhere): top-1 agreement and recall@10 (how much of the reference top 10 each path keeps in its top 10).
+
+    .venv/bin/python benchmarks/bench_rerank.py --backends [--model models/default/reranker] [--turns 40] [--n 512]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +84,19 @@ def report(name: str, n: int, seconds: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4096)
+    parser.add_argument("--n", type=int, default=None, help="candidates (4096; 512 per turn with --backends)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-st", action="store_true", help="skip sentence-transformers (it is slow)")
+    parser.add_argument("--backends", action="store_true", help="the editor's inference backends against the peers")
+    parser.add_argument("--model", default="models/default/reranker", help="editor directory (--backends)")
+    parser.add_argument("--turns", type=int, default=40, help="real turns, half chitchat, half subtitles (--backends)")
+    parser.add_argument("--samples", default=str(Path(__file__).resolve().parents[2] / "shared" / "samples"),
+                        help="subtitle samples for the held-out contexts (--backends)")
     args = parser.parse_args()
+    if args.backends:
+        args.n = args.n or 512
+        return compare_backends(args)
+    args.n = args.n or 4096
 
     context, candidates = make_inputs(args.n)
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}; {args.n} candidates vs a 3-line context")
@@ -140,6 +159,161 @@ def main() -> None:
     print(f"editor / cross-encoder: {editor_best / riposte_best:.2f}x")
     if st_bi_best:
         print(f"editor / sentence-transformers bi-encoder: {editor_best / st_bi_best:.2f}x")
+
+
+# ---- --backends: the editor's inference backends vs the peers, on real turns --------------------------------------
+
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+
+
+def real_turns(n_turns: int, n_candidates: int, samples: str, seed: int = 0) -> list[tuple[str, list[str], list[str]]]:
+    """(source, 3-line context, candidates) turns: held-out chitchat and subtitle contexts, Markov-writer candidates."""
+    from reranker.__main__ import build_markov, read_split
+
+    rng = np.random.default_rng(seed)
+    sources = [("chitchat", read_split("chitchat", "test", 400)[0])]
+    subtitles = [str(p) for p in (Path(samples) / "srt", Path(samples) / "opus_xml") if p.is_dir()]
+    if subtitles:
+        sources.append(("subtitles", read_split(subtitles, "all")[0]))
+    else:
+        print(f"no subtitle samples under {samples}: chitchat contexts only")
+    writer = build_markov("chitchat")  # the train split: it never saw the held-out conversations
+    turns = []
+    for k, (name, docs) in enumerate(sources):
+        want = n_turns // len(sources) + (k < n_turns % len(sources))
+        spots = [(d, i) for d, doc in enumerate(docs) for i in range(3, len(doc.lines))]
+        for p in rng.choice(len(spots), size=min(want, len(spots)), replace=False):
+            d, i = spots[p]
+            context = [line.text for line in docs[d].lines[i - 3 : i]]
+            candidates = list(dict.fromkeys(writer.generate(2 * n_candidates, rng).candidates))[:n_candidates]
+            turns.append((name, context, candidates))
+    return turns
+
+
+def agreement(scores: list[np.ndarray], reference: list[np.ndarray]) -> tuple[float, float]:
+    """Top-1 agreement and recall@10 (share of the reference top 10 in the path's top 10), averaged over turns."""
+    top1 = np.mean([np.argmax(s) == np.argmax(r) for s, r in zip(scores, reference, strict=True)])
+    recall = np.mean([len(set(np.argsort(-s)[:10]) & set(np.argsort(-r)[:10])) / 10
+                      for s, r in zip(scores, reference, strict=True)])
+    return float(top1), float(recall)
+
+
+def st_peer(path: str, backend: str):
+    """sentence-transformers' encode + cosine on `backend`, or the reason it cannot run here."""
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(path, device="cpu", backend=backend, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001  (ImportError for a missing optimum, OSError offline, ...)
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+
+    def score(context: list[str], candidates: list[str]) -> np.ndarray:
+        vecs = st.encode([" ".join(context), *candidates], batch_size=32, normalize_embeddings=True)
+        return vecs[1:] @ vecs[0]
+
+    return score
+
+
+def fastembed_peer(path: str):
+    """fastembed's TextEmbedding on a local copy of the same weights, or the reason it cannot run here."""
+    try:
+        import fastembed  # noqa: F401
+    except ImportError as exc:
+        return (f"ImportError: {exc}; `pip install fastembed` would move huggingface_hub 2.x back to 1.x under "
+                "transformers 5, and its models come from the hub, which this machine cannot reach")
+    return "fastembed is installed but needs a hub model name; no local-path run is wired here"
+
+
+def compare_backends(args) -> None:
+    """Every backend and peer on the same real turns, interleaved turn by turn so background load hits all alike."""
+    import platform
+
+    from reranker.backends import cpu_flags, has_vnni
+    from reranker.editor import Editor
+
+    flags = cpu_flags()
+    model_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                      platform.processor())
+    simd = " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or f in ("f16c",)))
+    print(f"machine: {model_name}; {torch.get_num_threads()} threads; {simd}; int8 VNNI: {has_vnni(flags)}; "
+          f"native bf16: {cpu_has_bf16()}")
+    print("reference: torch fp32 (no bf16 on this CPU)" if not cpu_has_bf16() else
+          "reference: torch fp32 (bf16 would be faster here; this script compares fp32 paths)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model)
+        if not (model / "config.json").is_file():
+            print(f"{model} is not an editor directory: the untrained editor on the embedded MiniLM instead")
+            model = Editor.from_backbone().save(Path(tmp) / "editor")
+        turns = real_turns(args.turns, args.n, args.samples)
+        n_cands = sum(len(c) for _, _, c in turns)
+        print(f"{len(turns)} turns ({', '.join(f'{s} {sum(t[0] == s for t in turns)}' for s in ('chitchat', 'subtitles'))}), "
+              f"{n_cands} candidates, mean {np.mean([len(x.split()) for t in turns for x in t[2]]):.1f} words")
+
+        paths = {}
+        for backend in BACKENDS:
+            t0 = time.perf_counter()
+            editor = Editor.load(model, backend=backend)
+            if editor.biencoder.backend != backend:
+                print(f"  {backend}: unavailable here, it fell back to {editor.biencoder.backend}")
+                continue
+            paths[f"riposte {backend}"] = editor
+            print(f"  riposte {backend}: loaded (export or cache) in {time.perf_counter() - t0:.1f} s")
+
+        def editor_score(editor, refine: bool = True):
+            def score(context, candidates):
+                editor._contexts.clear()  # each turn pays for its own context, as in serving
+                if refine:
+                    return editor.score(context, candidates)
+                return editor.score_until(context, candidates, math.inf)[0]  # what a turn's slices see
+            return score
+
+        runners = {name: editor_score(e) for name, e in paths.items()}
+        before = Editor.load(model, backend="torch")
+        before.biencoder.batch_tokens = 4096  # the editor before this change: torch, batches of 4,096 padded tokens
+        runners = {"riposte torch, before (batch 4096)": editor_score(before), **runners}
+        if "riposte onnx-int8" in paths:  # the int8 scores alone, before the pick's refine
+            runners["riposte onnx-int8, no refine"] = editor_score(paths["riposte onnx-int8"], refine=False)
+        peers = {}
+        bi_dir = str(Path(model) / "biencoder")
+        for backend in ("torch", "onnx", "openvino"):
+            peer = st_peer(bi_dir, backend)
+            (runners.__setitem__(f"sentence-transformers {backend}", peer) if callable(peer)
+             else peers.__setitem__(f"sentence-transformers {backend}", peer))
+        peers["fastembed"] = fastembed_peer(bi_dir)
+
+        for fn in runners.values():  # warm-up: first shapes, thread pools
+            fn(turns[0][1], turns[0][2][:64])
+        seconds = dict.fromkeys(runners, 0.0)
+        scores: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+        for _, context, candidates in turns:
+            for name, fn in runners.items():
+                t0 = time.perf_counter()
+                scores[name].append(np.asarray(fn(context, candidates), dtype=np.float32))
+                seconds[name] += time.perf_counter() - t0
+
+    reference = scores["riposte torch"]
+    torch_rate = n_cands / seconds["riposte torch, before (batch 4096)"]
+    print(f"\n{'path':<36} {'cand/s':>8} {'x before':>8} {'top-1':>6} {'R@10':>6}")
+    for name in runners:
+        rate = n_cands / seconds[name]
+        quality = "  (bi-encoder cosine only: no ranking to compare)" if name.startswith("sentence") else \
+            "{:6.1%} {:6.1%}".format(*agreement(scores[name], reference))
+        print(f"{name:<36} {rate:8.0f} {rate / torch_rate:7.2f}x {quality}")
+    for name, reason in peers.items():
+        print(f"{name:<36} {'-':>8}  did not run: {reason}")
+    ours = {n: n_cands / seconds[n] for n in runners if n.startswith("riposte") and "," not in n}
+    best = max(ours, key=ours.get)
+    print(f"\nfastest of ours: {best}, {ours[best]:.0f} cand/s, {ours[best] / torch_rate:.2f}x the editor before "
+          f"(target >= 2x), {ours[best] / ours['riposte torch']:.2f}x torch at the new batch size")
+    for name in runners:
+        if name.startswith("sentence"):
+            print(f"{best} / {name}: {ours[best] / (n_cands / seconds[name]):.2f}x")
+    for source in ("chitchat", "subtitles"):
+        idx = [i for i, t in enumerate(turns) if t[0] == source]
+        if idx and best != "riposte torch":
+            top1, r10 = agreement([scores[best][i] for i in idx], [reference[i] for i in idx])
+            print(f"{best} on {source} ({len(idx)} turns): top-1 {top1:.1%}, recall@10 {r10:.1%}")
 
 
 if __name__ == "__main__":

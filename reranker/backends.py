@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
 APPROXIMATE = ("onnx-int8",)  # backends whose scores differ from fp32 by more than float noise
+# "auto" on a CPU without native bf16: the fastest path that keeps the ranking there (benchmarks/RESULTS.md)
+AUTO_CPU = "onnx"
 ENV_VAR = "RIPOSTE_EDITOR_BACKEND"  # overrides backend="auto", e.g. RIPOSTE_EDITOR_BACKEND=torch
 CACHE_DIR = "onnx"  # beside the weights, inside the saved bi-encoder directory
 EXPORT_VERSION = 1  # bump when the exported graph changes, so old cache entries go stale
@@ -95,7 +97,7 @@ def resolve_backend(requested: str | None, device: torch.device) -> str:
     # we have; on an AVX2-only CPU ONNX Runtime fp32 beats torch fp32 and keeps the ranking, int8 does not.
     if device.type != "cpu" or cpu_has_bf16():
         return "torch"
-    return "onnx"
+    return AUTO_CPU
 
 
 # ---- the cache ----------------------------------------------------------------------------------------------
