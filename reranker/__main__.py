@@ -271,6 +271,13 @@ def cmd_train(args) -> int:
         },
         metrics=metrics,
         verdict=("Against the zero-shot bi-encoder on these cases:\n" + verdict(metrics)) if metrics["scorers"] else "",
+        metadata={
+            "base_model": str(args.base_model or "sentence-transformers/all-MiniLM-L6-v2"),
+            "pipeline_tag": "text-ranking",
+            "license": "mit" if args.base_model and "deberta" in str(args.base_model).lower() else "apache-2.0",
+            "datasets": [],
+            "tags": ["riposte", "dialogue", "reranker", "cross-encoder"],
+        },
     )
     final = Reranker.load(result.best_dir, dtype=None, warmup=False)
     final.save(out, model_card=card, extra_files={"eval.json": json.dumps(metrics, indent=1)})

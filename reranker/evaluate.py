@@ -337,15 +337,45 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def model_card(*, title: str, summary: str, parts: dict, metrics: dict, verdict: str = "") -> str:
-    """The README.md saved with a trained editor: what it is, what it was trained on, how it compares."""
-    lines = [f"# {title}", "", summary, ""]
+def model_card(*, title: str, summary: str, parts: dict, metrics: dict, verdict: str = "",
+               metadata: dict | None = None) -> str:
+    """The README.md saved with a trained model: YAML metadata as the hub reads it, what it is, how it compares."""
+    lines = []
+    if metadata is not None:
+        import yaml
+
+        lines += ["---", yaml.safe_dump(card_metadata(title, metadata, metrics), sort_keys=False).rstrip(), "---", ""]
+    lines += [f"# {title}", "", summary, ""]
     lines += [f"- **{key}:** {value}" for key, value in parts.items()]
     lines += ["", "## Evaluation (held-out documents, every scorer on the same cases)", ""]
     if verdict:
         lines += [verdict, ""]
     lines += ["```", format_table(metrics), "```", ""]
     return "\n".join(lines)
+
+
+def card_metadata(title: str, metadata: dict, metrics: dict) -> dict:
+    """The hub's model-card fields (base_model, pipeline_tag, license, datasets, ...) plus a model-index of the
+    model's own figures (R@1 and MRR per measure, swap accuracy)."""
+    figures = []
+    model = metrics.get("scorers", {}).get("model", {})
+    for measure in MEASURES:
+        m = model.get(measure)
+        if m and m.get("n"):
+            figures.append({"type": "recall_at_1", "name": LABELS[measure], "value": round(float(m["r@1"]), 4)})
+            figures.append({"type": "mrr", "name": LABELS[measure].replace("R@1", "MRR"),
+                            "value": round(float(m["mrr"]), 4)})
+    swap = model.get("swap")
+    if swap and swap.get("n"):
+        figures.append({"type": "accuracy", "name": "swap accuracy", "value": round(float(swap["accuracy"]), 4)})
+    out = {"library_name": "riposte", **metadata}
+    if figures:
+        out["model-index"] = [{"name": title, "results": [{
+            "task": {"type": "text-ranking", "name": "next-line selection"},
+            "dataset": {"name": str(metrics.get("data", "held-out documents")), "type": "dialogue"},
+            "metrics": figures,
+        }]}]
+    return out
 
 
 def verdict(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> str:

@@ -308,6 +308,13 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         },
         metrics=metrics,
         verdict="Against the zero-shot bi-encoder on these cases:\n" + verdict(metrics),
+        metadata={
+            "base_model": recipe.base_model or "sentence-transformers/all-MiniLM-L6-v2",
+            "pipeline_tag": "text-ranking",
+            "license": "apache-2.0",  # the MiniLM weights' licence; the editor adds a head and a mix
+            "datasets": ["chitchat-dataset"] if "chitchat" in data_name else [],
+            "tags": ["riposte", "dialogue", "reranker", "bi-encoder"],
+        },
     )
     editor.save(out_dir, model_card=card, extra_files={
         "eval.json": json.dumps(metrics, indent=1),

@@ -163,3 +163,26 @@ def test_verdict_uses_the_paired_error_of_shared_cases():
     for s in metrics["scorers"].values():
         del s["select10"]["ranks"]
     assert "ties (within 2 SE)" in verdict(metrics)
+
+
+def test_model_card_metadata_is_yaml_the_hub_reads_with_the_models_figures():
+    import yaml
+
+    from reranker.evaluate import model_card
+
+    metrics = {"data": "tiny, test split", "scorers": {
+        "model": {"select10": {"r@1": 0.5, "r@1_se": 0.1, "mrr": 0.625, "mrr_se": 0.1, "n": 4},
+                  "swap": {"accuracy": 0.75, "accuracy_se": 0.2, "n": 4}},
+        "bi-encoder": {"select10": {"r@1": 0.25, "r@1_se": 0.1, "mrr": 0.5, "mrr_se": 0.1, "n": 4}}}}
+    card = model_card(title="t", summary="s", parts={"a": 1}, metrics=metrics,
+                      metadata={"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
+                                "pipeline_tag": "text-ranking", "datasets": ["chitchat-dataset"]})
+    assert card.startswith("---\n")
+    head = yaml.safe_load(card.split("---\n")[1])
+    assert head["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and head["pipeline_tag"] == "text-ranking"
+    assert head["license"] == "apache-2.0" and head["datasets"] == ["chitchat-dataset"]
+    results = head["model-index"][0]["results"][0]
+    assert results["dataset"]["name"] == "tiny, test split"
+    assert {(m["name"], m["value"]) for m in results["metrics"]} == {
+        ("R@1 of 10", 0.5), ("MRR of 10", 0.625), ("swap accuracy", 0.75)}  # the model's figures only
+    assert "# t" in card and not model_card(title="t", summary="s", parts={}, metrics=metrics).startswith("---")
