@@ -280,7 +280,13 @@ def cmd_train(args) -> int:
         },
     )
     final = Reranker.load(result.best_dir, dtype=None, warmup=False)
-    final.save(out, model_card=card, extra_files={"eval.json": json.dumps(metrics, indent=1)})
+    from reranker.train import LOG_FILE, checkpoint_dir_for
+
+    log = checkpoint_dir_for(out, config) / LOG_FILE  # the run's log travels with the model it made
+    extras = {"eval.json": json.dumps(metrics, indent=1)}
+    if log.is_file():
+        extras[LOG_FILE] = log.read_text(encoding="utf-8")
+    final.save(out, model_card=card, extra_files=extras)
     print(f"saved {out}")
     return 0
 
@@ -298,9 +304,21 @@ def main(argv: list[str] | None = None) -> int:
                                                              "half its writer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("plot", help="draw a training run's loss and validation curves (RUN/train_log.jsonl) as a PNG")
+    p.add_argument("run", help="a trained model directory (or a checkpoint directory) holding train_log.jsonl")
+    p.add_argument("--out", default=None, help="the PNG to write (default RUN/train_curves.png)")
     args = parser.parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "plot":
+        from reranker.plot import plot_run
+
+        try:
+            print(f"wrote {plot_run(args.run, args.out)}")
+        except (FileNotFoundError, ValueError, ImportError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "first-stage":
         from reranker.recipes import build_first_stage
 

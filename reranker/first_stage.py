@@ -300,14 +300,16 @@ def distill(biencoder, texts: list[str], targets: np.ndarray, *, weights: tuple[
     before = val_cosine()
     dense = torch.optim.Adam([mapping], lr=config.lr)
     sparse = torch.optim.SparseAdam([residual], lr=config.lr)  # only the batch's words move: steps stay cheap
-    steps, stopped = 0, None
+    steps, stopped, history = 0, None, []
     per_epoch = math.ceil(len(train) / config.batch_size)
     bar = tqdm(total=config.epochs * per_epoch, desc="first stage", unit="step", disable=not progress)
     for epoch in range(config.epochs):
         train = rng.permutation(train)
+        losses = []
         for start in range(0, len(train), config.batch_size):
             idx = train[start : start + config.batch_size]
             loss = (1 - torch.nn.functional.cosine_similarity(predict(idx), y[idx])).mean()
+            losses.append(loss.item())
             dense.zero_grad()
             sparse.zero_grad()
             loss.backward()
@@ -318,6 +320,8 @@ def distill(biencoder, texts: list[str], targets: np.ndarray, *, weights: tuple[
             if time.monotonic() - started > config.time_limit_s:
                 stopped = f"time limit in epoch {epoch + 1}"
                 break
+        history.append({"event": "eval", "stage": "first_stage", "step": steps,
+                        "loss": round(float(np.mean(losses)), 5), "val_cosine": round(val_cosine(), 4)})
         if stopped:
             break
     bar.close()
@@ -330,5 +334,5 @@ def distill(biencoder, texts: list[str], targets: np.ndarray, *, weights: tuple[
                        tokenizer, pieces, vocab, vectors)
     report = {"val_cosine_before": round(before, 4), "val_cosine": round(after, 4), "words": len(vocab),
               "lines": len(train), "steps": steps, "seconds": round(time.monotonic() - started, 1),
-              "stopped": stopped}
+              "stopped": stopped, "history": history}
     return stage, report

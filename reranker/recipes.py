@@ -98,20 +98,26 @@ def train_fluency(head: FluencyHead, x: np.ndarray, y: np.ndarray, *, seed: int 
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     best = {"loss": math.inf, "accuracy": float("nan"), "auc": float("nan"), "epoch": 0}
     best_state = {k: v.clone() for k, v in head.state_dict().items()}
+    history = []  # one record per epoch, for train_log.jsonl
     epoch = 0
     for epoch in range(max_epochs):
         head.train()
         order = train[rng.permutation(len(train))]
+        losses = []
         for b in range(0, len(order), batch_size):
             idx = torch.from_numpy(order[b : b + batch_size])
             loss = nn.functional.binary_cross_entropy_with_logits(head(xt[idx]), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            losses.append(loss.item())
         head.eval()
         with torch.inference_mode():
             z = head(xt[val])
             val_loss = nn.functional.binary_cross_entropy_with_logits(z, yt[val]).item()
+        history.append({"event": "eval", "stage": "fluency", "step": epoch + 1, "loss": round(float(np.mean(losses)), 5),
+                        "val_loss": round(val_loss, 5),
+                        "val_accuracy": round(float(((z > 0).float() == yt[val]).float().mean()), 4)})
         if val_loss < best["loss"]:
             best = {"loss": val_loss, "accuracy": float(((z > 0).float() == yt[val]).float().mean()),
                     "auc": roc_auc(z.numpy(), yt[val].numpy()), "epoch": epoch + 1}
@@ -122,7 +128,7 @@ def train_fluency(head: FluencyHead, x: np.ndarray, y: np.ndarray, *, seed: int 
             break
     head.load_state_dict(best_state)
     head.eval()
-    return {**best, "epochs_run": epoch + 1, "n_train": len(train), "n_val": len(val)}
+    return {**best, "epochs_run": epoch + 1, "n_train": len(train), "n_val": len(val), "history": history}
 
 
 def fit_mix(feats: np.ndarray, *, init: tuple[float, ...] = (20.0, 0.0, 0.0), l2: float = 1e-4) -> tuple[float, ...]:
@@ -316,8 +322,10 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
             "tags": ["riposte", "dialogue", "reranker", "bi-encoder"],
         },
     )
+    log = fluency.pop("history", []) + first_stage_report.pop("history", [])
     editor.save(out_dir, model_card=card, extra_files={
         "eval.json": json.dumps(metrics, indent=1),
+        "train_log.jsonl": "".join(json.dumps(record) + "\n" for record in log),
         "train.json": json.dumps({"fluency": fluency, "weights": dict(zip(FEATURES, weights, strict=True)),
                                   "first_stage": first_stage_report,
                                   "mix_cases": len(feats), "seconds": round(total, 1)}, indent=1),

@@ -139,6 +139,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     stage = FirstStage.load(out / "first_stage")  # distilled from the same embedded lines, mixed as the editor
     assert stage.config.weights == pytest.approx(editor.config.weights[:2]) and train["first_stage"]["words"] > 0
     assert stage.score(["a line"], ["one", "two"]).shape == (2,)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in log} == {"fluency", "first_stage"} and "history" not in train["fluency"]
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)
