@@ -90,6 +90,10 @@ def main() -> None:
     parser.add_argument("--backends", action="store_true", help="the editor's inference backends against the peers")
     parser.add_argument("--model", default="models/default/reranker", help="editor directory (--backends)")
     parser.add_argument("--turns", type=int, default=40, help="real turns, half chitchat, half subtitles (--backends)")
+    parser.add_argument("--fastembed-python", default=None,
+                        help="an interpreter with fastembed installed, for its row (--backends)")
+    parser.add_argument("--peer-python", default=None,
+                        help="an interpreter whose sentence-transformers has optimum (onnx, openvino), for those rows")
     parser.add_argument("--samples", default=str(Path(__file__).resolve().parents[2] / "shared" / "samples"),
                         help="subtitle samples for the held-out contexts (--backends)")
     args = parser.parse_args()
@@ -214,21 +218,125 @@ def st_peer(path: str, backend: str):
     return score
 
 
-def fastembed_peer(path: str):
-    """fastembed's TextEmbedding on a local copy of the same weights, or the reason it cannot run here."""
-    try:
-        import fastembed  # noqa: F401
-    except ImportError as exc:
-        return (f"ImportError: {exc}; `pip install fastembed` would move huggingface_hub 2.x back to 1.x under "
-                "transformers 5, and its models come from the hub, which this machine cannot reach")
-    return "fastembed is installed but needs a hub model name; no local-path run is wired here"
+ST_SCRIPT = """
+import json, sys, time
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+backend, model_dir, turns_file, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(threads)
+st = SentenceTransformer(model_dir, device="cpu", backend=backend, local_files_only=True)
+turns = json.load(open(turns_file))
+def score(context, candidates):
+    vecs = st.encode([" ".join(context), *candidates], batch_size=32, normalize_embeddings=True)
+    return vecs[1:] @ vecs[0]
+score(turns[0][0], turns[0][1][:64])
+seconds, first = 0.0, None
+for context, candidates in turns:
+    t0 = time.perf_counter(); s = score(context, candidates); seconds += time.perf_counter() - t0
+    first = s.tolist() if first is None else first
+print(json.dumps({"seconds": seconds, "first": first}))
+"""
+
+
+def run_peer(python: str, script: str, args: list[str]) -> tuple[float, np.ndarray] | str:
+    """Run a peer's timing script in its own interpreter: (seconds, first turn's cosines) or why it failed."""
+    import json
+    import subprocess
+
+    done = subprocess.run([python, "-c", script, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"failed: {done.stderr.strip().splitlines()[-1][:200] if done.stderr.strip() else done.returncode}"
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(out["seconds"]), np.asarray(out["first"], dtype=np.float32)
+
+
+def export_token_graph(model: torch.nn.Module, path: Path, opset: int = 17) -> None:
+    """Write `model` as an ONNX graph of token-level outputs (B, T, H), for tools that pool on their own (peers)."""
+    import warnings
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    ids = torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]], dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LastHidden(model.float().eval()), (ids, (ids != 0).long(), torch.zeros_like(ids)), str(path),
+                          input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=opset, dynamo=False)
+
+
+FASTEMBED_SCRIPT = """
+import json, sys, time
+import numpy as np
+from fastembed import TextEmbedding
+from fastembed.common.model_description import ModelSource, PoolingType
+model_dir, turns_file, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+TextEmbedding.add_custom_model(model="riposte/minilm-local", pooling=PoolingType.MEAN, normalization=True,
+                               sources=ModelSource(hf="riposte/minilm-local"), dim=384, model_file="onnx/model.onnx")
+model = TextEmbedding("riposte/minilm-local", specific_model_path=model_dir, threads=threads, lazy_load=False)
+turns = json.load(open(turns_file))
+def score(context, candidates):
+    vecs = np.stack(list(model.embed([" ".join(context), *candidates], batch_size=64)))
+    return vecs[1:] @ vecs[0]
+score(turns[0][0], turns[0][1][:64])
+seconds, first = 0.0, None
+for context, candidates in turns:
+    t0 = time.perf_counter(); s = score(context, candidates); seconds += time.perf_counter() - t0
+    first = s.tolist() if first is None else first
+print(json.dumps({"seconds": seconds, "first": first}))
+"""
+
+
+def fastembed_peer(bi_dir: str, turns: list, python: str | None, tmp: Path) -> tuple[float, np.ndarray] | str:
+    """fastembed's TextEmbedding (mean pooling, ONNX Runtime) on the same weights: (seconds, first turn's cosines) or why not.
+
+    fastembed downloads its models from the hub, which this machine cannot reach, so it is handed a local export of
+    our MiniLM (token-level outputs; fastembed pools). It runs in its own interpreter (`--fastembed-python`):
+    installing it here would move huggingface_hub 2.x back to 1.x under transformers 5.
+    """
+    import json
+    import shutil
+
+    if not python:
+        return ("pass --fastembed-python PY, an interpreter with fastembed installed (`pip install fastembed` would "
+                "downgrade huggingface_hub under transformers 5 here); its hub models are unreachable offline")
+    from transformers import AutoModel
+
+    model_dir = tmp / "fastembed-minilm"
+    (model_dir / "onnx").mkdir(parents=True)
+    export_token_graph(AutoModel.from_pretrained(bi_dir, local_files_only=True), model_dir / "onnx" / "model.onnx")
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(Path(bi_dir) / name, model_dir / name)
+    tok_config = json.loads((Path(bi_dir) / "tokenizer_config.json").read_text())
+    tok_config["model_max_length"] = 64  # our bi-encoder's max_length, so both read the same tokens
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    return run_peer(python, FASTEMBED_SCRIPT, [str(model_dir), str(turns_file(turns, tmp)), str(torch.get_num_threads())])
+
+
+def turns_file(turns: list, tmp: Path) -> Path:
+    """The turns as JSON [[context, candidates], ...] for a peer in another interpreter."""
+    import json
+
+    path = tmp / "turns.json"
+    path.write_text(json.dumps([[context, candidates] for _, context, candidates in turns]))
+    return path
 
 
 def compare_backends(args) -> None:
     """Every backend and peer on the same real turns, interleaved turn by turn so background load hits all alike."""
     import platform
+    import shutil
 
-    from reranker.backends import cpu_flags, has_vnni
+    from reranker.backends import CACHE_DIR, cpu_flags, has_vnni
     from reranker.editor import Editor
 
     flags = cpu_flags()
@@ -280,7 +388,6 @@ def compare_backends(args) -> None:
             peer = st_peer(bi_dir, backend)
             (runners.__setitem__(f"sentence-transformers {backend}", peer) if callable(peer)
              else peers.__setitem__(f"sentence-transformers {backend}", peer))
-        peers["fastembed"] = fastembed_peer(bi_dir)
 
         for fn in runners.values():  # warm-up: first shapes, thread pools
             fn(turns[0][1], turns[0][2][:64])
@@ -292,12 +399,32 @@ def compare_backends(args) -> None:
                 scores[name].append(np.asarray(fn(context, candidates), dtype=np.float32))
                 seconds[name] += time.perf_counter() - t0
 
+        # Peers in their own interpreters run after the others, not interleaved: busier or quieter minutes count.
+        own = paths["riposte torch"].biencoder.score(turns[0][1], turns[0][2])
+        outside = {"fastembed": lambda: fastembed_peer(bi_dir, turns, args.fastembed_python, Path(tmp))}
+        for backend in ("onnx", "openvino"):
+            name = f"sentence-transformers {backend}"
+            if name in peers and args.peer_python:
+                peers.pop(name)
+                clean = Path(tmp) / f"st-{backend}"  # the HF files only: no riposte graph cache for it to find
+                shutil.copytree(bi_dir, clean, ignore=shutil.ignore_patterns(CACHE_DIR))
+                outside[name] = lambda b=backend, d=clean: run_peer(args.peer_python, ST_SCRIPT, [
+                    b, str(d), str(turns_file(turns, Path(tmp))), str(torch.get_num_threads())])
+        for name, run in outside.items():
+            result = run()
+            if isinstance(result, tuple):
+                seconds[f"{name} (own process)"] = result[0]
+                print(f"{name}: cosines vs our bi-encoder's on turn 1 differ by at most {np.abs(result[1] - own).max():.1e}")
+            else:
+                peers[name] = result
+
     reference = scores["riposte torch"]
     torch_rate = n_cands / seconds["riposte torch, before (batch 4096)"]
     print(f"\n{'path':<36} {'cand/s':>8} {'x before':>8} {'top-1':>6} {'R@10':>6}")
-    for name in runners:
+    for name in seconds:
         rate = n_cands / seconds[name]
-        quality = "  (bi-encoder cosine only: no ranking to compare)" if name.startswith("sentence") else \
+        quality = "  (bi-encoder cosine only: no ranking to compare)" if name not in scores or name.startswith(
+            "sentence") else \
             "{:6.1%} {:6.1%}".format(*agreement(scores[name], reference))
         print(f"{name:<36} {rate:8.0f} {rate / torch_rate:7.2f}x {quality}")
     for name, reason in peers.items():
@@ -306,8 +433,8 @@ def compare_backends(args) -> None:
     best = max(ours, key=ours.get)
     print(f"\nfastest of ours: {best}, {ours[best]:.0f} cand/s, {ours[best] / torch_rate:.2f}x the editor before "
           f"(target >= 2x), {ours[best] / ours['riposte torch']:.2f}x torch at the new batch size")
-    for name in runners:
-        if name.startswith("sentence"):
+    for name in seconds:
+        if name.startswith(("sentence", "fastembed")):
             print(f"{best} / {name}: {ours[best] / (n_cands / seconds[name]):.2f}x")
     for source in ("chitchat", "subtitles"):
         idx = [i for i, t in enumerate(turns) if t[0] == source]

@@ -197,10 +197,16 @@ def export(model: torch.nn.Module, path: Path, config: ExportConfig) -> None:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-                         reduce_range=config.reduce_range,
-                         # the TorchScript graph leaves some MatMul outputs untyped; they are all float
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer warns on the root logger about a pre-processing we do not need
+        try:
+            quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                             reduce_range=config.reduce_range,
+                             # the TorchScript graph leaves some MatMul outputs untyped; they are all float
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            root.setLevel(level)
         fp32_path.unlink()
 
 

@@ -42,10 +42,13 @@ FORMAT_VERSION = 1
 KIND = "editor"
 FEATURES = ("context", "last_line", "fluency")
 FLUENCY_FILE = "fluency.safetensors"
+# score_many embeds in pieces this size, front to back: one piece is about one efficient batch of short candidates
+# (throughput is flat from 16 to 128 on CPU), and a deadline cuts the back of the order, not the longest texts.
+MANY_PIECE = 16
 # On an approximate (int8) backend, `score` rescores its best this many candidates with the fp32 forward: int8 moves
-# cosines by a few hundredths, enough to swap near-ties at the top of 512 writer lines, while fp32's best sits in
-# int8's top 10 on every measured turn (benchmarks/RESULTS.md, "The editor, faster").
-REFINE_TOP = 16
+# cosines by a few hundredths, enough to swap near-ties at the top of 512 writer lines (top-1 agreement 82.5%),
+# while fp32's best sat at int8's rank 0 or 1 on every one of 40 real turns (benchmarks/RESULTS.md).
+REFINE_TOP = 8
 
 
 @dataclass(frozen=True)
@@ -295,9 +298,10 @@ class Editor:
         """Score several (context, candidates) requests in one pass: (scores with NaN, scored mask) per request.
 
         A candidate is embedded alone, so the candidates of every request share the same batches (a text in two
-        requests is embedded once), and each request is then combined with its own context. Embedding runs until
-        `deadline` (time.monotonic()) as in `score_until`; the texts are interleaved across requests, so a cut
-        leaves each request its share.
+        requests is embedded once), and each request is then combined with its own context. The texts are taken
+        round-robin across requests (each request's first, then each one's second, ...) and embedded front to back
+        in pieces of `MANY_PIECE` until `deadline` (time.monotonic()), so a cut leaves every request its share and
+        drops the back of each request's order, not its longest candidates.
         """
         for context, candidates in requests:
             check_inputs(context, candidates)
@@ -311,7 +315,15 @@ class Editor:
         if not first or (math.isfinite(deadline) and time.monotonic() >= deadline):
             return out
         contexts = [self.context_vectors(context) for context, _ in requests]
-        vecs, tokens, done = self.biencoder.embed_until(list(first), deadline)
+        texts = list(first)
+        vecs = np.zeros((len(texts), self.biencoder.hidden_size), dtype=np.float32)
+        tokens = np.zeros(len(texts), dtype=np.int64)
+        done = np.zeros(len(texts), dtype=bool)
+        for lo in range(0, len(texts), MANY_PIECE):
+            hi = min(lo + MANY_PIECE, len(texts))
+            vecs[lo:hi], tokens[lo:hi], done[lo:hi] = self.biencoder.embed_until(texts[lo:hi], deadline)
+            if not done[lo:hi].all():  # the deadline came: what is left would not fit either
+                break
         for (scores, scored), (_, candidates), context_vectors in zip(out, requests, contexts, strict=True):
             slot = np.fromiter((first[c] for c in candidates), dtype=np.int64, count=len(candidates))
             scored[:] = done[slot]
