@@ -4,10 +4,11 @@ Torch is the reference and the training path. The others run an ONNX graph expor
 
 - "onnx": ONNX Runtime, fp32. The same numbers as torch within float noise.
 - "onnx-int8": ONNX Runtime with dynamic int8 quantization (int8 weights per output channel, activations
-  quantized per batch on the fly). Faster, but it moves cosines by a few hundredths: not the default.
+  quantized per batch on the fly). It moves cosines by a few hundredths, enough to swap near-ties, so it is
+  "approximate": contexts and the best few candidates (`Editor.refine`) go through the fp32 graph.
 - "openvino": OpenVINO's CPU plugin on the fp32 ONNX graph, pinned to fp32 inference.
-- "auto": the fastest path that keeps the ranking on this machine (benchmarks/RESULTS.md): torch on CUDA and on
-  CPUs with native bf16, ONNX Runtime fp32 elsewhere.
+- "auto": the fastest path that keeps the ranking (benchmarks/RESULTS.md, "The editor, faster"): torch on CUDA
+  and on CPUs with native bf16 (measured there before this module), int8 plus the fp32 refine elsewhere.
 
 An exported graph is a cache, never part of the saved model: `<model dir>/onnx/<fingerprint>/model.onnx`, where
 the fingerprint hashes the weights, config.json, the export settings and the library versions. A missing or
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
 APPROXIMATE = ("onnx-int8",)  # backends whose scores differ from fp32 by more than float noise
-# "auto" on a CPU without native bf16: the fastest path that keeps the ranking there (benchmarks/RESULTS.md)
-AUTO_CPU = "onnx"
+# "auto" on a CPU without native bf16. On a 2-core AVX2 EPYC, 40 real turns: 2.07x the torch editor before this
+# module with top-1 agreement 100% after the refine (82.5% without it); fp32 ONNX Runtime 1.79x (benchmarks/RESULTS.md).
+AUTO_CPU = "onnx-int8"
 ENV_VAR = "RIPOSTE_EDITOR_BACKEND"  # overrides backend="auto", e.g. RIPOSTE_EDITOR_BACKEND=torch
 CACHE_DIR = "onnx"  # beside the weights, inside the saved bi-encoder directory
 EXPORT_VERSION = 1  # bump when the exported graph changes, so old cache entries go stale
@@ -83,8 +85,12 @@ def has_vnni(flags: set[str] | None = None) -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def resolve_backend(requested: str | None, device: torch.device) -> str:
-    """The concrete backend for `requested` ("auto" or None reads RIPOSTE_EDITOR_BACKEND, then picks by machine)."""
+def resolve_backend(requested: str | None, device: torch.device, *, approximate_ok: bool = False) -> str:
+    """The concrete backend for `requested` ("auto" or None reads RIPOSTE_EDITOR_BACKEND, then picks by machine).
+
+    "auto" picks an approximate (int8) backend only for callers that rescore their best exactly (`approximate_ok`,
+    the editor); a bare bi-encoder ranks with what it computes, so it gets the exact fp32 graph instead.
+    """
     if requested in (None, "auto"):
         requested = os.environ.get(ENV_VAR, "").strip() or "auto"
     if requested not in BACKENDS:
@@ -93,11 +99,10 @@ def resolve_backend(requested: str | None, device: torch.device) -> str:
         return requested
     from reranker.model import cpu_has_bf16
 
-    # Measured (benchmarks/RESULTS.md, "The editor, faster"): where torch has native bf16 it is the fastest path
-    # we have; on an AVX2-only CPU ONNX Runtime fp32 beats torch fp32 and keeps the ranking, int8 does not.
+    # Where torch has native bf16 it was the fastest path measured (FINDINGS.md); int8 was not measured there.
     if device.type != "cpu" or cpu_has_bf16():
         return "torch"
-    return AUTO_CPU
+    return AUTO_CPU if approximate_ok or AUTO_CPU not in APPROXIMATE else "onnx"
 
 
 # ---- the cache ----------------------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from corpus.io import atomic_directory, read_config
+from reranker.backends import resolve_backend
 from reranker.biencoder import BiEncoder, unit
-from reranker.model import CONFIG_KEY, check_inputs, rank_by_score
+from reranker.model import CONFIG_KEY, check_inputs, pick_device, rank_by_score
 
 FORMAT_VERSION = 1
 KIND = "editor"
@@ -165,6 +166,8 @@ class Editor:
         config = EditorConfig.from_dict(read_config(directory, "editor").get(CONFIG_KEY, {}))
         if not (directory / FLUENCY_FILE).is_file():
             raise FileNotFoundError(f"{directory} has no {FLUENCY_FILE}: the editor is incomplete; rebuild it")
+        # the editor rescores its best exactly (`refine`), so "auto" may pick an int8 backend here
+        backend = resolve_backend(backend, pick_device(device), approximate_ok=True)
         biencoder = BiEncoder.load(directory / "biencoder", device=device, dtype=dtype, backend=backend)
         head = FluencyHead(biencoder.hidden_size, config.fluency_width)
         try:

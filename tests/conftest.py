@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The suite runs the editor on torch: "auto" would export ONNX graphs for every tiny model a test saves, and the
+# save/load tests compare scores exactly. tests/reranker/test_backends.py covers the other backends and "auto".
+os.environ.setdefault("RIPOSTE_EDITOR_BACKEND", "torch")
 
 
 @pytest.fixture(scope="session")

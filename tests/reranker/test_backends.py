@@ -155,7 +155,8 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setattr("reranker.model.cpu_has_bf16", lambda: True)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     monkeypatch.setattr("reranker.model.cpu_has_bf16", lambda: False)
-    assert resolve_backend(None, torch.device("cpu")) == backends.AUTO_CPU
+    assert resolve_backend(None, torch.device("cpu"), approximate_ok=True) == backends.AUTO_CPU
+    assert resolve_backend(None, torch.device("cpu")) not in backends.APPROXIMATE  # a bare bi-encoder stays exact
     monkeypatch.setenv(backends.ENV_VAR, "torch")
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     assert resolve_backend("onnx", torch.device("cpu")) == "onnx"  # an explicit argument beats the variable
@@ -166,6 +167,16 @@ def test_backend_choice(monkeypatch):
 def test_vnni_check():
     assert backends.has_vnni({"avx2", "avx512_vnni"}) and backends.has_vnni({"avx_vnni"})
     assert not backends.has_vnni({"avx2", "fma", "avx512f"})
+
+
+def test_auto_editor_on_this_machine(saved_editor, monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    from reranker.model import cpu_has_bf16
+
+    editor = Editor.load(saved_editor, warmup=False)
+    assert editor.biencoder.backend == ("torch" if cpu_has_bf16() else backends.AUTO_CPU)
+    monkeypatch.setenv(backends.ENV_VAR, "torch")
+    assert Editor.load(saved_editor, warmup=False).biencoder.backend == "torch"
 
 
 def test_from_backbone_stays_on_torch(tiny_bert):
