@@ -10,6 +10,10 @@ and how many replies ran over budget + 50 ms. The naive peer is the same server 
 
     python benchmarks/bench_server.py --model models/default
     python benchmarks/bench_server.py --levels 16x500 --seconds 30 --no-naive    # issue 11's load row
+    python benchmarks/bench_server.py --levels 16x500 --min-scored 32 --no-naive  # and with admission shedding
+
+`--min-scored N` adds a third server with RIPOSTE_MIN_SCORED=N (admission sheds requests whose first N candidates
+the editor could not read within their budget) and runs `--shed-levels` on it.
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ def serve_naive(model: Path, port: int) -> int:
     return 0
 
 
-def start_server(model: Path, port: int, naive: bool = False) -> subprocess.Popen:
+def start_server(model: Path, port: int, naive: bool = False, min_scored: int = 0) -> subprocess.Popen:
     """Start a server process and wait until /health says it is ready."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RIPOSTE_MIN_SCORED": str(min_scored)}
     if naive:
         cmd = [sys.executable, __file__, "--model", str(model), "--serve-naive", str(port)]
     else:
@@ -143,6 +147,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.0, help="run each budgeted level this long instead")
     parser.add_argument("--naive-requests", type=int, default=16, help="requests per naive level (they are slow)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive peer")
+    parser.add_argument("--min-scored", type=int, default=0, help="also run a server that sheds below N reads")
+    parser.add_argument("--shed-levels", type=parse_level, nargs="+", default=[(16, 500)])
     parser.add_argument("--serve-naive", type=int, default=None, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.model / "markov").is_dir():
@@ -155,9 +161,13 @@ def main() -> int:
 
     servers = {}
     try:
-        for design in ("budgeted",) + (() if args.no_naive else ("naive",)):
+        designs = ("budgeted",) + (() if args.no_naive else ("naive",))
+        designs += (f"min_scored={args.min_scored}",) if args.min_scored else ()
+        for design in designs:
             port = free_port()
-            servers[design] = (start_server(args.model, port, naive=design == "naive"), f"http://127.0.0.1:{port}")
+            proc = start_server(args.model, port, naive=design == "naive",
+                                min_scored=args.min_scored if design.startswith("min_scored") else 0)
+            servers[design] = (proc, f"http://127.0.0.1:{port}")
         for _, base in servers.values():
             # Warm up with generous budgets: first-call allocations, and the reranker's cost model settles.
             with httpx.Client(base_url=base, timeout=600) as c:
@@ -171,6 +181,9 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         results = {}
         runs = [("budgeted", budget, conc, args.requests, args.seconds) for conc, budget in args.levels]
+        if args.min_scored:
+            runs += [(f"min_scored={args.min_scored}", budget, conc, args.requests, args.seconds)
+                     for conc, budget in args.shed_levels]
         if not args.no_naive:
             runs += [("naive", None, conc, args.naive_requests, 0.0) for conc in args.naive_clients]
         for design, budget, conc, total, seconds in runs:

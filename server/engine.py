@@ -403,9 +403,11 @@ class Engine:
     @classmethod
     def load(cls, model_dir: str | Path, config: EngineConfig | None = None, *, require_reranker: bool = True,
              clock: Callable[[], float] = time.monotonic) -> Engine:
-        """Load `model_dir/markov` (personas), `model_dir/reranker` and, when present, `model_dir/first_stage`.
+        """Load the personas (`markov/`), the editor (`reranker/`) and the first stage when there is one.
 
-        Without a reranker, replies are ranked by the first stage or the prior alone.
+        The first stage is `model_dir/first_stage`, or inside the editor's directory, `reranker/first_stage`, where
+        `python -m reranker first-stage` writes it. Without a reranker, replies are ranked by the first stage or
+        the prior alone.
         """
         model_dir = Path(model_dir)
         personas = load_personas(model_dir / "markov")
@@ -417,7 +419,9 @@ class Engine:
             scorer = Reranker.load(model_dir / "reranker")
         elif require_reranker:
             raise FileNotFoundError(f"no reranker at {model_dir / 'reranker'}: train one with `python -m reranker`")
-        first_stage = load_first_stage(model_dir / "first_stage") if (model_dir / "first_stage").is_dir() else None
+        # Its own directory, or inside the editor's (where `python -m reranker first-stage` writes it).
+        found = [d for d in (model_dir / "first_stage", model_dir / "reranker" / "first_stage") if d.is_dir()]
+        first_stage = load_first_stage(found[0]) if found else None
         return cls(personas, scorer, config, names=names, follows=follows, first_stage=first_stage, clock=clock)
 
     def close(self) -> None:
@@ -574,6 +578,7 @@ class Engine:
 
     def prepare(self, plan: TurnPlan) -> Candidates:
         """The CPU stages: generate, filter, prior, first stage; the candidates in the order the editor reads them."""
+        plan.stage_ms["queued"] = round(plan.budget.elapsed_ms(), 1)  # from the request's arrival to a free thread
         candidates = self.generate(plan)
         candidates = self.filter(plan, candidates)
         candidates.prior = self.prior(plan, candidates)

@@ -254,17 +254,22 @@ class ScoringScheduler:
                     return
                 jobs = list(self._jobs)
             live = self._prune(jobs)
-            if live:
-                self._round(live)
+            now = self.clock()
+            ready = self._ready(live, now)
+            if ready:
+                self._round(ready, now)
+            elif live:  # nothing fits before any deadline: wait for a job to end, or for a new one to arrive
+                with self._cv:
+                    self._cv.wait(timeout=max(0.001, min(job.deadline for job in live) - now))
 
     def _prune(self, jobs: list[ScoringJob]) -> list[ScoringJob]:
-        """Finish the jobs with nothing left to do (all read, past their deadline, nothing more fits); the rest."""
+        """Finish the jobs with nothing left to do (all read, or past their deadline); the rest."""
         now = self.clock()
         live, ended = [], []
         for job in jobs:
-            over = job.done or job.remaining == 0 or now >= job.deadline
-            # Finishing a job that cannot fit one more candidate wakes its caller now, not at its deadline.
-            if over or self.fits(1, job.deadline - now) < 1:
+            # Not "nothing more fits by the cost model": a job kept waiting lets the scorer try, and a scorer that
+            # refuses relaxes its estimate; finishing jobs on a stale high estimate would starve it of evidence.
+            if job.done or job.remaining == 0 or now >= job.deadline:
                 ended.append(job)
             else:
                 live.append(job)
@@ -275,10 +280,20 @@ class ScoringScheduler:
                 self._jobs = [job for job in self._jobs if job not in ended]
         return live
 
-    def _round(self, live: list[ScoringJob]) -> None:
+    def _ready(self, live: list[ScoringJob], now: float) -> list[ScoringJob]:
+        """The jobs this round serves.
+
+        A round's scores arrive when it ends, so a job due within half a round would cut a shared round short
+        for everyone: it is left out while others have time (its caller takes what it has at its deadline).
+        When every job is that close, those that can still fit one candidate get a short round of their own.
+        """
+        far = [job for job in live if job.deadline - now >= self.round_s / 2]
+        return far or [job for job in live if self.fits(1, job.deadline - now) >= 1]
+
+    def _round(self, live: list[ScoringJob], now: float) -> None:
         """Read the next candidates of the live jobs: one batched call, or one call per job."""
         self.rounds += 1
-        plan, deadline = self._plan(live, self.clock())
+        plan, deadline = self._plan(live, now)
         requests = [(job.context, [job.candidates[i] for i in idx]) for job, idx in plan]
         if self.batched:
             try:
@@ -286,7 +301,8 @@ class ScoringScheduler:
             except Exception:  # read them one by one, so that a failure fails its own job alone
                 results = [self._read_one(request, deadline) for request in requests]
         else:
-            results = [self._read_one(request, min(job.deadline, deadline)) for request, (job, _) in zip(requests, plan, strict=True)]
+            # One call per job, each to its own deadline (the round's would leave the later calls no time).
+            results = [self._read_one(request, job.deadline) for request, (job, _) in zip(requests, plan, strict=True)]
         for (job, idx), result in zip(plan, results, strict=True):
             if isinstance(result, BaseException):
                 job.finish(result)
@@ -306,12 +322,12 @@ class ScoringScheduler:
         if self.batched:
             share = max(1, self.slice_size // len(live))
         sizes = [min(share, job.remaining) for job in live]
-        n_fit = self.fits(sum(sizes), end - now)
-        if n_fit < sum(sizes):  # the cost model says less fits: an equal share each, the first jobs first
+        # The cost model says how much fits; a round offers at least one candidate per job (and min_slice), so the
+        # scorer sees batches big enough to learn from and cuts what does not fit (those come back next round).
+        n_fit = max(self.fits(sum(sizes), end - now), len(live), self.min_slice)
+        if n_fit < sum(sizes):  # an equal share each, the first jobs first
             base, extra = divmod(n_fit, len(live))
             sizes = [min(job.remaining, base + (i < extra)) for i, job in enumerate(live)]
-            if n_fit == 0:
-                sizes[0] = 1  # a round always reads something; _prune keeps jobs that cannot fit one out
         plan = [(job, job.take(k)) for job, k in zip(live, sizes, strict=True) if k > 0]
         end = min([job.deadline for job, _ in plan] + [end])
         return plan, end

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
-from concurrent.futures import Future
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from server.budget import Budget
 from server.engine import (
     Candidates,
     Engine,
@@ -26,8 +23,7 @@ from server.engine import (
     overlap,
     words,
 )
-from server.scheduler import ScoringError, ScoringScheduler
-from tests.server.conftest import ClockedScorer, FakeClock, FixedCost, OverlapScorer, RudeScorer
+from tests.server.conftest import ClockedScorer, FakeClock, OverlapScorer, RudeScorer
 
 HISTORY = ["hello there", "hi, how are you?", "do you like dogs?"]
 
@@ -183,51 +179,6 @@ def test_budget_counts_time_spent_before_the_engine_started(engine):
     assert r.stats["elapsed_ms"] >= 500
 
 
-@pytest.mark.realtime
-def test_scheduler_is_fair_a_small_job_is_not_starved_by_a_big_one():
-    scorer = OverlapScorer(delay_per_candidate=0.002)
-    sched = ScoringScheduler(scorer, slice_size=16)
-    try:
-        big_done = {}
-
-        def big():
-            read = sched.score(["x"], [f"big {i}" for i in range(2000)], time.monotonic() + 1.2)
-            big_done["t"] = time.monotonic()
-            big_done["n"] = read.n_scored
-
-        t = threading.Thread(target=big)
-        t.start()
-        time.sleep(0.05)
-        start = time.monotonic()
-        read = sched.score(["x"], [f"small {i}" for i in range(20)], start + 3.0)
-        small_took = time.monotonic() - start
-        t.join()
-        assert read.scored.all() and not np.isnan(read.scores).any()
-        # 20 candidates at 2 ms each, interleaved with 16-candidate slices of the big job: well under a second,
-        # while the big job alone needs 4 s and is cut at its 1.2 s deadline.
-        assert small_took < 0.5
-        assert 0 < big_done["n"] < 2000
-    finally:
-        sched.close()
-
-
-def test_scheduler_reports_scorer_errors_and_keeps_working():
-    class Broken(OverlapScorer):
-        def score_until(self, context, candidates, deadline):
-            if candidates[0] == "boom":
-                raise RuntimeError("kaput")
-            return super().score_until(context, candidates, deadline)
-
-    sched = ScoringScheduler(Broken(), slice_size=4)
-    try:
-        with pytest.raises(ScoringError, match="scoring failed: RuntimeError: kaput"):
-            sched.score(["x"], ["boom"], time.monotonic() + 10)
-        assert sched.score(["x"], ["fine"], time.monotonic() + 10).scored.all()
-        assert sched.score(["x"], ["a", "b"]).scored.all()  # no deadline: read everything
-    finally:
-        sched.close()
-
-
 # ---------------------------------------------------------------------------------------------------- fake clock
 
 
@@ -245,23 +196,6 @@ class FakeWriter:
         return SimpleNamespace(candidates=texts, logprob=logprob, report={}, reason=None)
 
 
-def test_budget_deadlines_follow_the_shares():
-    clock = FakeClock()
-    b = Budget(started=1024.0, budget_ms=1000, generation_share=0.25, filter_share=0.5, finish_margin_ms=125,
-               clock=clock)
-    assert (b.generation_deadline, b.filter_deadline, b.scoring_deadline, b.end) == (1024.25, 1024.5, 1024.875, 1025.0)
-    assert b.scoring_ms == 1000 * 0.75 - 125  # admission's figure: all but generation's share, less the margin
-    clock.advance(0.5)
-    assert b.elapsed_ms() == 500 and b.left() == 0.375 and b.left_ms() == 500 and b.passed(b.filter_deadline)
-    unbounded = Budget(started=1024.0, budget_ms=math.inf, clock=clock)
-    assert not unbounded.bounded and unbounded.scoring_deadline == unbounded.generation_deadline == math.inf
-    assert unbounded.left() == math.inf
-    with pytest.raises(ValueError, match="shares"):
-        Budget(started=0.0, budget_ms=100, generation_share=0.7, filter_share=0.5)
-    with pytest.raises(ValueError, match="budget_ms"):
-        Budget(started=0.0, budget_ms=0)
-
-
 def test_generation_stops_at_its_deadline_and_the_editor_reads_until_the_scoring_deadline():
     clock = FakeClock()
     writer = FakeWriter(clock, seconds=1 / 16)  # a chunk of 128 candidates takes 62.5 ms
@@ -276,7 +210,7 @@ def test_generation_stops_at_its_deadline_and_the_editor_reads_until_the_scoring
         assert r.stats["generated"] == 512 and r.stats["filtered"] == 512
         assert r.stats["scored"] == 96 and not r.stats["timed_out"]
         assert clock() == 1024.0 + 1.0 and r.stats["elapsed_ms"] == 1000.0
-        assert r.stats["stage_ms"] == {"generate": 250.0, "filter": 0.0, "editor": 750.0}
+        assert r.stats["stage_ms"] == {"queued": 0.0, "generate": 250.0, "filter": 0.0, "editor": 750.0}
         # The editor read the best by prior first.
         by_prior = sorted([r.reply, *(a.text for a in r.alternatives)], key=lambda t: int(t.split()[2]))
         assert scorer.read == by_prior[:96]
@@ -304,107 +238,6 @@ def test_filtering_stops_at_its_deadline_keeping_what_passed():
     kept = TextFilter(EngineConfig()).apply(candidates, [Turn("user", "hi")], stop_at=3, clock=lambda: next(ticks))
     # The clock is read before every 64th candidate (0, 1, 2, then 3 = the deadline): 4 * 64 - 1 got through.
     assert len(kept) == 255 and kept.texts == candidates.texts[:255]
-
-
-def test_partial_scores_are_collected_at_the_deadline_while_the_worker_is_busy():
-    clock = FakeClock()
-    entered, release = threading.Event(), threading.Event()
-
-    class Stuck(OverlapScorer):
-        def score_many(self, requests, deadline):
-            if self.calls:  # the second round never ends until the test says so
-                entered.set()
-                release.wait(10)
-            self.calls += 1
-            return [(np.arange(len(c), dtype=np.float32), np.ones(len(c), bool)) for _, c in requests]
-
-    sched = ScoringScheduler(Stuck(), slice_size=4, clock=clock)
-    try:
-        job = sched.submit(["x"], [f"c{i}" for i in range(12)], deadline=clock() + 1.0)
-        assert entered.wait(10)  # the first round (4 candidates) is recorded, the second is stuck in the scorer
-        clock.advance(1.0)  # the deadline passes while the worker is mid-round
-        read = sched.wait(job)
-        assert read.n_scored == 4 and read.scored[:4].all() and job.done
-        release.set()
-        assert sched.wait(job).n_scored == 4  # what the stuck round returns later is dropped
-    finally:
-        release.set()
-        sched.close()
-
-
-def test_the_scoring_job_is_a_future_that_asyncio_can_await():
-    clock = FakeClock()
-    sched = ScoringScheduler(ClockedScorer(clock, per_candidate=1 / 128), clock=clock)
-    try:
-        job = sched.submit(["dogs"], ["dogs", "cats", "dogs and cats"], deadline=math.inf)
-        read = asyncio.run(sched.wait_async(job))
-        assert isinstance(job.future, Future) and job.future.done() and read.n_scored == 3
-        assert read.scores[0] > read.scores[1]
-    finally:
-        sched.close()
-
-
-def test_rounds_batch_the_candidates_of_every_waiting_job():
-    clock = FakeClock()
-    release = threading.Event()
-
-    class Gate(ClockedScorer):
-        def score_many(self, requests, deadline=math.inf):
-            release.wait(10)  # hold the first round until every job is queued
-            return super().score_many(requests, deadline)
-
-    scorer = Gate(clock, per_candidate=1 / 1024)
-    sched = ScoringScheduler(scorer, slice_size=32, clock=clock)
-    try:
-        jobs = [sched.submit([f"context {j}"], [f"job {j} line {i}" for i in range(40)], deadline=clock() + 10)
-                for j in range(4)]
-        release.set()
-        results = [sched.wait(job) for job in jobs]
-        assert all(r.n_scored == 40 for r in results)
-        # After the first round (job 0 alone), every round read all waiting jobs in one call, 8 each (32 // 4).
-        shared = [b for b in scorer.batches if len(b) == 4]
-        assert shared and all(len(cands) == 8 for batch in shared for _, cands in batch)
-        assert sorted(ctx[0] for ctx, _ in shared[0]) == [f"context {j}" for j in range(4)]
-    finally:
-        sched.close()
-
-
-def test_a_failure_in_a_shared_round_fails_only_its_own_job():
-    clock = FakeClock()
-
-    class Picky(ClockedScorer):
-        def score_many(self, requests, deadline=math.inf):
-            if any("BOOM" in cands for _, cands in requests):
-                if len(requests) > 1:
-                    raise ValueError("one bad candidate spoils the batch")
-                raise ValueError("cannot score BOOM")
-            return super().score_many(requests, deadline)
-
-    sched = ScoringScheduler(Picky(clock, per_candidate=1 / 1024), clock=clock)
-    try:
-        bad = sched.submit(["x"], ["fine", "BOOM"], deadline=clock() + 10)
-        good = sched.submit(["x"], ["fine", "also fine"], deadline=clock() + 10)
-        with pytest.raises(ScoringError, match="cannot score BOOM"):
-            sched.wait(bad)
-        assert sched.wait(good).n_scored == 2
-    finally:
-        sched.close()
-
-
-def test_the_cost_model_is_the_scorers_own_and_finishes_jobs_that_cannot_fit_another_candidate():
-    clock = FakeClock()
-    scorer = ClockedScorer(clock, per_candidate=1 / 128)
-    scorer.cost = FixedCost(per_token=1 / 128 / 24)  # 24 tokens a candidate: 1/128 s a candidate
-    sched = ScoringScheduler(scorer, clock=clock)
-    try:
-        assert sched.seconds_per_candidate == pytest.approx(1 / 128)
-        assert sched.fits(100, 0.5) == int(0.9 * 0.5 * 128)
-        # 5 ms left: not even one candidate fits, so the job is finished at once instead of at its deadline.
-        job = sched.submit(["x"], ["a", "b"], deadline=clock() + 0.005)
-        assert sched.wait(job).n_scored == 0 and scorer.calls == 0
-    finally:
-        sched.close()
-    assert Engine({"default": FakeWriter(clock, 0.0)}, None).seconds_per_candidate is None
 
 
 # ---------------------------------------------------------------------------------------------------- first stage
