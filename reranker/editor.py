@@ -296,6 +296,11 @@ class Editor:
         """The cost model of the forward pass (seconds from padded tokens), the one the scorer's deadlines use."""
         return self.biencoder.cost
 
+    @property
+    def refine_cost(self):
+        """The cost model of `refine`'s exact forward, or None on an exact backend (where `refine` does nothing)."""
+        return self.biencoder.exact_cost if self.biencoder.approximate and self.refine_top > 0 else None
+
     def score_many(self, requests: list[tuple[list[str], list[str]]], deadline: float = math.inf
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Score several (context, candidates) requests in one pass: (scores with NaN, scored mask) per request.

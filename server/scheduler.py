@@ -16,6 +16,10 @@ lasts at most `round_ms`, so a turn that arrives meanwhile is read soon.
 How much fits in a round comes from the scorer's own cost model (`scorer.cost`: seconds from padded tokens,
 learned from every batch it runs); admission control reads the same model (`seconds_per_candidate`). A scorer
 without one (a test fake, say) is read in fixed slices, and admission's estimate is off.
+
+An approximate scorer (the editor on int8) has `refine`: its best few candidates rescored exactly, so the reply is
+picked on exact scores. A job then stops reading early by what its cost model (`refine_cost`) predicts the refine
+takes, and the worker refines it by its deadline; a caller whose deadline comes first takes the scores unrefined.
 """
 
 from __future__ import annotations
@@ -72,10 +76,12 @@ class Scores:
 class ScoringJob:
     """One turn's candidates, read a few at a time in their order; `future` resolves to the job's `Scores`."""
 
-    def __init__(self, context: list[str], candidates: list[str], deadline: float = math.inf):
+    def __init__(self, context: list[str], candidates: list[str], deadline: float = math.inf,
+                 read_until: float | None = None):
         self.context = context
         self.candidates = candidates
         self.deadline = deadline
+        self.read_until = deadline if read_until is None else read_until  # then the time left is the refine's
         self.future: Future[Scores] = Future()
         # Running from the start, so that asyncio cancelling a waiter (a timeout, a client gone) cannot cancel the
         # job itself: only `finish` resolves it.
@@ -117,6 +123,17 @@ class ScoringJob:
             self._next -= len(unread)
             self._pending[self._next : self._next + len(unread)] = unread
 
+    def scores(self) -> np.ndarray:
+        """The scores read so far (NaN where unread), a copy."""
+        with self._lock:
+            return self._scores.copy()
+
+    def rescore(self, scores: np.ndarray) -> None:
+        """Replace the scores of the candidates already read (the refine's exact ones); the read mask stays."""
+        with self._lock:
+            if not self.future.done():
+                self._scores[self._scored] = scores[self._scored]
+
     def finish(self, error: BaseException | None = None) -> None:
         """Resolve the future now, with the scores read so far or with the scorer's error; later calls do nothing."""
         with self._lock:
@@ -148,6 +165,7 @@ class ScoringScheduler:
         self.round_s = round_ms / 1000.0
         self.clock = clock
         self.batched = callable(getattr(scorer, "score_many", None))
+        self.refines = callable(getattr(scorer, "refine", None))
         self.cancelled = 0
         self.rounds = 0
         self._jobs: list[ScoringJob] = []
@@ -174,6 +192,13 @@ class ScoringScheduler:
         cost = self.cost
         return None if cost is None else float(cost.per_token) * self.tokens_per_candidate
 
+    @property
+    def refine_seconds(self) -> float:
+        """What refining a job's best candidates is predicted to take (0 when the scorer is exact)."""
+        cost = getattr(self.scorer, "refine_cost", None) if self.refines else None
+        top = int(getattr(self.scorer, "refine_top", 0) or 0)
+        return 0.0 if cost is None or top < 1 else float(cost.predict(int(top * self.tokens_per_candidate)))
+
     def fits(self, n: int, seconds: float) -> int:
         """How many of n candidates the cost model says can be read in `seconds` (n when there is no model)."""
         cost = self.cost
@@ -187,7 +212,8 @@ class ScoringScheduler:
 
     def submit(self, context: list[str], candidates: list[str], deadline: float = math.inf) -> ScoringJob:
         """Queue candidates (best first) to be read until `deadline` (a clock instant; inf: read them all)."""
-        job = ScoringJob(list(context), list(candidates), deadline)
+        refine = self.refine_seconds if math.isfinite(deadline) else 0.0
+        job = ScoringJob(list(context), list(candidates), deadline, deadline - refine)
         if not candidates or self.clock() >= deadline:
             job.finish()
             return job
@@ -260,25 +286,36 @@ class ScoringScheduler:
                 self._round(ready, now)
             elif live:  # nothing fits before any deadline: wait for a job to end, or for a new one to arrive
                 with self._cv:
-                    self._cv.wait(timeout=max(0.001, min(job.deadline for job in live) - now))
+                    self._cv.wait(timeout=max(0.001, min(job.read_until for job in live) - now))
 
     def _prune(self, jobs: list[ScoringJob]) -> list[ScoringJob]:
-        """Finish the jobs with nothing left to do (all read, or past their deadline); the rest."""
+        """Finish the jobs with nothing left to read (all read, or past their reading time), refined first; the rest."""
         now = self.clock()
         live, ended = [], []
         for job in jobs:
             # Not "nothing more fits by the cost model": a job kept waiting lets the scorer try, and a scorer that
             # refuses relaxes its estimate; finishing jobs on a stale high estimate would starve it of evidence.
-            if job.done or job.remaining == 0 or now >= job.deadline:
+            if job.done or job.remaining == 0 or now >= job.read_until:
                 ended.append(job)
             else:
                 live.append(job)
         if ended:
-            for job in ended:
-                job.finish()
             with self._cv:
                 self._jobs = [job for job in self._jobs if job not in ended]
+            for job in ended:
+                self._refine(job)
+                job.finish()
         return live
+
+    def _refine(self, job: ScoringJob) -> None:
+        """Rescore the job's best candidates exactly (an approximate scorer's `refine`), by the job's deadline."""
+        if not self.refines or job.done or not job.n_read or self.clock() >= job.deadline:
+            return
+        try:
+            job.rescore(np.asarray(self.scorer.refine(job.context, job.candidates, job.scores(), deadline=job.deadline),
+                                   dtype=np.float32))
+        except Exception:  # the approximate scores still make a reply: a failed refine fails nobody
+            return
 
     def _ready(self, live: list[ScoringJob], now: float) -> list[ScoringJob]:
         """The jobs this round serves.
@@ -287,8 +324,8 @@ class ScoringScheduler:
         for everyone: it is left out while others have time (its caller takes what it has at its deadline).
         When every job is that close, those that can still fit one candidate get a short round of their own.
         """
-        far = [job for job in live if job.deadline - now >= self.round_s / 2]
-        return far or [job for job in live if self.fits(1, job.deadline - now) >= 1]
+        far = [job for job in live if job.read_until - now >= self.round_s / 2]
+        return far or [job for job in live if self.fits(1, job.read_until - now) >= 1]
 
     def _round(self, live: list[ScoringJob], now: float) -> None:
         """Read the next candidates of the live jobs: one batched call, or one call per job."""
@@ -302,7 +339,7 @@ class ScoringScheduler:
                 results = [self._read_one(request, deadline) for request in requests]
         else:
             # One call per job, each to its own deadline (the round's would leave the later calls no time).
-            results = [self._read_one(request, job.deadline) for request, (job, _) in zip(requests, plan, strict=True)]
+            results = [self._read_one(request, job.read_until) for request, (job, _) in zip(requests, plan, strict=True)]
         for (job, idx), result in zip(plan, results, strict=True):
             if isinstance(result, BaseException):
                 job.finish(result)
@@ -314,10 +351,10 @@ class ScoringScheduler:
         """Which candidates of which jobs this round reads, and the instant it must end by."""
         # The jobs read least so far first, then the nearest deadline: every turn gets its first candidates read.
         live = sorted(live, key=lambda job: (job.n_read, job.deadline))
-        if all(not math.isfinite(job.deadline) for job in live) and len(live) == 1:
+        if all(not math.isfinite(job.read_until) for job in live) and len(live) == 1:
             end = math.inf  # one job that wants everything read: full-size batches, no rounds to share
         else:
-            end = min(min(job.deadline for job in live), now + self.round_s)
+            end = min(min(job.read_until for job in live), now + self.round_s)
         share = max(self.min_slice, self.slice_size // len(live))
         if self.batched:
             share = max(1, self.slice_size // len(live))
@@ -329,7 +366,7 @@ class ScoringScheduler:
             base, extra = divmod(n_fit, len(live))
             sizes = [min(job.remaining, base + (i < extra)) for i, job in enumerate(live)]
         plan = [(job, job.take(k)) for job, k in zip(live, sizes, strict=True) if k > 0]
-        end = min([job.deadline for job, _ in plan] + [end])
+        end = min([job.read_until for job, _ in plan] + [end])
         return plan, end
 
     def _read_one(self, request: tuple[list[str], list[str]], deadline: float) -> tuple[np.ndarray, np.ndarray] | Exception:

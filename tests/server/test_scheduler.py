@@ -192,3 +192,32 @@ def test_a_job_near_its_deadline_is_left_out_of_shared_rounds_but_read_when_alon
         assert all(len(batch) == 1 for batch in scorer.batches)
     finally:
         sched.close()
+
+
+def test_an_approximate_scorer_is_refined_by_the_deadline_and_reading_stops_early_for_it():
+    clock = FakeClock()
+
+    class Approximate(ClockedScorer):
+        refine_top = 2
+
+        def refine(self, context, candidates, scores, top_k=None, deadline=math.inf):
+            # The exact forward takes its cost model's time and reverses the order of the approximate best two.
+            self.clock.advance(self.refine_cost.predict(int(self.refine_top * 24)))
+            finite = np.flatnonzero(np.isfinite(scores))
+            best = finite[np.argsort(-scores[finite], kind="stable")[: self.refine_top]]
+            out = scores.copy()
+            out[best] = scores[best][::-1]
+            return out
+
+    scorer = Approximate(clock, per_candidate=1 / 128)
+    scorer.refine_cost = FixedCost(per_token=1 / 16 / 48)  # refining two candidates takes 1/16 s
+    sched = ScoringScheduler(scorer, round_ms=125, clock=clock)
+    try:
+        assert sched.refine_seconds == 1 / 16
+        job = sched.submit(["dogs"], ["dogs dogs", "dogs"] + [f"cat {i}" for i in range(100)], deadline=clock() + 0.5)
+        read = sched.wait(job)
+        # Reading stops 1/16 s early, so the refine ends exactly at the deadline: 0.4375 s of reading, 56 candidates.
+        assert read.n_scored == 56 and clock() == 1024.5
+        assert read.scores[1] > read.scores[0]  # the refined order: "dogs" now beats "dogs dogs"
+    finally:
+        sched.close()
