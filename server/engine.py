@@ -68,8 +68,8 @@ class EngineConfig:
     generation_share: float = 0.4  # generation stops early once it has used this share of the budget
     prepare_share: float = 0.6  # ... and filtering once generation and filtering have used this share
     generation_chunk: int = 128
-    scoring_slice: int = 32  # at most this many of one turn's candidates per scoring round
-    scoring_round_ms: float = 100.0  # a scoring round lasts at most this long, so a new turn is read soon
+    scoring_slice: int = 32  # candidates per scoring round, shared by the turns waiting; smaller = fairer, less efficient
+    scoring_round_ms: float = 50.0  # a turn with less time left stays out of rounds shared with turns that have more
     finish_margin_ms: float = 10.0  # kept back from the budget for picking and writing the response
     topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
@@ -477,11 +477,6 @@ class Engine:
             finish_margin_ms=cfg.finish_margin_ms,
             clock=self.clock,
         )
-
-    def cancel(self, job: ScoringJob | None) -> None:
-        """Stop reading a job whose caller went away."""
-        if job is not None and self._scheduler is not None:
-            self._scheduler.cancel(job)
 
     # ------------------------------------------------------------------------------------------- entry points
 

@@ -7,15 +7,17 @@ its deadline reached, nothing more predicted to fit before it, or its caller gon
 caller whose deadline comes while the worker is busy takes what was read so far (`ScoringJob.close`), so the
 reply never waits for a round to end.
 
-The worker runs rounds. A round takes the next few candidates of every waiting job and, when the scorer can
-(`score_many`: the default editor embeds each candidate alone), reads them all in one batched call, so sixteen
-turns in flight cost one forward pass instead of sixteen small ones. Jobs that have been read least come first,
-then those whose deadline is nearest, so none starves. A round ends by the earliest deadline among its jobs and
-lasts at most `round_ms`, so a turn that arrives meanwhile is read soon.
+The worker runs rounds. A round takes the next few candidates of every waiting job (`slice_size` in all, shared
+equally) and, when the scorer can (`score_many`: the default editor embeds each candidate alone), reads them all
+in one batched call, so sixteen turns in flight cost one forward pass instead of sixteen small ones, and a turn
+that arrives meanwhile waits one round at most. Jobs that have been read least come first, then those whose
+deadline is nearest, so none starves. A round ends by the earliest deadline among its jobs; a job with less than
+`round_ms` left stays out of rounds shared with jobs that have more, so it cannot cut theirs short.
 
-How much fits in a round comes from the scorer's own cost model (`scorer.cost`: seconds from padded tokens,
-learned from every batch it runs); admission control reads the same model (`seconds_per_candidate`). A scorer
-without one (a test fake, say) is read in fixed slices, and admission's estimate is off.
+What still fits before a deadline is the scorer's own call (its cost model, `scorer.cost`: seconds from padded
+tokens, learned from every batch it runs); admission control reads the same model (`seconds_per_candidate`), and
+so does the worker before it starts a round for jobs about to end. A scorer without one (a test fake, say) is read
+to its deadline, and admission's estimate is off.
 
 An approximate scorer (the editor on int8) has `refine`: its best few candidates rescored exactly, so the reply is
 picked on exact scores. A job then stops reading early by what its cost model (`refine_cost`) predicts the refine
@@ -156,13 +158,13 @@ class ScoringScheduler:
     """One worker thread reading every job's candidates in rounds that share the scorer's batches."""
 
     def __init__(
-        self, scorer: Scorer, *, slice_size: int = 32, min_slice: int = 4, round_ms: float = 100.0,
+        self, scorer: Scorer, *, slice_size: int = 32, min_slice: int = 4, round_ms: float = 50.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.scorer = scorer
-        self.slice_size = slice_size  # at most this many candidates of one job per round
+        self.slice_size = slice_size  # candidates per round, shared by the waiting jobs
         self.min_slice = min(min_slice, slice_size)  # per job and call when the scorer reads one job at a time
-        self.round_s = round_ms / 1000.0
+        self.round_s = round_ms / 1000.0  # a job with less time left stays out of rounds shared with others
         self.clock = clock
         self.batched = callable(getattr(scorer, "score_many", None))
         self.refines = callable(getattr(scorer, "refine", None))
@@ -320,11 +322,11 @@ class ScoringScheduler:
     def _ready(self, live: list[ScoringJob], now: float) -> list[ScoringJob]:
         """The jobs this round serves.
 
-        A round's scores arrive when it ends, so a job due within half a round would cut a shared round short
-        for everyone: it is left out while others have time (its caller takes what it has at its deadline).
-        When every job is that close, those that can still fit one candidate get a short round of their own.
+        A round ends by the earliest deadline among its jobs, so a job due within `round_ms` would cut a shared
+        round short for everyone: it is left out while others have time (its caller takes what it has at its
+        deadline). When every job is that close, those that can still fit one candidate get a round of their own.
         """
-        far = [job for job in live if job.read_until - now >= self.round_s / 2]
+        far = [job for job in live if job.read_until - now >= self.round_s]
         return far or [job for job in live if self.fits(1, job.read_until - now) >= 1]
 
     def _round(self, live: list[ScoringJob], now: float) -> None:
@@ -348,26 +350,17 @@ class ScoringScheduler:
                 job.record(idx, np.asarray(scores, dtype=np.float32), np.asarray(read, dtype=bool))
 
     def _plan(self, live: list[ScoringJob], now: float) -> tuple[list[tuple[ScoringJob, np.ndarray]], float]:
-        """Which candidates of which jobs this round reads, and the instant it must end by."""
+        """Which candidates of which jobs this round reads, and the instant it must end by.
+
+        A round offers `slice_size` candidates in all, an equal share per job (at least one each), and ends by the
+        earliest deadline among its jobs. The scorer reads them front to back and stops at that deadline (its cost
+        model decides what still fits); what it did not reach goes back to its job for the next round.
+        """
         # The jobs read least so far first, then the nearest deadline: every turn gets its first candidates read.
         live = sorted(live, key=lambda job: (job.n_read, job.deadline))
-        if all(not math.isfinite(job.read_until) for job in live) and len(live) == 1:
-            end = math.inf  # one job that wants everything read: full-size batches, no rounds to share
-        else:
-            end = min(min(job.read_until for job in live), now + self.round_s)
-        share = max(self.min_slice, self.slice_size // len(live))
-        if self.batched:
-            share = max(1, self.slice_size // len(live))
-        sizes = [min(share, job.remaining) for job in live]
-        # The cost model says how much fits; a round offers at least one candidate per job (and min_slice), so the
-        # scorer sees batches big enough to learn from and cuts what does not fit (those come back next round).
-        n_fit = max(self.fits(sum(sizes), end - now), len(live), self.min_slice)
-        if n_fit < sum(sizes):  # an equal share each, the first jobs first
-            base, extra = divmod(n_fit, len(live))
-            sizes = [min(job.remaining, base + (i < extra)) for i, job in enumerate(live)]
-        plan = [(job, job.take(k)) for job, k in zip(live, sizes, strict=True) if k > 0]
-        end = min([job.read_until for job, _ in plan] + [end])
-        return plan, end
+        share = max(1 if self.batched else self.min_slice, self.slice_size // len(live))
+        plan = [(job, job.take(share)) for job in live]
+        return plan, min(job.read_until for job, _ in plan)
 
     def _read_one(self, request: tuple[list[str], list[str]], deadline: float) -> tuple[np.ndarray, np.ndarray] | Exception:
         """One job's slice on its own; the scorer's exception is returned, never raised, so the worker lives on."""
