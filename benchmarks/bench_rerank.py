@@ -420,15 +420,15 @@ def compare_backends(args) -> None:
 
     reference = scores["riposte torch"]
     torch_rate = n_cands / seconds["riposte torch, before (batch 4096)"]
-    print(f"\n{'path':<36} {'cand/s':>8} {'x before':>8} {'top-1':>6} {'R@10':>6}")
+    print(f"\n{'path':<46} {'cand/s':>8} {'x before':>8} {'top-1':>6} {'R@10':>6}")
     for name in seconds:
         rate = n_cands / seconds[name]
         quality = "  (bi-encoder cosine only: no ranking to compare)" if name not in scores or name.startswith(
             "sentence") else \
             "{:6.1%} {:6.1%}".format(*agreement(scores[name], reference))
-        print(f"{name:<36} {rate:8.0f} {rate / torch_rate:7.2f}x {quality}")
+        print(f"{name:<46} {rate:8.0f} {rate / torch_rate:7.2f}x {quality}")
     for name, reason in peers.items():
-        print(f"{name:<36} {'-':>8}  did not run: {reason}")
+        print(f"{name:<46} {'-':>8}  did not run: {reason}")
     ours = {n: n_cands / seconds[n] for n in runners if n.startswith("riposte") and "," not in n}
     best = max(ours, key=ours.get)
     print(f"\nfastest of ours: {best}, {ours[best]:.0f} cand/s, {ours[best] / torch_rate:.2f}x the editor before "
