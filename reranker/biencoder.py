@@ -184,8 +184,8 @@ class BiEncoder:
         """Embed in the caller's order until `deadline` (time.monotonic()): (vectors, token counts, done mask).
 
         Cached texts are free; the rest go through `run_budgeted` (windows of a few batches, front to back).
-        With `exact` on an approximate backend an fp32 forward runs instead, outside the cache and with its own
-        cost model, so neither learns from the other path.
+        With `exact` on an approximate backend an fp32 forward runs instead, with its own cost model, so neither
+        learns from the other path; only exact vectors enter the cache.
         """
         n = len(texts)
         vecs = np.zeros((n, self.hidden_size), dtype=np.float32)
@@ -194,7 +194,8 @@ class BiEncoder:
         todo = []
         reference = exact and self.approximate
         forward, cost = (self._forward_exact, self.exact_cost) if reference else (self._forward, self.cost)
-        cache = None if reference else self.cache
+        # The cache holds exact vectors only: evaluation shares it with the zero-shot torch bi-encoder.
+        cache = self.cache if reference or not self.approximate else None
         keys = [(keep_end, text) for text in texts]  # a text cut at its end embeds differently
         for i, key in enumerate(keys):
             hit = cache.get(key) if cache is not None else None

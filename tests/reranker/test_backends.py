@@ -228,3 +228,13 @@ def test_budget_logic_works_on_a_fast_backend(saved_editor):
     scores, scored = editor.score_until(CONTEXT, CANDIDATES, time.monotonic() + 30.0)
     assert scored.all() and np.isfinite(scores).all()
     assert cost.per_token != start  # the cost model learned this backend's speed
+
+
+def test_only_exact_vectors_enter_the_cache(saved):
+    fast = BiEncoder.load(saved, backend="onnx-int8")
+    fast.cache = {}  # as evaluation sets it, shared with the zero-shot torch bi-encoder
+    fast.embed(TEXTS)
+    assert fast.cache == {}
+    exact, _ = fast.embed(TEXTS, exact=True)
+    assert len(fast.cache) == len(TEXTS)
+    np.testing.assert_array_equal(np.stack([fast.cache[(False, t)][0] for t in TEXTS]), exact)
