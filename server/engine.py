@@ -395,7 +395,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.clock = clock
         self.text_filter = TextFilter(self.config)
-        self._waiting_for_cpu = 0  # async turns queued for a thread to run their CPU stages on
+        self._waiting_for_cpu: set[int] = set()  # async turns (by id) queued for a thread for their CPU stages
         self._waiting_lock = threading.Lock()
         self._scheduler = (
             ScoringScheduler(scorer, slice_size=self.config.scoring_slice, round_ms=self.config.scoring_round_ms,
@@ -425,6 +425,10 @@ class Engine:
         # Its own directory, or inside the editor's (where `python -m reranker first-stage` writes it).
         found = [d for d in (model_dir / "first_stage", model_dir / "reranker" / "first_stage") if d.is_dir()]
         first_stage = load_first_stage(found[0]) if found else None
+        if first_stage is not None and hasattr(first_stage, "add_words"):
+            # Every word a persona can write gets its vector now, not at the first turn that writes it.
+            for model in {id(m): m for m in personas.values()}.values():
+                first_stage.add_words(words(" ".join(getattr(model, "vocab", [])[2:])))
         return cls(personas, scorer, config, names=names, follows=follows, first_stage=first_stage, clock=clock)
 
     def close(self) -> None:
@@ -501,9 +505,11 @@ class Engine:
         Cancelling the awaiting task (a client that went away) drops the turn's candidates from the editor at once.
         """
         plan = self.plan(history, **options)
-        with self._waiting_lock:
-            self._waiting_for_cpu += 1
-        candidates = await asyncio.get_running_loop().run_in_executor(executor, self._prepare_queued, plan)
+        self._queue_for_cpu(plan, waiting=True)
+        try:
+            candidates = await asyncio.get_running_loop().run_in_executor(executor, self._prepare_queued, plan)
+        finally:  # cancelled before a thread took it: no longer waiting either
+            self._queue_for_cpu(plan, waiting=False)
         scores = await self.aread(plan, candidates)
         return self.pick(plan, candidates, scores)
 
@@ -577,9 +583,12 @@ class Engine:
         )
 
     def _prepare_queued(self, plan: TurnPlan) -> Candidates:
-        with self._waiting_lock:
-            self._waiting_for_cpu -= 1
+        self._queue_for_cpu(plan, waiting=False)
         return self.prepare(plan)
+
+    def _queue_for_cpu(self, plan: TurnPlan, waiting: bool) -> None:
+        with self._waiting_lock:
+            (self._waiting_for_cpu.add if waiting else self._waiting_for_cpu.discard)(id(plan))
 
     def prepare(self, plan: TurnPlan) -> Candidates:
         """The CPU stages: generate, filter, prior, first stage; the candidates in the order the editor reads them."""
@@ -636,7 +645,7 @@ class Engine:
                 break
             # Under load the CPU stages queue for a thread: a turn that has a chunk yields its thread to the next,
             # so every turn gets to its editor in time instead of the first few generating everything.
-            if self._waiting_for_cpu > 0 and len(unique) >= cfg.generation_chunk:
+            if self._waiting_for_cpu and len(unique) >= chunk:
                 plan.stats["yielded"] = True
                 break
         plan.stats.update(generated=generated, unique=len(unique))
