@@ -20,8 +20,9 @@ so does the worker before it starts a round for jobs about to end. A scorer with
 to its deadline, and admission's estimate is off.
 
 An approximate scorer (the editor on int8) has `refine`: its best few candidates rescored exactly, so the reply is
-picked on exact scores. A job then stops reading early by what its cost model (`refine_cost`) predicts the refine
-takes, and the worker refines it by its deadline; a caller whose deadline comes first takes the scores unrefined.
+picked on exact scores. A job then stops reading early by what that scorer's cost model (`refine_cost`) predicts
+refining what it has read will take, and the worker refines it by its deadline; a caller whose deadline comes
+first takes the scores unrefined.
 """
 
 from __future__ import annotations
@@ -78,12 +79,10 @@ class Scores:
 class ScoringJob:
     """One turn's candidates, read a few at a time in their order; `future` resolves to the job's `Scores`."""
 
-    def __init__(self, context: list[str], candidates: list[str], deadline: float = math.inf,
-                 read_until: float | None = None):
+    def __init__(self, context: list[str], candidates: list[str], deadline: float = math.inf):
         self.context = context
         self.candidates = candidates
         self.deadline = deadline
-        self.read_until = deadline if read_until is None else read_until  # then the time left is the refine's
         self.future: Future[Scores] = Future()
         # Running from the start, so that asyncio cancelling a waiter (a timeout, a client gone) cannot cancel the
         # job itself: only `finish` resolves it.
@@ -194,12 +193,15 @@ class ScoringScheduler:
         cost = self.cost
         return None if cost is None else float(cost.per_token) * self.tokens_per_candidate
 
-    @property
-    def refine_seconds(self) -> float:
-        """What refining a job's best candidates is predicted to take (0 when the scorer is exact)."""
+    def refine_seconds(self, n_read: int) -> float:
+        """What refining the best of `n_read` candidates is predicted to take (0 when the scorer is exact)."""
         cost = getattr(self.scorer, "refine_cost", None) if self.refines else None
-        top = int(getattr(self.scorer, "refine_top", 0) or 0)
-        return 0.0 if cost is None or top < 1 else float(cost.predict(int(top * self.tokens_per_candidate)))
+        k = min(int(getattr(self.scorer, "refine_top", 0) or 0), max(n_read, 1))
+        return 0.0 if cost is None or k < 1 else float(cost.predict(int(k * self.tokens_per_candidate)))
+
+    def read_until(self, job: ScoringJob) -> float:
+        """When the job stops reading: its deadline, less the time to refine what it has read by then."""
+        return job.deadline - self.refine_seconds(job.n_read) if math.isfinite(job.deadline) else job.deadline
 
     def fits(self, n: int, seconds: float) -> int:
         """How many of n candidates the cost model says can be read in `seconds` (n when there is no model)."""
@@ -214,8 +216,7 @@ class ScoringScheduler:
 
     def submit(self, context: list[str], candidates: list[str], deadline: float = math.inf) -> ScoringJob:
         """Queue candidates (best first) to be read until `deadline` (a clock instant; inf: read them all)."""
-        refine = self.refine_seconds if math.isfinite(deadline) else 0.0
-        job = ScoringJob(list(context), list(candidates), deadline, deadline - refine)
+        job = ScoringJob(list(context), list(candidates), deadline)
         if not candidates or self.clock() >= deadline:
             job.finish()
             return job
@@ -288,7 +289,7 @@ class ScoringScheduler:
                 self._round(ready, now)
             elif live:  # nothing fits before any deadline: wait for a job to end, or for a new one to arrive
                 with self._cv:
-                    self._cv.wait(timeout=max(0.001, min(job.read_until for job in live) - now))
+                    self._cv.wait(timeout=max(0.001, min(self.read_until(job) for job in live) - now))
 
     def _prune(self, jobs: list[ScoringJob]) -> list[ScoringJob]:
         """Finish the jobs with nothing left to read (all read, or past their reading time), refined first; the rest."""
@@ -297,7 +298,7 @@ class ScoringScheduler:
         for job in jobs:
             # Not "nothing more fits by the cost model": a job kept waiting lets the scorer try, and a scorer that
             # refuses relaxes its estimate; finishing jobs on a stale high estimate would starve it of evidence.
-            if job.done or job.remaining == 0 or now >= job.read_until:
+            if job.done or job.remaining == 0 or now >= self.read_until(job):
                 ended.append(job)
             else:
                 live.append(job)
@@ -326,8 +327,8 @@ class ScoringScheduler:
         round short for everyone: it is left out while others have time (its caller takes what it has at its
         deadline). When every job is that close, those that can still fit one candidate get a round of their own.
         """
-        far = [job for job in live if job.read_until - now >= self.round_s]
-        return far or [job for job in live if self.fits(1, job.read_until - now) >= 1]
+        far = [job for job in live if self.read_until(job) - now >= self.round_s]
+        return far or [job for job in live if self.fits(1, self.read_until(job) - now) >= 1]
 
     def _round(self, live: list[ScoringJob], now: float) -> None:
         """Read the next candidates of the live jobs: one batched call, or one call per job."""
@@ -341,7 +342,7 @@ class ScoringScheduler:
                 results = [self._read_one(request, deadline) for request in requests]
         else:
             # One call per job, each to its own deadline (the round's would leave the later calls no time).
-            results = [self._read_one(request, job.read_until) for request, (job, _) in zip(requests, plan, strict=True)]
+            results = [self._read_one(request, self.read_until(job)) for request, (job, _) in zip(requests, plan, strict=True)]
         for (job, idx), result in zip(plan, results, strict=True):
             if isinstance(result, BaseException):
                 job.finish(result)
@@ -360,7 +361,7 @@ class ScoringScheduler:
         live = sorted(live, key=lambda job: (job.n_read, job.deadline))
         share = max(1 if self.batched else self.min_slice, self.slice_size // len(live))
         plan = [(job, job.take(share)) for job in live]
-        return plan, min(job.read_until for job, _ in plan)
+        return plan, min(self.read_until(job) for job, _ in plan)
 
     def _read_one(self, request: tuple[list[str], list[str]], deadline: float) -> tuple[np.ndarray, np.ndarray] | Exception:
         """One job's slice on its own; the scorer's exception is returned, never raised, so the worker lives on."""

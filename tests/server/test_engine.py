@@ -218,6 +218,15 @@ def test_generation_stops_at_its_deadline_and_the_editor_reads_until_the_scoring
         eng.close()
 
 
+def test_generation_yields_its_thread_to_turns_waiting_for_one_once_it_has_a_chunk():
+    clock = FakeClock()
+    eng = Engine({"default": FakeWriter(clock, seconds=0.0)}, None, EngineConfig(n_candidates=1024), clock=clock)
+    assert eng.reply(["hi"], seed=1).stats["generated"] == 1024  # nobody waiting: all of them
+    eng._waiting_for_cpu.add(0)  # another turn queued for a thread
+    r = eng.reply(["hi"], seed=1)
+    assert r.stats["generated"] == 128 and r.stats["yielded"]
+
+
 def test_a_turn_that_queued_past_its_scoring_deadline_is_ranked_by_prior_without_reading():
     clock = FakeClock()
     scorer = ClockedScorer(clock, per_candidate=1 / 128)
@@ -309,6 +318,7 @@ def test_areply_is_the_same_turn_as_reply(engine):
     sync = engine.reply(HISTORY, seed=11, budget_ms=5000)
     async_ = asyncio.run(engine.areply(HISTORY, seed=11, budget_ms=5000))
     assert (async_.reply, async_.score, async_.stats["filtered"]) == (sync.reply, sync.score, sync.stats["filtered"])
+    assert not engine._waiting_for_cpu
     ranked = asyncio.run(engine.arank(HISTORY, ["dogs", "i like dogs do you", "cats"]))
     assert [s.text for s in ranked] == [s.text for s in engine.rank(HISTORY, ["dogs", "i like dogs do you", "cats"])]
 
@@ -334,7 +344,7 @@ def test_cancelling_areply_drops_its_candidates_from_the_editor(tiny_markov):
 
     try:
         asyncio.run(main())
-        assert eng._scheduler.waiting == 0 and eng._scheduler.cancelled == 1
+        assert eng._scheduler.waiting == 0 and eng._scheduler.cancelled == 1 and not eng._waiting_for_cpu
     finally:
         release.set()
         eng.close()

@@ -213,10 +213,10 @@ def test_an_approximate_scorer_is_refined_by_the_deadline_and_reading_stops_earl
     scorer.refine_cost = FixedCost(per_token=1 / 16 / 48)  # refining two candidates takes 1/16 s
     sched = ScoringScheduler(scorer, round_ms=125, clock=clock)
     try:
-        assert sched.refine_seconds == 1 / 16
+        assert sched.refine_seconds(0) == 1 / 32 and sched.refine_seconds(1) == 1 / 32 and sched.refine_seconds(5) == 1 / 16
         job = sched.submit(["dogs"], ["dogs dogs", "dogs"] + [f"cat {i}" for i in range(100)], deadline=clock() + 0.5)
         read = sched.wait(job)
-        # Reading stops 1/16 s early, so the refine ends exactly at the deadline: 0.4375 s of reading, 56 candidates.
+        # Reading stops 1/16 s early (refining two), so the refine ends at the deadline: 0.4375 s of reading, 56 read.
         assert read.n_scored == 56 and clock() == 1024.5
         assert read.scores[1] > read.scores[0]  # the refined order: "dogs" now beats "dogs dogs"
     finally:
