@@ -614,8 +614,9 @@ class Engine:
         unique: dict[str, tuple[str, float, list[str]]] = {}  # dedupe key -> (text, best mean log-prob, words)
         report: dict[str, int] = {}
         generated = seeded = chunks = 0
-        # At least 8 chunks, so seeded and plain chunks alternate and the deadline is checked often enough.
-        chunk = max(1, min(cfg.generation_chunk, n // 8))
+        # Large turns in up to 8 chunks of at most generation_chunk (few calls, the deadline still checked often);
+        # small ones in chunks of 128, so a turn that yields its thread after one chunk still has a choice.
+        chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         while generated < n:
             size = min(n - generated, chunk)
             # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds.
