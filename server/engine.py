@@ -645,8 +645,9 @@ class Engine:
             if budget.passed(budget.generation_deadline):
                 break
             # Under load the CPU stages queue for a thread: a turn that has a chunk yields its thread to the next,
-            # so every turn gets to its editor in time instead of the first few generating everything.
-            if self._waiting_for_cpu and len(unique) >= chunk:
+            # so every turn gets to its editor in time instead of the first few generating everything (a turn with
+            # no deadline has no time to save, and generates all it was asked for).
+            if self._waiting_for_cpu and len(unique) >= chunk and budget.bounded:
                 plan.stats["yielded"] = True
                 break
         plan.stats.update(generated=generated, unique=len(unique))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from types import SimpleNamespace
@@ -225,6 +226,7 @@ def test_generation_yields_its_thread_to_turns_waiting_for_one_once_it_has_a_chu
     eng._waiting_for_cpu.add(0)  # another turn queued for a thread
     r = eng.reply(["hi"], seed=1)
     assert r.stats["generated"] == 128 and r.stats["yielded"]
+    assert eng.reply(["hi"], seed=1, budget_ms=math.inf).stats["generated"] == 1024  # no deadline, nothing to save
 
 
 def test_a_turn_that_queued_past_its_scoring_deadline_is_ranked_by_prior_without_reading():
