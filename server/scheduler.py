@@ -2,7 +2,7 @@
 
 A turn hands its candidates, best first, to `ScoringScheduler.submit` and gets a `ScoringJob`, whose `future`
 (a `concurrent.futures.Future`) resolves to the turn's `Scores` when the job is finished: every candidate read,
-its deadline reached, nothing more predicted to fit before it, or its caller gone. Sync callers wait with
+its deadline reached, or its caller gone. Sync callers wait with
 `wait(job)`, async ones with `await wait_async(job)` (`asyncio.wrap_future`, no thread held); either way a
 caller whose deadline comes while the worker is busy takes what was read so far (`ScoringJob.close`), so the
 reply never waits for a round to end.
