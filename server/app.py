@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.admission import Admission, AdmissionConfig, Overloaded
+from server.api import web
 from server.budget import Budget
 from server.engine import DEFAULT_PERSONA, Engine, EngineConfig, Reply, Scored, Turn
 from server.group import Conversation
@@ -750,6 +751,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(core)
     app.include_router(service)
     app.include_router(openai)
+    app.include_router(web.router)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Overloaded, overloaded)

@@ -1,0 +1,1 @@
+"""The HTTP layer: schemas, dependencies, middleware, and one router per surface."""
