@@ -29,10 +29,11 @@ from server.budget import Budget
 class Overloaded(Exception):
     """The request was refused before any work; `retry_after` is a whole number of seconds."""
 
-    def __init__(self, message: str, retry_after: int):
+    def __init__(self, message: str, retry_after: int, reason: str = "in_flight"):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.reason = reason  # "in_flight" (too many requests) or "scorer" (the scorer could not read enough)
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,13 @@ class Admission:
         with self._lock:
             n = len(self._deadlines)
             spc = self.seconds_per_candidate() if self.config.min_scored else None
-            reason = None
+            reason, kind = None, "in_flight"
             if n >= self.config.max_in_flight:
                 reason = f"{n} requests in flight, the limit is {self.config.max_in_flight}"
             elif spc is not None and n > 0:  # alone, a request is always served: the engine sheds its own work
                 need_ms = (n + 1) * self.config.min_scored * spc * 1000.0
                 if need_ms > scoring_ms:
+                    kind = "scorer"
                     reason = (
                         f"{n} requests in flight share the scorer: scoring {self.config.min_scored} candidates "
                         f"would take about {need_ms:.0f} ms, over the {scoring_ms:.0f} ms this budget leaves for it"
@@ -93,7 +95,7 @@ class Admission:
                 # (A request with no budget has no deadline to wait for.)
                 soonest = min((d for d in self._deadlines.values() if math.isfinite(d)), default=now + 1.0)
                 retry = max(1, math.ceil(soonest - now))
-                raise Overloaded(f"server overloaded: {reason}; retry after {retry} s", retry)
+                raise Overloaded(f"server overloaded: {reason}; retry after {retry} s", retry, kind)
             key = self._next
             self._next += 1
             self._deadlines[key] = deadline

@@ -1,10 +1,25 @@
-"""The embedded default: on a fresh clone, build the Markov model and the reranker that a model dir lacks."""
+"""The embedded default: on a fresh clone, build the Markov model and the reranker that a model dir lacks.
+
+The build reports where it stands on a `BuildStatus` (the server's `/health` shows it while the port is already
+open), and holds a lock file in the model dir, so that several worker processes starting at once build it once.
+"""
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import fcntl
+import json
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# The whole first run should fit in 10 minutes: training gets what the Markov build left of this.
+FIRST_RUN_MINUTES = 9.5
 
 
 def has_markov(model_dir: Path) -> bool:
@@ -18,6 +33,57 @@ def has_markov(model_dir: Path) -> bool:
 def has_reranker(model_dir: Path) -> bool:
     """True when `model_dir/reranker` exists."""
     return (model_dir / "reranker" / "config.json").is_file()
+
+
+def needs_first_stage(model_dir: Path) -> bool:
+    """True when `model_dir/reranker` is an editor without its first stage."""
+    reranker = model_dir / "reranker"
+    if (reranker / "first_stage" / "config.json").is_file():
+        return False
+    try:
+        settings = json.loads((reranker / "config.json").read_text(encoding="utf-8")).get("riposte", {})
+    except (OSError, ValueError, AttributeError):
+        return False  # a damaged reranker is the loader's to report
+    return isinstance(settings, dict) and settings.get("kind") == "editor"
+
+
+def missing(model_dir: Path) -> list[str]:
+    """The build stages `model_dir` still needs, in order (empty when it is complete)."""
+    stages = [] if has_markov(model_dir) else ["markov"]
+    if not has_reranker(model_dir):
+        stages.append("reranker")
+    elif needs_first_stage(model_dir):
+        stages.append("first_stage")
+    return stages
+
+
+@dataclass
+class BuildStatus:
+    """Where a build stands, for `/health` and the page: the stage, stages done of all, and times."""
+
+    stage: str = "checking the model dir"
+    done: int = 0
+    total: int = 0
+    expected_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def begin(self, stage: str, expected_s: float | None = None) -> None:
+        """A stage starts."""
+        with self._lock:
+            self.stage, self.expected_s = stage, expected_s
+        log.info("%s", stage)
+
+    def finish(self) -> None:
+        """The current stage is done."""
+        with self._lock:
+            self.done += 1
+
+    def as_dict(self) -> dict:
+        """A snapshot, as /health sends it."""
+        with self._lock:
+            return {"stage": self.stage, "done": self.done, "total": self.total,
+                    "elapsed_s": round(time.monotonic() - self.started, 1), "expected_s": self.expected_s}
 
 
 def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
@@ -37,49 +103,58 @@ def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
     return out_dir
 
 
-def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool = True) -> Path:
-    """Build what `model_dir` lacks (Markov from chitchat, then the MiniLM reranker) unless `build` is False."""
-    model_dir = Path(model_dir)
-    if not build:
-        return model_dir
-    began = time.monotonic()
-    if not has_markov(model_dir):
-        print(f"riposte: no Markov model in {model_dir}; building it from chitchat", file=sys.stderr)
-        start = time.monotonic()
-        build_default_markov(model_dir / "markov", progress=progress)
-        print(f"riposte: Markov model built in {time.monotonic() - start:.0f} s", file=sys.stderr)
-    if not has_reranker(model_dir):
-        print(f"riposte: no reranker in {model_dir}; building the default editor (up to 10 minutes)", file=sys.stderr)
+@contextlib.contextmanager
+def build_lock(model_dir: Path, status: BuildStatus) -> Iterator[None]:
+    """Hold `model_dir/.build.lock`; another process building the same dir is waited for, not raced."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / ".build.lock", "a+") as handle:
         try:
-            from reranker.recipes import train_default
-        except ImportError as exc:  # an install without the training extras can still chat, ranked by prior
-            print(f"riposte: cannot train a reranker here ({exc}); replies will be ranked by prior", file=sys.stderr)
-            return model_dir
-        start = time.monotonic()
-        # The whole first run should fit in 10 minutes: training gets what the Markov build left.
-        minutes = max(1.0, 9.5 - (time.monotonic() - began) / 60.0)
-        train_default(model_dir / "reranker", max_minutes=minutes, progress=progress)
-        print(f"riposte: reranker trained in {time.monotonic() - start:.0f} s", file=sys.stderr)
-    elif needs_first_stage(model_dir):
-        # An editor built before first stages existed: distil one (a few minutes), not the whole editor again.
-        print(f"riposte: the editor in {model_dir / 'reranker'} has no first stage; building it", file=sys.stderr)
-        from reranker.recipes import build_first_stage
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            status.begin("waiting for another process that is building the models")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-        start = time.monotonic()
-        build_first_stage(model_dir / "reranker", progress=progress)
-        print(f"riposte: first stage built in {time.monotonic() - start:.0f} s", file=sys.stderr)
+
+def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool = True,
+                  status: BuildStatus | None = None) -> Path:
+    """Build what `model_dir` lacks (Markov from chitchat, then the MiniLM editor) unless `build` is False."""
+    model_dir = Path(model_dir)
+    status = status or BuildStatus()
+    if not build or not missing(model_dir):
+        return model_dir
+    with build_lock(model_dir, status):
+        stages = missing(model_dir)  # again: another process may have built them while this one waited
+        status.total = len(stages)
+        began = time.monotonic()
+        if "markov" in stages:
+            status.begin(f"building the Markov model in {model_dir / 'markov'} from chitchat", expected_s=60.0)
+            build_default_markov(model_dir / "markov", progress=progress)
+            status.finish()
+            log.info("Markov model built in %.0f s", time.monotonic() - began)
+        if "reranker" in stages:
+            try:
+                from reranker.recipes import train_default
+            except ImportError as exc:  # an install without the training extras can still chat, ranked by prior
+                log.warning("cannot train a reranker here (%s); replies will be ranked by prior", exc)
+                return model_dir
+            minutes = max(1.0, FIRST_RUN_MINUTES - (time.monotonic() - began) / 60.0)
+            status.begin(f"training the default editor in {model_dir / 'reranker'} (up to {minutes:.0f} minutes)",
+                         expected_s=minutes * 60.0)
+            start = time.monotonic()
+            train_default(model_dir / "reranker", max_minutes=minutes, progress=progress)
+            status.finish()
+            log.info("reranker trained in %.0f s", time.monotonic() - start)
+        if "first_stage" in stages:
+            # An editor built before first stages existed: distil one, not the whole editor again.
+            from reranker.recipes import build_first_stage
+
+            status.begin(f"building the first stage of the editor in {model_dir / 'reranker'}", expected_s=180.0)
+            start = time.monotonic()
+            build_first_stage(model_dir / "reranker", progress=progress)
+            status.finish()
+            log.info("first stage built in %.0f s", time.monotonic() - start)
     return model_dir
-
-
-def needs_first_stage(model_dir: Path) -> bool:
-    """True when `model_dir/reranker` is an editor without its first stage."""
-    import json
-
-    reranker = model_dir / "reranker"
-    if (reranker / "first_stage" / "config.json").is_file():
-        return False
-    try:
-        settings = json.loads((reranker / "config.json").read_text(encoding="utf-8")).get("riposte", {})
-    except (OSError, ValueError, AttributeError):
-        return False  # a damaged reranker is the loader's to report
-    return isinstance(settings, dict) and settings.get("kind") == "editor"

@@ -114,6 +114,7 @@ class Scored:
     text: str
     score: float | None
     prior: float
+    index: int | None = None  # its place in the caller's list, for `rank`
 
 
 @dataclass
@@ -466,6 +467,11 @@ class Engine:
         return [t.text for t in recent]
 
     @property
+    def queue(self) -> tuple[int, int]:
+        """Turns waiting for the editor, and the candidates they still have to read."""
+        return (0, 0) if self._scheduler is None else self._scheduler.queue()
+
+    @property
     def seconds_per_candidate(self) -> float | None:
         """What one more candidate costs the editor, by the scorer's own cost model (None without one)."""
         return None if self._scheduler is None else self._scheduler.seconds_per_candidate
@@ -792,6 +798,6 @@ def ranked(candidates: list[str], scores: Scores) -> list[Scored]:
     """The candidates by score, best first, then the unread ones in their order."""
     read = scores.scored
     order = sorted((i for i in range(len(candidates)) if read[i]), key=lambda i: (-float(scores.scores[i]), i))
-    out = [Scored(candidates[i], float(scores.scores[i]), math.nan) for i in order]
-    out += [Scored(candidates[i], None, math.nan) for i in range(len(candidates)) if not read[i]]
+    out = [Scored(candidates[i], float(scores.scores[i]), math.nan, i) for i in order]
+    out += [Scored(candidates[i], None, math.nan, i) for i in range(len(candidates)) if not read[i]]
     return out

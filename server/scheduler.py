@@ -259,6 +259,11 @@ class ScoringScheduler:
         with self._cv:
             return len(self._jobs)
 
+    def queue(self) -> tuple[int, int]:
+        """Jobs not finished yet, and the candidates they still have to read."""
+        with self._cv:
+            return len(self._jobs), sum(job.remaining for job in self._jobs)
+
     def close(self) -> None:
         """Stop the worker after its current round; unfinished jobs resolve with what they have."""
         with self._cv:

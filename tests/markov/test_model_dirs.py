@@ -146,6 +146,13 @@ def health_after_load(client: TestClient, timeout: float = 60.0):
         time.sleep(0.05)
 
 
+def error_message(response) -> str:
+    """The message of an error response, in riposte's shape or OpenAI's (under /v1)."""
+    from tests.server.conftest import error_message as message
+
+    return message(response)
+
+
 def serve(model_dir: Path, require_reranker: bool):
     from server.app import Settings, create_app
 
@@ -168,7 +175,7 @@ def assert_unhealthy(model_dir: Path, *needles: str, require_reranker: bool = Fa
         ]:
             response = client.request(method, url, json=body)
             assert response.status_code == 503, (url, response.text)
-            assert response.json()["detail"] == detail
+            assert error_message(response) == detail
 
 
 def test_a_healthy_dir_serves(good, tmp_path):

@@ -191,3 +191,24 @@ def engine(tiny_markov):
     eng = Engine({"default": tiny_markov, "pirate": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=256))
     yield eng
     eng.close()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus exposition text (0 when absent), matched on the labels given."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def error_message(response) -> str:
+    """An error response's message: `detail` (or its `message`), or under /v1 OpenAI's `error.message`."""
+    body = response.json()
+    if "error" in body:
+        return body["error"]["message"]
+    detail = body["detail"]
+    return detail["message"] if isinstance(detail, dict) else detail

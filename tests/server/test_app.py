@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
 from fastapi.testclient import TestClient
 
-import server.app as app_module
+import server.api.deps as deps_module
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig
-from tests.server.conftest import OverlapScorer
+from tests.server.conftest import OverlapScorer, metric
 
 HISTORY = ["hello there", "hi, how are you?", "do you like dogs?"]
 
@@ -150,76 +149,17 @@ def test_rank_without_a_reranker_is_503(tiny_markov):
         assert c.post("/reply", json={"history": HISTORY}).json()["stats"]["scorer"] == "prior"
 
 
-def test_models_lists_personas(client):
-    body = client.get("/v1/models").json()
-    assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["default", "pirate"]
-
-
-def test_chat_completions(client):
-    req = {
-        "model": "default",
-        "messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "do you like dogs?"}],
-        "n": 3, "seed": 11, "top_p": 0.5, "user": "someone", "max_tokens": 20, "frequency_penalty": 0,
-    }
-    r = client.post("/v1/chat/completions", json=req)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["object"] == "chat.completion" and body["model"] == "default"
-    texts = [c["message"]["content"] for c in body["choices"]]
-    assert len(texts) == 3 and len(set(texts)) == 3 and all(texts)
-    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
-    again = client.post("/v1/chat/completions", json=req).json()
-    assert [c["message"]["content"] for c in again["choices"]] == texts  # seed honoured
-    parts = {"model": "default", "messages": [{"role": "user", "content": [{"type": "text", "text": "dogs?"}]}]}
-    assert client.post("/v1/chat/completions", json=parts).status_code == 200
-
-
-def test_chat_completions_stream_is_sse_ending_with_done(client):
-    req = {"model": "default", "messages": [{"role": "user", "content": "do you like dogs?"}], "seed": 11,
-           "stream": True}
-    with client.stream("POST", "/v1/chat/completions", json=req) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
-    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    whole = client.post("/v1/chat/completions", json={**req, "stream": False}).json()
-    assert streamed == whole["choices"][0]["message"]["content"]
-
-
-def test_chat_completions_errors(client):
-    user = [{"role": "user", "content": "hi"}]
-    r = client.post("/v1/chat/completions", json={"model": "gpt-4", "messages": user})
-    assert "model" in field_of(r)
-    assert r.json()["error"]["param"] == "model" and "gpt-4" in r.json()["error"]["message"]  # OpenAI's shape
-    r = client.post("/v1/chat/completions", json={"messages": user, "n": "two"})
-    assert r.json()["error"]["param"] == "n"
-    assert "messages" in field_of(client.post("/v1/chat/completions", json={"model": "default", "messages": []}))
-    system_only = [{"role": "system", "content": "hi"}]
-    assert "messages" in field_of(client.post("/v1/chat/completions", json={"messages": system_only}))
-    long = [{"role": "user", "content": "x" * 2001}]
-    assert "messages.0.content" in field_of(client.post("/v1/chat/completions", json={"messages": long}))
-    many = user * 101
-    assert "messages" in field_of(client.post("/v1/chat/completions", json={"messages": many}))
-    assert "n" in field_of(client.post("/v1/chat/completions", json={"messages": user, "n": 0}))
-
-
 def test_health_and_metrics(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json()["status"] == "ok"
     client.post("/reply", json={"history": HISTORY})
     client.post("/reply", json={"history": []})
     client.get("/nope")
     text = client.get("/metrics").text
-    assert 'riposte_requests_total{method="POST",endpoint="/reply",status="200"} 1' in text
-    assert 'riposte_requests_total{method="POST",endpoint="/reply",status="422"} 1' in text
-    assert 'endpoint="other",status="404"' in text
-    assert 'riposte_request_duration_seconds_count{endpoint="/reply"} 2' in text
-    assert "riposte_replies_total 1" in text
+    assert metric(text, "riposte_requests_total", method="POST", endpoint="/reply", status="200") == 1
+    assert metric(text, "riposte_requests_total", method="POST", endpoint="/reply", status="422") == 1
+    assert metric(text, "riposte_requests_total", endpoint="other", status="404") == 1
+    assert metric(text, "riposte_request_duration_seconds_count", endpoint="/reply") == 2
+    assert metric(text, "riposte_replies_total") == 1
     assert "# TYPE riposte_request_duration_seconds histogram" in text
 
 
@@ -231,7 +171,7 @@ def test_health_is_503_while_models_load_then_200(monkeypatch, tiny_model_dir):
         release.wait(10)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(app_module.Engine, "load", slow_load)
+    monkeypatch.setattr(deps_module.Engine, "load", slow_load)
     settings = Settings(model_dir=tiny_model_dir, require_reranker=False)
     with TestClient(create_app(settings)) as c:
         assert c.get("/health").status_code == 503
@@ -242,7 +182,7 @@ def test_health_is_503_while_models_load_then_200(monkeypatch, tiny_model_dir):
             if c.get("/health").status_code == 200:
                 break
             time.sleep(0.02)
-        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/health").json()["status"] == "ok"
         assert c.post("/reply", json={"history": HISTORY}).status_code == 200
 
 
