@@ -1,37 +1,55 @@
-"""`python -m server serve|chat`: the HTTP service or a terminal chat over a riposte model dir."""
+"""`python -m server serve|chat`: the HTTP service or a terminal chat over a riposte model dir.
+
+Both read one `Settings` (server/settings.py): a flag given here wins over its RIPOSTE_* environment variable,
+which wins over the default. `serve` opens its port at once and builds missing models behind it (`/health` shows
+the progress); `chat` builds them first, with progress bars, then chats.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-from server.bootstrap import ensure_models, has_reranker
-from server.limits import BUDGET_RANGE, budget_in_range
+from pydantic import ValidationError
+
+from server.settings import LogLevel, Settings, configure_logging
+
+log = logging.getLogger("server")
+
+# Flags whose values are Settings fields; each default lives in Settings alone (None here means "not given").
+FLAG_FIELDS = ("model_dir", "budget_ms", "build", "blocklist_file", "blocklist_words", "blocklist_regexes",
+               "log_level", "host", "port", "workers", "cors_origins")
 
 
-def _prepare(model: Path, build: bool) -> bool:
-    """Build missing models unless told not to; True when a reranker is there to score with."""
-    ensure_models(model, build=build)
-    if not has_reranker(model):
-        print(f"riposte: no reranker in {model}: replies are ranked by the Markov prior only", file=sys.stderr)
-        return False
-    return True
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the flags given, then the environment; the command line turns building on by default."""
+    given: dict[str, Any] = {k: v for k in FLAG_FIELDS if (v := getattr(args, k, None)) is not None}
+    if "RIPOSTE_BUILD" not in os.environ:
+        given.setdefault("build", True)
+    # From the command line a missing reranker is served by the prior, with a warning, unless the environment asks
+    # for one (RIPOSTE_REQUIRE_RERANKER=true).
+    if "RIPOSTE_REQUIRE_RERANKER" not in os.environ:
+        given["require_reranker"] = False
+    return Settings(**given)
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(settings: Settings) -> int:
     """Run uvicorn over create_app; settings travel by environment so every worker process sees them."""
     import uvicorn
 
-    has_rr = _prepare(args.model, not args.no_build)
-    os.environ["RIPOSTE_MODEL_DIR"] = str(args.model)
-    os.environ["RIPOSTE_REQUIRE_RERANKER"] = "true" if has_rr else "false"
-    if args.budget_ms is not None:
-        os.environ["RIPOSTE_BUDGET_MS"] = str(args.budget_ms)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"riposte: listening on {args.host}: reachable from other machines", file=sys.stderr)
+    from server.metrics import prepare_multiprocess_dir
+
+    os.environ.update(settings.to_env())
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: reachable from other machines%s", settings.host,
+                    "" if settings.api_key else " (and no RIPOSTE_API_KEY is set)")
+    metrics_dir = prepare_multiprocess_dir(settings.workers)
     # uvicorn drains in-flight requests on SIGTERM (every request ends by its budget), then re-raises the
     # signal: a handler here turns that into a clean exit 0 rather than death by signal.
     stopped = []
@@ -39,58 +57,86 @@ def serve(args: argparse.Namespace) -> int:
     # Many request threads share the GIL with the event loop and the scoring thread: a shorter switch interval
     # (default 5 ms) lets a finished reply reach the socket sooner, which is what the budget's tail is made of.
     sys.setswitchinterval(float(os.environ.get("RIPOSTE_SWITCH_INTERVAL_S", "0.001")))
-    uvicorn.run(
-        "server.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-        workers=args.workers, log_level=args.log_level,
-    )
+    try:
+        uvicorn.run(
+            "server.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_level=settings.log_level,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     if stopped:
-        print("riposte: stopped by SIGTERM after finishing the requests in flight", file=sys.stderr)
+        log.warning("stopped by SIGTERM after finishing the requests in flight")
     return 0
 
 
-def chat(args: argparse.Namespace) -> int:
-    """Load the engine in this process and chat on stdin/stdout."""
-    from server.engine import Engine, EngineConfig
+def chat(settings: Settings, seed: int | None) -> int:
+    """Build what is missing, load the engine in this process and chat on stdin/stdout."""
+    from server.bootstrap import ensure_models
+    from server.engine import Engine
     from server.repl import run_repl
 
-    has_rr = _prepare(args.model, not args.no_build)
-    config = EngineConfig(budget_ms=args.budget_ms or 1000)
-    engine = Engine.load(args.model, config, require_reranker=has_rr)
+    ensure_models(settings.model_dir, build=settings.build)
+    engine = Engine.load(settings.model_dir, settings.engine_config(), require_reranker=settings.require_reranker)
+    if engine.scorer is None:
+        log.warning("no reranker in %s: replies are ranked without the editor", settings.model_dir)
     try:
-        return run_repl(engine, seed=args.seed)
+        return run_repl(engine, seed=seed, budget_ms=settings.budget_ms)
     finally:
         engine.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `serve` and `chat`."""
-    default_model = Path(os.environ.get("RIPOSTE_MODEL_DIR", "models/default"))
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    """The command line: `serve` and `chat`; every default comes from Settings."""
+    defaults = Settings.model_fields
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("serve", "run the HTTP API"), ("chat", "chat in the terminal")):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--model", type=Path, default=default_model, help="riposte model dir (markov/ + reranker/)")
-        p.add_argument("--budget-ms", type=int, default=None, help="default time budget per reply")
-        p.add_argument("--no-build", action="store_true", help="never build missing models; rank by prior without a reranker")
+    for name, help_text in (("serve", "run the HTTP API (and the web page at /)"), ("chat", "chat in the terminal")):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--model", dest="model_dir", type=Path,
+                       help=f"riposte model dir, markov/ + reranker/ (RIPOSTE_MODEL_DIR; default {defaults['model_dir'].default})")
+        p.add_argument("--budget-ms", type=int,
+                       help=f"time budget per reply (RIPOSTE_BUDGET_MS; default {defaults['budget_ms'].default})")
+        p.add_argument("--no-build", dest="build", action="store_const", const=False,
+                       help="never build missing models; without a reranker, rank replies by the prior")
+        p.add_argument("--blocklist-file", type=Path,
+                       help="replies never contain a word of this file (one per line; 're:' starts a regex)")
+        p.add_argument("--blocklist-word", dest="blocklist_words", action="append", metavar="WORD",
+                       help="replies never contain this word (repeatable; RIPOSTE_BLOCKLIST_WORDS=a,b)")
+        p.add_argument("--blocklist-regex", dest="blocklist_regexes", action="append", metavar="REGEX",
+                       help="replies never match this regex (repeatable)")
+        p.add_argument("--log-level", type=str.lower, choices=LogLevel.__args__,
+                       help="riposte's and uvicorn's log level (RIPOSTE_LOG_LEVEL; default info)")
     serve_p = sub.choices["serve"]
     # Loopback unless told otherwise (--host or RIPOSTE_HOST): exposing the service must be a choice.
-    serve_p.add_argument("--host", default=os.environ.get("RIPOSTE_HOST", "127.0.0.1"),
-                         help="interface to listen on (default: 127.0.0.1, loopback only; 0.0.0.0 exposes it)")
-    serve_p.add_argument("--port", type=int, default=8000)
-    serve_p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each loads its own models")
-    serve_p.add_argument("--log-level", default="info")
+    serve_p.add_argument("--host", help="interface to listen on (RIPOSTE_HOST; default 127.0.0.1, loopback only; "
+                                        "0.0.0.0 exposes it)")
+    serve_p.add_argument("--port", type=int, help="port (RIPOSTE_PORT; default 8000)")
+    serve_p.add_argument("--workers", type=int, help="uvicorn worker processes, each loads its own models "
+                                                     "(RIPOSTE_WORKERS; default 1)")
+    serve_p.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
+                         help="a web origin allowed to call the API from a browser (repeatable; RIPOSTE_CORS_ORIGINS)")
     sub.choices["chat"].add_argument("--seed", type=int, default=None, help="seed replies for a reproducible chat")
     return parser
+
+
+def explain(error: ValidationError) -> str:
+    """A settings error as one line per bad field."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run a subcommand."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.budget_ms is not None and not budget_in_range(args.budget_ms):
-        parser.error(f"--budget-ms must be {BUDGET_RANGE}")
     try:
-        return serve(args) if args.command == "serve" else chat(args)
+        settings = settings_from(args)
+    except ValidationError as exc:
+        parser.error(explain(exc))
+    configure_logging(settings.log_level)
+    try:
+        return serve(settings) if args.command == "serve" else chat(settings, args.seed)
     except (FileNotFoundError, ValueError) as exc:  # a wrong --model dir is a usage error, not a crash
         print(f"riposte: error: {exc}", file=sys.stderr)
         return 2

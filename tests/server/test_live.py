@@ -101,9 +101,9 @@ def outward_address() -> str | None:
 
 @pytest.mark.slow
 def test_live_binds_loopback_only_by_default(live_server):
-    from server.__main__ import build_parser
+    from server.__main__ import build_parser, settings_from
 
-    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+    assert settings_from(build_parser().parse_args(["serve"])).host == "127.0.0.1"
     port = int(live_server.rsplit(":", 1)[1])
     address = outward_address()
     if address is None:

@@ -20,7 +20,14 @@ from server.admission import Admission, AdmissionConfig, Overloaded
 from server.app import Settings, create_app
 from server.budget import Budget
 from server.engine import Engine, EngineConfig
-from tests.server.conftest import FakeClock, FaultyScorer, OverlapScorer, error_message, metric, serve_in_thread
+from tests.server.conftest import (
+    FakeClock,
+    FaultyScorer,
+    OverlapScorer,
+    error_message,
+    metric,
+    serve_in_thread,
+)
 
 HISTORY = ["hello there", "do you like dogs?"]
 
@@ -175,10 +182,10 @@ def test_settings_bind_loopback_unless_told(monkeypatch):
     assert Settings().host == "127.0.0.1"
     monkeypatch.setenv("RIPOSTE_HOST", "0.0.0.0")
     assert Settings().host == "0.0.0.0"
-    from server.__main__ import build_parser
+    from server.__main__ import build_parser, settings_from
 
-    assert build_parser().parse_args(["serve"]).host == "0.0.0.0"  # the explicit setting reaches the CLI
-    assert build_parser().parse_args(["serve", "--host", "::1"]).host == "::1"
+    assert settings_from(build_parser().parse_args(["serve"])).host == "0.0.0.0"  # the setting reaches the CLI
+    assert settings_from(build_parser().parse_args(["serve", "--host", "::1"])).host == "::1"
 
 
 # ---------------------------------------------------------------------------------------------------- faults

@@ -1,0 +1,73 @@
+"""One Settings for serve, chat and the app: flags over RIPOSTE_* variables over defaults; blocklists; errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from server.__main__ import build_parser, main, settings_from
+from server.settings import Settings
+
+
+def parsed(*argv: str) -> Settings:
+    return settings_from(build_parser().parse_args(list(argv)))
+
+
+def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch, tmp_path):
+    assert parsed("serve").port == 8000 and parsed("chat").budget_ms == 1000
+    monkeypatch.setenv("RIPOSTE_PORT", "8123")
+    monkeypatch.setenv("RIPOSTE_BUDGET_MS", "250")
+    monkeypatch.setenv("RIPOSTE_MODEL_DIR", str(tmp_path))
+    assert parsed("serve").port == 8123  # documented, and now honoured
+    assert parsed("chat").budget_ms == 250 and parsed("chat").model_dir == tmp_path  # chat reads them too
+    assert parsed("serve", "--port", "9000").port == 9000 and parsed("chat", "--budget-ms", "400").budget_ms == 400
+
+
+def test_the_command_line_builds_by_default_and_no_build_turns_it_off(monkeypatch):
+    assert parsed("serve").build and not parsed("serve", "--no-build").build
+    assert not Settings().build  # a bare app builds nothing unless told
+    monkeypatch.setenv("RIPOSTE_BUILD", "false")
+    assert not parsed("chat").build
+
+
+def test_serve_hands_workers_the_same_settings(monkeypatch, tmp_path):
+    words = tmp_path / "block.txt"
+    words.write_text("# words and regexes\nzork\nre:fo{2,}\n\n")
+    settings = parsed("serve", "--blocklist-file", str(words), "--blocklist-word", "dogs", "--blocklist-regex",
+                      "a{1,3}b", "--cors-origin", "http://ui.example", "--log-level", "DEBUG", "--workers", "2")
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    worker = Settings()
+    assert worker == settings
+    config = worker.engine_config()
+    assert config.blocklist_words == ("dogs", "zork") and config.blocklist_regexes == ("a{1,3}b", "fo{2,}")
+    assert worker.log_level == "debug" and worker.cors_origins == ["http://ui.example"]
+
+
+def test_environment_lists_and_the_api_key(monkeypatch):
+    monkeypatch.setenv("RIPOSTE_BLOCKLIST_WORDS", "dogs, cats")
+    monkeypatch.setenv("RIPOSTE_BLOCKLIST_REGEXES", "x{1,2}")  # one regex, commas and all
+    monkeypatch.setenv("RIPOSTE_API_KEY", "")
+    settings = Settings()
+    assert settings.blocklist_words == ["dogs", "cats"] and settings.blocklist_regexes == ["x{1,2}"]
+    assert settings.api_key is None  # empty means none, not the empty key
+    monkeypatch.setenv("RIPOSTE_API_KEY", "s3cret-key")
+    assert Settings().api_key.get_secret_value() == "s3cret-key" and "s3cret" not in repr(Settings())
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["serve", "--budget-ms", "5"], "budget_ms"),
+    (["serve", "--port", "70000"], "port"),
+    (["chat", "--blocklist-file", "/no/such/file"], "blocklist_file"),
+    (["chat", "--blocklist-regex", "("], "does not compile"),
+])
+def test_bad_settings_exit_2_naming_the_setting(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_bad_environment_is_named_too(monkeypatch):
+    monkeypatch.setenv("RIPOSTE_BUDGET_MS", "lots")
+    with pytest.raises(ValidationError, match="budget_ms"):
+        Settings()
