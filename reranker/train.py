@@ -14,6 +14,7 @@ evaluates and writes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -30,6 +31,8 @@ from tqdm import tqdm
 from corpus.io import atomic_directory
 from reranker.evaluate import roc_auc
 from reranker.model import Reranker, RerankerConfig, bf16_supported, pick_device
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 PAD_MULTIPLE = 8  # few distinct shapes and aligned matmuls for the oneDNN kernels
@@ -275,7 +278,7 @@ def train(
             )
     else:
         if resume and ddp.main:
-            print(f"--resume: no checkpoint in {ckpt / 'last'}, starting from the base model")
+            log.warning("--resume: no checkpoint in %s, starting from the base model", ckpt / "last")
         rc = reranker_config or RerankerConfig(max_length=config.max_length, pooling=config.pooling)
         reranker = Reranker.from_backbone(config.base_model, rc, device=device, dtype=torch.float32)
     pad_id = reranker.pad_id

@@ -28,6 +28,7 @@ first takes the scores unrefined.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -42,6 +43,8 @@ import numpy as np
 # 15 on average, plus [CLS]/[SEP] and the padding of a length-sorted batch), kept a little high so that a round
 # planned with it fits. A scorer that knows better says so with a `tokens_per_candidate` attribute.
 DEFAULT_TOKENS_PER_CANDIDATE = 24.0
+
+log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
@@ -323,6 +326,7 @@ class ScoringScheduler:
             job.rescore(np.asarray(self.scorer.refine(job.context, job.candidates, job.scores(), deadline=job.deadline),
                                    dtype=np.float32))
         except Exception:  # the approximate scores still make a reply: a failed refine fails nobody
+            log.warning("the editor's refine failed; keeping its first scores", exc_info=True)
             return
 
     def _ready(self, live: list[ScoringJob], now: float) -> list[ScoringJob]:
@@ -344,6 +348,7 @@ class ScoringScheduler:
             try:
                 results: list[Any] = self.scorer.score_many(requests, deadline)
             except Exception:  # read them one by one, so that a failure fails its own job alone
+                log.warning("a batched scoring round failed; reading its jobs one by one", exc_info=True)
                 results = [self._read_one(request, deadline) for request in requests]
         else:
             # One call per job, each to its own deadline (the round's would leave the later calls no time).
@@ -376,4 +381,6 @@ class ScoringScheduler:
                 return np.asarray(self.scorer.score(context, candidates)), np.ones(len(candidates), dtype=bool)
             return self.scorer.score_until(context, candidates, deadline)
         except Exception as exc:
+            log.error("the scorer failed on %d candidates; their turn fails, the others go on", len(candidates),
+                      exc_info=exc)
             return exc

@@ -256,3 +256,34 @@ def test_concurrent_requests_share_the_scorer_and_keep_their_budget(tiny_markov)
             assert 0 < stats["scored"] < stats["filtered"], stats
     finally:
         slow.close()
+
+
+def test_health_shows_the_build_while_the_port_is_already_open(monkeypatch, tiny_model_dir):
+
+    release, building = threading.Event(), threading.Event()
+
+    def slow_build(model_dir, *, build=True, progress=True, status=None):
+        status.total = 2
+        status.begin("training the default editor", expected_s=570.0)
+        status.finish()
+        building.set()
+        release.wait(10)
+        return model_dir
+
+    monkeypatch.setattr(deps_module, "ensure_models", slow_build)
+    settings = Settings(model_dir=tiny_model_dir, require_reranker=False, build=True)
+    with TestClient(create_app(settings)) as c:
+        assert building.wait(10)
+        r = c.get("/health")
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        body = r.json()
+        assert body["status"] == "building" and body["detail"] == "training the default editor"
+        assert body["build"]["done"] == 1 and body["build"]["total"] == 2 and body["build"]["expected_s"] == 570.0
+        r = c.post("/reply", json={"history": HISTORY})
+        assert r.status_code == 503 and "being built" in r.json()["detail"]
+        release.set()
+        for _ in range(200):
+            if c.get("/health").status_code == 200:
+                break
+            time.sleep(0.02)
+        assert c.get("/health").json()["status"] == "ok"

@@ -73,3 +73,44 @@ def test_an_editor_without_a_first_stage_gets_one_and_only_once(tmp_path, monkey
     assert built == [reranker] and not bootstrap.needs_first_stage(tmp_path)
     (reranker / "config.json").write_text("not json")
     assert not bootstrap.needs_first_stage(tmp_path)
+
+
+def test_build_status_counts_stages_and_missing_lists_them(tmp_path, monkeypatch, tiny_markov):
+    assert bootstrap.missing(tmp_path) == ["markov", "reranker"]
+    seen = []
+
+    def fake_markov(out_dir, progress=True):
+        seen.append(status.as_dict())
+        tiny_markov.save(out_dir)
+        return out_dir
+
+    def fake_train(out_dir, *, max_minutes=10, seed=0, progress=True):
+        seen.append(status.as_dict())
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text('{"riposte": {"kind": "cross-encoder"}}')
+        return out_dir
+
+    monkeypatch.setattr(bootstrap, "build_default_markov", fake_markov)
+    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(train_default=fake_train))
+    status = bootstrap.BuildStatus()
+    ensure_models(tmp_path, status=status)
+    assert [(s["done"], s["total"]) for s in seen] == [(0, 2), (1, 2)]
+    assert "Markov" in seen[0]["stage"] and "editor" in seen[1]["stage"] and seen[1]["expected_s"] <= 9.5 * 60
+    assert status.as_dict()["done"] == 2 and bootstrap.missing(tmp_path) == []
+
+
+def test_a_second_process_waits_for_the_build_instead_of_racing_it(tmp_path, tiny_model_dir):
+    import subprocess
+    import time
+
+    script = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+              "print('locked', flush=True); time.sleep(1.0)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / ".build.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    status = bootstrap.BuildStatus()
+    start = time.monotonic()
+    with bootstrap.build_lock(tmp_path, status):
+        waited = time.monotonic() - start
+    holder.wait(5)
+    assert waited > 0.3 and "waiting for another process" in status.stage

@@ -147,3 +147,40 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tiny_model_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.mark.slow
+def test_two_workers_report_one_set_of_metrics(tiny_model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--model", str(tiny_model_dir), "--no-build", "--port", str(port),
+         "--workers", "2", "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, base, timeout=60)
+        deadline = time.monotonic() + 30
+        while True:  # both workers must be up (each reports its start time under its pid)
+            text = httpx.get(f"{base}/metrics").text
+            pids = {line.split('pid="')[1].split('"')[0] for line in text.splitlines()
+                    if line.startswith("riposte_start_time_seconds{")}
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(pids) == 2, text
+        # Fresh connections, so the kernel spreads them over both workers; every scrape counts them all.
+        for _ in range(40):
+            assert httpx.get(f"{base}/v1/models").status_code == 200
+        for _ in range(3):
+            text = httpx.get(f"{base}/metrics").text
+            assert metric(text, "riposte_requests_total", endpoint="/v1/models", status="200") == 40
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -221,3 +221,16 @@ def test_an_approximate_scorer_is_refined_by_the_deadline_and_reading_stops_earl
         assert read.scores[1] > read.scores[0]  # the refined order: "dogs" now beats "dogs dogs"
     finally:
         sched.close()
+
+
+def test_a_scorer_failure_is_logged_with_its_traceback(caplog):
+    from tests.server.conftest import FaultyScorer
+
+    scheduler = ScoringScheduler(FaultyScorer(), slice_size=8)
+    try:
+        with caplog.at_level("ERROR", logger="server.scheduler"), pytest.raises(ScoringError, match="BOOM"):
+            scheduler.score(["hi"], ["fine", FaultyScorer.MARKER], deadline=time.monotonic() + 5)
+    finally:
+        scheduler.close()
+    failures = [r for r in caplog.records if r.name == "server.scheduler" and r.levelname == "ERROR"]
+    assert failures and failures[0].exc_info is not None and "cannot score the marker" in caplog.text
