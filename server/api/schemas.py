@@ -405,3 +405,25 @@ class Health(BaseModel):
     status: Literal["ok", "loading", "building", "error"]
     detail: str | None = None
     build: BuildProgress | None = None
+
+
+class Limits(BaseModel):
+    """What a request may ask for."""
+
+    min_budget_ms: int = MIN_BUDGET_MS
+    max_budget_ms: int = MAX_BUDGET_MS
+    max_candidates: int = MAX_CANDIDATES
+    max_turns: int = MAX_TURNS
+    max_text: int = MAX_TEXT
+    max_simulated_turns: int = MAX_SIMULATED_TURNS
+
+
+class ServerConfig(BaseModel):
+    """GET /config: the defaults a request gets when it names none, the personas, and the limits."""
+
+    budget_ms: int
+    n_candidates: int
+    personas: list[str] = Field(description="every name a request may use as `persona` or `model`")
+    speaking_personas: list[str] = Field(description="who takes part in a simulation that names nobody")
+    scorer: Literal["reranker", "prior"]
+    limits: Limits = Limits()

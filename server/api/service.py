@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from server.api.deps import ApiKey, StateDep
-from server.api.schemas import Health
+from server.api.deps import ApiKey, EngineDep, StateDep
+from server.api.schemas import Health, ServerConfig
 
 router = APIRouter(tags=["service"])
 
@@ -33,3 +33,11 @@ async def get_metrics(state: StateDep) -> Response:
         state.metrics.set_queue(*state.engine.queue)
     body, content_type = state.metrics.render()
     return Response(body, media_type=content_type)
+
+
+@router.get("/config", dependencies=[ApiKey])
+async def get_config(state: StateDep, engine: EngineDep) -> ServerConfig:
+    """The server's defaults (budget, candidates), its personas and the request limits, for clients and the page."""
+    return ServerConfig(budget_ms=state.settings.budget_ms, n_candidates=state.settings.n_candidates,
+                        personas=engine.persona_names, speaking_personas=engine.speaking_personas,
+                        scorer="reranker" if engine.scorer is not None else "prior")

@@ -1,4 +1,4 @@
-// The chat page: talks to the riposte API on the same origin (/health, /v1/models, /reply, /simulate).
+// The chat page: talks to the riposte API on the same origin (/health, /config, /reply, /simulate).
 // No framework and no build step: state lives in one object, the DOM is the view, every request goes through api().
 "use strict";
 
@@ -23,6 +23,7 @@
     ready: false,         // /health said ok
     busy: false,          // a /reply or /simulate is in flight
     personasLoaded: false,
+    needsKey: false,      // the API answered 401: the key field is shown until a key works
     healthTimer: null,
     controller: null,     // aborts the request in flight when the conversation is reset
   };
@@ -96,9 +97,14 @@
     try {
       const { response, data } = await request("GET", "/health");
       if (response.ok && data && data.status === "ok") {
-        setStatus("ready", "ready");
         next = POLL_READY_MS;
-        if (!state.personasLoaded) loadPersonas();
+        if (!state.personasLoaded) await loadPersonas();
+        if (state.needsKey) {  // /health is open to all; the API behind it wants the key
+          setStatus("auth", "this server needs an API key");
+          next = POLL_NOT_READY_MS;
+        } else {
+          setStatus("ready", "ready");
+        }
       } else if (response.status === 401) {
         setStatus("auth", "this server needs an API key");
       } else if (data && typeof data.status === "string") {
@@ -158,20 +164,27 @@
     el.send.textContent = state.busy ? "Thinking…" : "Send";
   }
 
-  /** Fill the persona picker and the simulation's checkboxes from /v1/models. */
+  /** Fill the persona picker, the simulation's checkboxes and the budget's default from /config. */
   async function loadPersonas() {
-    let names;
+    let config;
     try {
-      names = (await api("GET", "/v1/models")).data.map((m) => m.id);
+      config = await api("GET", "/config");
     } catch (err) {
-      addNote(`could not list the personas: ${err.message}`, "error");
+      state.needsKey = err.status === 401;
+      if (!state.needsKey) addNote(`could not read the server's settings: ${err.message}`, "error");
       return;
     }
     state.personasLoaded = true;
+    state.needsKey = false;
+    const names = config.personas;
     const current = el.persona.value || DEFAULT_PERSONA;
     el.persona.replaceChildren(...names.map((name) => new Option(name, name)));
     el.persona.value = names.includes(current) ? current : (names.includes(DEFAULT_PERSONA) ? DEFAULT_PERSONA : names[0]);
-    el.simPersonas.replaceChildren(...names.map((name) => {
+    el.budget.placeholder = `${config.budget_ms} (default)`;
+    $("budget-hint").textContent =
+      `${config.limits.min_budget_ms}–${config.limits.max_budget_ms} ms; empty: the server's default, ${config.budget_ms} ms`;
+    // Only the personas that are someone take part: not "all", nor a "default" that stands in for another.
+    el.simPersonas.replaceChildren(...config.speaking_personas.map((name) => {
       const label = document.createElement("label");
       const box = document.createElement("input");
       box.type = "checkbox";
@@ -181,7 +194,7 @@
     }));
     const hint = document.createElement("span");
     hint.className = "hint";
-    hint.textContent = "none ticked: everyone";
+    hint.textContent = `none ticked: everyone (${config.speaking_personas.join(", ")})`;
     el.simPersonas.append(hint);
   }
 

@@ -78,21 +78,6 @@ def live(web_engine):
         yield base
 
 
-def require_key(app, key: str):
-    """`app` behind a bearer token, as RIPOSTE_API_KEY will put it: everything but the page itself answers 401."""
-
-    async def guarded(scope, receive, send):
-        if scope["type"] == "http" and scope["path"] != "/" and not scope["path"].startswith("/static/"):
-            if dict(scope["headers"]).get(b"authorization") != f"Bearer {key}".encode():
-                response = JSONResponse({"detail": "an API key is required: send Authorization: Bearer <key>"},
-                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await app(scope, receive, send)
-
-    return guarded
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
@@ -323,8 +308,7 @@ def test_build_progress_is_shown_while_building(browser):
 
 
 def test_a_401_asks_for_the_key_and_then_sends_it(browser, web_engine):
-    app = require_key(create_app(Settings(budget_ms=2000), engine=web_engine), KEY)
-    with serve_in_thread(app) as base:
+    with serve_in_thread(create_app(Settings(budget_ms=2000, api_key=KEY), engine=web_engine)) as base:
         browser.get(f"{base}/")
         wait_for(browser, lambda d: one(d, "#auth").is_displayed(), "the API key field")
         assert one(browser, "#status").get_attribute("data-state") == "auth"
@@ -340,5 +324,5 @@ def test_a_401_asks_for_the_key_and_then_sends_it(browser, web_engine):
         set_value(browser, "#api-key", "wrong")
         one(browser, "#save-key").click()
         wait_for(browser, lambda d: one(d, "#status").get_attribute("data-state") == "auth", "the auth status")
-        assert "an API key is required" in one(browser, "#auth").text
+        assert "invalid API key" in one(browser, "#auth").text
         browser.execute_script("localStorage.clear()")
