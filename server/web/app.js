@@ -401,16 +401,21 @@
     }
   }
 
+  /** The settings, or null (with the reason shown in the log) when the browser could not read one. */
+  function readSettings() {
+    try {
+      return settings();
+    } catch (err) {
+      addNote(err.message, "error");
+      return null;
+    }
+  }
+
   async function sendMessage() {
     const text = el.message.value.trim();
     if (!text || !state.ready || state.busy) return;
-    let asked;
-    try {
-      asked = settings();
-    } catch (err) {
-      addNote(err.message, "error");
-      return;
-    }
+    const asked = readSettings();
+    if (asked === null) return;
     const userLine = addUser(text);
     const turn = { speaker: "user", text };
     state.history.push(turn);
@@ -435,13 +440,8 @@
 
   async function simulate() {
     if (!state.ready || state.busy) return;
-    let asked;
-    try {
-      asked = settings();
-    } catch (err) {
-      addNote(err.message, "error");
-      return;
-    }
+    const asked = readSettings();
+    if (asked === null) return;
     const turns = Number(el.simTurns.value);
     const personas = [...el.simPersonas.querySelectorAll("input:checked")].map((box) => box.value);
     const pending = addPending("simulation", `${personas.length ? personas.join(", ") : "everyone"}: ${turns} turn${turns === 1 ? "" : "s"}…`);

@@ -22,6 +22,15 @@ def client(engine):
         yield c
 
 
+def wait_ready(c: TestClient) -> None:
+    """Poll /health until it says ok (at most 4 s)."""
+    for _ in range(200):
+        if c.get("/health").status_code == 200:
+            break
+        time.sleep(0.02)
+    assert c.get("/health").json()["status"] == "ok"
+
+
 def field_of(response) -> str:
     assert response.status_code == 422, response.text
     return response.json()["detail"]["message"]
@@ -178,11 +187,7 @@ def test_health_is_503_while_models_load_then_200(monkeypatch, tiny_model_dir):
         assert c.get("/health").json()["status"] == "loading"
         assert c.post("/reply", json={"history": HISTORY}).status_code == 503
         release.set()
-        for _ in range(200):
-            if c.get("/health").status_code == 200:
-                break
-            time.sleep(0.02)
-        assert c.get("/health").json()["status"] == "ok"
+        wait_ready(c)
         assert c.post("/reply", json={"history": HISTORY}).status_code == 200
 
 
@@ -282,11 +287,7 @@ def test_health_shows_the_build_while_the_port_is_already_open(monkeypatch, tiny
         r = c.post("/reply", json={"history": HISTORY})
         assert r.status_code == 503 and "being built" in r.json()["detail"]
         release.set()
-        for _ in range(200):
-            if c.get("/health").status_code == 200:
-                break
-            time.sleep(0.02)
-        assert c.get("/health").json()["status"] == "ok"
+        wait_ready(c)
 
 
 def test_config_gives_the_defaults_personas_and_limits(client):

@@ -33,6 +33,16 @@ def wait_healthy(proc: subprocess.Popen, base: str, timeout: float = 30) -> None
         assert time.monotonic() < deadline, f"server did not become healthy in {timeout:.0f} s"
         time.sleep(0.05)
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 @pytest.fixture(scope="module")
 def live_server(tiny_model_dir):
     port = free_port()
@@ -48,12 +58,7 @@ def live_server(tiny_model_dir):
         wait_healthy(proc, base)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 @pytest.mark.slow
@@ -178,9 +183,4 @@ def test_two_workers_report_one_set_of_metrics(tiny_model_dir):
             text = httpx.get(f"{base}/metrics").text
             assert metric(text, "riposte_requests_total", endpoint="/v1/models", status="200") == 40
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
