@@ -15,7 +15,8 @@ score(context, candidate) = w_context * cos(joined context, candidate) + w_last 
 With weights (20, 0, 0) and no training the editor ranks exactly as the zero-shot bi-encoder does.
 
 A saved editor is a directory: config.json ("riposte": kind "editor", format version, weights),
-`biencoder/` (a saved BiEncoder) and `fluency.safetensors`; `Reranker.load(dir)` recognises it.
+`biencoder/` (a saved BiEncoder) and `fluency.safetensors`; `Reranker.load(dir)` recognises it. Other libraries'
+loaders refuse the directory with a message naming riposte (`FOREIGN_MODEL_TYPE`), rather than score it wrong.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torch import nn
 from corpus.io import atomic_directory, read_config
 from reranker.backends import resolve_backend
 from reranker.biencoder import BiEncoder, unit
+from reranker.evaluate import with_loading_note
 from reranker.model import CONFIG_KEY, check_inputs, pick_device, rank_by_score
 
 FORMAT_VERSION = 1
@@ -51,6 +53,15 @@ MANY_PIECE = 16
 # while fp32's best sat at int8's rank 0 or 1 on every one of 40 real turns; 16 (not 8) also keeps fp32's top 10
 # (recall@10 99% against 91%) for about 4% of the turn (benchmarks/RESULTS.md).
 REFINE_TOP = 16
+# sentence-transformers' CrossEncoder, transformers' Auto classes and pipelines all begin at AutoConfig, which picks a
+# model class by config.json's `model_type`. An editor is not one transformers model (a bi-encoder, a fluency head and
+# a mix), so no stock class scores it as trained: its config.json names a type no library knows, worded as the fix,
+# and their error ("...has model type `riposte-editor: ...`...") then says what to do. Without any model_type they
+# refused too, but with a generic message; the riposte section is unchanged, so FORMAT_VERSION stays 1 and editors
+# saved before this key load as ever.
+FOREIGN_MODEL_TYPE = ("riposte-editor: not a transformers model (a bi-encoder plus a fluency head), so no "
+                      "transformers or sentence-transformers class scores it as trained; load it with riposte: "
+                      "reranker.Reranker.load(dir), python -m reranker eval, or a riposte server's /rank endpoint")
 
 
 @dataclass(frozen=True)
@@ -146,15 +157,19 @@ class Editor:
 
     def save(self, directory: str | os.PathLike, *, model_card: str | None = None,
              extra_files: dict[str, str] | None = None) -> Path:
-        """Write the editor directory (config.json, biencoder/, fluency head, card), atomically."""
+        """Write the editor directory (config.json, biencoder/, fluency head, card), atomically.
+
+        The card gets the note on loading the editor with other libraries (`reranker.evaluate.EDITOR_ELSEWHERE`).
+        """
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
-            (tmp / "config.json").write_text(json.dumps({CONFIG_KEY: self.config.to_dict()}, indent=1), encoding="utf-8")
+            settings = {"model_type": FOREIGN_MODEL_TYPE, CONFIG_KEY: self.config.to_dict()}
+            (tmp / "config.json").write_text(json.dumps(settings, indent=1), encoding="utf-8")
             (tmp / "biencoder").mkdir()
             self.biencoder.write(tmp / "biencoder")
             save_file({k: v.detach().contiguous() for k, v in self.fluency.state_dict().items()}, str(tmp / FLUENCY_FILE))
             if model_card is not None:
-                (tmp / "README.md").write_text(model_card, encoding="utf-8")
+                (tmp / "README.md").write_text(with_loading_note(model_card), encoding="utf-8")
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text, encoding="utf-8")
         return directory

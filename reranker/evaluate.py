@@ -354,6 +354,28 @@ def model_card(*, title: str, summary: str, parts: dict, metrics: dict, verdict:
     return "\n".join(lines)
 
 
+EDITOR_ELSEWHERE = """## Loading it with other libraries
+
+Other libraries refuse this directory; none of them scores it. It is not one transformers model but a bi-encoder
+(`biencoder/`), a fluency head (`fluency.safetensors`) and a learned mix (`config.json`), and only riposte combines
+them as trained. Its `config.json` names the model type `riposte-editor: ...`, which no library knows, so
+sentence-transformers' `CrossEncoder(dir)` and transformers' `AutoConfig`, `AutoModelForSequenceClassification` and
+`pipeline` stop with an error that says to use riposte. Load it with `from reranker import Reranker;
+Reranker.load(dir)`, evaluate it with `python -m reranker eval DIR DATA`, or serve it
+(`python -m server serve --model MODEL_DIR`) and POST to `/rank` or `/v1/rerank`. Do not load `biencoder/` alone as
+a cross-encoder: it is a mean-pooled sentence embedder, and a cross-encoder loader accepts it with a new, untrained
+classification head (on the default editor, that head's best 50 of 4,093 writer candidates shared none with the
+editor's best 50).
+"""
+
+
+def with_loading_note(card: str) -> str:
+    """An editor's card with the note on other libraries (EDITOR_ELSEWHERE) at its end, once."""
+    if EDITOR_ELSEWHERE in card:
+        return card
+    return card.rstrip("\n") + "\n\n" + EDITOR_ELSEWHERE
+
+
 def card_metadata(title: str, metadata: dict, metrics: dict) -> dict:
     """The hub's model-card fields (base_model, pipeline_tag, license, datasets, ...) plus a model-index of the
     model's own figures (R@1 and MRR per measure, swap accuracy)."""

@@ -1,8 +1,17 @@
-"""Chat in the terminal: `[you] ...` / `[bot] ... (812 ms)`, with a few slash commands; works piped too."""
+"""Chat in the terminal: `[you] ...` / `[bot] ... (812 ms)`, with a few slash commands; works piped too.
+
+On a terminal, readline gives line editing, Tab completion of the commands and persona names, and a history kept
+across chats in `history_path()`. Piped, the chat reads plain lines and echoes them, and touches no history.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import TextIO
 
 from server.engine import DEFAULT_PERSONA, Engine, Reply, Turn, UnknownPersonaError, topic_terms
@@ -19,6 +28,9 @@ from server.limits import (
 )
 
 KEEP_ALTERNATIVES = 50
+COMMANDS = ("/reset", "/top", "/budget", "/as", "/persona", "/auto", "/topic", "/help", "/quit", "/exit")
+PERSONA_COMMANDS = ("/as", "/persona")  # their one argument is a persona name
+HISTORY_LENGTH = 1000  # lines kept in the history file, the newest
 
 HELP = """commands:
   /reset          forget the conversation
@@ -167,28 +179,141 @@ class Chat:
             self.say(f"{i:>3}. {shown:>9}  {text}")
 
 
+def completions(line: str, personas: Sequence[str]) -> list[str]:
+    """What Tab may turn the last word of `line` (the text before the cursor) into: a command, or a persona name."""
+    head, _, word = line.rpartition(" ")
+    words = head.split()
+    if not words:  # the first word: a command, never chat text
+        return [c for c in COMMANDS if c.startswith(word)] if word.startswith("/") or not word else []
+    command, position = words[0], len(words)  # position: 1 for the command's first argument
+    if command in PERSONA_COMMANDS and position == 1:
+        options = list(personas)
+    elif command == "/auto" and position >= 2:  # /auto N [NAME...] [--follows]
+        options = [*personas, *(["--follows"] if "--follows" not in words else [])]
+    else:
+        return []
+    return [o for o in options if o.startswith(word)]
+
+
+class Completer:
+    """readline's completer over `completions`; `before_cursor` gives the line typed so far, up to the cursor."""
+
+    def __init__(self, personas: Sequence[str], before_cursor: Callable[[], str]) -> None:
+        self.personas = list(personas)
+        self.before_cursor = before_cursor
+        self.matches: list[str] = []
+
+    def complete(self, text: str, state: int) -> str | None:
+        """The state-th completion of the word under the cursor, None past the last (readline's protocol)."""
+        if state == 0:
+            self.matches = completions(self.before_cursor(), self.personas)
+        return self.matches[state] if state < len(self.matches) else None
+
+
+def history_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """The chat's history file: $XDG_STATE_HOME/riposte/chat_history, else ~/.local/state/riposte/chat_history."""
+    state = environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"  # the spec ignores relative ones
+    return base / "riposte" / "chat_history"
+
+
+class History:
+    """The chat's input lines on disk, one per line, the newest last, at most `length`; trouble is a warning."""
+
+    def __init__(self, path: str | os.PathLike, length: int = HISTORY_LENGTH, warn: TextIO | None = None) -> None:
+        self.path = Path(path)
+        self.length = length
+        self.warn_to = warn
+
+    def warn(self, action: str, exc: OSError) -> None:
+        """Say that the history could not be read or written, and carry on without it."""
+        print(f"riposte: could not {action} the chat history {self.path} ({exc.strerror or exc}); "
+              "the chat goes on without it", file=self.warn_to or sys.stderr, flush=True)
+
+    def load(self) -> list[str]:
+        """The saved lines, oldest first; none when there is no file yet or it cannot be read."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self.warn("read", exc)
+            return []
+        return [line for line in text.splitlines() if line.strip()][-self.length:]
+
+    def save(self, lines: Sequence[str]) -> None:
+        """Keep the newest `length` lines, written whole (a temporary file, then a rename) and readable by the user only."""
+        kept = [line for line in lines if line.strip() and "\n" not in line and "\r" not in line][-self.length:]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # mode 0600
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write("".join(line + "\n" for line in kept))
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            self.warn("write", exc)
+
+
+@contextmanager
+def line_editing(personas: Sequence[str], history: History | None) -> Iterator[None]:
+    """For an interactive chat: readline's editing, Tab completion and the saved history, restored on the way out."""
+    try:
+        import readline
+    except ImportError:  # no readline on this platform: input() still reads lines, without editing
+        yield
+        return
+    completer = Completer(personas, lambda: readline.get_line_buffer()[: readline.get_endidx()])
+    saved = readline.get_completer(), readline.get_completer_delims()
+    readline.set_completer(completer.complete)
+    readline.set_completer_delims(" \t\n")  # "/top" and "some-persona" are one word each
+    # macOS Python links libedit, whose binding syntax differs
+    readline.parse_and_bind("bind ^I rl_complete" if "libedit" in (readline.__doc__ or "") else "tab: complete")
+    if history is not None:
+        readline.clear_history()
+        for line in history.load():
+            readline.add_history(line)
+    try:
+        yield
+    finally:
+        if history is not None:  # input() added each line typed
+            n = readline.get_current_history_length()
+            history.save([readline.get_history_item(i) or "" for i in range(1, n + 1)])
+        readline.set_completer(saved[0])
+        readline.set_completer_delims(saved[1])
+
+
 def run_repl(engine: Engine, *, stdin: TextIO | None = None, out: TextIO | None = None,
-             budget_ms: int | None = None, seed: int | None = None) -> int:
-    """Read lines until /quit or end of input; returns the exit status."""
+             budget_ms: int | None = None, seed: int | None = None,
+             history_file: str | os.PathLike | None = None) -> int:
+    """Read lines until /quit or end of input; returns the exit status.
+
+    On a terminal the typed lines are kept in `history_file` (default `history_path()`); piped, nothing is kept.
+    """
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     chat = Chat(engine, out, budget_ms=budget_ms, seed=seed)
     interactive = stdin.isatty() and out.isatty()
     print(f"riposte chat: persona {chat.persona}, budget {chat.budget_ms} ms; /help for commands",
           file=sys.stderr, flush=True)
-    try:
-        while True:
-            if interactive:
-                line = input("[you] ")  # input() gives line editing on a terminal
-            else:
-                line = stdin.readline()
-                if not line:
+    editing = line_editing(engine.persona_names, History(history_file or history_path())) if interactive else nullcontext()
+    with editing:
+        try:
+            while True:
+                if interactive:
+                    line = input("[you] ")  # through readline: editing, completion, history
+                else:
+                    line = stdin.readline()
+                    if not line:
+                        break
+                    if line.strip() and not line.lstrip().startswith("/"):
+                        chat.say(f"[you] {line.strip()}")  # so a piped transcript reads like a chat
+                if not chat.handle(line):
                     break
-                if line.strip() and not line.lstrip().startswith("/"):
-                    chat.say(f"[you] {line.strip()}")  # so a piped transcript reads like a chat
-            if not chat.handle(line):
-                break
-    except (EOFError, KeyboardInterrupt):
-        if interactive:
-            print(file=out)
+        except (EOFError, KeyboardInterrupt):
+            if interactive:
+                print(file=out)
     return 0

@@ -105,7 +105,7 @@ def test_editor_save_load_roundtrip_and_reranker_load_dispatch(editor, tmp_path)
     loaded = Reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert isinstance(loaded, Editor) and loaded.config == trained.config
     np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), trained.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
-    assert (tmp_path / "ed" / "README.md").read_text() == "# card\n"
+    assert (tmp_path / "ed" / "README.md").read_text().startswith("# card\n")
     assert json.loads((tmp_path / "ed" / "config.json").read_text())["riposte"]["weights"]["fluency"] == 1.0
 
 
@@ -197,3 +197,37 @@ def test_a_corrupt_fluency_head_is_a_clear_error(editor, tmp_path):
     (tmp_path / "ed2" / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="does not fit the editor"):
         Reranker.load(tmp_path / "ed2")
+
+
+def test_other_libraries_refuse_a_saved_editor_and_say_to_use_riposte(editor, tmp_path):
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+
+    editor.save(tmp_path / "ed", model_card="# card\n")
+    loaders = {
+        "CrossEncoder": CrossEncoder,
+        "AutoModelForSequenceClassification": AutoModelForSequenceClassification.from_pretrained,
+        "AutoConfig": AutoConfig.from_pretrained,
+        "pipeline": lambda path: pipeline("text-classification", model=path),
+    }
+    for name, load in loaders.items():
+        with pytest.raises(ValueError, match=r"riposte-editor: not a transformers model") as caught:
+            load(str(tmp_path / "ed"))
+        assert "Reranker.load(dir)" in str(caught.value) and "/rank" in str(caught.value), name
+    card = (tmp_path / "ed" / "README.md").read_text()
+    assert card.startswith("# card\n") and card.count("## Loading it with other libraries") == 1
+    assert "refuse" in card and "Reranker.load(dir)" in card
+    editor.save(tmp_path / "ed", model_card=card)  # a card that has the note keeps one copy
+    assert (tmp_path / "ed" / "README.md").read_text() == card
+
+
+def test_editors_saved_before_the_foreign_loader_guard_still_load(editor, tmp_path):
+    trained = editor.with_config(EditorConfig(weights=(5.0, 1.0, 0.5), bias=0.25))
+    trained.save(tmp_path / "ed")
+    raw = json.loads((tmp_path / "ed" / "config.json").read_text())
+    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 1
+    del raw["model_type"]  # the layout every editor had before: only the riposte section
+    (tmp_path / "ed" / "config.json").write_text(json.dumps(raw))
+    old = Reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+    assert isinstance(old, Editor) and old.config == trained.config
+    np.testing.assert_allclose(old.score(CONTEXT, CANDIDATES), trained.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
