@@ -121,9 +121,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(f"# {gen.report}" + (f"; {gen.reason}" if gen.reason else ""), file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
     """Parse arguments and run a subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m markov", description="riposte's Markov candidate writer")
+    parser = argparse.ArgumentParser(prog=prog, description="riposte's Markov candidate writer")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build a model from text")
     b.add_argument("--input", nargs="+", required=True,

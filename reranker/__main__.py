@@ -291,9 +291,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m reranker") -> int:
     """Entry point of `python -m reranker`."""
-    parser = argparse.ArgumentParser(prog="python -m reranker", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)

@@ -86,10 +86,10 @@ def chat(settings: Settings, seed: int | None) -> int:
         engine.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
     """The command line: `serve` and `chat`; every default comes from Settings."""
     defaults = Settings.model_fields
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("serve", "run the HTTP API (and the web page at /)"), ("chat", "chat in the terminal")):
@@ -126,9 +126,9 @@ def explain(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run a subcommand."""
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
+    """Parse the command line and run a subcommand; `prog` names the command in usage lines."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)

@@ -7,7 +7,7 @@
     riposte train | eval | first-stage | plot python -m reranker train | eval | first-stage | plot
 
 The arguments after the command go untouched to that package's `main(argv)`, so its flags, help, errors and exit
-status are the `python -m` form's own; its usage line still names it (`usage: python -m markov build ...`).
+status are the `python -m` form's own; only its usage line names it `riposte` (`usage: riposte build ...`).
 Packages load only when their command runs, so `riposte --help` stays quick (no torch).
 """
 
@@ -76,7 +76,9 @@ def run(name: str, args: list[str]) -> int:
     """Run one command with its arguments through its package's `main(argv)`; the exit status it gives."""
     command = COMMANDS[name]
     main = importlib.import_module(f"{command.package}.__main__").main
-    return main([*command.prefix, *args]) or 0  # markov's main returns None on success, as `python -m markov` exits 0
+    # Usage lines then read `riposte build ...` (`riposte corpus clean ...`), not `python -m markov build ...`.
+    prog = "riposte" if command.prefix else f"riposte {name}"
+    return main([*command.prefix, *args], prog=prog) or 0  # markov's main returns None on success, as `python -m markov` exits 0
 
 
 def main(argv: list[str] | None = None) -> int:
