@@ -259,6 +259,10 @@ def train(
     device = pick_device(device)
     ddp = _Dist(device)
     if device.type == "cuda":
+        if ddp.local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process {ddp.local_rank} of this node has no GPU of its own "
+                             f"({torch.cuda.device_count()} visible): start at most one process per GPU, or pass "
+                             "device='cpu'")
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
     ckpt = checkpoint_dir_for(out_dir, config)

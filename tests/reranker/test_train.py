@@ -126,7 +126,7 @@ def test_ddp_smoke_two_cpu_processes(tiny_bert, tmp_path):
         from reranker.train import train
         tmp = Path({str(tmp_path)!r})
         config = small_config(tmp, {tiny_bert!r}, max_steps=4, save_every=2, eval_every=2, log_every=2)
-        result = train(toy_samples(200), toy_samples(32, seed=1), config, tmp / "out", progress=False)
+        result = train(toy_samples(200), toy_samples(32, seed=1), config, tmp / "out", progress=False, device="cpu")
         # "done 4" as one write: print("done", step) writes each piece apart, and the two ranks share the
         # stdout pipe, so under PYTHONUNBUFFERED a busy machine interleaved them ("done done4 4").
         print(f"done {{result.step}}", flush=True)
