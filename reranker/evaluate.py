@@ -15,6 +15,7 @@ bi-encoder (cosine of the joined context and the candidate) and TF-IDF cosine.
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -354,6 +355,7 @@ def model_card(*, title: str, summary: str, parts: dict, metrics: dict, verdict:
     return "\n".join(lines)
 
 
+LOADING_HEADING = "## Loading it with other libraries"
 EDITOR_ELSEWHERE = """## Loading it with other libraries
 
 Other libraries refuse this directory; none of them scores it. It is not one transformers model but a bi-encoder
@@ -369,11 +371,73 @@ editor's best 50).
 """
 
 
-def with_loading_note(card: str) -> str:
-    """An editor's card with the note on other libraries (EDITOR_ELSEWHERE) at its end, once."""
-    if EDITOR_ELSEWHERE in card:
+RIPOSTE_LOADERS = ("Load it with `from reranker import Reranker; Reranker.load(dir)`, evaluate it with "
+                   "`python -m reranker eval DIR DATA`, or serve it (`python -m server serve --model MODEL_DIR`) and "
+                   "POST to `/rank` or `/v1/rerank`.")
+POOLING_WORDS = {
+    "pair": "the product of the unit mean vectors of the context's and of the candidate's tokens",
+    "mean": "the mean of all the encoder's token vectors",
+}
+
+
+def cross_encoder_note(config, *, stock_scores: bool) -> str:
+    """The card section on loading a saved cross-encoder (a RerankerConfig) with other libraries.
+
+    `stock_scores`: whether they score it as riposte does (`Reranker._stock_loaders_score_it`), else they refuse it.
+    """
+
+    def fill(*sentences: str) -> str:
+        return textwrap.fill(" ".join(sentences), width=116, break_on_hyphens=False)
+
+    joined = f'" {config.delimiter} "'
+    if not stock_scores:
+        why = (f"Its classifier reads {POOLING_WORDS[config.pooling]} (pooling `{config.pooling}`), which no stock "
+               "class computes: they all read [CLS] through the pooler, so they would load it without complaint and "
+               "rank with numbers it was never trained to give." if config.pooling != "cls" else
+               "It runs the stock head (pooling `cls`), but its tokenizer's own encoding of two texts is not "
+               f"riposte's `[CLS] l1 {config.delimiter} l2 [SEP] candidate [SEP]`, so other libraries would feed it "
+               "input it was never trained on.")
+        return "\n".join([LOADING_HEADING, "", fill(
+            "Other libraries refuse this directory; none of them scores it.", why,
+            "Its `config.json` names the model type `riposte-reranker: ...`, which no library knows (the backbone's "
+            "own type is kept in the `riposte` section), so sentence-transformers' `CrossEncoder(dir)` and "
+            "transformers' `AutoConfig`, `AutoModelForSequenceClassification` and `pipeline` stop with an error that "
+            "says to use riposte.", RIPOSTE_LOADERS), ""])
+    speakers = ["It was trained on context lines of the form `name: text`; send them so."] if config.context_speakers else []
+    return "\n".join([
+        LOADING_HEADING, "",
+        fill("This cross-encoder runs the stock classification head (pooling `cls`: [CLS] -> pooler -> classifier), so "
+             "sentence-transformers and transformers load it and give riposte's scores when they get riposte's input: "
+             f"the context lines joined by {joined} (the delimiter with a space each side) as the first text, the "
+             "candidate as the second.", *speakers),
+        "", "```python", "from sentence_transformers import CrossEncoder", "",
+        f"scores = CrossEncoder(dir).predict([({joined}.join(context), candidate) for candidate in candidates])",
+        "```", "",
+        fill(f'`pipeline("text-classification", model=dir)({{"text": {joined}.join(context), "text_pair": candidate}})` '
+             "gives the same number, and so does `AutoModelForSequenceClassification` on the saved tokenizer's "
+             "encoding of that pair. The number is riposte's score, the raw logit: `config.json` turns off "
+             "CrossEncoder's default sigmoid (`sentence_transformers.activation_fn` is Identity) and the pipeline's "
+             '(`problem_type` is "regression"), and the saved tokenizer sends no `token_type_ids`, as riposte trained.'),
+        "",
+        fill(f"Where the pair fits {config.max_length} tokens, special tokens included, these scores are riposte's to "
+             "float rounding (at most 1e-5 apart in riposte's tests). Longer pairs differ. Riposte drops whole context "
+             "lines, oldest first, and keeps the candidate whole; the saved tokenizer (`model_max_length` "
+             f'{config.max_length}, `truncation_side` "left") cuts single tokens from the start of whichever text is '
+             "the longer, so it keeps the end of an old line, and it shortens a candidate longer than the context "
+             "from its start. Riposte's own loaders score any length as trained.", RIPOSTE_LOADERS),
+        ""])
+
+
+def with_loading_note(card: str, note: str = EDITOR_ELSEWHERE) -> str:
+    """The card with the note on other libraries (an editor's by default) at its end, once: a card saved again
+    has its old note replaced."""
+    if note in card:
         return card
-    return card.rstrip("\n") + "\n\n" + EDITOR_ELSEWHERE
+    head, found, tail = card.partition(LOADING_HEADING)
+    if found:  # drop the old note, up to the next section
+        following = tail.find("\n## ")
+        card = head + (tail[following + 1:] if following >= 0 else "")
+    return card.rstrip("\n") + "\n\n" + note
 
 
 def card_metadata(title: str, metadata: dict, metrics: dict) -> dict:

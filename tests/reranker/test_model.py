@@ -8,9 +8,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from reranker import BackboneNotFoundError, Reranker, RerankerConfig
 from reranker.model import cpu_has_bf16
+
+from .conftest import WORDS
 
 CONTEXT = ["hello how are you", "fine thanks and you", "good what is your name"]
 CANDIDATES = ["my name is cat", "i like pizza", "bye", "where do you live", "yes", "the movie was great today"]
@@ -33,8 +37,9 @@ def test_save_load_round_trip_gives_equal_scores(tiny_bert, tmp_path):
     assert loaded.config == rr.config
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["riposte"] == {"delimiter": "|", "max_length": 40, "truncation_side": "left", "pooling": "mean",
-                                "context_speakers": False, "format_version": 1}
-    assert (tmp_path / "m" / "README.md").read_text() == "# card\n"
+                                "context_speakers": False, "format_version": 2, "model_type": "bert"}
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert card.startswith("# card\n\n## Loading it with other libraries\n") and card.count("## Loading") == 1
     assert (tmp_path / "m" / "model.safetensors").is_file()
 
 
@@ -188,7 +193,7 @@ def test_load_rejects_a_plain_hf_model_and_other_versions(tiny_bert, tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     config["riposte"]["format_version"] = 99
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="format_version 99"):
+    with pytest.raises(ValueError, match="format_version 99 is not supported"):
         Reranker.load(tmp_path / "m")
 
 
@@ -197,6 +202,8 @@ def test_config_validation():
         RerankerConfig(pooling="max")
     with pytest.raises(ValueError, match="truncation_side"):
         RerankerConfig(truncation_side="right")
+    with pytest.raises(ValueError, match="the layout this riposte writes"):
+        RerankerConfig(format_version=1)
 
 
 def test_pair_head_starts_as_scaled_cosine_and_round_trips(tiny_bert, tmp_path):
@@ -236,3 +243,209 @@ def test_one_stalled_batch_cannot_stop_scoring_for_good(reranker):
         if scored.all():
             break
     assert scored_counts[0] == 0 and scored_counts[-1] == len(candidates)
+
+
+# ---- other libraries' loaders -----------------------------------------------------------------------------------
+
+
+def other_loaders() -> dict:
+    """Every way sentence-transformers and transformers load a cross-encoder directory, by name."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+
+    return {
+        "CrossEncoder": CrossEncoder,
+        "AutoModelForSequenceClassification": AutoModelForSequenceClassification.from_pretrained,
+        "AutoConfig": AutoConfig.from_pretrained,
+        "pipeline": lambda path: pipeline("text-classification", model=path),
+    }
+
+
+def assert_refused(directory) -> None:
+    for name, load in other_loaders().items():
+        with pytest.raises(ValueError, match=r"riposte-reranker: a riposte cross-encoder that no") as caught:
+            load(str(directory))
+        assert "Reranker.load(dir)" in str(caught.value) and "/v1/rerank" in str(caught.value), name
+
+
+def widen(reranker: Reranker, seed: int = 0) -> Reranker:
+    """Weights of std 0.3 (the classifier's 1): at init's 0.02 a tiny model gives nearly one score for every input,
+    so an equality of scores would prove little. The token-type rows get as wide, so sending them would show."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in reranker.model.parameters():
+            if param.dim() >= 2:
+                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+        reranker.model.classifier.weight.copy_(torch.randn(reranker.model.classifier.weight.shape, generator=generator))
+    return reranker
+
+
+@pytest.mark.parametrize("pooling", ["pair", "mean"])
+def test_other_libraries_refuse_a_pooled_reranker_and_riposte_scores_it_as_before(tiny_bert, tmp_path, pooling):
+    rr = widen(Reranker.from_backbone(tiny_bert, RerankerConfig(pooling=pooling, max_length=40)))
+    before = rr.score(CONTEXT, CANDIDATES)
+    rr.save(tmp_path / "m", model_card="# card\n")
+    assert_refused(tmp_path / "m")
+    loaded = Reranker.load(tmp_path / "m", dtype=torch.float32)
+    assert loaded.config == rr.config and type(loaded.model) is type(rr.model)
+    np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), before, rtol=1e-5, atol=1e-5)
+    raw = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert raw["riposte"]["model_type"] == "bert" and raw["riposte"]["format_version"] == 2
+    card = (tmp_path / "m" / "README.md").read_text()
+    flat = " ".join(card.split())  # the note is wrapped
+    assert card.count("## Loading it with other libraries") == 1
+    assert "Other libraries refuse this directory" in flat and f"pooling `{pooling}`" in flat
+    assert "Reranker.load(dir)" in flat and "/v1/rerank" in flat
+    # Saved again (here with the card it already has) it keeps one note, and still loads.
+    loaded.save(tmp_path / "m", model_card=card)
+    assert (tmp_path / "m" / "README.md").read_text() == card
+    np.testing.assert_allclose(Reranker.load(tmp_path / "m", dtype=torch.float32).score(CONTEXT, CANDIDATES), before,
+                               rtol=1e-5, atol=1e-5)
+
+
+def write_format_1(directory) -> None:
+    """Rewrite a saved reranker's config.json the way riposte wrote every one before format 2."""
+    raw = json.loads((directory / "config.json").read_text())
+    raw["model_type"] = raw["riposte"].pop("model_type")
+    raw["riposte"]["format_version"] = 1
+    for key in ("sentence_transformers", "problem_type"):
+        raw.pop(key, None)
+    (directory / "config.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("pooling", ["pair", "cls"])
+def test_rerankers_saved_in_format_1_still_load_and_are_saved_back_in_format_2(tiny_bert, tmp_path, pooling):
+    rr = widen(Reranker.from_backbone(tiny_bert, RerankerConfig(pooling=pooling, max_length=40)))
+    before = rr.score(CONTEXT, CANDIDATES)
+    rr.save(tmp_path / "m")
+    write_format_1(tmp_path / "m")
+    old = Reranker.load(tmp_path / "m", dtype=torch.float32)
+    assert old.config == rr.config and old.config.format_version == 2
+    np.testing.assert_allclose(old.score(CONTEXT, CANDIDATES), before, rtol=1e-5, atol=1e-5)
+    old.save(tmp_path / "again")
+    raw = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert raw["riposte"]["format_version"] == 2 and raw["riposte"]["model_type"] == "bert"
+    assert (raw["model_type"] == "bert") == (pooling == "cls")
+    np.testing.assert_allclose(Reranker.load(tmp_path / "again", dtype=torch.float32).score(CONTEXT, CANDIDATES),
+                               before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_saved_reranker_is_a_backbone_to_train_on_and_a_damaged_one_says_so(tiny_bert, tmp_path):
+    Reranker.from_backbone(tiny_bert, RerankerConfig(pooling="pair")).save(tmp_path / "m")
+    again = Reranker.from_backbone(tmp_path / "m", RerankerConfig(pooling="mean"))
+    assert type(again.model).__name__ == "BertForSequenceClassification" and again.config.pooling == "mean"
+    raw = json.loads((tmp_path / "m" / "config.json").read_text())
+    del raw["riposte"]["model_type"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="lost the backbone's model_type"):
+        Reranker.load(tmp_path / "m")
+    raw["riposte"]["model_type"] = "no-such-model"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="model_type 'no-such-model' is unknown to transformers"):
+        Reranker.load(tmp_path / "m")
+
+
+# The "cls" head is the stock one, so the stock loaders may score it: on contexts that fit max_length they must give
+# riposte's scores exactly (float rounding: measured at most 9e-6 on logits spread over 7 to 16 units).
+CLS_MAX_LENGTH = 48
+
+
+@pytest.fixture(scope="module", params=["bert", "deberta"])
+def cls_model(request, tmp_path_factory):
+    """(riposte's reranker, its saved directory, CrossEncoder on it): a widened tiny "cls" cross-encoder."""
+    from sentence_transformers import CrossEncoder
+
+    from .conftest import write_tiny_bert, write_tiny_deberta
+
+    root = tmp_path_factory.mktemp(f"cls-{request.param}")
+    backbone = (write_tiny_bert if request.param == "bert" else write_tiny_deberta)(root / "backbone")
+    rr = widen(Reranker.from_backbone(backbone, RerankerConfig(pooling="cls", max_length=CLS_MAX_LENGTH)))
+    rr.save(root / "m", model_card="# card\n")
+    return rr, root / "m", CrossEncoder(str(root / "m"))
+
+
+WORD_LISTS = st.lists(st.sampled_from(WORDS + ["?", ".", ","]), min_size=1, max_size=6).map(" ".join)
+
+
+@settings(max_examples=25, deadline=None)
+@given(context=st.lists(WORD_LISTS, max_size=4), candidates=st.lists(WORD_LISTS, min_size=1, max_size=4))
+def test_cross_encoder_gives_riposte_scores_for_a_cls_reranker(cls_model, context, candidates):
+    rr, _, ce = cls_model
+    assume(max(len(ids) for ids in rr.encode(context, candidates)) <= CLS_MAX_LENGTH)  # the pair fits max_length
+    ours = rr.score(context, candidates)
+    theirs = ce.predict([(" | ".join(context), c) for c in candidates])
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=5e-5)
+
+
+def test_transformers_give_riposte_scores_for_a_cls_reranker_and_the_card_says_how(cls_model):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    rr, directory, ce = cls_model
+    ours = rr.score(CONTEXT, CANDIDATES)
+    assert np.ptp(ours) > 1.0  # widened: the inputs move the score
+    query = " | ".join(CONTEXT)
+    pipe = pipeline("text-classification", model=str(directory))
+    np.testing.assert_allclose([pipe({"text": query, "text_pair": c})["score"] for c in CANDIDATES], ours, atol=5e-5)
+    model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    with torch.inference_mode():
+        batch = tokenizer([query] * len(CANDIDATES), CANDIDATES, padding=True, truncation=True, return_tensors="pt")
+        assert "token_type_ids" not in batch
+        np.testing.assert_allclose(model(**batch).logits[:, 0].numpy(), ours, atol=5e-5)
+        # The type ids are why the saved tokenizer sends none: on BERT, riposte's zeros and the stock ones differ.
+        typed = tokenizer([query] * len(CANDIDATES), CANDIDATES, padding=True, return_token_type_ids=True,
+                          return_tensors="pt")
+        moved = np.abs(model(**typed).logits[:, 0].numpy() - ours).max()
+        assert moved > 1e-2 if model.config.model_type == "bert" else moved < 5e-5
+    raw = json.loads((directory / "config.json").read_text())
+    assert raw["model_type"] == raw["riposte"]["model_type"] == model.config.model_type
+    card = (directory / "README.md").read_text()
+    flat = " ".join(card.split())  # the note is wrapped
+    assert card.count("## Loading it with other libraries") == 1 and 'CrossEncoder(dir).predict([(" | ".join(context)' in card
+    assert f"fits {CLS_MAX_LENGTH} tokens" in flat and "Riposte drops whole context lines, oldest first" in flat
+    assert "refuse" not in flat
+
+
+def test_past_max_length_a_cls_reranker_is_cut_as_the_card_says(cls_model):
+    rr, _, ce = cls_model
+    context = [f"{w} how are you today and tomorrow" for w in ("hello", "fine", "good", "cat", "dog", "tea")]
+    candidate = "i like to eat pizza"
+    (ours,) = rr.encode(context, [candidate])
+    theirs = ce.tokenizer(" | ".join(context), candidate, truncation=True)["input_ids"]
+    full = ce.tokenizer(" | ".join(context), add_special_tokens=False)["input_ids"]
+    mine, their_sep = ours.index(rr.sep_id), theirs.index(rr.sep_id)
+    assert len(ours) <= CLS_MAX_LENGTH == len(theirs)
+    assert theirs[their_sep:] == ours[mine:]  # both keep the candidate whole, between its [SEP]s
+    # Riposte keeps the newest whole lines; the tokenizer keeps the newest tokens, wherever that cuts.
+    kept = ours[:mine].count(rr.delim_id) + 1
+    assert kept < len(context) and ours == rr.encode(context[-kept:], [candidate])[0]
+    assert theirs[1:their_sep] == full[len(full) - (their_sep - 1):]
+    assert theirs != ours
+
+
+def test_a_cls_reranker_whose_tokenizer_pairs_otherwise_is_refused(tiny_bert, tmp_path):
+    """A RoBERTa-like template, `[CLS] A [SEP] [SEP] B [SEP]`, in the saved tokenizer: the stock encoding is not
+    riposte's, so the stock head would be fed input it never saw."""
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    source = AutoTokenizer.from_pretrained(tiny_bert)
+    backend = source.backend_tokenizer
+    backend.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", source.cls_token_id), ("[SEP]", source.sep_token_id)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, cls_token="[CLS]", sep_token="[SEP]",
+                                        pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]")
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_bert, backbone, ignore=shutil.ignore_patterns("*token*", "vocab.txt"))
+    tokenizer.save_pretrained(backbone)
+    rr = Reranker.from_backbone(backbone, RerankerConfig(pooling="cls"))
+    before = rr.score(CONTEXT, CANDIDATES)
+    rr.save(tmp_path / "m", model_card="# card\n")
+    assert_refused(tmp_path / "m")
+    flat = " ".join((tmp_path / "m" / "README.md").read_text().split())
+    assert "Other libraries refuse this directory" in flat and "encoding of two texts is not riposte's" in flat
+    np.testing.assert_allclose(Reranker.load(tmp_path / "m", dtype=torch.float32).score(CONTEXT, CANDIDATES), before,
+                               rtol=1e-5, atol=1e-5)
