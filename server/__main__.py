@@ -28,13 +28,14 @@ FLAG_FIELDS = ("model_dir", "budget_ms", "build", "blocklist_file", "blocklist_w
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings from the flags given, then the environment; the command line turns building on by default."""
+    """Settings from the flags given, then the environment (or .env); the command line builds by default."""
     given: dict[str, Any] = {k: v for k in FLAG_FIELDS if (v := getattr(args, k, None)) is not None}
-    if "RIPOSTE_BUILD" not in os.environ:
+    configured = Settings().model_fields_set  # what the environment or a .env file set
+    if "build" not in configured:
         given.setdefault("build", True)
     # From the command line a missing reranker is served by the prior, with a warning, unless the environment asks
     # for one (RIPOSTE_REQUIRE_RERANKER=true).
-    if "RIPOSTE_REQUIRE_RERANKER" not in os.environ:
+    if "require_reranker" not in configured:
         given["require_reranker"] = False
     return Settings(**given)
 
@@ -106,15 +107,16 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
                        help="replies never contain this word (repeatable; RIPOSTE_BLOCKLIST_WORDS=a,b)")
         p.add_argument("--blocklist-regex", dest="blocklist_regexes", action="append", metavar="REGEX",
                        help="replies never match this regex (repeatable)")
-        p.add_argument("--log-level", type=str.lower, choices=LogLevel.__args__,
-                       help="riposte's and uvicorn's log level (RIPOSTE_LOG_LEVEL; default info)")
+        p.add_argument("--log-level", type=lambda v: {"warn": "warning"}.get(v.lower(), v.lower()),
+                       choices=LogLevel.__args__,
+                       help=f"riposte's and uvicorn's log level (RIPOSTE_LOG_LEVEL; default {defaults['log_level'].default})")
     serve_p = sub.choices["serve"]
     # Loopback unless told otherwise (--host or RIPOSTE_HOST): exposing the service must be a choice.
     serve_p.add_argument("--host", help="interface to listen on (RIPOSTE_HOST; default 127.0.0.1, loopback only; "
                                         "0.0.0.0 exposes it)")
-    serve_p.add_argument("--port", type=int, help="port (RIPOSTE_PORT; default 8000)")
+    serve_p.add_argument("--port", type=int, help=f"port (RIPOSTE_PORT; default {defaults['port'].default})")
     serve_p.add_argument("--workers", type=int, help="uvicorn worker processes, each loads its own models "
-                                                     "(RIPOSTE_WORKERS; default 1)")
+                                                     f"(RIPOSTE_WORKERS; default {defaults['workers'].default})")
     serve_p.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
                          help="a web origin allowed to call the API from a browser (repeatable; RIPOSTE_CORS_ORIGINS)")
     sub.choices["chat"].add_argument("--seed", type=int, default=None, help="seed replies for a reproducible chat")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
     configure_logging(settings.log_level)
     try:
         return serve(settings) if args.command == "serve" else chat(settings, args.seed)
-    except (FileNotFoundError, ValueError) as exc:  # a wrong --model dir is a usage error, not a crash
+    except (OSError, ValueError) as exc:  # a wrong or unwritable --model dir is a usage error, not a crash
         print(f"riposte: error: {exc}", file=sys.stderr)
         return 2
 

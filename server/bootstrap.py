@@ -103,6 +103,16 @@ def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
     return out_dir
 
 
+def can_train() -> bool:
+    """Whether the training code imports here (torch and transformers installed)."""
+    try:
+        import reranker.recipes  # noqa: F401
+    except ImportError as exc:
+        log.warning("the training code does not import (%s)", exc)
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def build_lock(model_dir: Path, status: BuildStatus) -> Iterator[None]:
     """Hold `model_dir/.build.lock`; another process building the same dir is waited for, not raced."""
@@ -124,11 +134,17 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
     """Build what `model_dir` lacks (Markov from chitchat, then the MiniLM editor) unless `build` is False."""
     model_dir = Path(model_dir)
     status = status or BuildStatus()
-    if not build or not missing(model_dir):
+    stages = missing(model_dir) if build else []
+    if "reranker" in stages and not can_train():
+        # An install without the training extras can still chat, ranked by the first stage or the prior.
+        log.warning("cannot train a reranker here; replies will be ranked by prior")
+        stages.remove("reranker")
+    if not stages:
         return model_dir
+    status.total = len(stages)  # known before any wait, so /health says "building" from the start
     with build_lock(model_dir, status):
-        stages = missing(model_dir)  # again: another process may have built them while this one waited
-        status.total = len(stages)
+        stages = [s for s in missing(model_dir) if s in stages]  # another process may have built some meanwhile
+        status.total = status.done + len(stages)
         began = time.monotonic()
         if "markov" in stages:
             status.begin(f"building the Markov model in {model_dir / 'markov'} from chitchat", expected_s=60.0)
@@ -136,11 +152,8 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
             status.finish()
             log.info("Markov model built in %.0f s", time.monotonic() - began)
         if "reranker" in stages:
-            try:
-                from reranker.recipes import train_default
-            except ImportError as exc:  # an install without the training extras can still chat, ranked by prior
-                log.warning("cannot train a reranker here (%s); replies will be ranked by prior", exc)
-                return model_dir
+            from reranker.recipes import train_default
+
             minutes = max(1.0, FIRST_RUN_MINUTES - (time.monotonic() - began) / 60.0)
             status.begin(f"training the default editor in {model_dir / 'reranker'} (up to {minutes:.0f} minutes)",
                          expected_s=minutes * 60.0)

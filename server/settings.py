@@ -24,19 +24,28 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 RIPOSTE_LOGGERS = ("server", "reranker", "markov", "corpus")
 
 
+def _json_list(value: str) -> list | None:
+    """The value as a JSON list of strings, or None when it is not one."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, list) else None
+
+
 def _comma_list(value: Any) -> Any:
     """A JSON list, or "a, b" (from the environment or a flag) as ["a", "b"]; a list stays a list."""
     if isinstance(value, str):
-        if value.lstrip().startswith("["):
-            return json.loads(value)
-        return [part.strip() for part in value.split(",") if part.strip()]
+        parsed = _json_list(value)
+        return parsed if parsed is not None else [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
 def _one_or_list(value: Any) -> Any:
-    """A JSON list, or one string as a list of one (regexes may contain commas, so they are never split)."""
+    """A JSON list, or one string as a list of one (a regex may hold commas, or start with "[")."""
     if isinstance(value, str):
-        return json.loads(value) if value.lstrip().startswith("[") else [value]
+        parsed = _json_list(value)
+        return parsed if parsed is not None else [value]
     return value
 
 
@@ -87,14 +96,22 @@ class Settings(BaseSettings):
 
     @field_validator("api_key", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: Any) -> Any:
-        """RIPOSTE_API_KEY= (empty) means no key, not a key that is the empty string."""
-        return None if value in ("", None) else value
+    def _check_key(cls, value: Any) -> Any:
+        """RIPOSTE_API_KEY= (empty) means no key; a key must be printable ASCII, as HTTP headers carry it."""
+        if value in ("", None):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if not (text.isascii() and text.isprintable()) or any(ch.isspace() for ch in text):
+            raise ValueError("the API key must be printable ASCII without spaces (an HTTP header carries it)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = value.lower()
+            return "warning" if value == "warn" else value
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -16,6 +16,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.admission import Admission, AdmissionConfig
+from server.api.schemas import ErrorResponse, OpenAIError
 from server.api.tokens import TokenCounter
 from server.bootstrap import BuildStatus, ensure_models
 from server.budget import Budget
@@ -112,16 +113,28 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 ApiKey = Depends(check_api_key)
 
 
-def unprocessable(field: str, msg: str) -> HTTPException:
-    """A 422 naming the field, shaped like the validation errors."""
-    return HTTPException(422, detail={"message": f"{field}: {msg}", "errors": [{"field": field, "msg": msg}]})
+# What the OpenAPI schema says errors look like: riposte's shape, and OpenAI's under /v1 (see server/api/errors.py).
+ERRORS: dict = {"4XX": {"model": ErrorResponse, "description": "a bad request, named"},
+                "5XX": {"model": ErrorResponse, "description": "loading, overloaded (Retry-After), or failed"}}
+OPENAI_ERRORS: dict = {"4XX": {"model": OpenAIError, "description": "OpenAI's error object"},
+                       "5XX": {"model": OpenAIError, "description": "OpenAI's error object"}}
+
+
+def unprocessable(field: str, msg: str, status: int = 422) -> HTTPException:
+    """A 422 (or `status`) naming the field, shaped like the validation errors."""
+    return HTTPException(status, detail={"message": f"{field}: {msg}", "errors": [{"field": field, "msg": msg}]})
 
 
 def check_persona(engine: Engine, persona: str, field: str = "persona", status: int = 422) -> None:
     """422 (or `status`) unless the engine knows the persona."""
     if persona not in engine.personas:
-        msg = f"unknown persona {persona!r}; known: {', '.join(engine.persona_names)}"
-        raise HTTPException(status, detail={"message": f"{field}: {msg}", "errors": [{"field": field, "msg": msg}]})
+        raise unprocessable(field, f"unknown persona {persona!r}; known: {', '.join(engine.persona_names)}", status)
+
+
+def require_scorer(engine: Engine) -> None:
+    """503 unless the engine has an editor to rank with."""
+    if engine.scorer is None:
+        raise HTTPException(503, detail="this server has no reranker loaded")
 
 
 class ClientDisconnected(Exception):

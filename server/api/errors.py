@@ -28,35 +28,53 @@ OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 499: "client_closed_request", 503: "service_unavailable_error"}
 
 
-def is_openai(request: Request) -> bool:
-    """Whether the request is on an OpenAI-style surface (/v1/...)."""
-    return request.url.path.startswith(("/v1/", "/v2/"))
+def is_openai(path: str) -> bool:
+    """Whether a path is on an OpenAI-style surface (/v1/..., /v2/rerank)."""
+    return path.startswith(("/v1/", "/v2/"))
 
 
-def error_response(request: Request, status: int, detail: Any, headers: dict | None = None,
-                   code: str | None = None) -> Response:
+def error_body(path: str, status: int, detail: Any, code: str | None = None) -> dict:
     """{"detail": ...}; under /v1 OpenAI's {"error": {"message", "type", "param", "code"}} instead."""
-    if not is_openai(request):
-        return Response(orjson.dumps({"detail": detail}), status, headers, media_type="application/json")
-    if status == 422:
-        status = 400  # a request OpenAI's servers would call bad
+    if not is_openai(path):
+        return {"detail": detail}
     message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
     errors = detail.get("errors", []) if isinstance(detail, dict) else []
-    error = {
+    return {"error": {
         "message": message,
         "type": OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
         "param": errors[0]["field"] if errors else None,
         "code": code or (detail.get("code") if isinstance(detail, dict) else None),
-    }
-    return Response(orjson.dumps({"error": error}), status, headers, media_type="application/json")
+    }}
+
+
+def error_response(request: Request, status: int, detail: Any, headers: dict | None = None,
+                   code: str | None = None) -> Response:
+    """An error as JSON in the shape of its path's surface; under /v1 a 422 is OpenAI's 400."""
+    if status == 422 and is_openai(request.url.path):
+        status = 400  # a request OpenAI's servers would call bad
+    body = orjson.dumps(error_body(request.url.path, status, detail, code))
+    return Response(body, status, headers, media_type="application/json")
+
+
+def field_of(loc: tuple) -> str:
+    """A location as a dotted field name: "messages.0.content", without pydantic's union and validator tags."""
+    parts = [str(p) for p in loc if p != "body" and (isinstance(p, int) or str(p).isidentifier())]
+    return ".".join(parts) or "body"
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:
     """422 (400 under /v1) with a readable message naming each bad field (and never echoing the input back)."""
-    errors = []
+    errors, fields = [], set()
     for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
-        errors.append({"field": ".".join(loc) or "body", "msg": str(err.get("msg", "invalid")), "type": err.get("type")})
+        if err.get("type") == "json_invalid":
+            at = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+            field, msg = "body", "invalid JSON" + (f" at character {at}" if at is not None else "")
+        else:
+            field, msg = field_of(err.get("loc", ())), str(err.get("msg", "invalid"))
+        if field in fields:  # a union reports each member's complaint; the first says it
+            continue
+        fields.add(field)
+        errors.append({"field": field, "msg": msg, "type": err.get("type")})
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
     return error_response(request, 422, {"message": message, "errors": errors})
 

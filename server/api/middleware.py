@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from server.api.errors import error_body
 from server.metrics import Metrics
 
 
@@ -31,10 +32,10 @@ class BodyLimitMiddleware:
             try:
                 too_big = int(length) > self.max_bytes
             except ValueError:
-                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
+                await _send_error(send, scope, 400, "Content-Length is not a number")
                 return
             if too_big:
-                await _send_json(send, 413, {"detail": f"request body over {self.max_bytes} bytes"})
+                await _send_error(send, scope, 413, f"request body over {self.max_bytes} bytes")
                 return
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -46,14 +47,14 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, give_up - time.monotonic()))
             except TimeoutError:
-                await _send_json(send, 408, {"detail": f"request body not received in whole within {self.timeout_s:g} s"})
+                await _send_error(send, scope, 408, f"request body not received in whole within {self.timeout_s:g} s")
                 return
             messages.append(message)
             if message["type"] != "http.request":
                 break
             total += len(message.get("body", b""))
             if total > self.max_bytes:
-                await _send_json(send, 413, {"detail": f"request body over {self.max_bytes} bytes"})
+                await _send_error(send, scope, 413, f"request body over {self.max_bytes} bytes")
                 return
             if not message.get("more_body", False):
                 break
@@ -99,8 +100,9 @@ class MetricsMiddleware:
             self.metrics.observe_request(scope["method"], scope["path"], status, time.monotonic() - start)
 
 
-async def _send_json(send: Callable, status: int, content: dict) -> None:
-    body = orjson.dumps(content)
+async def _send_error(send: Callable, scope: dict, status: int, message: str) -> None:
+    """An error answered before the app runs, in the same shape the app's own errors have on that path."""
+    body = orjson.dumps(error_body(scope["path"], status, message))
     await send({
         "type": "http.response.start",
         "status": status,

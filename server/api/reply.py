@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
-from server.api.deps import ApiKey, EngineDep, StateDep, check_persona, received_at, serving
+from server.api.deps import (
+    ERRORS,
+    ApiKey,
+    EngineDep,
+    StateDep,
+    check_persona,
+    received_at,
+    require_scorer,
+    serving,
+)
 from server.api.schemas import (
     RankedText,
     RankRequest,
@@ -23,7 +32,7 @@ from server.engine import Reply, Turn
 from server.group import Conversation
 from server.limits import MIN_BUDGET_MS
 
-router = APIRouter(tags=["riposte"], dependencies=[ApiKey])
+router = APIRouter(tags=["riposte"], dependencies=[ApiKey], responses=ERRORS)
 
 
 def stats_of(result: Reply, elapsed_ms: float) -> ReplyStats:
@@ -54,8 +63,7 @@ async def post_reply(body: ReplyRequest, request: Request, engine: EngineDep, st
 @router.post("/rank")
 async def post_rank(body: RankRequest, request: Request, engine: EngineDep, state: StateDep) -> RankResponse:
     """Score any generator's candidates against the history, best first."""
-    if engine.scorer is None:
-        raise HTTPException(503, detail="this server has no reranker loaded")
+    require_scorer(engine)
     # Without a budget every candidate is read, however long that takes.
     budget = engine.budget(body.budget_ms or math.inf, received_at(request), generates=False)
     async with serving(request, state, budget) as watch:

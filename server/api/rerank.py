@@ -11,14 +11,23 @@ from __future__ import annotations
 import math
 import uuid
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
-from server.api.deps import ApiKey, EngineDep, StateDep, received_at, serving, unprocessable
+from server.api.deps import (
+    OPENAI_ERRORS,
+    ApiKey,
+    EngineDep,
+    StateDep,
+    received_at,
+    require_scorer,
+    serving,
+    unprocessable,
+)
 from server.api.schemas import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
 from server.engine import Turn
 from server.limits import MAX_TEXT, MAX_TURNS
 
-router = APIRouter(tags=["rerank"], dependencies=[ApiKey])
+router = APIRouter(tags=["rerank"], dependencies=[ApiKey], responses=OPENAI_ERRORS)
 
 
 def relevance(score: float | None) -> float | None:
@@ -32,14 +41,12 @@ def relevance(score: float | None) -> float | None:
 @router.post("/v2/rerank", include_in_schema=False)
 async def rerank(body: RerankRequest, request: Request, engine: EngineDep, state: StateDep) -> RerankResponse:
     """Score documents against a query (the context), best first."""
-    if engine.scorer is None:
-        raise HTTPException(503, detail="this server has no reranker loaded")
-    lines = [line.strip() for line in body.query.splitlines() if line.strip()][-MAX_TURNS:]
+    require_scorer(engine)
+    # Long inputs are cut, as Cohere's and vLLM's servers cut them: the newest lines, each document's start.
+    lines = [line.strip()[-MAX_TEXT:] for line in body.query.splitlines() if line.strip()][-MAX_TURNS:]
     if not lines:
         raise unprocessable("query", "has no text")
-    if any(len(line) > MAX_TEXT for line in lines):
-        raise unprocessable("query", f"a line is over {MAX_TEXT} characters")
-    texts = [d if isinstance(d, str) else d.text for d in body.documents]
+    texts = [(d if isinstance(d, str) else d.text)[:MAX_TEXT] for d in body.documents]
     budget = engine.budget(body.budget_ms or math.inf, received_at(request), generates=False)
     async with serving(request, state, budget) as watch:
         ranked = await watch.race(engine.arank([Turn("user", line) for line in lines], texts, budget=budget))

@@ -192,12 +192,22 @@ class RankResponse(BaseModel):
 # ---------------------------------------------------------------------------------------------------- OpenAI
 
 
+# OpenAI's clients send what they have (RAG prompts, long chats, long documents): /v1 takes texts of any length and
+# cuts them to what the engine reads, where riposte's own routes refuse them with a 422 naming the field.
+AnyText = Annotated[str, BeforeValidator(_valid_unicode)]
+
+
+def _default_if_null(default: Any) -> Any:
+    """A validator turning JSON null into the field's default, as OpenAI's and vLLM's servers accept it."""
+    return BeforeValidator(lambda value: default if value is None else value)
+
+
 class ContentPart(BaseModel):
     """One part of an OpenAI message content array; only text parts carry meaning here."""
 
     model_config = ConfigDict(extra="ignore")
     type: str = "text"
-    text: Text = ""
+    text: AnyText = ""
 
 
 class ChatMessage(BaseModel):
@@ -205,14 +215,16 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: Text | list[ContentPart] | None = None
+    content: AnyText | list[ContentPart] | None = None
     name: str | None = None
 
     def text(self) -> str:
-        """The message's text (text parts joined)."""
+        """The message's text (text parts joined), cut to the newest MAX_TEXT characters the engine reads."""
         if isinstance(self.content, list):
-            return " ".join(part.text for part in self.content if part.type == "text")
-        return self.content or ""
+            text = " ".join(part.text for part in self.content if part.type == "text")
+        else:
+            text = self.content or ""
+        return text[-MAX_TEXT:]
 
 
 class StreamOptions(BaseModel):
@@ -222,28 +234,28 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-def _stop_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
 class ChatRequest(BaseModel):
     """POST /v1/chat/completions; unknown OpenAI fields (top_p, user, ...) are accepted and ignored."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = DEFAULT_PERSONA
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_TURNS)
-    n: int = Field(1, ge=1, le=100)
-    stream: bool = False
+    messages: list[ChatMessage] = Field(min_length=1, description="the newest 100 user and assistant turns are read")
+    n: Annotated[int, _default_if_null(1), Field(ge=1, le=100)] = 1
+    stream: Annotated[bool, _default_if_null(False)] = False
     stream_options: StreamOptions | None = None
     seed: int | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, description="most tokens (the editor's tokenizer) in a reply")
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
-    stop: Annotated[Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None,
-                    BeforeValidator(_stop_list), Field(description="a reply ends before the first of these")] = None
+    stop: (Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
+           | None) = Field(None, description="a reply ends before the first of these")
     # riposte's own fields (OpenAI clients pass them through `extra_body`).
     budget_ms: BudgetMs | None = None
     n_candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+
+    def stops(self) -> list[str]:
+        """The stop strings, as a list."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
 
 class AssistantMessage(BaseModel):
@@ -348,7 +360,7 @@ class RerankDocument(BaseModel):
     """A document as Cohere's and Jina's APIs also accept it."""
 
     model_config = ConfigDict(extra="ignore")
-    text: Text
+    text: AnyText
 
 
 class RerankRequest(BaseModel):
@@ -356,8 +368,10 @@ class RerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = None
-    query: Annotated[str, Field(min_length=1, max_length=MAX_TEXT * MAX_TURNS), BeforeValidator(_valid_unicode)]
-    documents: list[Text | RerankDocument] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    query: Annotated[AnyText, Field(min_length=1)] = Field(
+        description="the context, one line per line, newest last; the newest 100 lines are read")
+    documents: list[AnyText | RerankDocument] = Field(
+        min_length=1, max_length=MAX_CANDIDATES, description="the candidates; each is read up to 2,000 characters")
     top_n: int | None = Field(None, ge=1, description="return only the best top_n (default: all)")
     return_documents: bool = True
     budget_ms: BudgetMs | None = None
@@ -427,3 +441,24 @@ class ServerConfig(BaseModel):
     speaking_personas: list[str] = Field(description="who takes part in a simulation that names nobody")
     scorer: Literal["reranker", "prior"]
     limits: Limits = Limits()
+
+
+class FieldError(BaseModel):
+    """One bad field of a request."""
+
+    field: str
+    msg: str
+    type: str | None = None
+
+
+class ValidationDetail(BaseModel):
+    """What was wrong with a request, as one message and per field."""
+
+    message: str
+    errors: list[FieldError]
+
+
+class ErrorResponse(BaseModel):
+    """Every error outside /v1: a message, or for a bad request the message and the fields it names."""
+
+    detail: str | ValidationDetail

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from server.api.deps import ApiKey, EngineDep, StateDep
 from server.api.schemas import Health, ServerConfig
@@ -26,7 +26,8 @@ async def get_health(state: StateDep, response: Response) -> Health:
     return Health(status="loading", detail="models are loading")
 
 
-@router.get("/metrics", dependencies=[ApiKey])
+@router.get("/metrics", dependencies=[ApiKey], response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition text"}})
 async def get_metrics(state: StateDep) -> Response:
     """Prometheus text: requests, latency, turns, in-flight and queue gauges, process metrics."""
     if state.engine is not None:
@@ -38,6 +39,6 @@ async def get_metrics(state: StateDep) -> Response:
 @router.get("/config", dependencies=[ApiKey])
 async def get_config(state: StateDep, engine: EngineDep) -> ServerConfig:
     """The server's defaults (budget, candidates), its personas and the request limits, for clients and the page."""
-    return ServerConfig(budget_ms=state.settings.budget_ms, n_candidates=state.settings.n_candidates,
+    return ServerConfig(budget_ms=state.settings.budget_ms, n_candidates=engine.config.n_candidates,
                         personas=engine.persona_names, speaking_personas=engine.speaking_personas,
                         scorer="reranker" if engine.scorer is not None else "prior")

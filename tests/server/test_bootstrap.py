@@ -99,18 +99,28 @@ def test_build_status_counts_stages_and_missing_lists_them(tmp_path, monkeypatch
     assert status.as_dict()["done"] == 2 and bootstrap.missing(tmp_path) == []
 
 
-def test_a_second_process_waits_for_the_build_instead_of_racing_it(tmp_path, tiny_model_dir):
+def test_a_second_process_waits_for_the_build_instead_of_racing_it(tmp_path, monkeypatch, tiny_markov):
     import subprocess
+    import threading
     import time
 
     script = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
-              "print('locked', flush=True); time.sleep(1.0)")
-    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / ".build.lock")], stdout=subprocess.PIPE,
-                              text=True)
+              "print('locked', flush=True); time.sleep(1.0); sys.argv[2:] and open(sys.argv[2], 'w').write('{}')")
+    tmp_path.joinpath("markov").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / ".build.lock"),
+                               str(tmp_path / "markov" / "config.json")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
+    built = []
+    monkeypatch.setattr(bootstrap, "build_default_markov", lambda out_dir, progress=True: built.append(out_dir))
+    monkeypatch.setitem(sys.modules, "reranker.recipes", None)  # no training here: only the Markov stage
     status = bootstrap.BuildStatus()
+    worker = threading.Thread(target=ensure_models, args=(tmp_path,), kwargs={"status": status})
     start = time.monotonic()
-    with bootstrap.build_lock(tmp_path, status):
-        waited = time.monotonic() - start
+    worker.start()
+    time.sleep(0.3)
+    waiting = status.as_dict()
+    worker.join(10)
     holder.wait(5)
-    assert waited > 0.3 and "waiting for another process" in status.stage
+    # While it waits, /health has a stage to show; the other process built the Markov model, so this one builds nothing.
+    assert waiting["total"] == 1 and "waiting for another process" in waiting["stage"]
+    assert time.monotonic() - start > 0.5 and built == []

@@ -127,16 +127,30 @@ def test_fit_by_hand():
     tokens = TokenCounter.__new__(TokenCounter)
     tokens.tokenizer, tokens.unit = None, "words"
     texts = ["one two three four", "one two", "a b c"]
-    assert fit(texts, 2, tokens, 3, None) == [("one two", "stop"), ("a b c", "stop")]
-    assert fit(texts, 1, tokens, 1, None) == [("one", "length")]
+    assert fit(texts, 2, tokens, 3, []) == [("one two", "stop"), ("a b c", "stop")]
+    assert fit(texts, 1, tokens, 1, []) == [("one", "length")]
     assert fit(texts[1:], 2, tokens, None, ["two"]) == [("one ", "stop"), ("a b c", "stop")]
-    assert fit([], 2, tokens, None, None) == [("", "stop"), ("", "stop")]
+    assert fit([], 2, tokens, None, []) == [("", "stop"), ("", "stop")]
+    # stop first, then max_tokens: the best reply fits once cut at its stop string
+    assert fit(["do you like dogs? i do.", "pizza is fine ok"], 1, tokens, 4, ["?"]) == [("do you like dogs", "stop")]
+    # cut replies stay distinct, and one cut to nothing makes way for the next
+    assert fit(["i like dogs a lot", "i like pizza a lot", "we do"], 2, tokens, 2, []) == [("we do", "stop"),
+                                                                                            ("i like", "length")]
+    assert fit(["?why", "fine"], 1, tokens, None, ["?"]) == [("fine", "stop")]
+
+
+def test_long_openai_inputs_are_cut_not_refused(sdk, engine):
+    long_chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"line {i}"} for i in range(150)]
+    long_chat[-1] = {"role": "user", "content": "x " * 3000 + "do you like dogs?"}  # a RAG-sized prompt
+    reply = sdk.chat.completions.create(model="default", messages=long_chat, seed=1)
+    assert reply.choices[0].message.content and reply.usage.prompt_tokens > 0
 
 
 def test_a_system_message_sets_the_persona_or_the_topic(client, engine):
     assert system_settings("pirate", engine) == ("pirate", None)
     assert system_settings("persona: pirate\ntopic: old movies", engine) == ("pirate", "old movies")
     assert system_settings("Talk about pizza.", engine) == (None, "Talk about pizza.")
+    assert system_settings("persona: Pirate", engine) == ("pirate", None)  # names match ignoring case
     req = {"messages": [{"role": "system", "content": "persona: pirate\ntopic: pizza"}, *USER], "seed": 2}
     body = client.post("/v1/chat/completions", json=req).json()
     assert body["riposte"]["persona"] == "pirate" and body["riposte"]["topic"]["words"] == ["pizza"]
@@ -155,8 +169,8 @@ def test_sdk_errors_are_the_sdks_own_exceptions(sdk):
     with pytest.raises(openai.BadRequestError):
         sdk.chat.completions.create(model="default", messages=[{"role": "system", "content": "hi"}])
     with pytest.raises(openai.BadRequestError) as err:
-        sdk.chat.completions.create(model="default", messages=[{"role": "user", "content": "x" * 2001}])
-    assert "messages.0.content" in err.value.message
+        sdk.chat.completions.create(model="default", messages=[{"role": "robot", "content": "hi"}])
+    assert err.value.param == "messages.0.role" and "function-before" not in err.value.message
     with pytest.raises(openai.BadRequestError):
         sdk.chat.completions.create(model="default", messages=USER, n=0)
     with pytest.raises(openai.BadRequestError):
@@ -168,6 +182,11 @@ def test_raw_errors_under_v1_have_openais_shape(client):
     assert r.status_code == 400 and r.json()["error"]["param"] == "n" and "detail" not in r.json()
     r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["error"]["message"] == "body: invalid JSON at character 1" and r.json()["error"]["param"] == "body"
+    r = client.post("/v1/chat/completions", content=b"x" * 1_100_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["error"]["message"]  # the body limit speaks OpenAI too
+    r = client.post("/v1/chat/completions", json={"messages": USER, "n": None, "stream": None})
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1  # null means the default, as in vLLM
     r = client.get("/v1/nope")
     assert r.status_code == 404 and "error" in r.json()
     assert client.post("/reply", json={"history": []}).status_code == 422  # riposte's own routes keep 422
@@ -206,6 +225,8 @@ def test_rerank_errors(client):
         assert r.status_code == 400 and r.json()["error"]["param"] == field, (body, r.text)
     r = client.post("/v1/rerank", json={"query": "\n \n", "documents": ["a"]})
     assert r.status_code == 400 and "query" in r.json()["error"]["message"]
+    long = client.post("/v1/rerank", json={"query": "q" * 5000, "documents": ["d" * 5000, "dogs"]})
+    assert long.status_code == 200 and len(long.json()["results"][0]["document"]["text"]) == 2000
 
 
 def test_relevance_is_a_stable_sigmoid():
@@ -260,6 +281,8 @@ def test_cors_is_off_by_default_and_follows_the_setting(client, engine):
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
         other = c.options("/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"})
         assert other.status_code == 400
+        sdk_headers = {**preflight, "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os"}
+        assert c.options("/v1/chat/completions", headers=sdk_headers).status_code == 200  # the JS SDK's preflight
 
 
 def test_openapi_schema_declares_every_stat_the_api_sends(client):

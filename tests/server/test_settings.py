@@ -71,3 +71,24 @@ def test_bad_environment_is_named_too(monkeypatch):
     monkeypatch.setenv("RIPOSTE_BUDGET_MS", "lots")
     with pytest.raises(ValidationError, match="budget_ms"):
         Settings()
+
+
+def test_a_regex_that_looks_like_json_is_still_one_regex(monkeypatch):
+    monkeypatch.setenv("RIPOSTE_BLOCKLIST_REGEXES", "[0-9]{3}-[0-9]{4}")
+    assert Settings().blocklist_regexes == ["[0-9]{3}-[0-9]{4}"]
+    monkeypatch.setenv("RIPOSTE_BLOCKLIST_REGEXES", '["a+", "b{1,2}"]')
+    assert Settings().blocklist_regexes == ["a+", "b{1,2}"]
+
+
+@pytest.mark.parametrize("key", ["sécret", "two words", "   ", "tab\tkey"])
+def test_an_api_key_a_header_cannot_carry_is_refused(key):
+    with pytest.raises(ValidationError, match="API key"):
+        Settings(api_key=key)
+
+
+def test_a_dotenv_file_counts_as_the_environment(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RIPOSTE_BUILD=false\nRIPOSTE_REQUIRE_RERANKER=true\nRIPOSTE_PORT=8765\n")
+    settings = parsed("serve")
+    assert (settings.build, settings.require_reranker, settings.port) == (False, True, 8765)
+    assert parsed("serve", "--port", "9001").port == 9001 and parsed("serve", "--log-level", "WARN").log_level == "warning"
