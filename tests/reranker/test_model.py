@@ -213,7 +213,7 @@ def test_pair_head_starts_as_scaled_cosine_and_round_trips(tiny_bert, tmp_path):
     expected = []
     with torch.inference_mode():
         for ids in encoded:
-            hidden = rr.model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0]  # (T, H)
+            hidden = rr.model.base_model(input_ids=torch.tensor([ids], device=rr.device)).last_hidden_state[0]  # (T, H)
             sep = ids.index(rr.sep_id)
             u = hidden[:sep].mean(0)  # [CLS] and the context
             v = hidden[sep + 1 : len(ids) - 1].mean(0)  # the candidate, without its [SEP]
