@@ -34,12 +34,18 @@ def test_the_console_script_is_registered_by_the_distribution():
 
 @pytest.mark.parametrize("name", list(cli.COMMANDS))
 def test_each_command_runs_its_packages_own_parser(name, capsys):
+    import importlib
+
     command = cli.COMMANDS[name]
     with pytest.raises(SystemExit) as exit_:
         cli.main([name, "--help"])
     assert exit_.value.code == 0
-    usage = capsys.readouterr().out.splitlines()[0]
-    assert usage.startswith(f"usage: riposte {name} ["), usage  # the package's own parser, named as it was called
+    ours = capsys.readouterr().out
+    assert ours.startswith(f"usage: riposte {name} ["), ours  # named as it was called
+    with pytest.raises(SystemExit):  # the package's own parser gives the same help
+        prog = "riposte" if command.prefix else f"riposte {name}"
+        importlib.import_module(f"{command.package}.__main__").main([*command.prefix, "--help"], prog=prog)
+    assert capsys.readouterr().out.split() == ours.split()
 
 
 def test_corpus_commands_are_reachable_both_ways(capsys):
