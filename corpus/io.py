@@ -6,8 +6,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 
@@ -47,3 +48,18 @@ def read_config(directory: str | os.PathLike, what: str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path} is corrupt (not a JSON object); rebuild or restore the {what}")
     return data
+
+
+def config_fields(cls: type, data: dict, what: str, reads: Collection[int]) -> dict:
+    """The fields of the config dataclass `cls` in a saved settings section, once its format version is one this
+    riposte reads (a ValueError naming `what` otherwise).
+
+    Keys `cls` does not know are dropped, and so is `format_version`: the config comes back at the current
+    version, so a directory in an older layout is rewritten in the current one when saved again.
+    """
+    version = data.get("format_version")
+    if version not in reads:
+        raise ValueError(f"{what} format_version {version!r} is not supported (this riposte reads "
+                         f"{' and '.join(map(str, reads))}; a newer riposte may read it)")
+    known = {f.name for f in fields(cls)} - {"format_version"}
+    return {k: v for k, v in data.items() if k in known}

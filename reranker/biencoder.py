@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from corpus.io import atomic_directory, read_config
+from corpus.io import atomic_directory, config_fields, read_config
 from reranker.backends import APPROXIMATE, build_runner, resolve_backend
 from reranker.model import (
     CONFIG_KEY,
@@ -58,11 +58,7 @@ class BiEncoderConfig:
     @classmethod
     def from_dict(cls, data: dict) -> BiEncoderConfig:
         """Build from a config.json section, rejecting other format versions."""
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"bi-encoder format_version {data.get('format_version')!r} is not supported "
-                             f"(expected {FORMAT_VERSION})")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**config_fields(cls, data, "bi-encoder", reads=(FORMAT_VERSION,)))
 
 
 class BiEncoder:

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from corpus.io import atomic_directory, read_config
+from corpus.io import atomic_directory, config_fields, read_config
 from reranker.backends import resolve_backend
 from reranker.biencoder import BiEncoder, unit
 from reranker.evaluate import with_loading_note
@@ -92,14 +92,10 @@ class EditorConfig:
         """Build from a config.json section, rejecting other format versions and unknown features."""
         if data.get("kind") != KIND:
             raise ValueError(f"not an editor's settings (kind {data.get('kind')!r}, expected {KIND!r})")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"editor format_version {data.get('format_version')!r} is not supported "
-                             f"(expected {FORMAT_VERSION})")
+        values = config_fields(cls, data, "editor", reads=(FORMAT_VERSION,))
         weights = data.get("weights", {})
         if not isinstance(weights, dict) or set(weights) != set(FEATURES):
             raise ValueError(f"editor weights must name exactly the features {FEATURES}, got {weights!r}")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
         values["weights"] = tuple(float(weights[name]) for name in FEATURES)
         return cls(**values)
 

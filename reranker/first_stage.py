@@ -29,7 +29,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from corpus.io import atomic_directory, read_config
+from corpus.io import atomic_directory, config_fields, read_config
 
 FORMAT_VERSION = 1
 KIND = "first_stage"
@@ -72,11 +72,7 @@ class FirstStageConfig:
     @classmethod
     def from_dict(cls, data: dict) -> FirstStageConfig:
         """The config from its saved form; refuses another format version."""
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"first stage format version {data.get('format_version')!r} is not supported "
-                             f"(expected {FORMAT_VERSION})")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = config_fields(cls, data, "first stage", reads=(FORMAT_VERSION,))
         if "weights" in values:
             values["weights"] = tuple(float(w) for w in values["weights"])
         return cls(**values)

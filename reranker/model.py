@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from reranker.biencoder import BiEncoder
     from reranker.editor import Editor
 
-from corpus.io import atomic_directory, read_config
+from corpus.io import atomic_directory, config_fields, read_config
 from reranker.encoding import delimiter_id, encode_lines, encode_pair
 
 # 2: the riposte section holds the backbone's `model_type` (the top-level one may be FOREIGN_MODEL_TYPE). Version 1
@@ -111,12 +111,7 @@ class RerankerConfig:
         An older version's settings are the same settings (only config.json's layout moved), so they come back
         as the current version and the directory is rewritten in the current layout when saved again.
         """
-        version = data.get("format_version")
-        if version not in READS_VERSIONS:
-            raise ValueError(f"reranker format_version {version!r} is not supported (this riposte reads "
-                             f"{' and '.join(map(str, READS_VERSIONS))}; a newer riposte may read it)")
-        known = {f.name for f in fields(cls)} - {"format_version"}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**config_fields(cls, data, "reranker", reads=READS_VERSIONS))
 
 
 def cpu_has_bf16() -> bool:

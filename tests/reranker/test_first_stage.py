@@ -84,7 +84,7 @@ def test_damaged_directories_are_clear_errors(fitted, tmp_path):
     raw = json.loads((path / "config.json").read_text())
     raw["riposte"]["format_version"] = 7
     (path / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match="format version 7"):
+    with pytest.raises(ValueError, match="format_version 7"):
         FirstStage.load(path)
     raw["riposte"]["kind"] = "editor"
     (path / "config.json").write_text(json.dumps(raw))
