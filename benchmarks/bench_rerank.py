@@ -218,6 +218,17 @@ def st_peer(path: str, backend: str):
     return score
 
 
+# The peers' scripts each define `turns` and `score(context, candidates)`; this times them the same way (one warm-up,
+# then every turn) and prints the seconds and the first turn's scores as JSON for `run_peer`.
+TIMING_LOOP = """
+score(turns[0][0], turns[0][1][:64])
+seconds, first = 0.0, None
+for context, candidates in turns:
+    t0 = time.perf_counter(); s = score(context, candidates); seconds += time.perf_counter() - t0
+    first = s.tolist() if first is None else first
+print(json.dumps({"seconds": seconds, "first": first}))
+"""
+
 ST_SCRIPT = """
 import json, sys, time
 import numpy as np
@@ -230,13 +241,7 @@ turns = json.load(open(turns_file))
 def score(context, candidates):
     vecs = st.encode([" ".join(context), *candidates], batch_size=32, normalize_embeddings=True)
     return vecs[1:] @ vecs[0]
-score(turns[0][0], turns[0][1][:64])
-seconds, first = 0.0, None
-for context, candidates in turns:
-    t0 = time.perf_counter(); s = score(context, candidates); seconds += time.perf_counter() - t0
-    first = s.tolist() if first is None else first
-print(json.dumps({"seconds": seconds, "first": first}))
-"""
+""" + TIMING_LOOP
 
 
 def run_peer(python: str, script: str, args: list[str]) -> tuple[float, np.ndarray] | str:
@@ -287,13 +292,7 @@ turns = json.load(open(turns_file))
 def score(context, candidates):
     vecs = np.stack(list(model.embed([" ".join(context), *candidates], batch_size=64)))
     return vecs[1:] @ vecs[0]
-score(turns[0][0], turns[0][1][:64])
-seconds, first = 0.0, None
-for context, candidates in turns:
-    t0 = time.perf_counter(); s = score(context, candidates); seconds += time.perf_counter() - t0
-    first = s.tolist() if first is None else first
-print(json.dumps({"seconds": seconds, "first": first}))
-"""
+""" + TIMING_LOOP
 
 
 def fastembed_peer(bi_dir: str, turns: list, python: str | None, tmp: Path) -> tuple[float, np.ndarray] | str:
