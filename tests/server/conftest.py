@@ -193,16 +193,16 @@ def engine(tiny_markov):
     eng.close()
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus exposition text (0 when absent), matched on the labels given."""
+def samples(text: str, name: str) -> list:
+    """The samples called `name` in Prometheus exposition text, read by Prometheus' own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include those given (0 when there are none)."""
+    return sum(s.value for s in samples(text, name) if all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def error_message(response) -> str:

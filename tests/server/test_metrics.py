@@ -10,28 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import BUCKETS, MULTIPROC_ENV, Metrics, prepare_multiprocess_dir
+from tests.server.conftest import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def value(body: bytes, name: str, **labels: str) -> float | None:
     """The one sample called `name` with exactly these labels, or None if there is none."""
-    found = [
-        s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-        if s.name == name and s.labels == labels
-    ]
+    found = [s.value for s in samples(body.decode(), name) if s.labels == labels]
     assert len(found) <= 1, f"{len(found)} samples {name}{labels}"
     return found[0] if found else None
 
 
 def sample_labels(body: bytes, name: str) -> list[dict[str, str]]:
     """The label sets of every sample called `name`."""
-    return [s.labels for f in text_string_to_metric_families(body.decode()) for s in f.samples if s.name == name]
+    return [s.labels for s in samples(body.decode(), name)]
 
 
 def test_requests_and_latency_are_counted():
