@@ -120,15 +120,20 @@ OPENAI_ERRORS: dict = {"4XX": {"model": OpenAIError, "description": "OpenAI's er
                        "5XX": {"model": OpenAIError, "description": "OpenAI's error object"}}
 
 
-def unprocessable(field: str, msg: str, status: int = 422) -> HTTPException:
-    """A 422 (or `status`) naming the field, shaped like the validation errors."""
-    return HTTPException(status, detail={"message": f"{field}: {msg}", "errors": [{"field": field, "msg": msg}]})
+def unprocessable(field: str, msg: str, status: int = 422, code: str | None = None) -> HTTPException:
+    """A 422 (or `status`) naming the field, shaped like the validation errors; `code` is OpenAI's error code."""
+    detail: dict = {"message": f"{field}: {msg}", "errors": [{"field": field, "msg": msg}]}
+    if code is not None:
+        detail["code"] = code
+    return HTTPException(status, detail=detail)
 
 
-def check_persona(engine: Engine, persona: str, field: str = "persona", status: int = 422) -> None:
-    """422 (or `status`) unless the engine knows the persona."""
+def check_persona(engine: Engine, persona: str, field: str = "persona", status: int = 422,
+                  code: str | None = None) -> None:
+    """422 (or `status`, with OpenAI's `code`) unless the engine knows the persona."""
     if persona not in engine.personas:
-        raise unprocessable(field, f"unknown persona {persona!r}; known: {', '.join(engine.persona_names)}", status)
+        msg = f"unknown persona {persona!r}; known: {', '.join(engine.persona_names)}"
+        raise unprocessable(field, msg, status, code)
 
 
 def require_scorer(engine: Engine) -> None:

@@ -80,12 +80,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    """HTTP errors as JSON; an unknown model under /v1 is OpenAI's 404 `model_not_found`."""
-    code = None
-    if exc.status_code == 404 and isinstance(exc.detail, dict) and exc.detail.get("errors"):
-        code = "model_not_found"
-    elif exc.status_code == 401:
-        code = "invalid_api_key"
+    """HTTP errors as JSON; a 401 is OpenAI's `invalid_api_key` (other codes travel in the detail)."""
+    code = "invalid_api_key" if exc.status_code == 401 else None
     return error_response(request, exc.status_code, exc.detail, exc.headers, code)
 
 

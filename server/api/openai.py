@@ -138,7 +138,7 @@ async def list_models(engine: EngineDep) -> ModelList:
                               "description": "a ChatCompletion, or with stream=true ChatCompletionChunk events"}})
 async def chat_completions(body: ChatRequest, request: Request, engine: EngineDep, state: StateDep):
     """OpenAI-compatible chat: messages in, n choices out, optionally streamed as server-sent events."""
-    check_persona(engine, body.model, field="model", status=404)
+    check_persona(engine, body.model, field="model", status=404, code="model_not_found")
     persona, topic, history = conversation(body, engine)
     max_tokens = body.max_completion_tokens or body.max_tokens
     sample = body.temperature is not None and body.temperature > 0
