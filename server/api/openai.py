@@ -154,8 +154,8 @@ async def chat_completions(body: ChatRequest, request: Request, engine: EngineDe
     tokens = state.tokens
     ranked = ([result.reply] if result.reply is not None else []) + [a.text for a in result.alternatives]
     choices = fit(ranked, body.n, tokens, max_tokens, body.stops())
-    prompt_tokens = sum(tokens.count(m.text()) for m in body.messages)
-    completion_tokens = sum(tokens.count(text) for text, _ in choices)
+    prompt_tokens = tokens.total([m.text() for m in body.messages])
+    completion_tokens = tokens.total([text for text, _ in choices])
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                   total_tokens=prompt_tokens + completion_tokens)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -56,6 +56,6 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, state
                      document=RerankDocument(text=s.text) if body.return_documents else None)
         for s in ranked[: body.top_n]
     ]
-    total = tokens.count(body.query) + sum(tokens.count(t) for t in texts)
+    total = tokens.total([body.query, *texts])
     return RerankResponse(id=f"rerank-{uuid.uuid4().hex}", model=body.model or "riposte", results=results,
                           usage=RerankUsage(total_tokens=total))

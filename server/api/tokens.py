@@ -35,10 +35,17 @@ class TokenCounter:
             return len(_WORDS.findall(text))
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def total(self, texts: list[str]) -> int:
+        """Tokens in all of `texts`, tokenized in one batch."""
+        texts = [t for t in texts if t]
+        if not texts:
+            return 0
+        if self.tokenizer is None:
+            return sum(len(_WORDS.findall(t)) for t in texts)
+        return sum(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
         """The longest prefix of `text` with at most `max_tokens` tokens, cut at a token's end; and whether it cut."""
-        if self.count(text) <= max_tokens:
-            return text, False
         if self.tokenizer is None:
             ends = [m.end() for m in _WORDS.finditer(text)]
         else:
@@ -46,4 +53,6 @@ class TokenCounter:
             # decoding an uncased wordpiece tokenizer's ids would not.
             ends = [end for _, end in self.tokenizer(text, add_special_tokens=False,
                                                      return_offsets_mapping=True)["offset_mapping"]]
+        if len(ends) <= max_tokens:
+            return text, False
         return text[: ends[max_tokens - 1]].rstrip(), True

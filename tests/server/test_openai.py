@@ -37,6 +37,8 @@ class WordTokenizer:
     def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
         import re
 
+        if isinstance(text, list):  # a batch, as HF tokenizers take one
+            return {"input_ids": [self(t)["input_ids"] for t in text]}
         spans = [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
         out = {"input_ids": list(range(len(spans)))}
         if return_offsets_mapping:
