@@ -735,8 +735,10 @@ class Engine:
             if plan.top_k > 1 and len(pool) > 1:
                 top = pool[: plan.top_k]
                 values = scores.scores[top].astype(np.float64) if len(idx) else self._fallback_values(candidates)[top]
-                logits = values / plan.temperature
-                p = np.exp(logits - logits.max())
+                # Shift before dividing: with a tiny temperature (5e-324 is a valid float) values / temperature
+                # overflows to inf and inf - inf is NaN; the shifted form tends to argmax instead.
+                with np.errstate(over="ignore"):  # -inf for all but the best is the intended limit
+                    p = np.exp((values - values.max()) / plan.temperature)
                 choice = int(plan.pick_rng.choice(top, p=p / p.sum()))
 
             def scored_of(i: int) -> Scored:

@@ -370,3 +370,11 @@ def test_engine_load_without_reranker(tiny_model_dir):
     eng = Engine.load(tiny_model_dir, require_reranker=False)
     assert eng.persona_names == ["default", "pirate"]
     assert eng.reply(["hi"], persona="pirate", seed=1).stats["persona"] == "pirate"
+
+
+def test_a_tiny_temperature_samples_the_best_not_nan(engine):
+    history = ["hello there", "do you like dogs?"]
+    best = engine.reply(history, seed=4, n_candidates=128, budget_ms=5000)
+    for temperature in (5e-324, 1e-300):
+        tiny = engine.reply(history, seed=4, n_candidates=128, budget_ms=5000, top_k=8, temperature=temperature)
+        assert tiny.reply == best.reply  # the limit of a softmax as the temperature goes to zero is the argmax
