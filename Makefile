@@ -37,7 +37,7 @@ train-default:
 	$(PY) -m markov build --input chitchat --out $(MODEL)/markov && $(PY) -m reranker train --default --out $(MODEL)/reranker
 
 prepare:
-	$(PY) -m corpus prepare $(DUMP) --out data/prepared $(ARGS)
+	$(PY) -m reranker prepare $(DUMP) --out data/prepared $(ARGS)
 
 eval:
 	$(PY) -m reranker eval $(MODEL)/reranker $(or $(DUMP),chitchat) --baseline $(ARGS)

@@ -25,10 +25,10 @@ import pysrt  # noqa: E402
 from measure import timed, tokenizer_path  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from corpus.clean import CleanConfig, clean_document  # noqa: E402
-from corpus.prepare import load_tokenizer  # noqa: E402
 from corpus.report import Report  # noqa: E402
 from corpus.srt import read_srt  # noqa: E402
-from reranker.encoding import encode_lines  # noqa: E402
+from reranker.pairs import encode_lines  # noqa: E402
+from reranker.prepare import load_tokenizer  # noqa: E402
 
 _TAG = re.compile(r"<[^>]+>")
 

@@ -111,10 +111,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from corpus.chitchat import read_chitchat
-    from corpus.windows import split_of
     from markov import MarkovModel
     from reranker.__main__ import read_split
     from reranker.first_stage import FIRST_STAGE_DIR, FirstStage, split_words
+    from reranker.windows import split_of
 
     stage = FirstStage.load(args.first_stage or Path(args.model) / "reranker" / FIRST_STAGE_DIR)
     static = None
@@ -126,7 +126,7 @@ def main() -> int:
         else:
             from model2vec.distill import distill as m2v_distill
 
-            from reranker.model import default_backbone, resolve_backbone
+            from reranker.cross_encoder import default_backbone, resolve_backbone
 
             t0 = time.perf_counter()
             static = m2v_distill(model_name=str(resolve_backbone(default_backbone())), pca_dims=128)

@@ -35,8 +35,10 @@ def serve(model: Path, port: int, shed: bool, budget_ms: int) -> int:
     sys.path.insert(0, str(ROOT))
     import uvicorn
 
+    from corpus.modeldir import editor_dir
+    from markov.personas import load_personas
     from server.app import Settings, create_app
-    from server.engine import Engine, EngineConfig, load_personas
+    from server.engine import Engine, EngineConfig
 
     markov = model / "markov"
     if markov.is_dir():
@@ -51,8 +53,8 @@ def serve(model: Path, port: int, shed: bool, budget_ms: int) -> int:
         personas = {"default": MarkovModel.build(lines, MarkovConfig())}
     from reranker import Reranker
 
-    if (model / "reranker" / "config.json").is_file():
-        scorer, kind = Reranker.load(model / "reranker"), "trained reranker"
+    if (editor_dir(model) / "config.json").is_file():
+        scorer, kind = Reranker.load(editor_dir(model)), "trained editor"
     else:
         scorer, kind = Reranker.from_backbone(), "MiniLM backbone, untrained head"
     if hasattr(scorer, "warmup"):

@@ -70,8 +70,8 @@ def draw_lines(pool: list[str], n: int, rng: np.random.Generator) -> list[str]:
 
 def tokens_per_line(pool: list[str], rng: np.random.Generator, n: int = 20_000) -> tuple[float, float]:
     """Mean tokens and bytes per generated line, measured on a sample with the benchmark's tokenizer."""
-    from corpus.prepare import load_tokenizer
-    from reranker.encoding import encode_lines
+    from reranker.pairs import encode_lines
+    from reranker.prepare import load_tokenizer
 
     lines = draw_lines(pool, n, rng)
     ids = encode_lines(load_tokenizer(tokenizer_path()), lines)

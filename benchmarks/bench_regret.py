@@ -51,11 +51,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from corpus.chitchat import read_chitchat
-    from corpus.windows import split_of
     from reranker.__main__ import read_split
-    from server.engine import Engine
+    from reranker.windows import split_of
+    from server.models import load_engine
 
-    engine = Engine.load(args.model)
+    engine = load_engine(args.model)
     first_stage = engine.first_stage
     if first_stage is None:
         print(f"{args.model} has no first stage: only the prior order is measured")

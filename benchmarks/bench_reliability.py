@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pick_model(model: Path, workdir: Path, untrained_reranker: bool) -> tuple[Path, str]:
     """The model dir to serve and how it ranks; builds a chitchat Markov model if there is none."""
-    from server.bootstrap import has_markov, has_reranker
+    from server.models import has_editor, has_markov
 
-    if has_markov(model) and (has_reranker(model) or not untrained_reranker):
-        return model, "the trained reranker" if has_reranker(model) else "NO reranker: ranked by the Markov prior only"
+    if has_markov(model) and (has_editor(model) or not untrained_reranker):
+        return model, "the trained editor" if has_editor(model) else "NO reranker: ranked by the Markov prior only"
     built = workdir / "model"
     built.mkdir()
     if has_markov(model):
@@ -59,9 +59,10 @@ def pick_model(model: Path, workdir: Path, untrained_reranker: bool) -> tuple[Pa
     if not untrained_reranker:
         return built, "NO reranker: ranked by the Markov prior only"
     # Scoring costs what a trained one costs (same MiniLM-L6 network), so the load is real; the choices are not.
+    from corpus.modeldir import EDITOR_DIR
     from reranker import Reranker
 
-    Reranker.from_backbone().save(built / "reranker")
+    Reranker.from_backbone().save(built / EDITOR_DIR)
     return built, "an UNTRAINED MiniLM-L6 reranker (real scoring cost, meaningless choices)"
 
 

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from measure import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from corpus.chitchat import read_chitchat  # noqa: E402
-from reranker.model import Reranker, cpu_has_bf16, default_backbone  # noqa: E402
+from reranker import Reranker  # noqa: E402
+from reranker.runtime import cpu_has_bf16, default_backbone  # noqa: E402
 
 
 def make_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -335,8 +336,9 @@ def compare_backends(args) -> None:
     import platform
     import shutil
 
-    from reranker.backends import CACHE_DIR, cpu_flags, has_vnni
+    from reranker.backends import CACHE_DIR
     from reranker.editor import Editor
+    from reranker.runtime import cpu_flags, has_vnni
 
     flags = cpu_flags()
     model_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),

@@ -43,12 +43,13 @@ def serve_naive(model: Path, port: int) -> int:
 
     from server.app import Settings, create_app
     from server.engine import Engine
+    from server.models import load_engine
 
     class NaiveEngine(Engine):
         def budget(self, budget_ms=None, started=None, **kwargs):
             return super().budget(math.inf, started, **kwargs)  # every request's budget is infinite
 
-    engine = NaiveEngine.load(model)
+    engine = load_engine(model, engine_class=NaiveEngine)
     uvicorn.run(create_app(Settings(model_dir=model), engine=engine), host="127.0.0.1", port=port, log_level="warning")
     return 0
 

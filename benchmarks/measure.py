@@ -1,6 +1,6 @@
 """What the throughput and memory benchmarks share: a timing loop and the embedded MiniLM's path.
 
-Kept free of torch (reranker.model.default_backbone gives the same path but imports it), so a peer
+Kept free of torch (reranker.cross_encoder.default_backbone gives the same path but imports it), so a peer
 measured in a subprocess is not charged for a library it never uses.
 """
 

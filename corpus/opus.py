@@ -19,8 +19,8 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
+from corpus.charset import decode_bytes
 from corpus.documents import Document, Line
-from corpus.encoding import decode_bytes
 from corpus.report import Report
 
 # Detokenization of the OPUS <w> form: "do n't" -> "don't", "word ." -> "word.", "( word )" -> "(word)".

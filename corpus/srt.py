@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pysrt
 
+from corpus.charset import decode_bytes
 from corpus.documents import Document, Line
-from corpus.encoding import decode_bytes
 from corpus.report import Report
 
 # Hours optional, any of , . : before the milliseconds; whatever follows (DVD "X1:... Y2:...") is ignored.

@@ -9,7 +9,6 @@ sum over all weights lets a single `searchsorted` pick the next token for every 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import zipfile
 from collections.abc import Iterable
@@ -18,10 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus.io import atomic_directory
+from corpus import modeldir
+from corpus.modeldir import atomic_directory
 from markov.tokenize import tokenize, tokenize_many
 
-FORMAT_VERSION = 2
+# 3: the settings moved under config.json's "riposte" section, as every riposte model keeps them (corpus.modeldir);
+# version 2 directories (the same settings at the top level) still load.
+FORMAT_VERSION = 3
+READS_VERSIONS = (2, 3)
+KIND = "markov"
 BEGIN, END = 0, 1
 _SPECIAL = ["<s>", "\n"]  # END's piece is "\n": joined walks split into lines for free
 _BATCH = 50_000  # lines tokenized per regex pass: fast, with bounded memory
@@ -570,8 +574,7 @@ class MarkovModel:
     def save(self, path: str | Path) -> None:
         """Write config.json, vocab.txt and tables.npz to a directory, atomically."""
         with atomic_directory(path) as tmp:
-            meta = {"format_version": FORMAT_VERSION, "kind": "riposte.markov", "config": asdict(self.config), "stats": self.stats}
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            modeldir.write(tmp, KIND, FORMAT_VERSION, {"config": asdict(self.config), "stats": self.stats})
             (tmp / "vocab.txt").write_text("\n".join(self.vocab[2:]) + "\n", encoding="utf-8")
             np.savez(tmp / "tables.npz", **{name: getattr(self, name) for name in self._ARRAYS})
 
@@ -582,15 +585,12 @@ class MarkovModel:
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{path} is not a Markov model directory: config.json is missing")
-        try:
-            meta = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{cfg_file} is corrupt: {exc}") from exc
-        version = meta.get("format_version") if isinstance(meta, dict) else None
-        if version != FORMAT_VERSION or meta.get("kind") != "riposte.markov":
+        meta = modeldir.read(path, "Markov model")
+        version = meta.get("format_version")
+        if version not in READS_VERSIONS or meta.get("kind") != KIND:
             raise ValueError(
-                f"{path} holds Markov format version {version!r}, but this riposte reads version {FORMAT_VERSION}; "
-                "rebuild it with `python -m markov build`"
+                f"{path} holds Markov format version {version!r}, but this riposte reads version "
+                f"{' and '.join(map(str, READS_VERSIONS))}; rebuild it with `python -m markov build`"
             )
         known = {f.name for f in fields(MarkovConfig)}
         try:

@@ -19,9 +19,11 @@ import numpy as np
 
 from corpus.clean import strip_chat_markup
 from corpus.documents import Document, Line
-from corpus.io import atomic_directory
+from corpus.modeldir import DEFAULT_PERSONA, MARKOV_DIR, atomic_directory
 from corpus.report import Report
 from markov.chain import MarkovConfig, MarkovModel
+
+PERSONAS_FILE = "personas.json"  # display names, counts and who follows whom, beside the persona writers
 
 ALL = "all"
 _SPEAKER_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([^:\n]{1,40}?):\s+(.+)$")  # "name: text", optional [time] first
@@ -179,7 +181,7 @@ def build_personas(corpus: PersonaCorpus, markov: MarkovConfig) -> dict[str, Mar
 
 def save_personas(models: dict[str, MarkovModel], corpus: PersonaCorpus, out: str | Path, config: PersonaConfig) -> Path:
     """Write OUT/markov/<persona>/ for every persona plus OUT/markov/personas.json, atomically as a whole."""
-    target = Path(out) / "markov"
+    target = Path(out) / MARKOV_DIR
     with atomic_directory(target) as tmp:
         for persona, model in models.items():
             model.save(tmp / persona)
@@ -189,7 +191,7 @@ def save_personas(models: dict[str, MarkovModel], corpus: PersonaCorpus, out: st
             "config": asdict(config),
             "report": corpus.report,
         }
-        (tmp / "personas.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / PERSONAS_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return target
 
 
@@ -223,3 +225,49 @@ def attribution_accuracy(corpus: PersonaCorpus, markov: MarkovConfig, holdout: f
         "majority": max(n for _, n in per.values()) / len(test),
         "per_persona": {p: {"correct": c, "of": n} for p, (c, n) in per.items()},
     }
+
+
+# ---- reading a persona folder -------------------------------------------------------------------------------
+
+
+def persona_dirs(markov_dir: str | Path) -> dict[str, Path]:
+    """The writers a `markov/` folder holds: {"default": it} when it is one model, else one per persona subdir."""
+    markov_dir = Path(markov_dir)
+    if (markov_dir / "config.json").is_file():
+        return {DEFAULT_PERSONA: markov_dir}
+    if not markov_dir.is_dir():
+        return {}
+    return {sub.name: sub for sub in sorted(markov_dir.iterdir())
+            if sub.is_dir() and not sub.name.startswith(".") and (sub / "config.json").is_file()}
+
+
+def load_personas(markov_dir: str | Path) -> dict[str, MarkovModel]:
+    """Load `markov/`: one MarkovModel dir (persona 'default') or a folder of persona subdirs."""
+    markov_dir = Path(markov_dir)
+    if not markov_dir.is_dir():
+        raise FileNotFoundError(f"no Markov models at {markov_dir}: build them with `python -m markov build`")
+    personas = {name: MarkovModel.load(path) for name, path in persona_dirs(markov_dir).items()}
+    if not personas:
+        raise FileNotFoundError(f"{markov_dir} holds neither a Markov model nor persona subdirectories")
+    if DEFAULT_PERSONA not in personas:
+        # A group-chat folder (one per speaker plus 'all') still needs a default: prefer 'all'.
+        personas[DEFAULT_PERSONA] = personas.get("all", next(iter(personas.values())))
+    return personas
+
+
+def load_persona_meta(markov_dir: str | Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Display names and who-follows-whom counts from `markov/personas.json` (empty when there is none)."""
+    path = Path(markov_dir) / PERSONAS_FILE
+    if not path.is_file():
+        return {}, {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rebuild the personas with `python -m markov build`") from exc
+    names = {p: str(info.get("name", p)) for p, info in (meta.get("personas") or {}).items() if isinstance(info, dict)}
+    follows = {
+        a: {b: int(n) for b, n in nexts.items() if isinstance(n, int | float)}
+        for a, nexts in (meta.get("follows") or {}).items()
+        if isinstance(nexts, dict)
+    }
+    return names, follows

@@ -1,4 +1,4 @@
-"""`python -m reranker train|eval`: train an editor on a dump (or build the embedded default), evaluate one."""
+"""`python -m reranker train|eval|prepare|first-stage|plot`: train an editor on a dump (or build the embedded default), evaluate one, prepare a dump into training shards."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def read_split(data: str | list[str], split: str, max_docs: int | None = None) -
     from corpus.clean import CleanConfig, clean_document
     from corpus.dump import read_path
     from corpus.report import Report
-    from corpus.windows import split_of
+    from reranker.windows import split_of
 
     report = Report()
     docs = []
@@ -155,11 +155,11 @@ def evaluate_on(scorer, data: str | list[str], docs: list, *, split: str, baseli
 
 
 def cmd_eval(args) -> int:
-    from reranker.evaluate import format_table, verdict
-    from reranker.model import Reranker
+    from reranker.card import format_table, verdict
+    from reranker.loading import load
 
-    reranker = Reranker.load(args.model)
-    others = {str(path): Reranker.load(path) for path in args.compare}
+    reranker = load(args.model)
+    others = {str(path): load(path) for path in args.compare}
     docs, _ = read_split(args.data, args.split, args.max_docs)
     docs = [d for d in docs if len(d.lines) >= 2]
     if len(docs) < 2:
@@ -185,7 +185,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from reranker.model import BackboneNotFoundError, Reranker, default_backbone, resolve_backbone
+    from reranker.cross_encoder import CrossEncoder
+    from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
     if args.default:
@@ -219,9 +220,9 @@ def cmd_train(args) -> int:
         print(f"saved {out}")
         return 0
 
-    from corpus.prepare import PrepareConfig, PreparedSplit, prepare
-    from corpus.windows import WindowConfig
-    from reranker.evaluate import format_table, model_card, verdict
+    from reranker.card import format_table, model_card, verdict
+    from reranker.prepare import PrepareConfig, PreparedSplit, prepare
+    from reranker.windows import WindowConfig
 
     try:
         backbone = resolve_backbone(args.base_model or default_backbone())
@@ -240,7 +241,7 @@ def cmd_train(args) -> int:
     result = train(train_set, val_set, config, out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 evaluates and saves
-    reranker = Reranker.load(result.best_dir, warmup=False)
+    reranker = CrossEncoder.load(result.best_dir, warmup=False)
     metrics: dict = {"scorers": {}}
     test_set = PreparedSplit(prepared, "test")
     if len(test_set):
@@ -279,7 +280,7 @@ def cmd_train(args) -> int:
             "tags": ["riposte", "dialogue", "reranker", "cross-encoder"],
         },
     )
-    final = Reranker.load(result.best_dir, dtype=None, warmup=False)
+    final = CrossEncoder.load(result.best_dir, dtype=None, warmup=False)
     from reranker.train import LOG_FILE, checkpoint_dir_for
 
     log = checkpoint_dir_for(out, config) / LOG_FILE  # the run's log travels with the model it made
@@ -291,12 +292,94 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Prepare a dump into sharded token arrays plus index.json; resumes an interrupted run."""
+    from corpus.__main__ import default_tokenizer, reading_configs
+    from reranker.prepare import PrepareConfig, prepare
+    from reranker.windows import WindowConfig
+
+    clean, read = reading_configs(args)
+    config = PrepareConfig(
+        tokenizer=args.tokenizer or default_tokenizer(),
+        window=WindowConfig(
+            max_length=args.max_length,
+            min_tokens=args.min_tokens,
+            random_line_ratio=args.random_line_ratio,
+            markov_ratio=args.markov_ratio,
+        ),
+        markov_dir=args.markov_dir,
+        clean=clean,
+        read=read,
+        delimiter=args.delimiter,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        shard_bytes=int(args.shard_mb * 1024 * 1024),
+        seed=args.seed,
+    )
+    index = prepare(
+        args.path,
+        args.out,
+        config,
+        workers=args.workers,
+        stop_after=args.stop_after,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    if index is None:
+        print(
+            f"stopped after {args.stop_after} new shard(s); run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 0
+    for split, counts in index["splits"].items():
+        print(
+            f"{split:>5}: {counts.get('samples', 0):>10,} samples, {counts.get('tokens', 0):>12,} tokens, "
+            f"{counts.get('documents', 0):>8,} documents"
+        )
+    print(f"wrote {args.out}/index.json ({len(index['shards'])} shards)")
+    if index["report"]["n_problems"]:
+        print(
+            f"{index['report']['n_problems']:,} inputs skipped or damaged; see index.json 'report'",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _add_prepare(sub) -> None:
+    from corpus.__main__ import add_reading_args
+
+    p = sub.add_parser("prepare", help="sharded token arrays for training a cross-encoder (resumable)")
+    add_reading_args(p)
+    p.add_argument("--tokenizer", help="name or path (default: the embedded MiniLM-L6)")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/prepared")
+    p.add_argument("--max-length", type=int, default=128, help="longest encoded sample in tokens")
+    p.add_argument("--min-tokens", type=int, default=16, help="shortest window target in tokens")
+    p.add_argument(
+        "--random-line-ratio", type=float, default=0.0, help="share of negatives from another document"
+    )
+    p.add_argument("--markov-ratio", type=float, default=0.0, help="share of negatives that are Markov lines")
+    p.add_argument(
+        "--markov-dir", help="Markov model dir for --markov-ratio (build it on the training split)"
+    )
+    p.add_argument("--delimiter", default="|", help="context line delimiter")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--test-fraction", type=float, default=0.05)
+    p.add_argument("--shard-mb", type=float, default=4.0, help="decompressed input per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-after", type=int, help="process at most N new shards, then stop (resume later)")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing preparation in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m reranker") -> int:
     """Entry point of `python -m reranker`."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_prepare(sub)
     p = sub.add_parser("first-stage", help="give a saved editor a first stage (static word vectors distilled from "
                                            "its bi-encoder); `train --default` builds one already")
     p.add_argument("editor", help="a saved editor directory; the first stage goes to EDITOR/first_stage")
@@ -310,6 +393,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m reranker") -> int
     args = parser.parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "prepare":
+        try:
+            return cmd_prepare(args)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "plot":
         from reranker.plot import plot_run
 

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reranker.runtime import cpu_has_bf16, has_vnni, mean_pool
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
@@ -64,27 +66,6 @@ class ExportConfig:
             raise ValueError(f"opset must be at least 14 (LayerNormalization fusions), got {self.opset}")
 
 
-# ---- the machine ------------------------------------------------------------------------------------------
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def has_vnni(flags: set[str] | None = None) -> bool:
-    """True where int8 dot products are native (AVX-512 VNNI, AVX-VNNI or AMX), so 8-bit weights do not saturate."""
-    flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 def resolve_backend(requested: str | None, device: torch.device, *, approximate_ok: bool = False) -> str:
     """The concrete backend for `requested` ("auto" or None reads RIPOSTE_EDITOR_BACKEND, then picks by machine).
 
@@ -97,9 +78,7 @@ def resolve_backend(requested: str | None, device: torch.device, *, approximate_
         raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r} (from the argument or ${ENV_VAR})")
     if requested != "auto":
         return requested
-    from reranker.model import cpu_has_bf16
-
-    # Where torch has native bf16 it was the fastest path measured (FINDINGS.md); int8 was not measured there.
+    # Where torch has native bf16 it was the fastest path measured (benchmarks/RESULTS.md); int8 was not measured there.
     if device.type != "cpu" or cpu_has_bf16():
         return "torch"
     return AUTO_CPU if approximate_ok or AUTO_CPU not in APPROXIMATE else "onnx"
@@ -178,9 +157,7 @@ class MeanPooled(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()  # (B, T, H)
-        m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return mean_pool(self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
 
 
 def export(model: torch.nn.Module, path: Path, config: ExportConfig) -> None:

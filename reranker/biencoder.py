@@ -21,20 +21,23 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from corpus.io import atomic_directory, config_fields, read_config
+from corpus import modeldir
+from corpus.modeldir import atomic_directory, config_fields
 from reranker.backends import APPROXIMATE, build_runner, resolve_backend
-from reranker.model import (
-    CONFIG_KEY,
+from reranker.runtime import (
     TOKENIZER_FILES,
     CostModel,
     bf16_supported,
     check_inputs,
     cpu_has_bf16,
     default_backbone,
+    mean_pool,
     pad_batch,
+    pad_ids,
     pick_device,
     resolve_backbone,
     run_budgeted,
+    unit,
 )
 
 FORMAT_VERSION = 1
@@ -121,7 +124,7 @@ class BiEncoder:
 
     def write(self, directory: Path) -> None:
         """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper."""
-        setattr(self.model.config, CONFIG_KEY, {"kind": KIND, **asdict(self.config)})
+        setattr(self.model.config, modeldir.SECTION, {"kind": KIND, **asdict(self.config)})
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
@@ -133,14 +136,18 @@ class BiEncoder:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, backend: str = "auto", **kwargs) -> BiEncoder:
+    def load(cls, directory: str | os.PathLike, **options) -> BiEncoder:
         """Load a saved bi-encoder; backend "auto" picks the fastest path that keeps the ranking (torch, onnx, ...)."""
+        return cls.from_saved(directory, modeldir.read(directory, "bi-encoder", kind=KIND), **options)
+
+    @classmethod
+    def from_saved(cls, directory: str | os.PathLike, settings: dict, *, backend: str = "auto", warmup: bool = False,
+                   **kwargs) -> BiEncoder:
+        """The bi-encoder saved in `directory`, whose riposte settings are read already; `kwargs` go to the
+        constructor (device, dtype)."""
         from transformers import AutoModel, AutoTokenizer
 
         directory = Path(directory)
-        settings = read_config(directory, "bi-encoder").get(CONFIG_KEY)
-        if not isinstance(settings, dict) or settings.get("kind") != KIND:
-            raise ValueError(f"{directory / 'config.json'} holds no riposte bi-encoder settings (kind {KIND!r})")
         config = BiEncoderConfig.from_dict(settings)
         if not any((directory / name).is_file() for name in TOKENIZER_FILES):
             # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
@@ -150,7 +157,10 @@ class BiEncoder:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise ValueError(f"{directory}: cannot load the bi-encoder ({type(exc).__name__}: {exc})") from exc
-        return cls(model, tokenizer, config, backend=backend, directory=directory, **kwargs)
+        biencoder = cls(model, tokenizer, config, backend=backend, directory=directory, **kwargs)
+        if warmup:
+            biencoder.embed([f"fine thanks {'and you ' * (i % 5)}" for i in range(32)])  # first-call costs, the cost model
+        return biencoder
 
     # ---- embedding ----------------------------------------------------------------------------------
 
@@ -222,22 +232,21 @@ class BiEncoder:
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         """Mean-pooled last hidden states (B, H) of one right-padded batch, on the chosen backend."""
         if self._runner is not None:
-            return self._runner(*pad_exact(batch, self.pad_id))
+            return self._runner(*pad_ids(batch, self.pad_id))
         return self._forward_torch(batch)
 
     def _forward_exact(self, batch: list[list[int]]) -> np.ndarray:
         """The fp32 forward behind an approximate backend: ONNX Runtime fp32 where it could be built, else torch."""
         if self._exact_runner is not None:
-            return self._exact_runner(*pad_exact(batch, self.pad_id))
+            return self._exact_runner(*pad_ids(batch, self.pad_id))
         return self._forward_torch(batch)
 
     @torch.inference_mode()
     def _forward_torch(self, batch: list[list[int]]) -> np.ndarray:
         """The reference forward on the torch model: mean-pooled last hidden states (B, H)."""
         input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()  # (B, T, H)
-        m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
-        return ((hidden * m).sum(1) / m.sum(1).clamp_min(1.0)).cpu().numpy()
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return mean_pool(hidden, attention_mask).cpu().numpy()
 
     # ---- scoring ------------------------------------------------------------------------------------
 
@@ -270,20 +279,3 @@ class BiEncoder:
         ctx = ctx_vecs[[row[t] for t in contexts]]
         ctx[[not c for c, _ in pairs]] = 0.0  # an empty context has no direction
         return (cand * ctx).sum(1).astype(np.float32)
-
-
-def pad_exact(batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded (B, T) int64 ids and mask at the longest length: the graph runtimes gain nothing from aligned T."""
-    width = max(len(ids) for ids in batch)
-    ids = np.full((len(batch), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(batch), width), dtype=np.int64)
-    for row, seq in enumerate(batch):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero)."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)

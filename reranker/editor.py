@@ -5,7 +5,7 @@ score(context, candidate) = w_context * cos(joined context, candidate) + w_last 
 
 - Relevance is the zero-shot MiniLM bi-encoder (`reranker.biencoder`), untouched: on dialogue it never saw it
   beats every cross-encoder we could train in CPU minutes (benchmarks/RESULTS.md), and fine-tuning it on
-  chitchat did not transfer to subtitles (FINDINGS.md). The last line gets its own cosine because a reply
+  chitchat did not transfer to subtitles (benchmarks/RESULTS.md). The last line gets its own cosine because a reply
   answers the newest line most of all.
 - Fluency is a small MLP over the candidate's own embedding (its direction, its norm and its length), trained
   against lines of the very Markov writer the editor will edit: it costs no extra forward pass.
@@ -15,13 +15,12 @@ score(context, candidate) = w_context * cos(joined context, candidate) + w_last 
 With weights (20, 0, 0) and no training the editor ranks exactly as the zero-shot bi-encoder does.
 
 A saved editor is a directory: config.json ("riposte": kind "editor", format version, weights),
-`biencoder/` (a saved BiEncoder) and `fluency.safetensors`; `Reranker.load(dir)` recognises it. Other libraries'
+`biencoder/` (a saved BiEncoder) and `fluency.safetensors`; `reranker.load(dir)` recognises it. Other libraries'
 loaders refuse the directory with a message naming riposte (`FOREIGN_MODEL_TYPE`), rather than score it wrong.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -35,11 +34,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from corpus.io import atomic_directory, config_fields, read_config
+from corpus import modeldir
+from corpus.modeldir import atomic_directory, config_fields
 from reranker.backends import resolve_backend
-from reranker.biencoder import BiEncoder, unit
-from reranker.evaluate import with_loading_note
-from reranker.model import CONFIG_KEY, check_inputs, pick_device, rank_by_score
+from reranker.biencoder import BiEncoder
+from reranker.card import with_loading_note
+from reranker.runtime import check_inputs, pick_device, rank_by_score, unit
 
 FORMAT_VERSION = 1
 KIND = "editor"
@@ -120,7 +120,7 @@ def fluency_inputs(vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 
 class Editor:
-    """Scores candidate replies to a context; the same API as the cross-encoder `Reranker`."""
+    """Scores candidate replies to a context; the same API as the `CrossEncoder`."""
 
     def __init__(self, biencoder: BiEncoder, fluency: FluencyHead, config: EditorConfig | None = None) -> None:
         self.biencoder = biencoder
@@ -145,6 +145,11 @@ class Editor:
         return Editor(self.biencoder, self.fluency, config)
 
     @property
+    def tokenizer(self):
+        """The tokenizer the editor reads with: its bi-encoder's."""
+        return self.biencoder.tokenizer
+
+    @property
     def context_speakers(self) -> bool:
         """Always False: context lines are embedded as plain text."""
         return False
@@ -155,12 +160,12 @@ class Editor:
              extra_files: dict[str, str] | None = None) -> Path:
         """Write the editor directory (config.json, biencoder/, fluency head, card), atomically.
 
-        The card gets the note on loading the editor with other libraries (`reranker.evaluate.EDITOR_ELSEWHERE`).
+        The card gets the note on loading the editor with other libraries (`reranker.card.EDITOR_ELSEWHERE`).
         """
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
-            settings = {"model_type": FOREIGN_MODEL_TYPE, CONFIG_KEY: self.config.to_dict()}
-            (tmp / "config.json").write_text(json.dumps(settings, indent=1), encoding="utf-8")
+            modeldir.write(tmp, KIND, self.config.format_version, self.config.to_dict(),
+                           extra={"model_type": FOREIGN_MODEL_TYPE})
             (tmp / "biencoder").mkdir()
             self.biencoder.write(tmp / "biencoder")
             save_file({k: v.detach().contiguous() for k, v in self.fluency.state_dict().items()}, str(tmp / FLUENCY_FILE))
@@ -171,11 +176,17 @@ class Editor:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, device=None, dtype="auto", warmup: bool = True,
-             backend: str = "auto") -> Editor:
-        """Load a saved editor (`Reranker.load` sends editor directories here); `backend` as in `BiEncoder.load`."""
+    def load(cls, directory: str | os.PathLike, **options) -> Editor:
+        """Load a saved editor (`reranker.load` loads any kind); `from_saved`'s options."""
+        return cls.from_saved(directory, modeldir.read(directory, "editor", kind=KIND), **options)
+
+    @classmethod
+    def from_saved(cls, directory: str | os.PathLike, settings: dict, *, device=None, dtype="auto",
+                   warmup: bool = True, backend: str = "auto") -> Editor:
+        """The editor saved in `directory`, whose riposte settings are read already; `backend` as in
+        `BiEncoder.load`."""
         directory = Path(directory)
-        config = EditorConfig.from_dict(read_config(directory, "editor").get(CONFIG_KEY, {}))
+        config = EditorConfig.from_dict(settings)
         if not (directory / FLUENCY_FILE).is_file():
             raise FileNotFoundError(f"{directory} has no {FLUENCY_FILE}: the editor is incomplete; rebuild it")
         # the editor rescores its best exactly (`refine`), so "auto" may pick an int8 backend here

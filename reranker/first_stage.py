@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -37,23 +36,17 @@ import scipy.sparse as sp
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from corpus.io import atomic_directory, config_fields, read_config
+from corpus import modeldir
+from corpus.modeldir import FIRST_STAGE_DIR, atomic_directory, config_fields  # noqa: F401  (re-exported)
+from corpus.text import words as split_words  # the engine's own split
+from reranker.runtime import unit
 
 FORMAT_VERSION = 1
 KIND = "first_stage"
-FIRST_STAGE_DIR = "first_stage"  # where an editor directory keeps its first stage
 VECTORS_FILE = "vectors.safetensors"
 WORDS_FILE = "words.json"
 
 log = logging.getLogger(__name__)
-
-_WORD = re.compile(r"[\w']+")
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case word tokens, the same split the engine's filters use."""
-    return _WORD.findall(text.casefold())
-
 
 @dataclass(frozen=True)
 class FirstStageConfig:
@@ -158,7 +151,7 @@ class FirstStage:
         if not context:
             return np.zeros((2, self.dim), dtype=np.float32)
         recent = context[-self.config.context_lines :]
-        return _unit(self.embed([" ".join(recent), recent[-1]]))
+        return unit(self.embed([" ".join(recent), recent[-1]]))
 
     def score(self, context: list[str], candidates: list[str], words: list[list[str]] | None = None) -> np.ndarray:
         """One float32 score per candidate, in the caller's order; `words` (each candidate's split) saves a split."""
@@ -168,7 +161,7 @@ class FirstStage:
             raise ValueError(f"{len(words)} word lists for {len(candidates)} candidates")
         if not candidates:
             return np.zeros(0, dtype=np.float32)
-        cos = _unit(self.embed_words(words)) @ self.context_vectors(context).T  # (N, 2)
+        cos = unit(self.embed_words(words)) @ self.context_vectors(context).T  # (N, 2)
         return (cos @ np.asarray(self.config.weights, dtype=np.float32)).astype(np.float32)
 
     # ---- saving, loading --------------------------------------------------------------------------------
@@ -182,19 +175,23 @@ class FirstStage:
                        "words": self._table[: self.trained_words].astype(np.float16)}, str(tmp / VECTORS_FILE))
             (tmp / WORDS_FILE).write_text(json.dumps(words, ensure_ascii=False), encoding="utf-8")
             self.tokenizer.save_pretrained(tmp)
-            riposte = {"kind": KIND, **asdict(self.config), "dim": self.dim, "words": self.trained_words}
-            (tmp / "config.json").write_text(json.dumps({"riposte": riposte}, indent=1), encoding="utf-8")
+            settings = {k: v for k, v in asdict(self.config).items() if k != "format_version"}
+            modeldir.write(tmp, KIND, self.config.format_version, {**settings, "dim": self.dim,
+                                                                     "words": self.trained_words})
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> FirstStage:
         """Load a saved first stage; a damaged directory is a clear error."""
+        return cls.from_saved(directory, modeldir.read(directory, "first stage", kind=KIND))
+
+    @classmethod
+    def from_saved(cls, directory: str | os.PathLike, settings: dict, **_options) -> FirstStage:
+        """The first stage saved in `directory`, whose riposte settings are read already (it takes no device or
+        dtype: it runs in numpy)."""
         from transformers import AutoTokenizer
 
         directory = Path(directory)
-        settings = read_config(directory, "first stage").get("riposte")
-        if not isinstance(settings, dict) or settings.get("kind") != KIND:
-            raise ValueError(f"{directory / 'config.json'} is not a riposte first stage (kind {KIND!r})")
         config = FirstStageConfig.from_dict(settings)
         try:
             arrays = load_file(str(directory / VECTORS_FILE))
@@ -206,11 +203,6 @@ class FirstStage:
         if not isinstance(words, list) or set(arrays) != {"pieces", "words"}:
             raise ValueError(f"{directory}: {VECTORS_FILE} or {WORDS_FILE} is damaged; rebuild the first stage")
         return cls(config, tokenizer, arrays["pieces"].astype(np.float32), words, arrays["words"].astype(np.float32))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- distillation

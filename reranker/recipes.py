@@ -8,7 +8,7 @@ conversations -> evaluate on the test conversations beside the zero-shot bi-enco
 
 Why not a fine-tuned cross-encoder: measured on this CPU kind, 10 minutes of cross-encoder training scored
 below the zero-shot bi-encoder on held-out subtitles (benchmarks/RESULTS.md), and in-batch fine-tuning of the
-bi-encoder on chitchat did not transfer to subtitles (FINDINGS.md). A frozen encoder with trained heads costs
+bi-encoder on chitchat did not transfer to subtitles (benchmarks/RESULTS.md). A frozen encoder with trained heads costs
 one embedding pass over the training lines and transfers as well as the bi-encoder itself.
 """
 
@@ -187,7 +187,7 @@ def train_default(out_dir: str | Path, *, max_minutes: float | None = None, seed
                   recipe: DefaultRecipe | None = None) -> Path:
     """Build the embedded default editor from chitchat within max_minutes (prep, training, evaluation); save it."""
     from corpus.chitchat import read_chitchat
-    from corpus.windows import split_of
+    from reranker.windows import split_of
 
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
     for doc in read_chitchat():
@@ -205,14 +205,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     in the writer's table). The whole run, evaluation included, keeps within recipe.max_minutes.
     """
     from markov import MarkovModel
-    from reranker.evaluate import (
-        WriterPools,
-        baselines,
-        evaluate_documents,
-        format_table,
-        model_card,
-        verdict,
-    )
+    from reranker.card import format_table, model_card, verdict
+    from reranker.evaluate import WriterPools, baselines, evaluate_documents
     from reranker.evaluate import writer_lines as sample_writer
 
     started = time.monotonic()
@@ -352,9 +346,9 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
     For an editor built before first stages existed; a new `train --default` builds one on the way.
     """
     from corpus.chitchat import read_chitchat
-    from corpus.windows import split_of
     from markov import MarkovModel
     from reranker.evaluate import writer_lines
+    from reranker.windows import split_of
 
     editor_dir = Path(editor_dir)
     editor = Editor.load(editor_dir, warmup=False)

@@ -1,6 +1,6 @@
 """Fine-tune a cross-encoder on prepared samples: one logit, logistic loss, checkpoints, resume, DDP.
 
-Data flow: a dataset `ds[i] -> (input_ids int32 (T,), label)` (corpus.prepare.PreparedSplit, or the
+Data flow: a dataset `ds[i] -> (input_ids int32 (T,), label)` (reranker.prepare.PreparedSplit, or the
 in-memory SampleSet the embedded default builds from chitchat) -> length-bucketed batches, the same
 for every process and every resumed run -> AdamW with warmup then cosine decay -> checkpoints.
 
@@ -13,6 +13,7 @@ evaluates and writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,9 +29,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from corpus.io import atomic_directory
+from corpus.modeldir import atomic_directory
+from reranker.cross_encoder import CrossEncoder, CrossEncoderConfig
 from reranker.evaluate import roc_auc
-from reranker.model import Reranker, RerankerConfig, bf16_supported, pick_device
+from reranker.runtime import bf16_supported, pad_ids, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def sample_lengths(dataset) -> np.ndarray:
     lengths = getattr(dataset, "lengths", None)
     if lengths is not None:
         return np.asarray(lengths, dtype=np.int64)
-    offsets = getattr(dataset, "_offsets", None)  # corpus.prepare.PreparedSplit: per-shard offsets
+    offsets = getattr(dataset, "_offsets", None)  # reranker.prepare.PreparedSplit: per-shard offsets
     if offsets is not None:
         parts = [np.diff(o) for o in offsets]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
@@ -150,12 +152,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, m
 def collate(dataset, indices: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (B, T) ids, (B, T) mask and (B,) float labels."""
     items = [dataset[int(i)] for i in indices]
-    width = -(-max(len(ids) for ids, _ in items) // PAD_MULTIPLE) * PAD_MULTIPLE
-    ids = np.full((len(items), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(items), width), dtype=np.int64)
-    for row, (seq, _) in enumerate(items):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
+    ids, mask = pad_ids([seq for seq, _ in items], pad_id, multiple=PAD_MULTIPLE)
     labels = torch.tensor([label for _, label in items], dtype=torch.float32)
     return torch.from_numpy(ids), torch.from_numpy(mask), labels
 
@@ -248,7 +245,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     device: str | torch.device | None = None,
-    reranker_config: RerankerConfig | None = None,
+    reranker_config: CrossEncoderConfig | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train from the base model (or resume from `last/`); returns where the best checkpoint is.
@@ -273,7 +270,7 @@ def train(
     state: dict = {}
     torch.manual_seed(config.seed)  # the new head's initial weights: the same on every process
     if resume and (ckpt / "last" / STATE_FILE).is_file():
-        reranker = Reranker.load(ckpt / "last", device=device, dtype=torch.float32, warmup=False)
+        reranker = CrossEncoder.load(ckpt / "last", device=device, dtype=torch.float32, warmup=False)
         state = torch.load(ckpt / "last" / STATE_FILE, map_location="cpu", weights_only=False)
         if state["config"]["base_model"] != config.base_model or state["config"]["max_length"] != config.max_length:
             raise ValueError(
@@ -283,8 +280,8 @@ def train(
     else:
         if resume and ddp.main:
             log.warning("--resume: no checkpoint in %s, starting from the base model", ckpt / "last")
-        rc = reranker_config or RerankerConfig(max_length=config.max_length, pooling=config.pooling)
-        reranker = Reranker.from_backbone(config.base_model, rc, device=device, dtype=torch.float32)
+        rc = reranker_config or CrossEncoderConfig(max_length=config.max_length, pooling=config.pooling)
+        reranker = CrossEncoder.from_backbone(config.base_model, rc, device=device, dtype=torch.float32)
     pad_id = reranker.pad_id
     delim = getattr(train_set, "delimiter_id", None)
     if delim is not None and delim != reranker.delim_id:
@@ -294,15 +291,15 @@ def train(
         )
     scorer = reranker.scorer
     if config.freeze_embeddings:
-        if len(reranker.tokenizer) > getattr(reranker.model.config, "vocab_size", len(reranker.tokenizer)):
+        if len(reranker.tokenizer) > getattr(reranker.cross_encoder.config, "vocab_size", len(reranker.tokenizer)):
             raise ValueError("freeze_embeddings would leave the added delimiter token untrained: turn it off")
-        reranker.model.get_input_embeddings().requires_grad_(False)
+        reranker.cross_encoder.get_input_embeddings().requires_grad_(False)
     scorer.train()
     model: nn.Module = scorer
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
 
-    head_ids = {id(p) for p in reranker.model.classifier.parameters()} if hasattr(reranker.model, "classifier") else set()
+    head_ids = {id(p) for p in reranker.cross_encoder.classifier.parameters()} if hasattr(reranker.cross_encoder, "classifier") else set()
     groups: dict[tuple[bool, bool], list] = {}
     for p in scorer.parameters():
         if p.requires_grad:  # no decay on biases and LayerNorm weights
@@ -377,7 +374,7 @@ def train(
             ids, mask, labels = collate(train_set, batches[micro % micro_per_epoch], pad_id)
             micro += 1
             sync = k == config.grad_accum - 1 or ddp.world == 1
-            ctx = model.no_sync() if (not sync and isinstance(model, nn.parallel.DistributedDataParallel)) else _null()
+            ctx = model.no_sync() if (not sync and isinstance(model, nn.parallel.DistributedDataParallel)) else contextlib.nullcontext()
             with ctx:
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits = model(ids.to(device), mask.to(device))
@@ -418,11 +415,3 @@ def train(
     result = TrainResult(best_dir=ckpt / "best", step=step, best_metrics=best, elapsed=elapsed())
     ddp.close()
     return result
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None

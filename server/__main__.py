@@ -73,14 +73,13 @@ def serve(settings: Settings) -> int:
 
 def chat(settings: Settings, seed: int | None) -> int:
     """Build what is missing, load the engine in this process and chat on stdin/stdout."""
-    from server.bootstrap import ensure_models
-    from server.engine import Engine
+    from server.models import ensure_models, load_engine
     from server.repl import run_repl
 
     ensure_models(settings.model_dir, build=settings.build)
-    engine = Engine.load(settings.model_dir, settings.engine_config(), require_reranker=settings.require_reranker)
-    if engine.scorer is None:
-        log.warning("no reranker in %s: replies are ranked without the editor", settings.model_dir)
+    engine = load_engine(settings.model_dir, settings.engine_config(), require_reranker=settings.require_reranker)
+    if engine.editor is None:
+        log.warning("no editor in %s: replies are ranked without one", settings.model_dir)
     try:
         return run_repl(engine, seed=seed, budget_ms=settings.budget_ms)
     finally:

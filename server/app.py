@@ -21,12 +21,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from server.api import openai, reply, rerank, service, web
-from server.api.deps import State
 from server.api.errors import add_error_handlers
 from server.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from server.engine import Engine
 from server.metrics import Metrics
 from server.settings import Settings, configure_logging
+from server.state import State
 
 __all__ = ["Settings", "create_app", "create_app_from_env"]
 

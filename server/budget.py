@@ -23,6 +23,12 @@ from dataclasses import dataclass, field
 
 Clock = Callable[[], float]
 
+# The defaults of every budget, written once (EngineConfig's and Settings' defaults are these).
+DEFAULT_BUDGET_MS = 1000
+GENERATION_SHARE = 0.4
+FILTER_SHARE = 0.6
+FINISH_MARGIN_MS = 10.0
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -30,9 +36,9 @@ class Budget:
 
     started: float
     budget_ms: float
-    generation_share: float = 0.4
-    filter_share: float = 0.6
-    finish_margin_ms: float = 10.0
+    generation_share: float = GENERATION_SHARE
+    filter_share: float = FILTER_SHARE
+    finish_margin_ms: float = FINISH_MARGIN_MS
     clock: Clock = field(default=time.monotonic, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -2,8 +2,8 @@
 
     riposte serve | chat                      python -m server serve | chat
     riposte build | sample                    python -m markov build | sample
-    riposte prepare                           python -m corpus prepare
-    riposte corpus clean | stats | prepare    python -m corpus clean | stats | prepare
+    riposte prepare                           python -m reranker prepare
+    riposte corpus clean | stats              python -m corpus clean | stats
     riposte train | eval | first-stage | plot python -m reranker train | eval | first-stage | plot
 
 The arguments after the command go untouched to that package's `main(argv)`, so its flags, help, errors and exit
@@ -37,8 +37,8 @@ COMMANDS = {
     "chat": Command("server", ("chat",), "chat in the terminal"),
     "build": Command("markov", ("build",), "build a Markov writer from text, chats or subtitles"),
     "sample": Command("markov", ("sample",), "print candidates from a Markov writer"),
-    "prepare": Command("corpus", ("prepare",), "prepare a dump into token shards (= corpus prepare)"),
-    "corpus": Command("corpus", (), "read dumps: clean, stats, prepare"),
+    "prepare": Command("reranker", ("prepare",), "prepare a dump into token shards for training"),
+    "corpus": Command("corpus", (), "read dumps: clean, stats"),
     "train": Command("reranker", ("train",), "train an editor (--default: the embedded default)"),
     "eval": Command("reranker", ("eval",), "evaluate an editor beside the baselines"),
     "first-stage": Command("reranker", ("first-stage",), "give a saved editor a first stage"),

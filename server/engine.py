@@ -18,23 +18,20 @@ candidates. Every deadline is read from one injectable clock, so tests can step 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from server.budget import Budget
-from server.scheduler import Scorer, Scores, ScoringJob, ScoringScheduler
-
-DEFAULT_PERSONA = "default"
+from corpus.modeldir import DEFAULT_PERSONA
+from corpus.text import STOPWORDS, LineFilter, LineRules, dedupe_key, overlap, words
+from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
+from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
 
 class FirstStageScorer(Protocol):
@@ -48,55 +45,44 @@ class UnknownPersonaError(ValueError):
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Everything that shapes a turn; request fields override the per-turn defaults."""
+class EngineConfig(LineRules):
+    """Everything that shapes a turn (the line rules of `corpus.text.LineRules` first); request fields override the
+    per-turn defaults."""
 
-    budget_ms: int = 1000
+    budget_ms: int = DEFAULT_BUDGET_MS
     n_candidates: int = 1024
     top_k: int = 1  # 1 = argmax; >1 = sample among the top k by softmax(score / temperature)
     temperature: float = 1.0
     n_alternatives: int = 5
-    min_words: int = 1
-    max_words: int = 40
-    max_chars: int = 300
-    blocklist_words: tuple[str, ...] = ()
-    blocklist_regexes: tuple[str, ...] = ()
-    remove_urls: bool = True
     repeat_window: int = 3  # the speaker's last N lines are never repeated
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
     context_lines: int = 8  # only the newest lines reach the scorer; older ones would be truncated anyway
     overlap_weight: float = 1.0  # prior = mean log-prob per token + overlap_weight * overlap with the context
-    generation_share: float = 0.4  # generation stops early once it has used this share of the budget
-    prepare_share: float = 0.6  # ... and filtering once generation and filtering have used this share
+    generation_share: float = GENERATION_SHARE  # generation stops early once it has used this share of the budget
+    filter_share: float = FILTER_SHARE  # ... and filtering once generation and filtering have used this share
     generation_chunk: int = 512  # most per generate() call: 32 calls of 128 took 82 ms for 4,096, one call 27 ms
-    scoring_slice: int = 32  # candidates per scoring round, shared by the turns waiting; smaller = fairer, less efficient
-    scoring_round_ms: float = 50.0  # a turn with less time left stays out of rounds shared with turns that have more
-    finish_margin_ms: float = 10.0  # kept back from the budget for picking and writing the response
+    scoring_slice: int = SLICE_SIZE  # candidates per scoring round, shared by the turns waiting; smaller = fairer
+    scoring_round_ms: float = ROUND_MS  # a turn with less time left stays out of rounds shared with turns that have more
+    finish_margin_ms: float = FINISH_MARGIN_MS  # kept back from the budget for picking and writing the response
     topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 1 <= self.top_k:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
         if self.scoring_slice < 1 or self.generation_chunk < 1:
             raise ValueError("scoring_slice and generation_chunk must be >= 1")
         if not self.scoring_round_ms > 0:
             raise ValueError(f"scoring_round_ms must be > 0, got {self.scoring_round_ms}")
-        if not 0.0 <= self.generation_share <= self.prepare_share <= 1.0:
+        if not 0.0 <= self.generation_share <= self.filter_share <= 1.0:
             raise ValueError(
-                f"need 0 <= generation_share ({self.generation_share}) <= prepare_share ({self.prepare_share}) <= 1"
+                f"need 0 <= generation_share ({self.generation_share}) <= filter_share ({self.filter_share}) <= 1"
             )
         if not 0.0 <= self.topic_share <= 1.0:
             raise ValueError(f"topic_share must be within [0, 1], got {self.topic_share}")
-        for pattern in self.blocklist_regexes:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"blocklist regex {pattern!r} does not compile: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -184,88 +170,28 @@ def as_turns(history: Sequence[Turn | str | Mapping[str, str]]) -> list[Turn]:
     return turns
 
 
-# ---------------------------------------------------------------------------------------------------- text helpers
-
-_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|io|gov|edu|co|ly|me)(?:/\S*)?\b", re.I)
-# A cheap test first: the full URL pattern backtracks on every word.
-_URL_HINT = re.compile(r"://|www\.|\.(?:com|org|net|io|gov|edu|co|ly|me)\b", re.I)
-_WORD = re.compile(r"[\w']+")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.!?;:])")
-# Words too common to count as the candidate picking up on the context.
-_STOPWORDS = frozenset(
-    "a an the i you he she it we they me him her us them my your his its our their is are was were be been am "
-    "do does did to of in on at for and or but so that this what not no yes i'm it's don't just".split()
-)
-
-
-def normalize(text: str) -> str:
-    """Collapse whitespace and tidy spaces before punctuation."""
-    return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))
-
-
-def dedupe_key(text: str) -> str:
-    """Case- and punctuation-insensitive identity of a line: 'Hi there!' and 'hi there' are the same reply."""
-    return " ".join(_WORD.findall(text.casefold()))
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens."""
-    return _WORD.findall(text.casefold())
-
-
-def overlap(candidate_words: list[str], context_words: frozenset[str]) -> float:
-    """Share of the candidate's content words that also occur in the context (0 when it has none)."""
-    content = [w for w in candidate_words if w not in _STOPWORDS]
-    if not content:
-        return 0.0
-    return sum(w in context_words for w in content) / len(content)
+# ---------------------------------------------------------------------------------------------------- text rules
 
 
 def topic_terms(topic: str | None) -> tuple[str, ...]:
     """The topic's content words, in order and deduped (all its words when every one is a stopword)."""
     ws = list(dict.fromkeys(words(topic or "")))[:8]  # a topic is a few words; more would only dilute the bonus
-    content = [w for w in ws if w not in _STOPWORDS]
+    content = [w for w in ws if w not in STOPWORDS]
     return tuple(content or ws)
 
 
-class TextFilter:
+class TextFilter(LineFilter):
     """Every rule a candidate must pass before anything scores it, in one place.
 
-    URLs are removed (and the text tidied), then a candidate must have min_words..max_words words and at most
-    max_chars characters, name no blocklisted word, match no blocklist regex, not echo the user's last line, not
-    repeat one of the speaker's last `repeat_window` lines, and not duplicate a candidate already kept.
-    (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it works on token ids
-    and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
+    The line's own rules (`corpus.text.LineFilter`: URLs out, length, blocklists), then the conversation's: not
+    echo the user's last line, not repeat one of the speaker's last `repeat_window` lines, and not duplicate a
+    candidate already kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it
+    works on token ids and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
     """
 
     def __init__(self, config: EngineConfig):
+        super().__init__(config)
         self.config = config
-        blocked = [re.escape(w.casefold()) for w in config.blocklist_words if w.strip()]
-        self._words = re.compile(r"\b(?:" + "|".join(blocked) + r")\b", re.I) if blocked else None
-        self._regexes = [re.compile(p, re.I) for p in config.blocklist_regexes]
-
-    def __call__(self, text: str) -> str | None:
-        """One text against the rules that need no conversation: the cleaned text, or None when it must not be said."""
-        text, text_words = self.clean(text, words(text))
-        return text if self.allows(text, text_words) else None
-
-    def clean(self, text: str, text_words: list[str]) -> tuple[str, list[str]]:
-        """The text with URLs removed and spacing tidied, and its words (split again only when the text changed)."""
-        if self.config.remove_urls and _URL_HINT.search(text):
-            text = normalize(_URL.sub(" ", text))
-            return text, words(text)
-        if "  " in text or text != text.strip():
-            text = normalize(text)
-        return text, text_words
-
-    def allows(self, text: str, text_words: list[str]) -> bool:
-        """Length bounds and blocklists, given the text's words."""
-        cfg = self.config
-        if not cfg.min_words <= len(text_words) <= cfg.max_words or len(text) > cfg.max_chars:
-            return False
-        if self._words is not None and self._words.search(text):
-            return False
-        return not any(r.search(text) for r in self._regexes)
 
     def forbidden(self, turns: list[Turn], speaker: str | None = None) -> set[str]:
         """Dedupe keys no reply may have: the user's last line (no echo) and the speaker's recent lines (no repeat)."""
@@ -316,65 +242,6 @@ def prior_scores(
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- loading
-
-
-def load_personas(markov_dir: str | Path) -> dict[str, Any]:
-    """Load `markov/`: one MarkovModel dir (persona 'default') or a folder of persona subdirs."""
-    from markov import MarkovModel
-
-    markov_dir = Path(markov_dir)
-    if not markov_dir.is_dir():
-        raise FileNotFoundError(f"no Markov models at {markov_dir}: build them with `python -m markov build`")
-    if (markov_dir / "config.json").is_file():
-        return {DEFAULT_PERSONA: MarkovModel.load(markov_dir)}
-    personas = {
-        sub.name: MarkovModel.load(sub)
-        for sub in sorted(markov_dir.iterdir())
-        if sub.is_dir() and not sub.name.startswith(".") and (sub / "config.json").is_file()
-    }
-    if not personas:
-        raise FileNotFoundError(f"{markov_dir} holds neither a Markov model nor persona subdirectories")
-    if DEFAULT_PERSONA not in personas:
-        # A group-chat folder (one per speaker plus 'all') still needs a default: prefer 'all'.
-        personas[DEFAULT_PERSONA] = personas.get("all", next(iter(personas.values())))
-    return personas
-
-
-def load_persona_meta(markov_dir: str | Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """Display names and who-follows-whom counts from `markov/personas.json` (empty when there is none)."""
-    path = Path(markov_dir) / "personas.json"
-    if not path.is_file():
-        return {}, {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); rebuild the personas with `python -m markov build`") from exc
-    names = {p: str(info.get("name", p)) for p, info in (meta.get("personas") or {}).items() if isinstance(info, dict)}
-    follows = {
-        a: {b: int(n) for b, n in nexts.items() if isinstance(n, int | float)}
-        for a, nexts in (meta.get("follows") or {}).items()
-        if isinstance(nexts, dict)
-    }
-    return names, follows
-
-
-def load_first_stage(directory: str | Path) -> FirstStageScorer:
-    """Load a saved first stage (`model_dir/first_stage`); a clear error naming the directory when it is damaged."""
-    directory = Path(directory)
-    try:
-        from reranker.first_stage import FirstStage as FirstStageModel
-    except ImportError as exc:
-        raise RuntimeError(f"{directory} holds a first stage, but reranker.first_stage cannot be imported ({exc})") from exc
-    try:
-        return FirstStageModel.load(directory)
-    except Exception as exc:  # any damage (missing file, bad JSON, wrong shapes, wrong version) is one kind of error
-        raise ValueError(
-            f"{directory}: cannot load the first stage ({type(exc).__name__}: {exc}); rebuild it with "
-            "`python -m reranker train --default`, or remove the directory to order candidates by the Markov prior"
-        ) from exc
-
-
 # ---------------------------------------------------------------------------------------------------- the engine
 
 
@@ -382,7 +249,7 @@ class Engine:
     """Turns a history into a reply within a wall-clock budget."""
 
     def __init__(
-        self, personas: Mapping[str, Any], scorer: Scorer | None, config: EngineConfig | None = None, *,
+        self, personas: Mapping[str, Any], editor: Editor | None, config: EngineConfig | None = None, *,
         names: Mapping[str, str] | None = None, follows: Mapping[str, Mapping[str, int]] | None = None,
         first_stage: FirstStageScorer | None = None, clock: Callable[[], float] = time.monotonic,
     ):
@@ -391,7 +258,8 @@ class Engine:
         self.personas = dict(personas)
         self.names = {p: (names or {}).get(p, p) for p in self.personas}  # persona -> display name (speaker)
         self.follows = {a: dict(b) for a, b in (follows or {}).items()}  # persona -> next persona -> count
-        self.scorer = scorer
+        self.editor = editor
+        self.traits = traits_of(editor)
         self.first_stage = first_stage
         self.config = config or EngineConfig()
         self.clock = clock
@@ -399,38 +267,15 @@ class Engine:
         self._waiting_for_cpu: set[int] = set()  # async turns (by id) queued for a thread for their CPU stages
         self._waiting_lock = threading.Lock()
         self._scheduler = (
-            ScoringScheduler(scorer, slice_size=self.config.scoring_slice, round_ms=self.config.scoring_round_ms,
+            ScoringScheduler(editor, slice_size=self.config.scoring_slice, round_ms=self.config.scoring_round_ms,
                              clock=clock)
-            if scorer is not None else None
+            if editor is not None else None
         )
 
-    @classmethod
-    def load(cls, model_dir: str | Path, config: EngineConfig | None = None, *, require_reranker: bool = True,
-             clock: Callable[[], float] = time.monotonic) -> Engine:
-        """Load the personas (`markov/`), the editor (`reranker/`) and the first stage when there is one.
-
-        The first stage is `model_dir/first_stage`, or inside the editor's directory, `reranker/first_stage`, where
-        `python -m reranker first-stage` writes it. Without a reranker, replies are ranked by the first stage or
-        the prior alone.
-        """
-        model_dir = Path(model_dir)
-        personas = load_personas(model_dir / "markov")
-        names, follows = load_persona_meta(model_dir / "markov")
-        scorer = None
-        if (model_dir / "reranker").is_dir():
-            from reranker import Reranker
-
-            scorer = Reranker.load(model_dir / "reranker")
-        elif require_reranker:
-            raise FileNotFoundError(f"no reranker at {model_dir / 'reranker'}: train one with `python -m reranker`")
-        # Its own directory, or inside the editor's (where `python -m reranker first-stage` writes it).
-        found = [d for d in (model_dir / "first_stage", model_dir / "reranker" / "first_stage") if d.is_dir()]
-        first_stage = load_first_stage(found[0]) if found else None
-        if first_stage is not None and hasattr(first_stage, "add_words"):
-            # Every word a persona can write gets its vector now, not at the first turn that writes it.
-            for model in {id(m): m for m in personas.values()}.values():
-                first_stage.add_words(words(" ".join(getattr(model, "vocab", [])[2:])))
-        return cls(personas, scorer, config, names=names, follows=follows, first_stage=first_stage, clock=clock)
+    @property
+    def scorer(self) -> Editor | None:
+        """The editor, under the name this attribute had before (kept so callers keep working)."""
+        return self.editor
 
     def close(self) -> None:
         """Stop the scoring worker."""
@@ -456,8 +301,8 @@ class Engine:
 
     @property
     def context_speakers(self) -> bool:
-        """Whether the scorer was trained on `name: text` context lines (else it sees the bare text)."""
-        return bool(getattr(self.scorer, "context_speakers", False))
+        """Whether the editor was trained on `name: text` context lines (else it sees the bare text)."""
+        return self.traits is not None and self.traits.context_speakers
 
     def context_of(self, turns: list[Turn]) -> list[str]:
         """The newest history lines as the scorer expects them."""
@@ -486,7 +331,7 @@ class Engine:
             started=self.clock() if started is None else started,
             budget_ms=cfg.budget_ms if budget_ms is None else budget_ms,
             generation_share=cfg.generation_share if generates else 0.0,
-            filter_share=cfg.prepare_share if generates else 0.0,
+            filter_share=cfg.filter_share if generates else 0.0,
             finish_margin_ms=cfg.finish_margin_ms,
             clock=self.clock,
         )

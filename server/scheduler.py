@@ -47,14 +47,71 @@ DEFAULT_TOKENS_PER_CANDIDATE = 24.0
 log = logging.getLogger(__name__)
 
 
-class Scorer(Protocol):
-    """What the engine needs from an editor (see `reranker.Reranker`); `score_many` and `cost` are optional."""
+# Defaults of the reading room, written once: EngineConfig's scoring_slice and scoring_round_ms start from these.
+SLICE_SIZE = 32  # candidates per round, shared by the turns waiting; smaller = fairer, less efficient
+ROUND_MS = 50.0  # a turn with less time left stays out of rounds shared with turns that have more
+
+
+class Editor(Protocol):
+    """What the engine needs from an editor: any kind `reranker.load` returns, or a test's fake.
+
+    `score` and `score_until` are the contract. The rest is optional (a fake has none of it) and read only through
+    `EditorTraits`: `score_many` (several turns in one pass), `refine` with `refine_cost` and `refine_top` (an
+    approximate editor's exact rescoring), `cost` (its cost model), `tokens_per_candidate`, `context_speakers` and
+    `tokenizer`.
+    """
 
     def score(self, context: list[str], candidates: list[str]) -> np.ndarray: ...
 
     def score_until(
         self, context: list[str], candidates: list[str], deadline: float
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class EditorTraits:
+    """The optional parts of an editor, probed in this one place; each is None (or a neutral value) when absent."""
+
+    def __init__(self, editor: Editor) -> None:
+        self.editor = editor
+        score_many, refine = getattr(editor, "score_many", None), getattr(editor, "refine", None)
+        self.score_many = score_many if callable(score_many) else None  # batches several turns' candidates
+        self.refine = refine if callable(refine) else None  # rescores an approximate editor's best exactly
+
+    @property
+    def cost(self) -> Any | None:
+        """The cost model (`predict(tokens)` seconds, `per_token`, `overhead`), or None."""
+        return getattr(self.editor, "cost", None)
+
+    @property
+    def refine_cost(self) -> Any | None:
+        """The cost model of `refine`'s exact forward, or None where refining does nothing."""
+        return getattr(self.editor, "refine_cost", None) if self.refine is not None else None
+
+    @property
+    def refine_top(self) -> int:
+        """How many best candidates `refine` rescores (0 without it)."""
+        return int(getattr(self.editor, "refine_top", 0) or 0) if self.refine is not None else 0
+
+    @property
+    def tokens_per_candidate(self) -> float:
+        """Padded tokens of a typical candidate, for the cost model."""
+        return float(getattr(self.editor, "tokens_per_candidate", DEFAULT_TOKENS_PER_CANDIDATE))
+
+    @property
+    def context_speakers(self) -> bool:
+        """Whether the editor was trained on `name: text` context lines (else it reads the bare text)."""
+        return bool(getattr(self.editor, "context_speakers", False))
+
+    @property
+    def tokenizer(self) -> Any | None:
+        """The tokenizer the editor reads with (a callable HF tokenizer), or None."""
+        tokenizer = getattr(self.editor, "tokenizer", None)
+        return tokenizer if callable(tokenizer) else None
+
+
+def traits_of(editor: Editor | None) -> EditorTraits | None:
+    """The editor's optional parts (`EditorTraits`), or None without an editor."""
+    return None if editor is None else EditorTraits(editor)
 
 
 class ScoringError(RuntimeError):
@@ -160,7 +217,7 @@ class ScoringScheduler:
     """One worker thread reading every job's candidates in rounds that share the scorer's batches."""
 
     def __init__(
-        self, scorer: Scorer, *, slice_size: int = 32, min_slice: int = 4, round_ms: float = 50.0,
+        self, scorer: Editor, *, slice_size: int = SLICE_SIZE, min_slice: int = 4, round_ms: float = ROUND_MS,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.scorer = scorer
@@ -168,8 +225,9 @@ class ScoringScheduler:
         self.min_slice = min(min_slice, slice_size)  # per job and call when the scorer reads one job at a time
         self.round_s = round_ms / 1000.0  # a job with less time left stays out of rounds shared with others
         self.clock = clock
-        self.batched = callable(getattr(scorer, "score_many", None))
-        self.refines = callable(getattr(scorer, "refine", None))
+        self.traits = EditorTraits(scorer)
+        self.batched = self.traits.score_many is not None
+        self.refines = self.traits.refine is not None
         self.cancelled = 0
         self.rounds = 0
         self._jobs: list[ScoringJob] = []
@@ -183,12 +241,12 @@ class ScoringScheduler:
     @property
     def cost(self) -> Any | None:
         """The scorer's cost model (`predict(tokens)` seconds, `per_token`, `overhead`), or None when it has none."""
-        return getattr(self.scorer, "cost", None)
+        return self.traits.cost
 
     @property
     def tokens_per_candidate(self) -> float:
         """Padded tokens of a typical candidate, for the cost model."""
-        return float(getattr(self.scorer, "tokens_per_candidate", DEFAULT_TOKENS_PER_CANDIDATE))
+        return self.traits.tokens_per_candidate
 
     @property
     def seconds_per_candidate(self) -> float | None:
@@ -198,8 +256,8 @@ class ScoringScheduler:
 
     def refine_seconds(self, n_read: int) -> float:
         """What refining the best of `n_read` candidates is predicted to take (0 when the scorer is exact)."""
-        cost = getattr(self.scorer, "refine_cost", None) if self.refines else None
-        k = min(int(getattr(self.scorer, "refine_top", 0) or 0), max(n_read, 1))
+        cost = self.traits.refine_cost
+        k = min(self.traits.refine_top, max(n_read, 1))
         return 0.0 if cost is None or k < 1 else float(cost.predict(int(k * self.tokens_per_candidate)))
 
     def read_until(self, job: ScoringJob) -> float:
@@ -323,7 +381,7 @@ class ScoringScheduler:
         if not self.refines or job.done or not job.n_read or self.clock() >= job.deadline:
             return
         try:
-            job.rescore(np.asarray(self.scorer.refine(job.context, job.candidates, job.scores(), deadline=job.deadline),
+            job.rescore(np.asarray(self.traits.refine(job.context, job.candidates, job.scores(), deadline=job.deadline),
                                    dtype=np.float32))
         except Exception:  # the approximate scores still make a reply: a failed refine fails nobody
             log.warning("the editor's refine failed; keeping its first scores", exc_info=True)
@@ -346,7 +404,7 @@ class ScoringScheduler:
         requests = [(job.context, [job.candidates[i] for i in idx]) for job, idx in plan]
         if self.batched:
             try:
-                results: list[Any] = self.scorer.score_many(requests, deadline)
+                results: list[Any] = self.traits.score_many(requests, deadline)
             except Exception:  # read them one by one, so that a failure fails its own job alone
                 log.warning("a batched scoring round failed; reading its jobs one by one", exc_info=True)
                 results = [self._read_one(request, deadline) for request in requests]

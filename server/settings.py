@@ -58,9 +58,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RIPOSTE_", env_file=".env", extra="ignore",
                                       protected_namespaces=())
 
-    model_dir: Path = Field(Path("models/default"), description="riposte model dir (markov/ + reranker/)")
-    budget_ms: int = Field(1000, ge=MIN_BUDGET_MS, le=MAX_BUDGET_MS, description="default time budget per reply")
-    n_candidates: int = Field(1024, ge=1, le=MAX_CANDIDATES, description="candidates the writer makes per turn")
+    model_dir: Path = Field(Path("models/default"), description="riposte model dir (markov/ + editor/)")
+    budget_ms: int = Field(EngineConfig.budget_ms, ge=MIN_BUDGET_MS, le=MAX_BUDGET_MS, description="default time budget per reply")
+    n_candidates: int = Field(EngineConfig.n_candidates, ge=1, le=MAX_CANDIDATES, description="candidates the writer makes per turn")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)

@@ -49,7 +49,7 @@ def test_each_command_runs_its_packages_own_parser(name, capsys):
 
 
 def test_corpus_commands_are_reachable_both_ways(capsys):
-    for argv in (["corpus", "prepare", "--help"], ["prepare", "--help"]):
+    for argv in (["corpus", "stats", "--help"], ["prepare", "--help"]):
         with pytest.raises(SystemExit):
             cli.main(argv)
         out = capsys.readouterr().out

@@ -1,80 +1,25 @@
-"""What routes depend on: the app's state and engine, the API key, admission, and the client-disconnect watch."""
+"""What routes depend on: the app's state (server/state.py) and engine, the API key, admission, and the
+client-disconnect watch."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from server.admission import Admission, AdmissionConfig
 from server.api.schemas import ErrorResponse, OpenAIError
-from server.api.tokens import TokenCounter
-from server.bootstrap import BuildStatus, ensure_models
 from server.budget import Budget
 from server.engine import Engine
-from server.metrics import Metrics
-from server.settings import Settings
+from server.state import State
 
 log = logging.getLogger(__name__)
-
-
-class State:
-    """The app's engine (once loaded or built), its executor, its metrics and its admission control."""
-
-    def __init__(self, settings: Settings, engine: Engine | None, metrics: Metrics):
-        self.settings = settings
-        self.engine = engine
-        self.owns_engine = engine is None
-        self.load_error: str | None = None
-        self.building: BuildStatus | None = None
-        self._tokens: TokenCounter | None = None
-        self.metrics = metrics
-        self.executor = ThreadPoolExecutor(max_workers=settings.cpu_workers, thread_name_prefix="riposte-turn")
-        self.admission = Admission(
-            AdmissionConfig(max_in_flight=settings.max_in_flight, min_scored=settings.min_scored),
-            lambda: None if self.engine is None else self.engine.seconds_per_candidate,
-        )
-
-    @property
-    def tokens(self) -> TokenCounter:
-        """Counts tokens in the loaded editor's tokenizer (for `usage` and `max_tokens`)."""
-        if self._tokens is None:
-            self._tokens = TokenCounter(self.engine)
-        return self._tokens
-
-    def load(self) -> None:
-        """Build what the model dir lacks (when allowed), then load the engine; runs on a background thread."""
-        settings = self.settings
-        try:
-            status = BuildStatus()
-            self.building = status
-            ensure_models(settings.model_dir, build=settings.build, status=status)
-            self.building = None
-            engine = Engine.load(settings.model_dir, settings.engine_config(),
-                                 require_reranker=settings.require_reranker)
-        except Exception as exc:  # reported by /health; the process stays up to say so
-            log.exception("could not load the models from %s", settings.model_dir)
-            self.building = None
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            return
-        if engine.scorer is None:
-            log.warning("no reranker in %s: replies are ranked without the editor", settings.model_dir)
-        # The models are hundreds of thousands of long-lived objects; freezing them keeps the garbage
-        # collector's full passes (triggered by each request's short-lived candidate strings) from walking
-        # them all, which showed as 100-200 ms stalls in the latency tail under load.
-        gc.collect()
-        gc.freeze()
-        self.engine = engine
-        log.info("models loaded from %s; personas: %s", settings.model_dir, ", ".join(engine.persona_names))
 
 
 def get_state(request: Request) -> State:

@@ -11,13 +11,8 @@ _WORDS = re.compile(r"\w+|[^\w\s]")
 
 
 def tokenizer_of(engine: Engine) -> Any | None:
-    """The tokenizer the editor reads with: the cross-encoder's own, or the editor's bi-encoder's; else None."""
-    scorer = engine.scorer
-    for owner in (scorer, getattr(scorer, "biencoder", None)):
-        tokenizer = getattr(owner, "tokenizer", None)
-        if tokenizer is not None and callable(tokenizer):
-            return tokenizer
-    return None
+    """The tokenizer the editor reads with (the cross-encoder's, or the default editor's bi-encoder's); else None."""
+    return None if engine.traits is None else engine.traits.tokenizer
 
 
 class TokenCounter:

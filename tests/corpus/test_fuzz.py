@@ -25,6 +25,7 @@ from corpus.__main__ import main as corpus_cli
 from corpus.clean import CleanConfig, clean_document
 from corpus.dump import Member, ReadConfig, dump_size, iter_members, parse_member, read_path
 from corpus.report import Report
+from reranker.__main__ import main as reranker_cli
 from tests.corpus.archives import tar_gz_bytes, zip_bytes
 
 SRT = "1\n00:00:01,000 --> 00:00:02,000\n{text}\n\n2\n00:00:03,000 --> 00:00:04,000\nBye now.\n"
@@ -547,7 +548,7 @@ def test_cli_prepare_and_stats_survive_a_dump_of_bad_files(bad_dump, tmp_path, c
     out_dir = tmp_path / "prepared"
     argv = ["prepare", str(bad_dump), "--out", str(out_dir), "--workers", "1", "--quiet", "--max-member-mb", "1",
             "--tokenizer", minilm_path, "--val-fraction", "0", "--test-fraction", "0"]
-    assert corpus_cli(argv) == 0
+    assert reranker_cli(argv) == 0  # prepare writes the editor's samples: `python -m reranker prepare`
     index = json.loads((out_dir / "index.json").read_text())
     named = {p["source"] for p in index["report"]["problems"]}
     for name in BAD:

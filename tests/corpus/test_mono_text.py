@@ -9,7 +9,7 @@ import pytest
 from corpus.dump import ReadConfig, iter_members, read_path
 from corpus.opus import parse_text
 from corpus.report import Report
-from corpus.windows import split_of
+from reranker.windows import split_of
 from tests.corpus.archives import tar_gz_bytes, zip_bytes
 
 

@@ -6,7 +6,7 @@ import codecs
 
 import pytest
 
-from corpus.encoding import decode_bytes, detect_encoding
+from corpus.charset import decode_bytes, detect_encoding
 from corpus.report import Report
 from corpus.srt import parse_srt, read_srt
 

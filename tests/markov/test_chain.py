@@ -203,7 +203,7 @@ def test_corrupt_model_dirs_are_clear_errors(model, tmp_path):
     model.save(tmp_path / "m")
     cfg = tmp_path / "m" / "config.json"
     meta = json.loads(cfg.read_text())
-    meta["format_version"] = 99
+    meta["riposte"]["format_version"] = 99
     cfg.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="format version 99"):
         MarkovModel.load(tmp_path / "m")

@@ -59,6 +59,11 @@ def flip_middle(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def edit_section(directory: Path, change: Callable[[dict], dict]) -> None:
+    """Change the riposte section of a model directory's config.json (where every kind keeps its settings)."""
+    edit_json(directory / "config.json", lambda c: {**c, "riposte": change(dict(c["riposte"]))})
+
+
 MARKOV_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "tables missing": (lambda d: (d / "tables.npz").unlink(), "incomplete"),
     "vocab missing": (lambda d: (d / "vocab.txt").unlink(), "incomplete"),
@@ -74,23 +79,21 @@ MARKOV_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "weights not finite": (lambda d: edit_tables(d, lambda a: a["cum_in_row"].__setitem__(0, np.nan)), "corrupt"),
     "vocab cut short": (lambda d: cut(d / "vocab.txt", lambda n: n // 3), "do not match"),
     "vocab not text": (lambda d: (d / "vocab.txt").write_bytes(b"\xff\xfe\xfa" * 10), "corrupt"),
-    "format version missing": (lambda d: edit_json(d / "config.json", lambda c: c.pop("format_version") and c),
-                               "format version None"),
-    "future format version": (lambda d: edit_json(d / "config.json", lambda c: {**c, "format_version": 3}),
-                              "format version 3"),
-    "format version as text": (lambda d: edit_json(d / "config.json", lambda c: {**c, "format_version": "2"}),
-                               "format version '2'"),
-    "another kind of dir": (lambda d: edit_json(d / "config.json", lambda c: {**c, "kind": "riposte.reranker"}),
-                            "format version"),
-    "config.json a list": (lambda d: (d / "config.json").write_text("[2]"), "format version None"),
+    "format version missing": (lambda d: edit_section(d, lambda c: c.pop("format_version") and c), "format version None"),
+    "future format version": (lambda d: edit_section(d, lambda c: {**c, "format_version": 99}), "format version 99"),
+    "format version as text": (lambda d: edit_section(d, lambda c: {**c, "format_version": "3"}),
+                               "format version '3'"),
+    "another kind of dir": (lambda d: edit_section(d, lambda c: {**c, "kind": "editor"}), "format version"),
+    "config.json a list": (lambda d: (d / "config.json").write_text("[2]"), "corrupt"),
+    "config.json without riposte settings": (lambda d: (d / "config.json").write_text("{}"), "no 'riposte' settings"),
     "config.json empty": (lambda d: (d / "config.json").write_text(""), "corrupt"),
     "config.json not UTF-8": (lambda d: (d / "config.json").write_bytes(b"\xff\xfe{"), "corrupt"),
-    "settings missing": (lambda d: edit_json(d / "config.json", lambda c: c.pop("config") and c), "corrupt"),
-    "stats missing": (lambda d: edit_json(d / "config.json", lambda c: c.pop("stats") and c), "corrupt"),
-    "settings not an object": (lambda d: edit_json(d / "config.json", lambda c: {**c, "config": [1]}), "corrupt"),
-    "order out of range": (lambda d: edit_json(d / "config.json", lambda c: {**c, "config": {**c["config"], "order": 9}}),
+    "settings missing": (lambda d: edit_section(d, lambda c: c.pop("config") and c), "corrupt"),
+    "stats missing": (lambda d: edit_section(d, lambda c: c.pop("stats") and c), "corrupt"),
+    "settings not an object": (lambda d: edit_section(d, lambda c: {**c, "config": [1]}), "corrupt"),
+    "order out of range": (lambda d: edit_section(d, lambda c: {**c, "config": {**c["config"], "order": 9}}),
                            "order must be between"),
-    "order as text": (lambda d: edit_json(d / "config.json", lambda c: {**c, "config": {**c["config"], "order": "2"}}),
+    "order as text": (lambda d: edit_section(d, lambda c: {**c, "config": {**c["config"], "order": "2"}}),
                       "corrupt"),
 }
 
@@ -232,7 +235,7 @@ def with_reranker(tmp_path: Path, good: Path, good_reranker: Path) -> Path:
 
 
 def future_reranker_version(directory: Path) -> None:
-    from reranker.model import CONFIG_KEY
+    from reranker.cross_encoder import CONFIG_KEY
 
     edit_json(directory / "config.json", lambda c: {**c, CONFIG_KEY: {**c[CONFIG_KEY], "format_version": 99}})
 

@@ -152,9 +152,9 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
-    monkeypatch.setattr("reranker.model.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("reranker.cross_encoder.cpu_has_bf16", lambda: True)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
-    monkeypatch.setattr("reranker.model.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("reranker.cross_encoder.cpu_has_bf16", lambda: False)
     assert resolve_backend(None, torch.device("cpu"), approximate_ok=True) == backends.AUTO_CPU
     assert resolve_backend(None, torch.device("cpu")) not in backends.APPROXIMATE  # a bare bi-encoder stays exact
     monkeypatch.setenv(backends.ENV_VAR, "torch")
@@ -171,7 +171,7 @@ def test_vnni_check():
 
 def test_auto_editor_on_this_machine(saved_editor, monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
-    from reranker.model import cpu_has_bf16
+    from reranker.runtime import cpu_has_bf16
 
     editor = Editor.load(saved_editor, warmup=False)
     assert editor.biencoder.backend == ("torch" if cpu_has_bf16() else backends.AUTO_CPU)

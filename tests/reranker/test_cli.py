@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from corpus.windows import split_of
 from reranker import Reranker
 from reranker.__main__ import main
+from reranker.windows import split_of
 
 from .conftest import WORDS
 

@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 
 from corpus.documents import Document, Line
+from reranker.card import format_table, verdict
 from reranker.evaluate import (
     TfidfScorer,
     WriterPools,
     evaluate_documents,
-    format_table,
     roc_auc,
     selection_metrics,
     standard_error,
     true_rank,
-    verdict,
 )
 
 
@@ -168,7 +167,7 @@ def test_verdict_uses_the_paired_error_of_shared_cases():
 def test_model_card_metadata_is_yaml_the_hub_reads_with_the_models_figures():
     import yaml
 
-    from reranker.evaluate import model_card
+    from reranker.card import model_card
 
     metrics = {"data": "tiny, test split", "scorers": {
         "model": {"select10": {"r@1": 0.5, "r@1_se": 0.1, "mrr": 0.625, "mrr_se": 0.1, "n": 4},

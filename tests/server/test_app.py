@@ -8,7 +8,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-import server.api.deps as deps_module
+import server.state as state_module
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig
 from tests.server.conftest import OverlapScorer, metric
@@ -174,13 +174,13 @@ def test_health_and_metrics(client):
 
 def test_health_is_503_while_models_load_then_200(monkeypatch, tiny_model_dir):
     release = threading.Event()
-    real_load = Engine.load
+    real_load = state_module.load_engine
 
     def slow_load(*args, **kwargs):
         release.wait(10)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(deps_module.Engine, "load", slow_load)
+    monkeypatch.setattr(state_module, "load_engine", slow_load)
     settings = Settings(model_dir=tiny_model_dir, require_reranker=False)
     with TestClient(create_app(settings)) as c:
         assert c.get("/health").status_code == 503
@@ -275,7 +275,7 @@ def test_health_shows_the_build_while_the_port_is_already_open(monkeypatch, tiny
         release.wait(10)
         return model_dir
 
-    monkeypatch.setattr(deps_module, "ensure_models", slow_build)
+    monkeypatch.setattr(state_module, "ensure_models", slow_build)
     settings = Settings(model_dir=tiny_model_dir, require_reranker=False, build=True)
     with TestClient(create_app(settings)) as c:
         assert building.wait(10)

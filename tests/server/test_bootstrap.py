@@ -5,19 +5,19 @@ from __future__ import annotations
 import sys
 import types
 
-import server.bootstrap as bootstrap
-from server.bootstrap import ensure_models, has_markov, has_reranker
+import server.models as bootstrap
+from server.models import ensure_models, has_editor, has_markov
 
 
 def test_has_markov_and_reranker(tmp_path, tiny_markov, tiny_model_dir):
-    assert not has_markov(tmp_path) and not has_reranker(tmp_path)
+    assert not has_markov(tmp_path) and not has_editor(tmp_path)
     tiny_markov.save(tmp_path / "markov")
     assert has_markov(tmp_path)
     assert has_markov(tiny_model_dir)  # persona subdirs count too
     (tmp_path / "reranker").mkdir()
-    assert not has_reranker(tmp_path)  # an empty dir is not a model
+    assert not has_editor(tmp_path)  # an empty dir is not a model
     (tmp_path / "reranker" / "config.json").write_text("{}")
-    assert has_reranker(tmp_path)
+    assert has_editor(tmp_path)
 
 
 def test_ensure_models_builds_only_what_is_missing(tmp_path, monkeypatch, tiny_markov):
@@ -40,7 +40,7 @@ def test_ensure_models_builds_only_what_is_missing(tmp_path, monkeypatch, tiny_m
     assert ensure_models(tmp_path, build=False) == tmp_path and not built and not trained
     ensure_models(tmp_path)
     assert built == [tmp_path / "markov"]
-    assert trained[0][0] == tmp_path / "reranker" and trained[0][1] <= 9.5  # the first run fits in 10 minutes
+    assert trained[0][0] == tmp_path / "editor" and trained[0][1] <= 9.5  # the first run fits in 10 minutes
     ensure_models(tmp_path)  # a second run finds everything and builds nothing
     assert len(built) == 1 and len(trained) == 1
 
@@ -76,7 +76,7 @@ def test_an_editor_without_a_first_stage_gets_one_and_only_once(tmp_path, monkey
 
 
 def test_build_status_counts_stages_and_missing_lists_them(tmp_path, monkeypatch, tiny_markov):
-    assert bootstrap.missing(tmp_path) == ["markov", "reranker"]
+    assert bootstrap.missing(tmp_path) == ["markov", "editor"]
     seen = []
 
     def fake_markov(out_dir, progress=True):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from markov.personas import load_personas
 from server.engine import (
     Candidates,
     Engine,
@@ -20,10 +21,10 @@ from server.engine import (
     UnknownPersonaError,
     as_turns,
     dedupe_key,
-    load_personas,
     overlap,
     words,
 )
+from server.models import load_engine
 from tests.server.conftest import ClockedScorer, FakeClock, OverlapScorer, RudeScorer
 
 HISTORY = ["hello there", "hi, how are you?", "do you like dogs?"]
@@ -304,14 +305,14 @@ def test_engine_load_finds_the_first_stage_and_names_a_damaged_one(tmp_path, tin
 
     model_dir = tmp_path / "models"
     shutil.copytree(tiny_model_dir, model_dir)
-    assert Engine.load(model_dir, require_reranker=False).first_stage is None
+    assert load_engine(model_dir, require_reranker=False).first_stage is None
     (model_dir / "first_stage").mkdir()
     (model_dir / "first_stage" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="first_stage: cannot load the first stage"):
-        Engine.load(model_dir, require_reranker=False)
+        load_engine(model_dir, require_reranker=False)
     fake = SharedWords()
     monkeypatch.setattr(first_stage_module.FirstStage, "load", classmethod(lambda cls, directory: fake))
-    eng = Engine.load(model_dir, require_reranker=False)
+    eng = load_engine(model_dir, require_reranker=False)
     assert eng.first_stage is fake
     assert eng.reply(["do you like dogs?"], seed=1).stats["first_stage"]["scored"] > 0
 
@@ -366,8 +367,8 @@ def test_load_personas_single_dir_and_folder(tmp_path, tiny_markov, tiny_model_d
 
 def test_engine_load_without_reranker(tiny_model_dir):
     with pytest.raises(FileNotFoundError, match="reranker"):
-        Engine.load(tiny_model_dir)
-    eng = Engine.load(tiny_model_dir, require_reranker=False)
+        load_engine(tiny_model_dir)
+    eng = load_engine(tiny_model_dir, require_reranker=False)
     assert eng.persona_names == ["default", "pirate"]
     assert eng.reply(["hi"], persona="pirate", seed=1).stats["persona"] == "pirate"
 

@@ -13,8 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from markov import MarkovConfig, MarkovModel
+from markov.personas import load_persona_meta
 from server.app import Settings, create_app
-from server.engine import Engine, EngineConfig, Turn, load_persona_meta, topic_terms, words
+from server.engine import Engine, EngineConfig, Turn, topic_terms, words
 from server.group import Conversation, next_speaker
 from server.repl import run_repl
 from tests.server.conftest import OverlapScorer

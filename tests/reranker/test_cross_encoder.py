@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from reranker import BackboneNotFoundError, Reranker, RerankerConfig
-from reranker.model import cpu_has_bf16
+from reranker.runtime import cpu_has_bf16
 
 from .conftest import WORDS
 
@@ -273,10 +273,10 @@ def widen(reranker: Reranker, seed: int = 0) -> Reranker:
     so an equality of scores would prove little. The token-type rows get as wide, so sending them would show."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for param in reranker.model.parameters():
+        for param in reranker.cross_encoder.parameters():
             if param.dim() >= 2:
                 param.copy_(0.3 * torch.randn(param.shape, generator=generator))
-        reranker.model.classifier.weight.copy_(torch.randn(reranker.model.classifier.weight.shape, generator=generator))
+        reranker.cross_encoder.classifier.weight.copy_(torch.randn(reranker.cross_encoder.classifier.weight.shape, generator=generator))
     return reranker
 
 

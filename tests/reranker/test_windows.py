@@ -1,4 +1,4 @@
-"""Window invariants (Cross Talk samples) and splits; the pair encoding is tested in tests/reranker/test_encoding.py."""
+"""Window invariants (Cross Talk samples) and splits; the pair encoding is tested in tests/reranker/test_pairs.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpus.windows import (
+from reranker.pairs import encode_pair
+from reranker.windows import (
     Sample,
     WindowConfig,
     encoded_length,
@@ -19,7 +20,6 @@ from corpus.windows import (
     split_of,
     tokenize_documents,
 )
-from reranker.encoding import encode_pair
 
 CLS, SEP, DELIM = 101, 102, 1064
 
@@ -212,7 +212,7 @@ def test_same_imdb_id_lands_in_one_split():
 def test_splits_are_stable_across_processes():
     ids = [f"doc-{i}" for i in range(200)]
     here = [split_of(i, 0.2, 0.2) for i in ids]
-    code = "from corpus.windows import split_of; print(','.join(split_of(f'doc-{i}', 0.2, 0.2) for i in range(200)))"
+    code = "from reranker.windows import split_of; print(','.join(split_of(f'doc-{i}', 0.2, 0.2) for i in range(200)))"
     for hash_seed in ("1", "2"):
         out = subprocess.run(
             [sys.executable, "-c", code],

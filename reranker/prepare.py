@@ -5,7 +5,7 @@
     OUT/shards/NNNNNN/{split}_ids.npy      int32, every sample's ids end to end
                       {split}_offsets.npy  int64, n + 1 offsets into ids
                       {split}_labels.npy   int8, 1 positive / 0 negative
-                      {split}_kinds.npy    int8, index into corpus.windows.KINDS
+                      {split}_kinds.npy    int8, index into reranker.windows.KINDS
                       meta.json            counts and the shard's cleaning report
     OUT/index.json    tokenizer, max_length, delimiter, counts per split, the merged report
 
@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from corpus.clean import CleanConfig, clean_document
 from corpus.dump import Member, ReadConfig, dump_size, iter_members, parse_member
-from corpus.io import atomic_directory
+from corpus.modeldir import DEFAULT_PERSONA, atomic_directory
 from corpus.report import Report
-from corpus.windows import KINDS, WindowConfig, make_samples, split_of
-from reranker.encoding import delimiter_id, encode_lines, encode_pair
+from reranker.pairs import delimiter_id, encode_lines, encode_pair
+from reranker.windows import KINDS, WindowConfig, make_samples, split_of
 
 # 2: source ids relative to the dump and mono text split by run. The arrays are unchanged, so version 1
 # output still loads; a version 1 run cannot be resumed (its shards were split by other ids).
@@ -91,11 +91,10 @@ def load_tokenizer(name_or_path: str):
 def load_markov(path: str):
     """A MarkovModel from a model dir, or from the `all` persona of a persona folder; once per process."""
     from markov import MarkovModel
+    from markov.personas import persona_dirs
 
-    root = Path(path)
-    if not (root / "config.json").exists() and (root / "all" / "config.json").exists():
-        root = root / "all"
-    return MarkovModel.load(root)
+    writers = persona_dirs(path)
+    return MarkovModel.load(writers.get("all") or writers.get(DEFAULT_PERSONA) or Path(path))
 
 
 class MarkovLines:
@@ -358,7 +357,7 @@ class PreparedSplit:
         index_path = self.directory / "index.json"
         if not index_path.exists():
             raise FileNotFoundError(
-                f"{index_path} not found: run `python -m corpus prepare DUMP --out {self.directory}` to completion"
+                f"{index_path} not found: run `python -m reranker prepare DUMP --out {self.directory}` to completion"
             )
         self.index = json.loads(index_path.read_text())
         if self.index.get("format_version") not in READABLE_VERSIONS:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpus.windows import encoded_length
-from reranker.encoding import delimiter_id, encode_lines, encode_pair
+from reranker.pairs import delimiter_id, encode_lines, encode_pair
+from reranker.windows import encoded_length
 
 CLS, SEP, DELIM = 101, 102, 1064
 

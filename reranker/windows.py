@@ -1,7 +1,7 @@
 """Training samples by the Cross Talk method: token windows over documents, positives and hard negatives.
 
 Data flow: documents -> token ids per line (`tokenize_documents`) -> chunks of consecutive lines
-(`make_samples`) -> `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]` (`reranker.encoding.encode_pair`).
+(`make_samples`) -> `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]` (`reranker.pairs.encode_pair`).
 
 Each document is cut into consecutive, non-overlapping chunks. A chunk's target length, in tokens of
 its encoded sample, is drawn evenly in [min_tokens, max_length] (see _FlatTargets), so short samples
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reranker.encoding import SPECIALS, encode_lines
+from reranker.pairs import SPECIALS, encode_lines
 
 KINDS = ("positive", "swap", "random", "markov")
 

