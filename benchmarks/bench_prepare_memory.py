@@ -1,8 +1,8 @@
-"""Prepare memory: peak RSS of `python -m corpus prepare` (parent + workers) as the dump grows, against a naive peer.
+"""Prepare memory: peak RSS of `python -m reranker prepare` (parent + workers) as the dump grows, against a naive peer.
 
 The issue's bound: prepare streams a dump "with bounded memory, under 4 GB even for a 300M-token dump".
 For each target size this script writes a synthetic OPUS mono-text dump (`NNNNNN.txt.gz`, one sentence per
-line) into a temporary folder, runs `python -m corpus prepare` on it as a subprocess, and samples the whole
+line) into a temporary folder, runs `python -m reranker prepare` on it as a subprocess, and samples the whole
 process tree every 0.2 s: the sum of RSS over parent and workers (an upper bound: forked workers share
 copy-on-write pages with the parent, which RSS counts once per process), the sum of PSS (shared pages split
 between the processes that map them, so the true total), and the largest single process. Tokens are read
@@ -172,8 +172,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def run_ours(dump: Path, out: Path, workers: int, shard_mb: float | None) -> tuple[dict, Peak]:
-    """`python -m corpus prepare` on the dump; adds the token counts from index.json and the output size."""
-    cmd = [sys.executable, "-m", "corpus", "prepare", str(dump), "--tokenizer", tokenizer_path()]
+    """`python -m reranker prepare` on the dump; adds the token counts from index.json and the output size."""
+    cmd = [sys.executable, "-m", "reranker", "prepare", str(dump), "--tokenizer", tokenizer_path()]
     cmd += ["--out", str(out), "--workers", str(workers), "--quiet"]
     if shard_mb is not None:
         cmd += ["--shard-mb", str(shard_mb)]

@@ -110,7 +110,8 @@ def read(directory: str | os.PathLike, what: str = "model", kind: str | None = N
         raise ValueError(f"{Path(directory) / CONFIG_FILE} has no {SECTION!r} settings: it is a plain Hugging Face "
                          f"model or another program's file, not a trained {what}")
     if kind is not None and section["kind"] != kind:
-        raise ValueError(f"{directory} holds a riposte {section['kind']!r}, not a {kind!r}")
+        raise ValueError(f"{directory} is not a riposte {what}: its config.json says kind {section['kind']!r}, "
+                         f"not {kind!r}")
     return section
 
 

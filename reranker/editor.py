@@ -178,7 +178,7 @@ class Editor:
     @classmethod
     def load(cls, directory: str | os.PathLike, **options) -> Editor:
         """Load a saved editor (`reranker.load` loads any kind); `from_saved`'s options."""
-        return cls.from_saved(directory, modeldir.read(directory, "editor", kind=KIND), **options)
+        return cls.from_saved(directory, modeldir.read(directory, "editor"), **options)  # from_dict checks the kind
 
     @classmethod
     def from_saved(cls, directory: str | os.PathLike, settings: dict, *, device=None, dtype="auto",

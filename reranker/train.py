@@ -291,15 +291,15 @@ def train(
         )
     scorer = reranker.scorer
     if config.freeze_embeddings:
-        if len(reranker.tokenizer) > getattr(reranker.cross_encoder.config, "vocab_size", len(reranker.tokenizer)):
+        if len(reranker.tokenizer) > getattr(reranker.model.config, "vocab_size", len(reranker.tokenizer)):
             raise ValueError("freeze_embeddings would leave the added delimiter token untrained: turn it off")
-        reranker.cross_encoder.get_input_embeddings().requires_grad_(False)
+        reranker.model.get_input_embeddings().requires_grad_(False)
     scorer.train()
     model: nn.Module = scorer
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
 
-    head_ids = {id(p) for p in reranker.cross_encoder.classifier.parameters()} if hasattr(reranker.cross_encoder, "classifier") else set()
+    head_ids = {id(p) for p in reranker.model.classifier.parameters()} if hasattr(reranker.model, "classifier") else set()
     groups: dict[tuple[bool, bool], list] = {}
     for p in scorer.parameters():
         if p.requires_grad:  # no decay on biases and LayerNorm weights

@@ -79,7 +79,7 @@ def chat(settings: Settings, seed: int | None) -> int:
     ensure_models(settings.model_dir, build=settings.build)
     engine = load_engine(settings.model_dir, settings.engine_config(), require_reranker=settings.require_reranker)
     if engine.editor is None:
-        log.warning("no editor in %s: replies are ranked without one", settings.model_dir)
+        log.warning("no reranker or editor in %s: replies are ranked by the first stage or the prior", settings.model_dir)
     try:
         return run_repl(engine, seed=seed, budget_ms=settings.budget_ms)
     finally:

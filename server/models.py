@@ -221,11 +221,11 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
     if editor_dir(model_dir).is_dir():
         editor = load_editor(editor_dir(model_dir))
     elif require_reranker:
-        raise FileNotFoundError(f"no editor (reranker) at {editor_dir(model_dir)}: build the default with "
+        raise FileNotFoundError(f"no reranker or editor at {editor_dir(model_dir)}: build the default with "
                                 "`python -m reranker train --default`, or train one with `python -m reranker train`")
     found = [d for d in (model_dir / FIRST_STAGE_DIR, editor_dir(model_dir) / FIRST_STAGE_DIR) if d.is_dir()]
     first_stage = load_first_stage(found[0]) if found else None
-    if first_stage is not None:
+    if first_stage is not None and hasattr(first_stage, "add_words"):
         # Every word a persona can write gets its vector now, not at the first turn that writes it.
         for model in {id(m): m for m in personas.values()}.values():
             first_stage.add_words(words(" ".join(model.vocab[2:])))  # 0, 1: the sentinels

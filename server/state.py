@@ -59,7 +59,7 @@ class State:
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
         if engine.editor is None:
-            log.warning("no editor in %s: replies are ranked without one", settings.model_dir)
+            log.warning("no reranker or editor in %s: replies are ranked by the first stage or the prior", settings.model_dir)
         # The models are hundreds of thousands of long-lived objects; freezing them keeps the garbage
         # collector's full passes (triggered by each request's short-lived candidate strings) from walking
         # them all, which showed as 100-200 ms stalls in the latency tail under load.

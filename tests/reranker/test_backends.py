@@ -152,9 +152,9 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
-    monkeypatch.setattr("reranker.cross_encoder.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("reranker.backends.cpu_has_bf16", lambda: True)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
-    monkeypatch.setattr("reranker.cross_encoder.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("reranker.backends.cpu_has_bf16", lambda: False)
     assert resolve_backend(None, torch.device("cpu"), approximate_ok=True) == backends.AUTO_CPU
     assert resolve_backend(None, torch.device("cpu")) not in backends.APPROXIMATE  # a bare bi-encoder stays exact
     monkeypatch.setenv(backends.ENV_VAR, "torch")

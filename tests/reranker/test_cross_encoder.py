@@ -36,7 +36,7 @@ def test_save_load_round_trip_gives_equal_scores(tiny_bert, tmp_path):
     np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), before, rtol=1e-5, atol=1e-6)
     assert loaded.config == rr.config
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert saved["riposte"] == {"delimiter": "|", "max_length": 40, "truncation_side": "left", "pooling": "mean",
+    assert saved["riposte"] == {"kind": "cross-encoder", "delimiter": "|", "max_length": 40, "truncation_side": "left", "pooling": "mean",
                                 "context_speakers": False, "format_version": 2, "model_type": "bert"}
     card = (tmp_path / "m" / "README.md").read_text()
     assert card.startswith("# card\n\n## Loading it with other libraries\n") and card.count("## Loading") == 1
@@ -273,10 +273,10 @@ def widen(reranker: Reranker, seed: int = 0) -> Reranker:
     so an equality of scores would prove little. The token-type rows get as wide, so sending them would show."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for param in reranker.cross_encoder.parameters():
+        for param in reranker.model.parameters():
             if param.dim() >= 2:
                 param.copy_(0.3 * torch.randn(param.shape, generator=generator))
-        reranker.cross_encoder.classifier.weight.copy_(torch.randn(reranker.cross_encoder.classifier.weight.shape, generator=generator))
+        reranker.model.classifier.weight.copy_(torch.randn(reranker.model.classifier.weight.shape, generator=generator))
     return reranker
 
 

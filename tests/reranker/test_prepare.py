@@ -146,7 +146,7 @@ def test_killed_run_resumes_to_the_same_output(dump, config, reference, tmp_path
     cmd = [
         sys.executable,
         "-m",
-        "corpus",
+        "reranker",
         "prepare",
         str(big),
         "--out",

@@ -202,7 +202,7 @@ def test_generation_stops_at_its_deadline_and_the_editor_reads_until_the_scoring
     clock = FakeClock()
     writer = FakeWriter(clock, seconds=1 / 16)  # a chunk of 128 candidates takes 62.5 ms
     scorer = ClockedScorer(clock, per_candidate=1 / 128)
-    config = EngineConfig(n_candidates=4096, generation_share=0.25, prepare_share=0.5, finish_margin_ms=0,
+    config = EngineConfig(n_candidates=4096, generation_share=0.25, filter_share=0.5, finish_margin_ms=0,
                           scoring_round_ms=125, generation_chunk=128)
     eng = Engine({"default": writer}, scorer, config, clock=clock)
     try:
