@@ -5,6 +5,8 @@ DUMP    ?=
 BASE_MODEL ?=
 OUT     ?= models/reranker
 ARGS    ?=
+# The model dir's editor: editor/, or reranker/ in a dir made before the rename (corpus/modeldir.py).
+EDITOR  ?= $(if $(wildcard $(MODEL)/editor),$(MODEL)/editor,$(if $(wildcard $(MODEL)/reranker),$(MODEL)/reranker,$(MODEL)/editor))
 
 .PHONY: install test lint bench chat serve train-markov train-reranker train-default prepare eval clean
 
@@ -16,7 +18,7 @@ test:
 	$(PY) -m pytest -q
 
 lint:
-	$(PY) -m ruff check markov reranker corpus server benchmarks tests
+	$(PY) -m ruff check corpus markov reranker server benchmarks tests
 
 bench:
 	$(PY) benchmarks/bench_markov.py && $(PY) benchmarks/bench_rerank.py && $(PY) benchmarks/bench_corpus.py && $(PY) benchmarks/bench_server.py --model $(MODEL)
@@ -34,13 +36,13 @@ train-reranker:
 	$(PY) -m reranker train --dump $(DUMP) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) --out $(OUT) $(ARGS)
 
 train-default:
-	$(PY) -m markov build --input chitchat --out $(MODEL)/markov && $(PY) -m reranker train --default --out $(MODEL)/reranker
+	$(PY) -m markov build --input chitchat --out $(MODEL)/markov && $(PY) -m reranker train --default --out $(EDITOR)
 
 prepare:
 	$(PY) -m reranker prepare $(DUMP) --out data/prepared $(ARGS)
 
 eval:
-	$(PY) -m reranker eval $(MODEL)/reranker $(or $(DUMP),chitchat) --baseline $(ARGS)
+	$(PY) -m reranker eval $(EDITOR) $(or $(DUMP),chitchat) --baseline $(ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

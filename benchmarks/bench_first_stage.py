@@ -101,8 +101,8 @@ def report(name: str, ranks: list[int]) -> str:
 def main() -> int:
     """Run both data sets and print one table each, plus the first stage's time per 4,096 candidates."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/default", help="model dir with reranker/first_stage")
-    parser.add_argument("--first-stage", default=None, help="a first-stage dir (default MODEL/reranker/first_stage)")
+    parser.add_argument("--model", default="models/default", help="model dir with editor/first_stage")
+    parser.add_argument("--first-stage", default=None, help="a first-stage dir (default MODEL/editor/first_stage)")
     parser.add_argument("--cases", type=int, default=150)
     parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
     parser.add_argument("--model2vec", default=None, help="a saved model2vec StaticModel dir (else distilled here "
@@ -111,12 +111,13 @@ def main() -> int:
     args = parser.parse_args()
 
     from corpus.chitchat import read_chitchat
+    from corpus.modeldir import editor_dir
     from markov import MarkovModel
     from reranker.__main__ import read_split
     from reranker.first_stage import FIRST_STAGE_DIR, FirstStage, split_words
     from reranker.windows import split_of
 
-    stage = FirstStage.load(args.first_stage or Path(args.model) / "reranker" / FIRST_STAGE_DIR)
+    stage = FirstStage.load(args.first_stage or editor_dir(args.model) / FIRST_STAGE_DIR)
     static = None
     try:
         from model2vec import StaticModel

@@ -31,11 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from measure import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from corpus.chitchat import read_chitchat  # noqa: E402
+from corpus.modeldir import editor_dir  # noqa: E402
 from reranker import Reranker  # noqa: E402
 from reranker.runtime import cpu_has_bf16, default_backbone  # noqa: E402
 
@@ -89,7 +91,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-st", action="store_true", help="skip sentence-transformers (it is slow)")
     parser.add_argument("--backends", action="store_true", help="the editor's inference backends against the peers")
-    parser.add_argument("--model", default="models/default/reranker", help="editor directory (--backends)")
+    parser.add_argument("--model", default=None, help="editor directory (--backends; default: models/default's)")
     parser.add_argument("--turns", type=int, default=40, help="real turns, half chitchat, half subtitles (--backends)")
     parser.add_argument("--fastembed-python", default=None,
                         help="an interpreter with fastembed installed, for its row (--backends)")
@@ -350,7 +352,7 @@ def compare_backends(args) -> None:
           "reference: torch fp32 (bf16 would be faster here; this script compares fp32 paths)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model)
+        model = Path(args.model) if args.model else editor_dir(ROOT / "models" / "default")
         if not (model / "config.json").is_file():
             print(f"{model} is not an editor directory: the untrained editor on the embedded MiniLM instead")
             model = Editor.from_backbone().save(Path(tmp) / "editor")

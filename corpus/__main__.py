@@ -75,8 +75,9 @@ HIST_EDGES = [1, 3, 5, 9, 17, 33, 65, 129]
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print documents, lines, tokens, a line-length histogram (in tokens) and the cleaning report."""
-    from tqdm import tqdm
     from transformers import AutoTokenizer
+
+    from corpus.progress import progress
 
     clean, read = reading_configs(args)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or default_tokenizer())
@@ -84,7 +85,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     formats: Counter = Counter()
     n_docs = n_lines = n_tokens = 0
     hist = Counter()
-    for doc in tqdm(read_path(args.path, report, read), desc="stats", unit=" docs", disable=args.quiet):
+    for doc in progress(read_path(args.path, report, read), desc="stats", unit=" docs", disable=args.quiet):
         cleaned = clean_document(doc, clean, report)
         if cleaned is None:
             continue

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from corpus.documents import Document, Line
 from corpus.report import Report
+from corpus.text import LINK
 
 SUBTITLE_FORMATS = frozenset({"srt", "opus", "text", ""})
 MAX_JOINED_CHARS = 400  # a run of fragments longer than this is not one sentence
@@ -72,7 +73,7 @@ def strip_markup(text: str, report: Report) -> str:
 
 _CUSTOM_EMOJI = re.compile(r"<a?(:\w+:)\d+>")  # <:kekw:1234> -> :kekw:, a speaker's tic worth keeping
 _MENTION = re.compile(r"<@[!&]?\d+>|<#\d+>|(?<![\w@])@[\w.]+")  # user, role, channel and plain @name mentions
-_LINK = re.compile(r"(?:https?://|www\.)\S+")
+_LINK = re.compile(LINK)
 _MARKDOWN = re.compile(r"\*\*|__|~~|\|\||`+")  # bold, underline, strike, spoiler, code
 
 
@@ -103,7 +104,7 @@ _AD_PATTERNS = [
     r"\bcaption(?:ed|ing|s)?\s+(?:by|made possible|provided)\b",
     r"\b(?:transcript(?:ion)?|ripped|encoded|corrected|translated|timing|timed)\s+by\b",
     r"\b(?:addic7ed|subscene|podnapisi|yify|yts|tvsubtitles|subsmax|opensubs)\b",
-    r"(?:https?://|www\.)\S+",
+    LINK,
     r"(?<=\w)\.(?:com|org|net|tv|link|io|info|ru)\b",
 ]
 _AD = re.compile("|".join(f"(?:{p})" for p in _AD_PATTERNS), re.IGNORECASE)

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from corpus.progress import progress
 from corpus.report import Report
 from markov.chain import MarkovConfig, MarkovModel
 from markov.personas import PersonaConfig, collect, reaction_weight, read_chat_inputs, save_personas
@@ -62,7 +62,7 @@ def cmd_build(args: argparse.Namespace) -> None:
         for name in args.input:
             yield from read_input(name, report, args.weighting)
 
-    bar = tqdm(texts(), desc="reading", unit=" lines", unit_scale=True, file=sys.stderr)
+    bar = progress(texts(), desc="reading", unit=" lines", unit_scale=True, file=sys.stderr)
     try:
         model = MarkovModel.build(bar, config)
     except ValueError as exc:
@@ -86,9 +86,9 @@ def build_by_speaker(args: argparse.Namespace, markov: MarkovConfig) -> None:
     report = Report()
     try:
         docs = read_chat_inputs(args.input, report, include_bots=args.include_bots)
-        corpus = collect(tqdm(docs, desc="reading", unit=" files", file=sys.stderr), pconfig)
+        corpus = collect(progress(docs, desc="reading", unit=" files", file=sys.stderr), pconfig)
         models = {p: MarkovModel.build(msgs, markov)
-                  for p, msgs in tqdm(corpus.messages.items(), desc="building personas", unit=" personas", file=sys.stderr)}
+                  for p, msgs in progress(corpus.messages.items(), desc="building personas", unit=" personas", file=sys.stderr)}
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     target = save_personas(models, corpus, args.out, pconfig)

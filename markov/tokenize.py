@@ -12,8 +12,10 @@ import re
 
 import numpy as np
 
-_WORD = r"""
-        (?:https?://|www\.)\S+              # URLs stay whole
+from corpus.text import LINK
+
+_WORD = rf"""
+        {LINK}                              # URLs stay whole
       | [@#]?\w+(?:['’.\-]\w+)*             # words, numbers, contractions, don't, e-mail, 3.5, U.S
       | [.!?…]+                             # sentence punctuation runs: "?!", "..."
       | [^\w\s]                             # any other single symbol or emoji code point

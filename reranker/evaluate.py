@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
+from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, dedupe_key
 
 MEASURES = ("select10", "select100", "writer99")
@@ -245,7 +245,7 @@ def evaluate_cases(scorers: Mapping, cases: dict, *, deadline: float | None = No
         if not cases.get(measure):
             continue
         ranks: dict[str, list[int]] = {name: [] for name in scorers}
-        for context, candidates in tqdm(cases[measure], desc=measure, disable=not progress, leave=False):
+        for context, candidates in progress_bar(cases[measure], desc=measure, disable=not progress, leave=False):
             if deadline is not None and time.monotonic() > deadline:
                 cut.append(measure)
                 break

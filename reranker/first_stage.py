@@ -228,7 +228,8 @@ def distill(biencoder, texts: list[str], targets: np.ndarray, *, weights: tuple[
     Returns the first stage and a report (validation cosine before and after, words, seconds).
     """
     import torch
-    from tqdm import tqdm
+
+    from corpus.progress import progress as progress_bar
 
     config = config or DistillConfig()
     started = time.monotonic()
@@ -290,7 +291,7 @@ def distill(biencoder, texts: list[str], targets: np.ndarray, *, weights: tuple[
     sparse = torch.optim.SparseAdam([residual], lr=config.lr)  # only the batch's words move: steps stay cheap
     steps, stopped, history = 0, None, []
     per_epoch = math.ceil(len(train) / config.batch_size)
-    bar = tqdm(total=config.epochs * per_epoch, desc="first stage", unit="step", disable=not progress)
+    bar = progress_bar(total=config.epochs * per_epoch, desc="first stage", unit="step", disable=not progress)
     for epoch in range(config.epochs):
         train = rng.permutation(train)
         losses = []

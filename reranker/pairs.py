@@ -1,8 +1,8 @@
 """The pair-encoding contract: `[CLS] l1 | l2 | l3 [SEP] candidate [SEP]`, what the cross-encoder consumes.
 
-The reranker owns this format; corpus imports it to write training samples in the same layout the model
-scores at inference. Kept free of torch and transformers (a tokenizer is passed in), so corpus prepare
-workers pay no torch import for it.
+The editor owns this format; `reranker.windows` and `reranker.prepare` write training samples with it in the
+same layout the model scores at inference. Kept free of torch and transformers (a tokenizer is passed in), so
+prepare's worker processes pay no torch import for it.
 """
 
 from __future__ import annotations

@@ -29,11 +29,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from corpus.clean import CleanConfig, clean_document
 from corpus.dump import Member, ReadConfig, dump_size, iter_members, parse_member
 from corpus.modeldir import DEFAULT_PERSONA, atomic_directory
+from corpus.progress import progress as progress_bar
 from corpus.report import Report
 from reranker.pairs import delimiter_id, encode_lines, encode_pair
 from reranker.windows import KINDS, WindowConfig, make_samples, split_of
@@ -276,7 +276,7 @@ def prepare(
     metas: dict[int, dict] = {}
     new = 0
     stopped = False
-    bar = tqdm(total=dump_size(dump), unit="B", unit_scale=True, desc="prepare", disable=not progress)
+    bar = progress_bar(total=dump_size(dump), unit="B", unit_scale=True, desc="prepare", disable=not progress)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     pending: dict[Future, int] = {}
 

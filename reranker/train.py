@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from corpus.modeldir import atomic_directory
+from corpus.progress import progress as progress_bar
 from reranker.cross_encoder import CrossEncoder, CrossEncoderConfig
 from reranker.evaluate import roc_auc
 from reranker.runtime import bf16_supported, pad_ids, pick_device
@@ -356,7 +356,7 @@ def train(
                 reranker.save(ckpt / "best")
         ddp.barrier()
 
-    bar = tqdm(total=None if config.max_minutes else config.max_steps, initial=step, desc="train", unit="step", disable=not (progress and ddp.main))
+    bar = progress_bar(total=None if config.max_minutes else config.max_steps, initial=step, desc="train", unit="step", disable=not (progress and ddp.main))
     running, n_running, seen, t_log = 0.0, 0, 0, time.monotonic()
     micro = step * config.grad_accum
     epoch = -1

@@ -56,7 +56,7 @@ class EngineConfig(LineRules):
     n_alternatives: int = 5
     repeat_window: int = 3  # the speaker's last N lines are never repeated
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
-    context_lines: int = 8  # only the newest lines reach the scorer; older ones would be truncated anyway
+    context_lines: int = 8  # only the newest lines reach the editor; older ones would be truncated anyway
     overlap_weight: float = 1.0  # prior = mean log-prob per token + overlap_weight * overlap with the context
     generation_share: float = GENERATION_SHARE  # generation stops early once it has used this share of the budget
     filter_share: float = FILTER_SHARE  # ... and filtering once generation and filtering have used this share
@@ -305,7 +305,7 @@ class Engine:
         return self.traits is not None and self.traits.context_speakers
 
     def context_of(self, turns: list[Turn]) -> list[str]:
-        """The newest history lines as the scorer expects them."""
+        """The newest history lines as the editor expects them."""
         recent = turns[-self.config.context_lines :]
         if self.context_speakers:
             return [f"{t.speaker}: {t.text}" for t in recent]
@@ -318,7 +318,7 @@ class Engine:
 
     @property
     def seconds_per_candidate(self) -> float | None:
-        """What one more candidate costs the editor, by the scorer's own cost model (None without one)."""
+        """What one more candidate costs the editor, by its own cost model (None without an editor)."""
         return None if self._scheduler is None else self._scheduler.seconds_per_candidate
 
     def budget(self, budget_ms: float | None = None, started: float | None = None, *, generates: bool = True) -> Budget:

@@ -98,13 +98,12 @@ class BuildStatus:
 
 def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
     """Build the chitchat Markov model (every line, weight 1) and save it to `out_dir`."""
-    from tqdm import tqdm
-
     from corpus.chitchat import read_chitchat
+    from corpus.progress import progress as progress_bar
     from markov import MarkovConfig, MarkovModel
 
     def lines():
-        for doc in tqdm(read_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
+        for doc in progress_bar(read_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
             for line in doc.lines:
                 yield line.text, 1.0
 

@@ -8,19 +8,19 @@ caller whose deadline comes while the worker is busy takes what was read so far 
 reply never waits for a round to end.
 
 The worker runs rounds. A round takes the next few candidates of every waiting job (`slice_size` in all, shared
-equally) and, when the scorer can (`score_many`: the default editor embeds each candidate alone), reads them all
+equally) and, when the editor can (`score_many`: the default editor embeds each candidate alone), reads them all
 in one batched call, so sixteen turns in flight cost one forward pass instead of sixteen small ones, and a turn
 that arrives meanwhile waits one round at most. Jobs that have been read least come first, then those whose
 deadline is nearest, so none starves. A round ends by the earliest deadline among its jobs; a job with less than
 `round_ms` left stays out of rounds shared with jobs that have more, so it cannot cut theirs short.
 
-What still fits before a deadline is the scorer's own call (its cost model, `scorer.cost`: seconds from padded
+What still fits before a deadline is the editor's own call (its cost model, `editor.cost`: seconds from padded
 tokens, learned from every batch it runs); admission control reads the same model (`seconds_per_candidate`), and
-so does the worker before it starts a round for jobs about to end. A scorer without one (a test fake, say) is read
+so does the worker before it starts a round for jobs about to end. An editor without one (a test fake, say) is read
 to its deadline, and admission's estimate is off.
 
-An approximate scorer (the editor on int8) has `refine`: its best few candidates rescored exactly, so the reply is
-picked on exact scores. A job then stops reading early by what that scorer's cost model (`refine_cost`) predicts
+An approximate editor (the default editor on int8) has `refine`: its best few candidates rescored exactly, so the reply is
+picked on exact scores. A job then stops reading early by what that editor's cost model (`refine_cost`) predicts
 refining what it has read will take, and the worker refines it by its deadline; a caller whose deadline comes
 first takes the scores unrefined.
 """
@@ -41,7 +41,7 @@ import numpy as np
 
 # Padded tokens of a typical writer candidate in the editor's batches (MiniLM wordpieces of chitchat Markov lines:
 # 15 on average, plus [CLS]/[SEP] and the padding of a length-sorted batch), kept a little high so that a round
-# planned with it fits. A scorer that knows better says so with a `tokens_per_candidate` attribute.
+# planned with it fits. An editor that knows better says so with a `tokens_per_candidate` attribute.
 DEFAULT_TOKENS_PER_CANDIDATE = 24.0
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def traits_of(editor: Editor | None) -> EditorTraits | None:
 
 
 class ScoringError(RuntimeError):
-    """The scorer raised while reading one caller's candidates; only that caller fails."""
+    """The editor raised while reading one caller's candidates; only that caller fails."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class ScoringJob:
         return len(self._pending) - self._next
 
     def take(self, k: int) -> np.ndarray:
-        """The indices of the next k candidates to read; `record` gives back those the scorer did not reach."""
+        """The indices of the next k candidates to read; `record` gives back those the editor did not reach."""
         with self._lock:
             idx = self._pending[self._next : self._next + k].copy()
             self._next += len(idx)
@@ -196,7 +196,7 @@ class ScoringJob:
                 self._scores[self._scored] = scores[self._scored]
 
     def finish(self, error: BaseException | None = None) -> None:
-        """Resolve the future now, with the scores read so far or with the scorer's error; later calls do nothing."""
+        """Resolve the future now, with the scores read so far or with the editor's error; later calls do nothing."""
         with self._lock:
             if self.future.done():
                 return
@@ -214,18 +214,18 @@ class ScoringJob:
 
 
 class ScoringScheduler:
-    """One worker thread reading every job's candidates in rounds that share the scorer's batches."""
+    """One worker thread reading every job's candidates in rounds that share the editor's batches."""
 
     def __init__(
-        self, scorer: Editor, *, slice_size: int = SLICE_SIZE, min_slice: int = 4, round_ms: float = ROUND_MS,
+        self, editor: Editor, *, slice_size: int = SLICE_SIZE, min_slice: int = 4, round_ms: float = ROUND_MS,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.scorer = scorer
+        self.editor = editor
         self.slice_size = slice_size  # candidates per round, shared by the waiting jobs
-        self.min_slice = min(min_slice, slice_size)  # per job and call when the scorer reads one job at a time
+        self.min_slice = min(min_slice, slice_size)  # per job and call when the editor reads one job at a time
         self.round_s = round_ms / 1000.0  # a job with less time left stays out of rounds shared with others
         self.clock = clock
-        self.traits = EditorTraits(scorer)
+        self.traits = EditorTraits(editor)
         self.batched = self.traits.score_many is not None
         self.refines = self.traits.refine is not None
         self.cancelled = 0
@@ -233,14 +233,14 @@ class ScoringScheduler:
         self._jobs: list[ScoringJob] = []
         self._cv = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="riposte-scorer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="riposte-editor", daemon=True)
         self._thread.start()
 
-    # ---- the cost model (the scorer's own) ---------------------------------------------------------------
+    # ---- the cost model (the editor's own) ---------------------------------------------------------------
 
     @property
     def cost(self) -> Any | None:
-        """The scorer's cost model (`predict(tokens)` seconds, `per_token`, `overhead`), or None when it has none."""
+        """The editor's cost model (`predict(tokens)` seconds, `per_token`, `overhead`), or None when it has none."""
         return self.traits.cost
 
     @property
@@ -250,12 +250,12 @@ class ScoringScheduler:
 
     @property
     def seconds_per_candidate(self) -> float | None:
-        """What one more candidate in a batch costs, by the scorer's cost model (None without one)."""
+        """What one more candidate in a batch costs, by the editor's cost model (None without one)."""
         cost = self.cost
         return None if cost is None else float(cost.per_token) * self.tokens_per_candidate
 
     def refine_seconds(self, n_read: int) -> float:
-        """What refining the best of `n_read` candidates is predicted to take (0 when the scorer is exact)."""
+        """What refining the best of `n_read` candidates is predicted to take (0 when the editor is exact)."""
         cost = self.traits.refine_cost
         k = min(self.traits.refine_top, max(n_read, 1))
         return 0.0 if cost is None or k < 1 else float(cost.predict(int(k * self.tokens_per_candidate)))
@@ -269,7 +269,7 @@ class ScoringScheduler:
         cost = self.cost
         if cost is None or not math.isfinite(seconds):
             return n
-        # 10% margin, as the scorer keeps: the model predicts a typical batch, not a worst case.
+        # 10% margin, as the editor keeps: the model predicts a typical batch, not a worst case.
         per = float(cost.per_token) * self.tokens_per_candidate
         return max(0, min(n, int((0.9 * seconds - float(cost.overhead)) / per))) if per > 0 else n
 
@@ -362,7 +362,7 @@ class ScoringScheduler:
         now = self.clock()
         live, ended = [], []
         for job in jobs:
-            # Not "nothing more fits by the cost model": a job kept waiting lets the scorer try, and a scorer that
+            # Not "nothing more fits by the cost model": a job kept waiting lets the editor try, and an editor that
             # refuses relaxes its estimate; finishing jobs on a stale high estimate would starve it of evidence.
             if job.done or job.remaining == 0 or now >= self.read_until(job):
                 ended.append(job)
@@ -377,7 +377,7 @@ class ScoringScheduler:
         return live
 
     def _refine(self, job: ScoringJob) -> None:
-        """Rescore the job's best candidates exactly (an approximate scorer's `refine`), by the job's deadline."""
+        """Rescore the job's best candidates exactly (an approximate editor's `refine`), by the job's deadline."""
         if not self.refines or job.done or not job.n_read or self.clock() >= job.deadline:
             return
         try:
@@ -422,7 +422,7 @@ class ScoringScheduler:
         """Which candidates of which jobs this round reads, and the instant it must end by.
 
         A round offers `slice_size` candidates in all, an equal share per job (at least one each), and ends by the
-        earliest deadline among its jobs. The scorer reads them front to back and stops at that deadline (its cost
+        earliest deadline among its jobs. The editor reads them front to back and stops at that deadline (its cost
         model decides what still fits); what it did not reach goes back to its job for the next round.
         """
         # The jobs read least so far first, then the nearest deadline: every turn gets its first candidates read.
@@ -432,13 +432,13 @@ class ScoringScheduler:
         return plan, min(self.read_until(job) for job, _ in plan)
 
     def _read_one(self, request: tuple[list[str], list[str]], deadline: float) -> tuple[np.ndarray, np.ndarray] | Exception:
-        """One job's slice on its own; the scorer's exception is returned, never raised, so the worker lives on."""
+        """One job's slice on its own; the editor's exception is returned, never raised, so the worker lives on."""
         context, candidates = request
         try:
             if not math.isfinite(deadline):
-                return np.asarray(self.scorer.score(context, candidates)), np.ones(len(candidates), dtype=bool)
-            return self.scorer.score_until(context, candidates, deadline)
+                return np.asarray(self.editor.score(context, candidates)), np.ones(len(candidates), dtype=bool)
+            return self.editor.score_until(context, candidates, deadline)
         except Exception as exc:
-            log.error("the scorer failed on %d candidates; their turn fails, the others go on", len(candidates),
+            log.error("the editor failed on %d candidates; their turn fails, the others go on", len(candidates),
                       exc_info=exc)
             return exc

@@ -108,6 +108,16 @@ def test_damaged_markov_dirs_fail_at_load_with_a_clear_error(good, tmp_path, dam
     assert str(path) in str(info.value)  # the message names the directory to rebuild
 
 
+def test_a_markov_dir_in_format_2_still_loads_and_is_saved_back_in_format_3(good, tmp_path):
+    path = copy_of(good, tmp_path)
+    edit_json(path / "config.json", lambda c: {**c["riposte"], "format_version": 2, "kind": "riposte.markov"})
+    assert "riposte" not in json.loads((path / "config.json").read_text())  # the old layout: all at the top
+    model = MarkovModel.load(path)
+    assert model == MarkovModel.load(good)
+    model.save(path)
+    assert json.loads((path / "config.json").read_text())["riposte"]["format_version"] == 3
+
+
 def test_the_undamaged_copy_loads_and_equals_the_original(good, tmp_path):
     assert MarkovModel.load(copy_of(good, tmp_path)) == MarkovModel.load(good)
 

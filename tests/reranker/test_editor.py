@@ -185,6 +185,18 @@ def test_reranker_load_knows_every_kind_and_refuses_unknown_ones(bi, editor, tmp
         Editor.load(tmp_path / "bi")
 
 
+def test_reranker_load_and_the_old_name_load_the_same_kinds(bi, editor, tmp_path):
+    import reranker
+    from reranker import CrossEncoder
+
+    editor.save(tmp_path / "ed")
+    for load in (reranker.load, Reranker.load):
+        loaded = load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+        assert isinstance(loaded, Editor) and loaded.config == editor.config
+        np.testing.assert_allclose(loaded.score(CONTEXT, CANDIDATES), editor.score(CONTEXT, CANDIDATES), rtol=1e-5)
+    assert issubclass(Reranker, CrossEncoder)  # the old name is the cross-encoder, whose load reads any kind
+
+
 def test_a_corrupt_fluency_head_is_a_clear_error(editor, tmp_path):
     editor.save(tmp_path / "ed")
     (tmp_path / "ed" / "fluency.safetensors").write_bytes(b"not a safetensors file")
