@@ -6,7 +6,7 @@ BASE_MODEL ?=
 OUT     ?= models/reranker
 ARGS    ?=
 # The model dir's editor: editor/, or reranker/ in a dir made before the rename (corpus/modeldir.py).
-EDITOR  ?= $(if $(wildcard $(MODEL)/editor),$(MODEL)/editor,$(if $(wildcard $(MODEL)/reranker),$(MODEL)/reranker,$(MODEL)/editor))
+EDITOR  ?= $(if $(wildcard $(MODEL)/editor/config.json),$(MODEL)/editor,$(if $(wildcard $(MODEL)/reranker/config.json),$(MODEL)/reranker,$(MODEL)/editor))
 
 .PHONY: install test lint bench chat serve train-markov train-reranker train-default prepare eval clean
 

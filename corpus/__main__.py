@@ -10,8 +10,10 @@ import sys
 from collections import Counter
 
 from corpus.clean import CleanConfig, clean_document
+from corpus.dialogue import SHAPES
 from corpus.dump import ReadConfig, read_path
 from corpus.report import Report
+from corpus.tokens import encode_lines
 
 
 def default_tokenizer() -> str:
@@ -30,6 +32,9 @@ def add_reading_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-split", action="store_true", help='do not split "- Hi. - Hello." cues')
     p.add_argument("--keep-repeats", action="store_true", help="keep a line equal to the one before it")
     p.add_argument("--text-lines-per-document", type=int, default=100, help="mono text: lines per document")
+    p.add_argument("--text-shape", choices=("auto", *SHAPES), default="auto",
+                   help="a .txt is a `Speaker: text` script (blank line between scenes), dialogue blocks (blank line "
+                        "between dialogues) or mono text (one sentence a line); auto tells by its first lines")
     p.add_argument("--include-bots", action="store_true", help="keep Discord bot messages")
     p.add_argument("--max-member-mb", type=float, default=512, help="cap on any one decompressed file")
 
@@ -44,6 +49,7 @@ def reading_configs(args: argparse.Namespace) -> tuple[CleanConfig, ReadConfig]:
     read = ReadConfig(
         max_member_bytes=int(args.max_member_mb * 1024 * 1024),
         text_lines_per_document=args.text_lines_per_document,
+        text_shape=args.text_shape,
         include_bots=args.include_bots,
     )
     return clean, read
@@ -92,7 +98,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         n_docs += 1
         formats[cleaned.format] += 1
         n_lines += len(cleaned.lines)
-        for ids in tokenizer(cleaned.texts(), add_special_tokens=False)["input_ids"]:
+        for ids in encode_lines(tokenizer, cleaned.texts()):
             n_tokens += len(ids)
             bucket = sum(1 for edge in HIST_EDGES if len(ids) >= edge) - 1
             hist[bucket] += 1
@@ -126,6 +132,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m corpus") -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stats)
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["prepare"]:  # moved up a floor with the sample format it writes
+        print("error: `corpus prepare` is now `python -m reranker prepare` (or `riposte prepare`), with the same "
+              "options", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.func(args)

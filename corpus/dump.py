@@ -3,7 +3,8 @@
 `read_path(path, report)` is the one dispatcher: it yields Documents from a file, a folder, an archive,
 or the word "chitchat" (the embedded dataset). Files are recognised by name:
 
-    .srt -> corpus.srt   .xml -> OPUS XML   .txt -> OPUS mono text   .json -> DiscordChatExporter or chitchat
+    .srt -> corpus.srt   .xml -> OPUS XML   .json -> DiscordChatExporter or chitchat
+    .txt -> a `Speaker: text` script, blank-line dialogue blocks, or OPUS mono text (corpus.dialogue tells which)
 
 Archives are read in memory, member by member; nothing is ever extracted to disk, so a member named
 "../../etc/passwd" cannot write anywhere. Each decompressed file is capped (`max_member_bytes`), which
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from corpus.charset import decode_bytes
 from corpus.chitchat import chitchat_path, is_chitchat, parse_chitchat
+from corpus.dialogue import BLOCKS, MONO, SCRIPT, SHAPES, parse_blocks, parse_script, text_shape
 from corpus.discord import is_discord_export, parse_discord
 from corpus.documents import Document
 from corpus.opus import parse_opus_xml, parse_text
@@ -33,6 +36,7 @@ from corpus.report import Report
 from corpus.srt import parse_srt
 
 LEAF_SUFFIXES = (".srt", ".xml", ".txt", ".json")
+_SHAPE_BYTES = 16384  # the head of a .txt that tells its shape (corpus.dialogue.text_shape)
 _ARCHIVE_ERRORS = (
     zipfile.BadZipFile,
     tarfile.TarError,
@@ -56,6 +60,8 @@ class ReadConfig:
     max_text_bytes: int = 64 * 1024**3  # cap on one decompressed text file (a gzip bomb of newlines ends here)
     max_line_bytes: int = 16 * 1024 * 1024  # a longer "line" is no sentence; skipped and reported
     include_bots: bool = False  # Discord bot messages
+    # A .txt is a `Speaker: text` script, blank-line dialogue blocks or mono text; "auto" tells by its first lines.
+    text_shape: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_member_bytes < 1 or self.max_depth < 0:
@@ -63,6 +69,8 @@ class ReadConfig:
         for name in ("text_piece_bytes", "max_text_bytes", "max_line_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.text_shape not in ("auto", *SHAPES):
+            raise ValueError(f"text_shape must be 'auto' or one of {SHAPES}, got {self.text_shape!r}")
 
 
 @dataclass
@@ -205,10 +213,20 @@ def _text_pieces(
     leaf = name[: -len(".gz")] if packed else name  # what the reader sees, as for any .gz
     yielded = False
     try:
-        if stream.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16: b"\n" is no line end; read it whole
+        head = stream.peek(_SHAPE_BYTES)[:_SHAPE_BYTES]
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16: b"\n" is no line end; read it whole
             data = _read_capped(stream, name, report, config)
             if data is not None:
                 yield Member(leaf, data, disk_bytes)
+            return
+        shape = config.text_shape if config.text_shape != "auto" else text_shape(head.decode("utf-8", "replace"))
+        if shape != MONO:  # dialogue is cut only between dialogues: read whole, up to the text cap
+            cap = min(config.max_member_bytes, config.max_text_bytes)
+            data = stream.read(cap + 1)
+            if len(data) > cap:
+                report.problem(name, f"over the {cap:,}-byte cap when decompressed; the rest skipped")
+                data = data[: data.rfind(b"\n", 0, cap) + 1]
+            yield Member(leaf, data, disk_bytes)
             return
         while True:
             line = stream.readline(config.max_line_bytes + 1)
@@ -363,8 +381,7 @@ def parse_member(member: Member, report: Report, config: ReadConfig = ReadConfig
             if doc:
                 yield doc
         elif lower.endswith(".txt"):
-            yield from parse_text(member.data, member.name, report, config.text_lines_per_document,
-                                  member.first_document)
+            yield from _parse_txt(member, report, config)
         elif lower.endswith(".json"):
             try:
                 data = json.loads(member.data)
@@ -383,6 +400,21 @@ def parse_member(member: Member, report: Report, config: ReadConfig = ReadConfig
             report.count("unsupported_files")
     except Exception as exc:  # one odd file in a million must not end a long run; it is reported instead
         report.problem(member.name, f"reader failed: {type(exc).__name__}: {exc}")
+
+
+def _parse_txt(member: Member, report: Report, config: ReadConfig) -> Iterator[Document]:
+    """A .txt by its shape: a `Speaker: text` script, blank-line dialogue blocks, or OPUS mono text."""
+    if member.first_document == 0:  # later pieces exist only for mono text (`_text_pieces` reads dialogue whole)
+        shape = config.text_shape
+        if shape == "auto":
+            shape = text_shape(decode_bytes(member.data[:_SHAPE_BYTES], member.name, Report()))
+        if shape == SCRIPT:
+            yield from parse_script(decode_bytes(member.data, member.name, report), member.name, report)
+            return
+        if shape == BLOCKS:
+            yield from parse_blocks(decode_bytes(member.data, member.name, report), member.name, report)
+            return
+    yield from parse_text(member.data, member.name, report, config.text_lines_per_document, member.first_document)
 
 
 def read_path(

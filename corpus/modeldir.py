@@ -91,14 +91,20 @@ LEGACY_MARKOV_KIND = "riposte.markov"  # Markov format 2 kept kind, format_versi
 def editor_dir(model_dir: str | os.PathLike) -> Path:
     """Where a model dir keeps its editor: `editor/`, or `reranker/` in a dir made before the rename."""
     model_dir = Path(model_dir)
-    legacy = model_dir / LEGACY_EDITOR_DIR
-    return legacy if legacy.is_dir() and not (model_dir / EDITOR_DIR).is_dir() else model_dir / EDITOR_DIR
+    current, legacy = model_dir / EDITOR_DIR, model_dir / LEGACY_EDITOR_DIR
+    # A saved editor has its config.json; an empty or half-made editor/ must not hide a working reranker/.
+    if (legacy / CONFIG_FILE).is_file() and not (current / CONFIG_FILE).is_file():
+        return legacy
+    if legacy.is_dir() and not current.is_dir():
+        return legacy
+    return current
 
 
-def read(directory: str | os.PathLike, what: str = "model", kind: str | None = None) -> dict:
+def read(directory: str | os.PathLike, what: str = "model", kind: str | None = None, hint: str = "") -> dict:
     """The riposte section of a saved model's config.json (with its `kind` and `format_version`), read once.
 
-    `what` names the directory in errors; with `kind`, a directory of another kind is refused.
+    `what` names the directory in errors, and `hint` (e.g. "rebuild it with ...") ends them; with `kind`, a
+    directory of another kind is refused.
     """
     raw = read_config(directory, what)
     section = raw.get(SECTION)
@@ -108,10 +114,10 @@ def read(directory: str | os.PathLike, what: str = "model", kind: str | None = N
         section = {**raw, "kind": "markov"}
     else:
         raise ValueError(f"{Path(directory) / CONFIG_FILE} has no {SECTION!r} settings: it is a plain Hugging Face "
-                         f"model or another program's file, not a trained {what}")
+                         f"model or another program's file, not a trained {what}{hint and '; ' + hint}")
     if kind is not None and section["kind"] != kind:
         raise ValueError(f"{directory} is not a riposte {what}: its config.json says kind {section['kind']!r}, "
-                         f"not {kind!r}")
+                         f"not {kind!r}{hint and '; ' + hint}")
     return section
 
 

@@ -585,9 +585,9 @@ class MarkovModel:
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{path} is not a Markov model directory: config.json is missing")
-        meta = modeldir.read(path, "Markov model")
+        meta = modeldir.read(path, "Markov model", kind=KIND, hint="rebuild it with `python -m markov build`")
         version = meta.get("format_version")
-        if version not in READS_VERSIONS or meta.get("kind") != KIND:
+        if version not in READS_VERSIONS:
             raise ValueError(
                 f"{path} holds Markov format version {version!r}, but this riposte reads version "
                 f"{' and '.join(map(str, READS_VERSIONS))}; rebuild it with `python -m markov build`"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus.progress import quiet_library_bars
+
 # Help for the TrainConfig fields that become flags; their defaults come from the dataclass, written once there.
 TRAIN_FLAGS = {
     "max_steps": "optimizer steps",
@@ -57,7 +59,7 @@ def _add_train(sub) -> None:
                      help="the embedded default editor: MiniLM bi-encoder + fluency head on chitchat, <= 10 minutes")
     p.add_argument("--base-model", help="hub name (local cache only) or local path; default: the embedded MiniLM")
     p.add_argument("--out", default=None, help="output directory (default: models/reranker, "
-                   "or models/default/reranker with --default)")
+                   "or models/default/editor with --default)")
     p.add_argument("--prepared", help="prepared-samples folder (default: a hidden sibling of --out)")
     p.add_argument("--preset", choices=("default", "large"), default="default",
                    help="editor recipes: default = 10 minutes; large = 60 minutes and more lines for the fluency head")
@@ -190,9 +192,10 @@ def cmd_train(args) -> int:
     from reranker.train import TrainConfig, evaluate_samples, train
 
     if args.default:
+        from corpus.modeldir import editor_dir
         from reranker.recipes import DefaultRecipe, train_default
 
-        out = Path(args.out or "models/default/reranker")
+        out = Path(args.out) if args.out else editor_dir("models/default")  # reranker/ in an older model dir
         t0 = time.monotonic()
         recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
                                       base_model=args.base_model, eval_cases=args.eval_cases)
@@ -391,6 +394,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m reranker") -> int
     p.add_argument("run", help="a trained model directory (or a checkpoint directory) holding train_log.jsonl")
     p.add_argument("--out", default=None, help="the PNG to write (default RUN/train_curves.png)")
     args = parser.parse_args(argv)
+    quiet_library_bars()  # off a terminal, transformers' own bars would be frames in the log
     if args.command == "train":
         return cmd_train(args)
     if args.command == "prepare":

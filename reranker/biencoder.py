@@ -23,7 +23,6 @@ from safetensors import SafetensorError
 
 from corpus import modeldir
 from corpus.modeldir import atomic_directory, config_fields
-from corpus.progress import quiet_library_bars
 from reranker.backends import APPROXIMATE, build_runner, resolve_backend
 from reranker.runtime import (
     TOKENIZER_FILES,
@@ -117,7 +116,6 @@ class BiEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         source = resolve_backbone(name_or_path or default_backbone())
-        quiet_library_bars()
         model = AutoModel.from_pretrained(source, local_files_only=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         if Path(source).is_dir():  # a backend other than torch (not the default here: training) caches beside it
@@ -154,7 +152,6 @@ class BiEncoder:
         if not any((directory / name).is_file() for name in TOKENIZER_FILES):
             # AutoTokenizer would fall back to an empty tokenizer and every candidate would score the same
             raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
-        quiet_library_bars()
         try:
             model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)

@@ -35,7 +35,6 @@ from torch import nn
 
 from corpus import modeldir
 from corpus.modeldir import atomic_directory, config_fields, read_config
-from corpus.progress import quiet_library_bars
 from reranker.card import cross_encoder_note, with_loading_note
 from reranker.pairs import delimiter_id, encode_lines, encode_pair
 from reranker.runtime import (
@@ -61,6 +60,7 @@ FORMAT_VERSION = 2
 READS_VERSIONS = (1, 2)
 CONFIG_KEY = modeldir.SECTION  # our settings inside the HF config.json
 KIND = "cross-encoder"
+TRAIN_HINT = "train one with `python -m reranker train`"
 POOLINGS = ("mean", "cls", "pair")
 # sentence-transformers' CrossEncoder, transformers' Auto classes and pipelines all begin at AutoConfig, which picks a
 # class by config.json's `model_type`, and every stock sequence-classification class scores [CLS] -> pooler ->
@@ -284,7 +284,6 @@ class CrossEncoder:
             hf_config = AutoConfig.from_pretrained(source, num_labels=1, local_files_only=True)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point here, not a warning
-        quiet_library_bars()
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, config=hf_config, local_files_only=True, dtype=torch.float32
@@ -326,7 +325,7 @@ class CrossEncoder:
     @classmethod
     def load(cls, directory: str | os.PathLike, **options) -> CrossEncoder:
         """Load a saved cross-encoder (`reranker.load` loads any kind); `from_saved`'s options."""
-        return cls.from_saved(directory, modeldir.read(directory, "reranker", kind=KIND), **options)
+        return cls.from_saved(directory, modeldir.read(directory, "reranker", kind=KIND, hint=TRAIN_HINT), **options)
 
     @classmethod
     def from_saved(
@@ -351,7 +350,6 @@ class CrossEncoder:
             raise FileNotFoundError(f"{directory} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
         config = CrossEncoderConfig.from_dict(settings)
         hf_config = transformers_config(directory)
-        quiet_library_bars()
         try:
             model = AutoModelForSequenceClassification.from_pretrained(directory, config=hf_config,
                                                                        local_files_only=True, dtype=torch.float32)

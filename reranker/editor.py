@@ -40,12 +40,17 @@ from corpus.modeldir import atomic_directory, config_fields
 from reranker.backends import resolve_backend
 from reranker.biencoder import BiEncoder
 from reranker.card import with_loading_note
-from reranker.runtime import check_inputs, pick_device, rank_by_score, unit
+from reranker.runtime import CostSum, check_inputs, pick_device, rank_by_score, unit
+from reranker.sense import SenseModel
 
-FORMAT_VERSION = 1
+# 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). Version 1 editors (three
+# features, no sense model) load with a sense weight of 0.
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 KIND = "editor"
-FEATURES = ("context", "last_line", "fluency")
+FEATURES = ("context", "last_line", "fluency", "sense")
 FLUENCY_FILE = "fluency.safetensors"
+SENSE_DIR = "sense"
 # score_many embeds in pieces this size, front to back: one piece is about one efficient batch of short candidates
 # (throughput is flat from 16 to 128 on CPU), and a deadline cuts the back of the order, not the longest texts.
 MANY_PIECE = 16
@@ -69,12 +74,15 @@ FOREIGN_MODEL_TYPE = ("riposte-editor: not a transformers model (a bi-encoder pl
 class EditorConfig:
     """The mix and the fluency head's shape, saved with the editor."""
 
-    weights: tuple[float, ...] = (20.0, 0.0, 0.0)  # one per FEATURES entry
+    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; three: no sense weight
     bias: float = 0.0
     fluency_width: int = 256
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        if len(self.weights) == len(FEATURES) - 1:  # a mix of the first three features, as version 1 had
+            object.__setattr__(self, "weights", (*self.weights, 0.0))
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         if len(self.weights) != len(FEATURES):
             raise ValueError(f"weights needs one value per feature {FEATURES}, got {len(self.weights)}")
         if not all(math.isfinite(w) for w in (*self.weights, self.bias)):
@@ -93,11 +101,12 @@ class EditorConfig:
         """Build from a config.json section, rejecting other format versions and unknown features."""
         if data.get("kind") != KIND:
             raise ValueError(f"not an editor's settings (kind {data.get('kind')!r}, expected {KIND!r})")
-        values = config_fields(cls, data, "editor", reads=(FORMAT_VERSION,))
+        values = config_fields(cls, data, "editor", reads=READS_VERSIONS)
         weights = data.get("weights", {})
-        if not isinstance(weights, dict) or set(weights) != set(FEATURES):
-            raise ValueError(f"editor weights must name exactly the features {FEATURES}, got {weights!r}")
-        values["weights"] = tuple(float(weights[name]) for name in FEATURES)
+        named = set(FEATURES) if data.get("format_version") != 1 else set(FEATURES[:3])
+        if not isinstance(weights, dict) or set(weights) != named:
+            raise ValueError(f"editor weights must name exactly the features {sorted(named)}, got {weights!r}")
+        values["weights"] = tuple(float(weights.get(name, 0.0)) for name in FEATURES)
         return cls(**values)
 
 
@@ -123,9 +132,11 @@ def fluency_inputs(vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 class Editor:
     """Scores candidate replies to a context; the same API as the `CrossEncoder`."""
 
-    def __init__(self, biencoder: BiEncoder, fluency: FluencyHead, config: EditorConfig | None = None) -> None:
+    def __init__(self, biencoder: BiEncoder, fluency: FluencyHead, config: EditorConfig | None = None,
+                 sense: SenseModel | None = None) -> None:
         self.biencoder = biencoder
         self.fluency = fluency.float().eval()
+        self.sense = sense  # the fine-tuned "human or writer?" encoder; None: the sense feature is 0
         self.config = config or EditorConfig()
         self.weights = np.asarray(self.config.weights, dtype=np.float32)
         self.refine_top = REFINE_TOP
@@ -143,7 +154,11 @@ class Editor:
 
     def with_config(self, config: EditorConfig) -> Editor:
         """The same models under another mix."""
-        return Editor(self.biencoder, self.fluency, config)
+        return Editor(self.biencoder, self.fluency, config, self.sense)
+
+    def with_sense(self, sense: SenseModel | None) -> Editor:
+        """The same models and mix with another sense model."""
+        return Editor(self.biencoder, self.fluency, self.config, sense)
 
     @property
     def tokenizer(self):
@@ -170,6 +185,9 @@ class Editor:
             (tmp / "biencoder").mkdir()
             self.biencoder.write(tmp / "biencoder")
             save_file({k: v.detach().contiguous() for k, v in self.fluency.state_dict().items()}, str(tmp / FLUENCY_FILE))
+            if self.sense is not None:
+                (tmp / SENSE_DIR).mkdir()
+                self.sense.write(tmp / SENSE_DIR)
             if model_card is not None:
                 (tmp / "README.md").write_text(with_loading_note(model_card), encoding="utf-8")
             for name, text in (extra_files or {}).items():
@@ -198,7 +216,13 @@ class Editor:
             head.load_state_dict(load_file(str(directory / FLUENCY_FILE)))
         except (RuntimeError, OSError, SafetensorError) as exc:
             raise ValueError(f"{directory / FLUENCY_FILE} does not fit the editor's config ({exc})") from exc
-        editor = cls(biencoder, head, config)
+        sense = None
+        if (directory / SENSE_DIR).is_dir():
+            sense = SenseModel.load(directory / SENSE_DIR, device=device, dtype=dtype, backend=backend)
+        elif config.weights[FEATURES.index("sense")] != 0.0:
+            raise FileNotFoundError(f"{directory} has no {SENSE_DIR}/ but its mix weighs sense: the editor is "
+                                    "incomplete; rebuild it")
+        editor = cls(biencoder, head, config, sense)
         if warmup:
             editor.warmup()
         return editor
@@ -209,6 +233,8 @@ class Editor:
         candidates = [f"fine thanks {'and you ' * (i % 5)}" for i in range(32)]
         for _ in range(2):
             self.biencoder.embed(candidates)
+            if self.sense is not None:
+                self.sense.logits(candidates)
             self._contexts.clear()
             self.score(context, candidates)
 
@@ -232,14 +258,43 @@ class Editor:
             self._contexts.popitem(last=False)
         return vectors
 
-    def features(self, context_vectors: np.ndarray, vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """(N, 3) features of candidates: cosine with the context, cosine with the last line, fluency logit."""
+    def features(self, context_vectors: np.ndarray, vecs: np.ndarray, tokens: np.ndarray,
+                 sense: np.ndarray | None = None) -> np.ndarray:
+        """(N, 4) features of candidates: cosine with the context, cosine with the last line, fluency logit, sense
+        logit (0 without a sense model)."""
         if len(vecs) == 0:
             return np.zeros((0, len(FEATURES)), dtype=np.float32)
         cos = unit(vecs) @ context_vectors.T  # (N, 2)
         with torch.inference_mode():
             flu = self.fluency(torch.from_numpy(fluency_inputs(vecs, tokens))).numpy()
-        return np.hstack([cos, flu[:, None]]).astype(np.float32)
+        sense = np.zeros(len(vecs), dtype=np.float32) if sense is None else sense
+        return np.hstack([cos, flu[:, None], sense[:, None]]).astype(np.float32)
+
+    def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Embed (and, with a sense model, judge) texts front to back in pieces until `deadline`.
+
+        Returns vectors (N, H), token counts (N,), sense logits (N,) and the done mask: a text is done when
+        both models have read it, so a deadline never leaves a candidate half judged.
+        """
+        n = len(texts)
+        vecs = np.zeros((n, self.biencoder.hidden_size), dtype=np.float32)
+        tokens = np.zeros(n, dtype=np.int64)
+        sense = np.zeros(n, dtype=np.float32)
+        done = np.zeros(n, dtype=bool)
+        piece = MANY_PIECE if math.isfinite(deadline) else max(n, 1)  # without a deadline: the biggest batches
+        for lo in range(0, n, piece):
+            hi = min(lo + piece, n)
+            v, t, d = self.biencoder.embed_until(texts[lo:hi], deadline, exact=exact)
+            if self.sense is not None and d.any():
+                rows = np.flatnonzero(d)
+                logits, judged = self.sense.logits_until([texts[lo + i] for i in rows], deadline)
+                sense[lo + rows] = logits
+                d[rows[~judged]] = False
+            vecs[lo:hi], tokens[lo:hi], done[lo:hi] = v, t, d
+            if not d.all():  # the deadline came: what is left would not fit either
+                break
+        return vecs, tokens, sense, done
 
     def combine(self, feats: np.ndarray) -> np.ndarray:
         """The verdict: the weighted sum of the features plus the bias, (N,) float32."""
@@ -262,8 +317,8 @@ class Editor:
         finite = np.flatnonzero(np.isfinite(scores))
         best = finite[np.argsort(-scores[finite], kind="stable")[:top_k]]
         texts = list(dict.fromkeys(candidates[i] for i in best))
-        vecs, tokens, done = self.biencoder.embed_until(texts, deadline, exact=True)
-        verdicts = self.combine(self.features(self.context_vectors(context), vecs, tokens))
+        vecs, tokens, sense, done = self.read_texts(texts, deadline, exact=True)
+        verdicts = self.combine(self.features(self.context_vectors(context), vecs, tokens, sense))
         exact = {text: v for text, v, ok in zip(texts, verdicts, done, strict=True) if ok}  # past the deadline: as was
         out = scores.copy()
         for i in best:
@@ -287,12 +342,12 @@ class Editor:
             check_inputs(context, [candidate])
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        vecs, tokens = self.biencoder.embed([candidate for _, candidate in pairs], exact=True)
+        vecs, tokens, sense, _ = self.read_texts([candidate for _, candidate in pairs], exact=True)
         contexts = np.stack([self.context_vectors(context) for context, _ in pairs])  # (N, 2, H)
         cos = np.einsum("nh,nkh->nk", unit(vecs), contexts)  # (N, 2)
         with torch.inference_mode():
             flu = self.fluency(torch.from_numpy(fluency_inputs(vecs, tokens))).numpy()
-        return self.combine(np.hstack([cos, flu[:, None]]).astype(np.float32))
+        return self.combine(np.hstack([cos, flu[:, None], sense[:, None]]).astype(np.float32))
 
     def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(context, candidates)
@@ -306,9 +361,9 @@ class Editor:
         if math.isfinite(deadline) and time.monotonic() >= deadline:  # not even the context fits any more
             return scores, np.zeros(n, dtype=bool)
         context_vectors = self.context_vectors(context)
-        vecs, tokens, done = self.biencoder.embed_until(unique, deadline)
+        vecs, tokens, sense, done = self.read_texts(unique, deadline)
         unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
-        unique_scores[done] = self.combine(self.features(context_vectors, vecs[done], tokens[done]))
+        unique_scores[done] = self.combine(self.features(context_vectors, vecs[done], tokens[done], sense[done]))
         scored = done[slot_of]
         scores[scored] = unique_scores[slot_of[scored]]
         return scores, scored
@@ -317,8 +372,11 @@ class Editor:
 
     @property
     def cost(self):
-        """The cost model of the forward pass (seconds from padded tokens), the one the scorer's deadlines use."""
-        return self.biencoder.cost
+        """The cost model of reading a candidate (seconds from padded tokens), the one the scheduler's deadlines use:
+        the bi-encoder's forward, plus the sense model's where there is one."""
+        if self.sense is None:
+            return self.biencoder.cost
+        return CostSum(self.biencoder.cost, self.sense.cost)
 
     @property
     def refine_cost(self):
@@ -347,19 +405,11 @@ class Editor:
         if not first or (math.isfinite(deadline) and time.monotonic() >= deadline):
             return out
         contexts = [self.context_vectors(context) for context, _ in requests]
-        texts = list(first)
-        vecs = np.zeros((len(texts), self.biencoder.hidden_size), dtype=np.float32)
-        tokens = np.zeros(len(texts), dtype=np.int64)
-        done = np.zeros(len(texts), dtype=bool)
-        for lo in range(0, len(texts), MANY_PIECE):
-            hi = min(lo + MANY_PIECE, len(texts))
-            vecs[lo:hi], tokens[lo:hi], done[lo:hi] = self.biencoder.embed_until(texts[lo:hi], deadline)
-            if not done[lo:hi].all():  # the deadline came: what is left would not fit either
-                break
+        vecs, tokens, sense, done = self.read_texts(list(first), deadline)
         for (scores, scored), (_, candidates), context_vectors in zip(out, requests, contexts, strict=True):
             slot = np.fromiter((first[c] for c in candidates), dtype=np.int64, count=len(candidates))
             scored[:] = done[slot]
             if scored.any():
                 rows = slot[scored]
-                scores[scored] = self.combine(self.features(context_vectors, vecs[rows], tokens[rows]))
+                scores[scored] = self.combine(self.features(context_vectors, vecs[rows], tokens[rows], sense[rows]))
         return out

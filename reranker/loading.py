@@ -15,13 +15,16 @@ from reranker.biencoder import BiEncoder
 from reranker.cross_encoder import KIND as CROSS_ENCODER
 from reranker.cross_encoder import CrossEncoder
 from reranker.editor import Editor
-from reranker.first_stage import FirstStage
 
 KINDS: dict[str, type] = {
     "editor": Editor,  # the default: bi-encoder + fluency head + learned mix
     "biencoder": BiEncoder,  # the zero-shot baseline, or a fine-tuned one
     CROSS_ENCODER: CrossEncoder,  # `[CLS] context [SEP] candidate [SEP]`, one logit
-    "first_stage": FirstStage,  # static word vectors: orders candidates, not an editor on its own
+}
+# Riposte models that are no editor: named, so a wrong directory says what it is and how to load it.
+NOT_EDITORS = {
+    "markov": "a Markov writer (markov.MarkovModel.load, python -m markov)",
+    "first_stage": "a first stage, which orders candidates for an editor (reranker.first_stage.FirstStage.load)",
 }
 
 
@@ -37,6 +40,8 @@ def _load(directory: str | os.PathLike, kinds: dict[str, type], options: dict):
     settings = modeldir.read(directory, "reranker")
     kind = settings["kind"]
     cls = kinds.get(kind)
+    if kind in NOT_EDITORS:
+        raise ValueError(f"{os.fspath(directory)} holds {NOT_EDITORS[kind]}, not an editor")
     if cls is None:
         raise ValueError(f"{os.fspath(directory)}/config.json: unknown riposte model kind {kind!r} (this riposte "
                          f"reads {', '.join(sorted(kinds))}); it was written by a newer riposte")

@@ -7,6 +7,8 @@ prepare's worker processes pay no torch import for it.
 
 from __future__ import annotations
 
+from corpus.tokens import encode_lines  # noqa: F401  (the pair encoding's tokenization, re-exported)
+
 # Encoded overhead of a sample: [CLS] ... [SEP] ... [SEP].
 SPECIALS = 3
 
@@ -67,26 +69,3 @@ def encode_pair(
     ids.extend(candidate)
     ids.append(sep_id)
     return ids
-
-
-def encode_lines(tokenizer, texts: list[str], batch_size: int = 1024) -> list[list[int]]:
-    """Token ids of each text without special tokens; the same as `tokenizer(texts)["input_ids"]`, faster.
-
-    A fast tokenizer's Rust backend is called directly: the transformers wrapper costs about twice the
-    tokenization itself on short lines.
-    """
-    fast = getattr(tokenizer, "is_fast", False)
-    backend = getattr(tokenizer, "backend_tokenizer", None) if fast else None
-    if backend is not None and (backend.padding is not None or backend.truncation is not None):
-        # tokenizer.json may ship fixed padding/truncation (MiniLM pads to 128); a plain `tokenizer(texts)`
-        # call switches both off on the backend too, so this leaves it in the state that call would.
-        backend.no_padding()
-        backend.no_truncation()
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        batch = texts[i : i + batch_size]
-        if backend is not None:
-            out.extend(enc.ids for enc in backend.encode_batch(batch, add_special_tokens=False))
-        else:
-            out.extend(tokenizer(batch, add_special_tokens=False)["input_ids"])
-    return out

@@ -2,7 +2,8 @@
 budgeted batching with a learned cost model, padding, pooling and unit vectors.
 
 The cross-encoder, the bi-encoder, the editor, the first stage and the inference backends import these; this
-module imports none of them (sentence-transformers keeps its `util` below its models the same way).
+module imports none of them (sentence-transformers keeps its `util` below its models the same way). torch is
+imported where a function needs it, so the first stage (numpy) and prepare's workers stay free of it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "vocab.json", "sentencepiece.bpe.model", "tokenizer.model")
 
@@ -52,6 +56,8 @@ def has_vnni(flags: set[str] | None = None) -> bool:
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The requested device, else CUDA when available, else the CPU."""
+    import torch
+
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,6 +65,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 def bf16_supported(device: torch.device) -> bool:
     """True where bf16 compute is native on `device`."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_bf16()
@@ -128,6 +136,24 @@ class CostModel:
         self.per_token *= 0.9
 
 
+class CostSum:
+    """Two cost models read as one: a candidate that passes through both models costs what both predict."""
+
+    def __init__(self, *costs: CostModel) -> None:
+        self.costs = costs
+
+    @property
+    def per_token(self) -> float:
+        return sum(c.per_token for c in self.costs)
+
+    @property
+    def overhead(self) -> float:
+        return sum(c.overhead for c in self.costs)
+
+    def predict(self, tokens: int) -> float:
+        return sum(c.predict(tokens) for c in self.costs)
+
+
 def run_budgeted(encoded: list[list[int]], run: Callable[[np.ndarray], None], *, batch_tokens: int,
                  cost: CostModel, deadline: float = math.inf, window: int = 64) -> None:
     """Call run(batch indices) over all `encoded` sequences in batches of about batch_tokens padded tokens.
@@ -178,6 +204,8 @@ def pad_ids(batch: list[list[int]], pad_id: int, *, multiple: int = 1) -> tuple[
 def pad_batch(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (B, T) ids and mask on `device`, T rounded up to a multiple of 8 (aligned shapes suit the
     oneDNN kernels; the graph runtimes gain nothing from it and take `pad_ids` as is)."""
+    import torch
+
     ids, mask = pad_ids(batch, pad_id, multiple=8)
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
@@ -187,6 +215,8 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
     Pooled in fp32: a bf16 sum over up to max_length tokens would lose the low bits.
     """
+    import torch
+
     mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
     return (hidden.float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 

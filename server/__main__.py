@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from corpus.progress import quiet_library_bars
 from server.settings import LogLevel, Settings, configure_logging
 
 log = logging.getLogger("server")
@@ -95,7 +96,7 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
     for name, help_text in (("serve", "run the HTTP API (and the web page at /)"), ("chat", "chat in the terminal")):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--model", dest="model_dir", type=Path,
-                       help=f"riposte model dir, markov/ + reranker/ (RIPOSTE_MODEL_DIR; default {defaults['model_dir'].default})")
+                       help=f"riposte model dir, markov/ + editor/ (RIPOSTE_MODEL_DIR; default {defaults['model_dir'].default})")
         p.add_argument("--budget-ms", type=int,
                        help=f"time budget per reply (RIPOSTE_BUDGET_MS; default {defaults['budget_ms'].default})")
         p.add_argument("--no-build", dest="build", action="store_const", const=False,
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
     except ValidationError as exc:
         parser.error(explain(exc))
     configure_logging(settings.log_level)
+    quiet_library_bars()  # off a terminal, transformers' own bars would be frames in the log
     try:
         return serve(settings) if args.command == "serve" else chat(settings, args.seed)
     except (OSError, ValueError) as exc:  # a wrong or unwritable --model dir is a usage error, not a crash

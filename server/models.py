@@ -25,6 +25,7 @@ from pathlib import Path
 from corpus.modeldir import FIRST_STAGE_DIR, MARKOV_DIR, editor_dir
 from corpus.text import words
 from server.engine import Engine, EngineConfig, FirstStageScorer
+from server.scheduler import Editor
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +212,18 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
     prior alone (unless `require_reranker`).
     """
     from markov.personas import load_persona_meta, load_personas
-    from reranker import load as load_editor
 
     model_dir = Path(model_dir)
     personas = load_personas(model_dir / MARKOV_DIR)
     names, follows = load_persona_meta(model_dir / MARKOV_DIR)
     editor = None
     if editor_dir(model_dir).is_dir():
+        from reranker import load as load_editor  # torch and transformers: only when there is an editor
+
         editor = load_editor(editor_dir(model_dir))
+        if not isinstance(editor, Editor):
+            raise ValueError(f"{editor_dir(model_dir)} holds a {type(editor).__name__}, which cannot read a turn "
+                             "within a budget (it has no score_until); save an editor or a cross-encoder there")
     elif require_reranker:
         raise FileNotFoundError(f"no reranker or editor at {editor_dir(model_dir)}: build the default with "
                                 "`python -m reranker train --default`, or train one with `python -m reranker train`")

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -52,6 +52,7 @@ SLICE_SIZE = 32  # candidates per round, shared by the turns waiting; smaller = 
 ROUND_MS = 50.0  # a turn with less time left stays out of rounds shared with turns that have more
 
 
+@runtime_checkable
 class Editor(Protocol):
     """What the engine needs from an editor: any kind `reranker.load` returns, or a test's fake.
 
@@ -73,9 +74,18 @@ class EditorTraits:
 
     def __init__(self, editor: Editor) -> None:
         self.editor = editor
-        score_many, refine = getattr(editor, "score_many", None), getattr(editor, "refine", None)
-        self.score_many = score_many if callable(score_many) else None  # batches several turns' candidates
-        self.refine = refine if callable(refine) else None  # rescores an approximate editor's best exactly
+
+    @property
+    def score_many(self) -> Callable | None:
+        """Scores several turns' candidates in one pass, or None."""
+        score_many = getattr(self.editor, "score_many", None)
+        return score_many if callable(score_many) else None
+
+    @property
+    def refine(self) -> Callable | None:
+        """Rescores an approximate editor's best candidates exactly, or None."""
+        refine = getattr(self.editor, "refine", None)
+        return refine if callable(refine) else None
 
     @property
     def cost(self) -> Any | None:

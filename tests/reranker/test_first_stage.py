@@ -98,12 +98,10 @@ def test_damaged_directories_are_clear_errors(fitted, tmp_path):
         distill(None, ["a"], np.zeros((1, 4)))
 
 
-def test_the_one_loader_reads_a_first_stage_by_its_kind(fitted, tmp_path):
+def test_the_editor_loader_names_a_first_stage_instead_of_loading_it(fitted, tmp_path):
     import reranker
-    from reranker.loading import KINDS
 
-    stage, _, texts, _ = fitted
+    stage, _, _, _ = fitted
     stage.save(tmp_path / "fs")
-    loaded = reranker.load(tmp_path / "fs")
-    assert isinstance(loaded, FirstStage) and KINDS["first_stage"] is FirstStage
-    np.testing.assert_allclose(loaded.score(CONTEXT, texts[:20]), FirstStage.load(tmp_path / "fs").score(CONTEXT, texts[:20]))
+    with pytest.raises(ValueError, match="holds a first stage, which orders candidates for an editor"):
+        reranker.load(tmp_path / "fs")

@@ -1,0 +1,238 @@
+"""Sense: "would a person say this line?", a whole encoder fine-tuned end to end against the writer it edits.
+
+Frozen sentence embeddings tell human lines from a Markov writer's mostly by length and genericness: a head on
+frozen MiniLM features reached a length-matched AUC of about 0.63. Fine-tuning every layer learns coherence:
+0.76 after 90 s and 0.81 after 6 minutes on a 2-core AMX Xeon, and adding its logit to the editor's score lifted
+the share of picks a grammar parser accepts from 0.56 to 0.72 (the true next lines: 0.73).
+
+The model is candidate only (no context): relevance is the bi-encoder's job, sense is this one's. It is a
+`BiEncoder` (the same mean-pooled MiniLM, so it runs on every inference backend the bi-encoder has) whose weights
+were fine-tuned, plus one linear head on the pooled vector: logit > 0 reads "a person", < 0 "the writer".
+
+Training pairs every human line with a writer line of the same word count, so length alone says nothing, and
+holds out pairs the same way for the reported AUC. Time-bounded: it trains until its deadline and keeps the
+last state (the held-out AUC is measured on it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from corpus.progress import progress as progress_bar
+from corpus.text import words
+from reranker.biencoder import BiEncoder, BiEncoderConfig
+from reranker.runtime import bf16_supported, mean_pool, pad_batch
+
+HEAD_FILE = "sense_head.safetensors"
+
+
+@dataclass(frozen=True)
+class SenseTraining:
+    """How the sense model is fine-tuned (defaults measured on 2-core CPUs; see the module docstring)."""
+
+    batch_size: int = 64  # half human, half writer, length-matched
+    lr: float = 5e-5  # the encoder
+    head_lr: float = 1e-3  # the new head
+    warmup_steps: int = 20
+    max_length: int = 40  # tokens per line while training; writer lines past it are cut
+    min_words: int = 2
+    max_words: int = 25
+    held_out_pairs: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise ValueError(f"batch_size must be an even number >= 2, got {self.batch_size}")
+        if not 1 <= self.min_words <= self.max_words:
+            raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+
+
+class SenseModel:
+    """Logits of "a person said this" for lines: a fine-tuned mean-pooled encoder and a linear head."""
+
+    def __init__(self, encoder: BiEncoder, head: nn.Linear) -> None:
+        if head.in_features != encoder.hidden_size or head.out_features != 1:
+            raise ValueError(f"the sense head must be Linear({encoder.hidden_size}, 1), got {head}")
+        self.encoder = encoder
+        self.head = head.float().eval()
+        self._w = head.weight.detach().float().numpy()[0].copy()  # (H,)
+        self._b = float(head.bias.detach().float()[0])
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str | os.PathLike | None = None, **kwargs) -> SenseModel:
+        """An untrained sense model (fp32 torch, ready to train) on a backbone; default the embedded MiniLM."""
+        kwargs.setdefault("dtype", torch.float32)
+        kwargs.setdefault("backend", "torch")
+        encoder = BiEncoder.from_backbone(name_or_path, config=BiEncoderConfig(), **kwargs)
+        return cls(encoder, nn.Linear(encoder.hidden_size, 1))
+
+    def refresh(self) -> None:
+        """Re-read the head's weights after training (the numpy copy scores)."""
+        self._w = self.head.weight.detach().float().numpy()[0].copy()
+        self._b = float(self.head.bias.detach().float()[0])
+
+    # ---- scoring ------------------------------------------------------------------------------------
+
+    @property
+    def cost(self):
+        """The encoder's cost model: what its forward costs per padded token."""
+        return self.encoder.cost
+
+    def logits_until(self, texts: list[str], deadline: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (N,) float32 and the done mask, front to back until `deadline` (time.monotonic())."""
+        vecs, _, done = self.encoder.embed_until(texts, deadline)
+        return (vecs @ self._w + self._b).astype(np.float32), done
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Logits (N,) float32 of every text: > 0 reads "a person said this"."""
+        return self.logits_until(texts)[0]
+
+    # ---- saving, loading ----------------------------------------------------------------------------
+
+    def write(self, directory: Path) -> None:
+        """Write the encoder (a bi-encoder directory) and the head into an existing (temporary) directory."""
+        self.encoder.write(directory)
+        save_file({k: v.detach().contiguous().float() for k, v in self.head.state_dict().items()},
+                  str(directory / HEAD_FILE))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, **options) -> SenseModel:
+        """Load a saved sense model; options (device, dtype, backend) go to its encoder."""
+        directory = Path(directory)
+        if not (directory / HEAD_FILE).is_file():
+            raise FileNotFoundError(f"{directory} has no {HEAD_FILE}: the sense model is incomplete; rebuild it")
+        encoder = BiEncoder.load(directory, **options)
+        head = nn.Linear(encoder.hidden_size, 1)
+        try:
+            head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        except (RuntimeError, OSError, SafetensorError) as exc:
+            raise ValueError(f"{directory / HEAD_FILE} does not fit the sense encoder ({exc})") from exc
+        return cls(encoder, head)
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+
+
+def length_matched_pairs(human: list[str], writer: list[str], *, min_words: int = 2, max_words: int = 25,
+                         seed: int = 0) -> list[tuple[str, str]]:
+    """(human, writer) pairs of equal word count, each line used once, in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    by_length: dict[int, list[str]] = defaultdict(list)
+    for line in writer:
+        n = len(words(line))
+        if min_words <= n <= max_words:
+            by_length[n].append(line)
+    for pool in by_length.values():
+        rng.shuffle(pool)
+    pairs = []
+    for i in rng.permutation(len(human)):
+        pool = by_length.get(len(words(human[i])))
+        if pool:
+            pairs.append((human[i], pool.pop()))
+    return pairs
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve by ranks (ties share their average rank)."""
+    from reranker.evaluate import roc_auc as auc
+
+    return auc(scores, labels)
+
+
+def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
+    """The ROC AUC of human against writer lines over length-matched pairs the model never trained on."""
+    if not pairs:
+        return float("nan")
+    texts = [t for pair in pairs for t in pair]
+    labels = np.tile([1, 0], len(pairs))
+    return roc_auc(model.logits(texts), labels)
+
+
+def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[tuple[str, str]], *,
+                deadline: float, training: SenseTraining | None = None, progress: bool = True) -> dict:
+    """Fine-tune the encoder and the head on length-matched (human, writer) pairs until `deadline`.
+
+    Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
+    dtype used, and a history of the loss every few steps.
+    """
+    training = training or SenseTraining()
+    if len(pairs) < training.batch_size // 2:
+        raise ValueError(f"the sense model needs at least {training.batch_size // 2} length-matched pairs, "
+                         f"got {len(pairs)}")
+    encoder = model.encoder
+    net = encoder.model
+    device = encoder.device
+    if next(net.parameters()).dtype != torch.float32:
+        raise ValueError("train the sense model from fp32 weights (SenseModel.from_backbone does)")
+    bf16 = bf16_supported(device)
+    torch.manual_seed(training.seed)
+    rng = np.random.default_rng(training.seed)
+    auc_before = held_out_auc(model, held_out[: min(200, len(held_out))])
+    opt = torch.optim.AdamW([{"params": net.parameters(), "lr": training.lr},
+                             {"params": model.head.parameters(), "lr": training.head_lr}], weight_decay=0.01)
+    base_lrs = [group["lr"] for group in opt.param_groups]
+    half = training.batch_size // 2
+    labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
+    history, losses = [], []
+    started = time.monotonic()
+    total = max(deadline - started, 1e-6)
+    step = seen = 0
+    order = rng.permutation(len(pairs))
+    pos = 0
+    net.train()
+    model.head.train()
+    cut = training.max_length - 2
+    bar = progress_bar(desc="sense (human or writer?)", unit=" lines", disable=not progress)
+    try:
+        while time.monotonic() < deadline:
+            if pos + half > len(order):
+                order, pos = rng.permutation(len(pairs)), 0
+            batch = [pairs[i] for i in order[pos : pos + half]]
+            pos += half
+            texts = [h for h, _ in batch] + [w for _, w in batch]
+            ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(texts)]
+            input_ids, attention_mask = pad_batch(ids, encoder.pad_id, device)
+            # Linear warmup, then cosine decay over the time budget (the step count is not known in advance).
+            frac = min((time.monotonic() - started) / total, 1.0)
+            scale = min(1.0, (step + 1) / training.warmup_steps) * 0.5 * (1.0 + math.cos(math.pi * frac))
+            for group, lr in zip(opt.param_groups, base_lrs, strict=True):
+                group["lr"] = lr * max(scale, 0.05)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                hidden = net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+            logits = model.head(mean_pool(hidden, attention_mask))[:, 0]  # (B,), fp32
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            step += 1
+            seen += len(texts)
+            losses.append(loss.item())
+            bar.update(len(texts))
+            if step % 20 == 0:
+                history.append({"event": "train", "stage": "sense", "step": step, "lines": seen,
+                                "seconds": round(time.monotonic() - started, 1),
+                                "loss": round(float(np.mean(losses[-20:])), 5)})
+    finally:
+        bar.close()
+        net.eval()
+        model.head.eval()
+        model.refresh()
+    seconds = time.monotonic() - started
+    auc_after = held_out_auc(model, held_out)
+    history.append({"event": "eval", "stage": "sense", "step": step, "lines": seen, "held_out_auc": round(auc_after, 4)})
+    return {"steps": step, "lines": seen, "seconds": round(seconds, 1),
+            "lines_per_s": round(seen / max(seconds, 1e-9), 1), "bf16": bf16, "pairs": len(pairs),
+            "held_out_pairs": len(held_out), "held_out_auc_before": round(auc_before, 4),
+            "held_out_auc": round(auc_after, 4), "history": history}
