@@ -377,7 +377,7 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     held_fakes = writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 4, deadline=deadline)
     pairs = length_matched_pairs(human, fakes, seed=recipe.seed, **limits)
     held_out = length_matched_pairs(held_human, held_fakes, seed=recipe.seed + 1, **limits)[: training.held_out_pairs]
-    if len(pairs) < 10 * training.batch_size or time.monotonic() > deadline - 30.0:
+    if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress)

@@ -123,7 +123,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
 
     splits = {name: read_split(dump, name)[0] for name in ("train", "val", "test")}
     recipe = DefaultRecipe(max_minutes=2, max_train_lines=400, mix_cases=20, mix_negatives=4, eval_cases=6,
-                           base_model=tiny_bert)
+                           base_model=tiny_bert, sense_share=0.05)
     out = train_editor(splits, tmp_path / "editor", recipe=recipe, data_name="tiny dump", progress=False)
     editor = Reranker.load(out, warmup=False)
     assert isinstance(editor, Editor)
@@ -140,7 +140,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert stage.config.weights == pytest.approx(editor.config.weights[:2]) and train["first_stage"]["words"] > 0
     assert stage.score(["a line"], ["one", "two"]).shape == (2,)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert {r["stage"] for r in log} == {"fluency", "first_stage"} and "history" not in train["fluency"]
+    assert {r["stage"] for r in log} == {"sense", "fluency", "first_stage"} and "history" not in train["fluency"]
+    assert editor.sense is not None and train["sense"]["steps"] > 0 and 0.0 <= train["sense"]["held_out_auc"] <= 1.0
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)

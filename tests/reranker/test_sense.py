@@ -1,0 +1,118 @@
+"""The sense model: length-matched pairs, end-to-end training that learns, and the editor carrying it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from corpus.text import words
+from reranker.editor import FEATURES, Editor, EditorConfig
+from reranker.sense import SenseModel, SenseTraining, held_out_auc, length_matched_pairs, train_sense
+
+CONTEXT = ["hello how are you", "i like to eat pizza"]
+CANDIDATES = ["yes pizza is great", "the cat and the dog", "good night", "what is your name", "i like tea"]
+# "Human" lines use one half of the tiny vocabulary, "writer" lines the other: learnable only by reading the words.
+HUMAN_WORDS = "hello hi how are you fine thanks good what is your name my the movie cat yes".split()
+WRITER_WORDS = "dog no maybe where do live in city town ok sure why not because it was great".split()
+
+
+def lines(vocab: list[str], n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(vocab, size=int(rng.integers(2, 7)))) for _ in range(n)]
+
+
+def test_pairs_match_word_counts_and_use_each_line_once():
+    human = ["a b", "a b c", "a", "a b c d e f g"]
+    writer = ["x y", "x y z", "p q", "x y z w"]
+    pairs = length_matched_pairs(human, writer, min_words=2, max_words=5, seed=0)
+    matched = dict(pairs)
+    assert set(matched) == {"a b", "a b c"}  # "a" is too short, the 7-word line too long, "x y z w" unmatched
+    assert matched["a b c"] == "x y z" and matched["a b"] in {"x y", "p q"}
+    assert all(len(words(h)) == len(words(w)) for h, w in pairs)
+    assert len({w for _, w in pairs}) == len(pairs)  # no writer line twice
+    assert pairs == length_matched_pairs(human, writer, min_words=2, max_words=5, seed=0)  # seeded
+
+
+def test_training_learns_what_separates_human_from_writer_lines(tiny_bert):
+    torch.manual_seed(0)
+    model = SenseModel.from_backbone(tiny_bert)
+    pairs = length_matched_pairs(lines(HUMAN_WORDS, 600, 1), lines(WRITER_WORDS, 1500, 2), seed=0)
+    held = length_matched_pairs(lines(HUMAN_WORDS, 200, 3), lines(WRITER_WORDS, 600, 4), seed=1)
+    report = train_sense(model, pairs, held, deadline=time.monotonic() + 4.0,
+                         training=SenseTraining(batch_size=32, lr=1e-3, head_lr=1e-2, warmup_steps=2), progress=False)
+    assert report["steps"] >= 5 and report["lines"] == 32 * report["steps"]
+    assert report["held_out_auc"] > 0.9 > report["held_out_auc_before"] - 0.3
+    assert held_out_auc(model, held) == pytest.approx(report["held_out_auc"], abs=1e-6)  # the kept state
+    assert report["history"][-1]["event"] == "eval"
+
+
+def test_too_few_pairs_is_a_clear_error(tiny_bert):
+    with pytest.raises(ValueError, match="length-matched pairs"):
+        train_sense(SenseModel.from_backbone(tiny_bert), [("hi", "no")], [], deadline=time.monotonic() + 1)
+
+
+@pytest.fixture(scope="module")
+def sensible_editor(tiny_bert) -> Editor:
+    torch.manual_seed(0)
+    editor = Editor.from_backbone(tiny_bert, dtype=torch.float32)
+    sense = SenseModel.from_backbone(tiny_bert)
+    with torch.no_grad():
+        sense.head.weight.normal_()
+    sense.refresh()
+    return editor.with_sense(sense).with_config(EditorConfig(weights=(5.0, 1.0, 0.5, 2.0), bias=0.1))
+
+
+def test_the_sense_logit_is_the_fourth_feature_and_enters_the_score(sensible_editor):
+    editor = sensible_editor
+    vecs, tokens, sense, done = editor.read_texts(CANDIDATES)
+    assert done.all() and FEATURES[3] == "sense"
+    np.testing.assert_allclose(sense, editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-6)
+    feats = editor.features(editor.context_vectors(CONTEXT), vecs, tokens, sense)
+    np.testing.assert_allclose(feats[:, 3], sense, rtol=1e-6)
+    expected = feats @ np.asarray(editor.config.weights, dtype=np.float32) + np.float32(0.1)
+    np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES), expected, rtol=1e-4, atol=1e-5)
+    without = editor.with_sense(None).score(CONTEXT, CANDIDATES)
+    np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES) - without, 2.0 * sense, rtol=1e-4, atol=1e-4)
+
+
+def test_an_editor_with_sense_saves_and_loads_the_same_scores(sensible_editor, tmp_path):
+    import reranker
+
+    sensible_editor.save(tmp_path / "ed")
+    assert (tmp_path / "ed" / "sense" / "sense_head.safetensors").is_file()
+    raw = json.loads((tmp_path / "ed" / "config.json").read_text())["riposte"]
+    assert raw["format_version"] == 2 and raw["weights"]["sense"] == 2.0
+    again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+    assert again.sense is not None
+    np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), sensible_editor.score(CONTEXT, CANDIDATES),
+                               rtol=1e-5, atol=1e-5)
+    many = again.score_many([(CONTEXT, CANDIDATES), (["good night"], CANDIDATES[:2])])
+    np.testing.assert_allclose(many[0][0], again.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
+
+
+def test_a_version_1_editor_loads_with_no_sense(sensible_editor, tmp_path):
+    import reranker
+
+    sensible_editor.with_sense(None).with_config(EditorConfig(weights=(3.0, 1.0, 0.5))).save(tmp_path / "ed")
+    path = tmp_path / "ed" / "config.json"
+    raw = json.loads(path.read_text())
+    raw["riposte"]["format_version"] = 1
+    del raw["riposte"]["weights"]["sense"]
+    path.write_text(json.dumps(raw))
+    old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0)
+
+
+def test_a_mix_that_weighs_a_missing_sense_model_is_refused(sensible_editor, tmp_path):
+    import shutil
+
+    import reranker
+
+    sensible_editor.save(tmp_path / "ed")
+    shutil.rmtree(tmp_path / "ed" / "sense")
+    with pytest.raises(FileNotFoundError, match="no sense/ but its mix weighs sense"):
+        reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
