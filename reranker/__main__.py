@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import sys
@@ -76,6 +77,10 @@ def _add_train(sub) -> None:
     p.add_argument("--markov-ratio", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=None, help="processes for preparing the dump")
     p.add_argument("--eval-cases", type=int, default=300, help="held-out cases per measure in the final evaluation")
+    p.add_argument("--hold-out", action="append", default=[], metavar="PATTERN",
+                   help="--recipe editor: files matching this pattern (fnmatch on the path or file name, e.g. "
+                        "'s09e*.txt' or 'test.txt'; repeatable) are the test split, never trained on; without it "
+                        "documents are split by a hash of their source")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -102,19 +107,36 @@ def _add_eval(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def read_split(data: str | list[str], split: str, max_docs: int | None = None) -> tuple[list, dict]:
-    """Cleaned documents of one split of a dump or several ("all" for every document), and the readers' report."""
+def split_by(source_id: str, hold_out: tuple[str, ...] = ()) -> str:
+    """A document's split: by a stable hash of its source, or, with `hold_out` patterns, "test" for every source
+    that matches one (fnmatch on the path or on its file name) and train/val by hash for the rest."""
+    from reranker.windows import split_of
+
+    if not hold_out:
+        return split_of(source_id)
+    path = source_id.split("#", 1)[0].split("@", 1)[0]
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    if any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in hold_out):
+        return "test"
+    return split_of(source_id, val_fraction=0.05, test_fraction=0.0)
+
+
+def read_split(data: str | list[str], split: str, max_docs: int | None = None, hold_out: tuple[str, ...] = ()
+               ) -> tuple[list, dict]:
+    """Cleaned documents of one split of a dump or several ("all" for every document), and the readers' report.
+
+    `hold_out`: file-name patterns (`s09e*.txt`, `test.txt`) whose documents are the test split (see `split_by`).
+    """
     from corpus.clean import CleanConfig, clean_document
     from corpus.dump import read_path
     from corpus.report import Report
-    from reranker.windows import split_of
 
     report = Report()
     docs = []
     config = CleanConfig()
     for path in [data] if isinstance(data, str) else data:
         for doc in read_path(path, report):
-            if split != "all" and split_of(doc.source_id) != split:
+            if split != "all" and split_by(doc.source_id, hold_out) != split:
                 continue
             cleaned = clean_document(doc, config, report)
             if cleaned is not None:
@@ -211,7 +233,8 @@ def cmd_train(args) -> int:
     if args.recipe == "editor":
         from reranker.recipes import DefaultRecipe, train_editor
 
-        splits = {name: read_split(args.dump, name)[0] for name in ("train", "val", "test")}
+        splits = {name: read_split(args.dump, name, hold_out=tuple(args.hold_out))[0]
+                  for name in ("train", "val", "test")}
         try:
             recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases)

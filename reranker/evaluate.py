@@ -241,18 +241,21 @@ def evaluate_cases(scorers: Mapping, cases: dict, *, deadline: float | None = No
     """Every scorer's figures on prepared cases, case by case, so a time cut leaves all of them the same cases."""
     out: dict = {name: {} for name in scorers}
     cut: list[str] = []
-    for measure in MEASURES:
-        if not cases.get(measure):
-            continue
-        ranks: dict[str, list[int]] = {name: [] for name in scorers}
-        for context, candidates in progress_bar(cases[measure], desc=measure, disable=not progress, leave=False):
-            if deadline is not None and time.monotonic() > deadline:
-                cut.append(measure)
-                break
-            for name, scorer in scorers.items():
-                ranks[name].append(true_rank(scorer.score(context, candidates)))
+    measures = [m for m in MEASURES if cases.get(m)]
+    # The measures take turns, case by case: a time cut leaves each of them its share, not the last one nothing.
+    longest = max((len(cases[m]) for m in measures), default=0)
+    queue = [(m, cases[m][i]) for i in range(longest) for m in measures if i < len(cases[m])]
+    ranks: dict[str, dict[str, list[int]]] = {m: {name: [] for name in scorers} for m in measures}
+    for measure, (context, candidates) in progress_bar(queue, desc="cases", disable=not progress, leave=False):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        for name, scorer in scorers.items():
+            ranks[measure][name].append(true_rank(scorer.score(context, candidates)))
+    for measure in measures:
+        if len(ranks[measure][next(iter(scorers))]) < len(cases[measure]):
+            cut.append(measure)
         for name in scorers:
-            out[name][measure] = {**selection_metrics(ranks[name]), "ranks": ranks[name]}
+            out[name][measure] = {**selection_metrics(ranks[measure][name]), "ranks": ranks[measure][name]}
     pairs = cases.get("swap") or []
     if pairs and (deadline is None or time.monotonic() <= deadline):
         for name, scorer in scorers.items():

@@ -145,3 +145,15 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)
+
+
+def test_hold_out_patterns_make_the_test_split_and_nothing_else_is_tested():
+    from reranker.__main__ import split_by
+
+    hold = ("s09e*.txt", "s10e*.txt", "test.txt")
+    assert split_by("data/friends/s09e01.txt#scene-3", hold) == "test"
+    assert split_by("data/dailydialog/test.txt@17", hold) == "test"
+    others = [split_by(f"data/friends/s0{s}e{e:02d}.txt#scene-0", hold) for s in range(1, 9) for e in range(1, 25)]
+    assert "test" not in others and {"train", "val"} == set(others)
+    # the scenes of one episode land together, whatever their scene number
+    assert len({split_by(f"data/friends/s03e07.txt#scene-{k}", hold) for k in range(30)}) == 1

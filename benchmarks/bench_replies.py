@@ -1,0 +1,158 @@
+"""Replies, end to end: what a user reads, beside the true next line, a random writer line and the zero-shot pick.
+
+For held-out subtitle contexts (../shared/samples, never trained on; 3 lines of context, the true next line known),
+each engine replies at the default budget (fixed seeds, argmax). Every reply is judged by measures the editors do
+not use:
+
+- **judged human**: the share a held-out judge calls a person's line. The judge is a sense model (`reranker/sense`)
+  fine-tuned on DailyDialog's train lines against a writer built from them: other data and another writer than
+  any editor here trained on. Its held-out length-matched AUC (DailyDialog validation) is printed; it is cached in
+  `data/judge/` (gitignored) after the first run.
+- **topic**: the zero-shot MiniLM cosine of the reply with the joined context;
+- **echo**: the share of the reply's content words found in the last context line;
+- **words**: the reply's length.
+
+Rows: the true next line, a random line of the writer, and each engine: the zero-shot bi-encoder as the editor (the
+baseline every figure stands beside) and each `--model` dir's own editor, on the same contexts and seeds.
+
+    .venv/bin/python benchmarks/bench_replies.py --model models/default [--model other/dir] [--turns 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+JUDGE_DIR = ROOT / "data" / "judge"
+JUDGE_SECONDS = 240.0
+
+
+def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3) -> list[tuple[list[str], str]]:
+    """n (context, true next line) cases from random places in the documents."""
+    from reranker.__main__ import read_split
+
+    docs = [d for d in read_split(paths, "all")[0] if len(d.lines) > context_lines]
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        doc = docs[int(rng.integers(len(docs)))]
+        i = int(rng.integers(context_lines, len(doc.lines)))
+        out.append(([line.text for line in doc.lines[i - context_lines : i]], doc.lines[i].text))
+    return out
+
+
+def judge(dailydialog: Path):
+    """The held-out judge: a sense model trained on DailyDialog against its own writer (cached)."""
+    from corpus.dump import read_path
+    from corpus.report import Report
+    from markov import MarkovModel
+    from reranker.evaluate import writer_lines
+    from reranker.sense import SenseModel, held_out_auc, length_matched_pairs, train_sense
+
+    def lines(name: str) -> list[str]:
+        return [line.text for doc in read_path(dailydialog / name, Report()) for line in doc.lines]
+
+    train, val = lines("train.txt"), lines("validation.txt")
+    writer = MarkovModel.build((t, 1.0) for t in train)
+    held = length_matched_pairs(val, writer_lines(writer, 8000, seed=11), seed=1)[:1000]
+    if (JUDGE_DIR / "sense_head.safetensors").is_file():
+        model = SenseModel.load(JUDGE_DIR, backend="torch")
+    else:
+        model = SenseModel.from_backbone()
+        pairs = length_matched_pairs(train, writer_lines(writer, 80_000, seed=10), seed=0)
+        report = train_sense(model, pairs, held, deadline=time.monotonic() + JUDGE_SECONDS)
+        print(f"judge trained: {report['lines']:,} lines in {report['seconds']:.0f} s", flush=True)
+        JUDGE_DIR.mkdir(parents=True, exist_ok=True)
+        model.write(JUDGE_DIR)
+    print(f"judge: held-out length-matched AUC on DailyDialog validation {held_out_auc(model, held):.3f} "
+          f"({len(held)} pairs)", flush=True)
+    return model
+
+
+def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model) -> dict:
+    """Per-row means (and standard errors) of the judged-human share, topic, echo and words."""
+    from corpus.text import STOPWORDS, words
+    from reranker.runtime import unit
+
+    human = (judge_model.logits(texts) > 0).astype(float)
+    contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
+    replies = unit(topic_model.embed(texts)[0])
+    topic = (contexts * replies).sum(1)
+    echo = []
+    for text, (context, _) in zip(texts, cases, strict=True):
+        content = [w for w in words(text) if w not in STOPWORDS]
+        last = set(words(context[-1]))
+        echo.append(sum(w in last for w in content) / len(content) if content else 0.0)
+    n = len(texts)
+
+    def mean_se(x) -> tuple[float, float]:
+        x = np.asarray(x, dtype=float)
+        return float(x.mean()), float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+    return {"human": mean_se(human), "topic": mean_se(topic), "echo": mean_se(echo),
+            "words": mean_se([len(words(t)) for t in texts])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", type=Path, default=[], help="model dir (markov/ + editor/)")
+    parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--budget-ms", type=int, default=1000)
+    parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
+    parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
+    parser.add_argument("--examples", type=int, default=8, help="sample replies to print")
+    args = parser.parse_args()
+    models = args.model or [ROOT / "models" / "default"]
+
+    from reranker.biencoder import BiEncoder
+    from reranker.editor import Editor
+    from server.models import load_engine
+
+    paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
+    cases = held_out_cases(paths, args.turns, seed=7)
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out subtitle "
+          f"contexts, budget {args.budget_ms} ms", flush=True)
+    judge_model = judge(args.dailydialog)
+    topic_model = BiEncoder.from_backbone()
+    rows: dict[str, list[str]] = {"true next line": [true for _, true in cases]}
+    first = load_engine(models[0])
+    rng = np.random.default_rng(3)
+    rows["random writer line"] = [first.personas["default"].generate(64, rng).candidates[0] for _ in cases]
+    zero_shot = type(first)(first.personas, Editor.from_backbone(), first.config, first_stage=first.first_stage)
+    engines = {"engine, zero-shot bi-encoder editor": zero_shot}
+    engines.update({f"engine, {m}": (first if i == 0 else load_engine(m)) for i, m in enumerate(models)})
+    for name, engine in engines.items():
+        started = time.perf_counter()
+        replies = []
+        for t, (context, _) in enumerate(cases):
+            reply = engine.reply(context, budget_ms=args.budget_ms, seed=1000 + t)
+            replies.append(reply.reply or "")
+        rows[name] = replies
+        print(f"{name}: {len(replies)} replies in {time.perf_counter() - started:.0f} s", flush=True)
+    print("\n| reply | judged human | topic | echo | words |\n|---|---|---|---|---|")
+    for name, texts in rows.items():
+        m = measures(texts, cases, judge_model, topic_model)
+        print(f"| {name} | " + " | ".join(f"{m[k][0]:.3f} ± {m[k][1]:.3f}" if k != "words" else f"{m[k][0]:.1f}"
+                                          for k in ("human", "topic", "echo", "words")) + " |")
+    print("\nSample replies:")
+    for t in range(min(args.examples, len(cases))):
+        print(f"\ncontext: {' / '.join(cases[t][0])}")
+        for name, texts in rows.items():
+            print(f"  {name}: {texts[t]}")
+    for engine in engines.values():
+        engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
