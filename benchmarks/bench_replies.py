@@ -26,6 +26,7 @@ import math
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,8 @@ def main() -> int:
     parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
     parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
     parser.add_argument("--examples", type=int, default=8, help="sample replies to print")
+    parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (threads sharing the "
+                        "engine and its editor's scheduler, as concurrent HTTP clients do)")
     args = parser.parse_args()
     models = args.model or [ROOT / "models" / "default"]
 
@@ -121,7 +124,7 @@ def main() -> int:
     paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
     cases = held_out_cases(paths, args.turns, seed=7)
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out subtitle "
-          f"contexts, budget {args.budget_ms} ms", flush=True)
+          f"contexts, budget {args.budget_ms} ms, {args.clients} client(s)", flush=True)
     judge_model = judge(args.dailydialog)
     topic_model = BiEncoder.from_backbone()
     rows: dict[str, list[str]] = {"true next line": [true for _, true in cases]}
@@ -133,12 +136,17 @@ def main() -> int:
     engines.update({f"engine, {m}": (first if i == 0 else load_engine(m)) for i, m in enumerate(models)})
     for name, engine in engines.items():
         started = time.perf_counter()
-        replies = []
-        for t, (context, _) in enumerate(cases):
-            reply = engine.reply(context, budget_ms=args.budget_ms, seed=1000 + t)
-            replies.append(reply.reply or "")
-        rows[name] = replies
-        print(f"{name}: {len(replies)} replies in {time.perf_counter() - started:.0f} s", flush=True)
+
+        def turn(t: int, engine=engine) -> tuple[str, int]:
+            reply = engine.reply(cases[t][0], budget_ms=args.budget_ms, seed=1000 + t)
+            return reply.reply or "", int(reply.stats.get("scored", 0))
+
+        with ThreadPoolExecutor(max_workers=args.clients) as pool:
+            results = list(pool.map(turn, range(len(cases))))
+        rows[name] = [text for text, _ in results]
+        read = [n for _, n in results]
+        print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
+              f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}", flush=True)
     print("\n| reply | judged human | topic | echo | words |\n|---|---|---|---|---|")
     for name, texts in rows.items():
         m = measures(texts, cases, judge_model, topic_model)
