@@ -81,6 +81,7 @@ class Member:
     data: bytes
     disk_bytes: int = 0
     first_document: int = 0  # a piece of a streamed mono text file: the number of its first run
+    shape: str | None = None  # a .txt's shape as `_text_pieces` read it (corpus.dialogue); None: not known yet
 
 
 def _kind(name: str) -> str:
@@ -203,7 +204,7 @@ def _text_pieces(
         position = raw.tell() if raw is not None and not final else disk_bytes
         credit = max(0, min(position, disk_bytes) - credited)
         credited += credit
-        member = Member(leaf, b"".join(lines), credit, first_document=runs_done)
+        member = Member(leaf, b"".join(lines), credit, first_document=runs_done, shape=MONO)
         runs_done += non_blank // per_run
         lines, size, non_blank = [], 0, 0
         return member
@@ -217,7 +218,7 @@ def _text_pieces(
         if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16: b"\n" is no line end; read it whole
             data = _read_capped(stream, name, report, config)
             if data is not None:
-                yield Member(leaf, data, disk_bytes)
+                yield Member(leaf, data, disk_bytes)  # its shape is told once decoded
             return
         shape = config.text_shape if config.text_shape != "auto" else text_shape(head.decode("utf-8", "replace"))
         if shape != MONO:  # dialogue is cut only between dialogues: read whole, up to the text cap
@@ -226,7 +227,7 @@ def _text_pieces(
             if len(data) > cap:
                 report.problem(name, f"over the {cap:,}-byte cap when decompressed; the rest skipped")
                 data = data[: data.rfind(b"\n", 0, cap) + 1]
-            yield Member(leaf, data, disk_bytes)
+            yield Member(leaf, data, disk_bytes, shape=shape)
             return
         while True:
             line = stream.readline(config.max_line_bytes + 1)
@@ -404,17 +405,17 @@ def parse_member(member: Member, report: Report, config: ReadConfig = ReadConfig
 
 def _parse_txt(member: Member, report: Report, config: ReadConfig) -> Iterator[Document]:
     """A .txt by its shape: a `Speaker: text` script, blank-line dialogue blocks, or OPUS mono text."""
-    if member.first_document == 0:  # later pieces exist only for mono text (`_text_pieces` reads dialogue whole)
-        shape = config.text_shape
-        if shape == "auto":
-            shape = text_shape(decode_bytes(member.data[:_SHAPE_BYTES], member.name, Report()))
-        if shape == SCRIPT:
-            yield from parse_script(decode_bytes(member.data, member.name, report), member.name, report)
-            return
-        if shape == BLOCKS:
-            yield from parse_blocks(decode_bytes(member.data, member.name, report), member.name, report)
-            return
-    yield from parse_text(member.data, member.name, report, config.text_lines_per_document, member.first_document)
+    # The shape the stream was cut by, so a file read in mono pieces is never parsed as dialogue (or the reverse).
+    shape = member.shape or (config.text_shape if config.text_shape != "auto" else None)
+    if shape is None:
+        shape = text_shape(decode_bytes(member.data[:_SHAPE_BYTES], member.name, Report()))
+    if shape == SCRIPT:
+        yield from parse_script(decode_bytes(member.data, member.name, report), member.name, report)
+    elif shape == BLOCKS:
+        yield from parse_blocks(decode_bytes(member.data, member.name, report), member.name, report)
+    else:
+        yield from parse_text(member.data, member.name, report, config.text_lines_per_document,
+                              member.first_document)
 
 
 def read_path(

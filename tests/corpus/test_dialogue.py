@@ -92,3 +92,13 @@ def test_a_script_without_speakers_is_reported_not_raised():
     report = Report()
     assert list(parse_script("\n\n(silence)\n", "empty.txt", report)) == []
     assert any("no `Speaker: text` lines" in message for _, message in report.problems)
+
+
+def test_a_member_is_parsed_by_the_shape_its_stream_was_cut_by():
+    from corpus.dialogue import MONO
+    from corpus.dump import Member, parse_member
+
+    as_cut = list(parse_member(Member("dd.txt", BLOCKS_TEXT.encode(), shape=MONO), Report()))
+    assert {d.format for d in as_cut} == {"text"}  # read in mono pieces, so parsed as mono text
+    told = list(parse_member(Member("dd.txt", BLOCKS_TEXT.encode()), Report()))
+    assert {d.format for d in told} == {"dialogue"}  # no shape given: told from its first lines
