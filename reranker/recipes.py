@@ -272,7 +272,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         if sense is not None:  # the sense model alone is still worth its weight: a fixed, modest one
             weights = (*weights[:3], 1.0)
         feats = np.zeros((0, 0, len(FEATURES)), dtype=np.float32)
-        say(f"too little data for the fluency head ({fluency['skipped']}): the editor ranks as the bi-encoder")
+        say(f"too little data for the fluency head ({fluency['skipped']}): the editor ranks as the bi-encoder"
+            + (", plus its sense logit" if sense is not None else ""))
     else:
         fluency = train_fluency(editor.fluency, x, y, seed=recipe.seed, time_limit_s=max(10.0, 0.1 * reserve))
         say(f"fluency head: held-out accuracy {fluency['accuracy']:.3f}, AUC {fluency['auc']:.3f} "

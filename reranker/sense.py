@@ -32,6 +32,7 @@ from torch import nn
 from corpus.progress import progress as progress_bar
 from corpus.text import words
 from reranker.biencoder import BiEncoder, BiEncoderConfig
+from reranker.evaluate import roc_auc
 from reranker.runtime import bf16_supported, mean_pool, pad_batch
 
 HEAD_FILE = "sense_head.safetensors"
@@ -66,8 +67,7 @@ class SenseModel:
             raise ValueError(f"the sense head must be Linear({encoder.hidden_size}, 1), got {head}")
         self.encoder = encoder
         self.head = head.float().eval()
-        self._w = head.weight.detach().float().numpy()[0].copy()  # (H,)
-        self._b = float(head.bias.detach().float()[0])
+        self.refresh()
 
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike | None = None, **kwargs) -> SenseModel:
@@ -78,8 +78,8 @@ class SenseModel:
         return cls(encoder, nn.Linear(encoder.hidden_size, 1))
 
     def refresh(self) -> None:
-        """Re-read the head's weights after training (the numpy copy scores)."""
-        self._w = self.head.weight.detach().float().numpy()[0].copy()
+        """Re-read the head's weights (at start and after training): scoring uses this numpy copy."""
+        self._w = self.head.weight.detach().float().numpy()[0].copy()  # (H,)
         self._b = float(self.head.bias.detach().float()[0])
 
     # ---- scoring ------------------------------------------------------------------------------------
@@ -143,13 +143,6 @@ def length_matched_pairs(human: list[str], writer: list[str], *, min_words: int 
     return pairs
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by ranks (ties share their average rank)."""
-    from reranker.evaluate import roc_auc as auc
-
-    return auc(scores, labels)
-
-
 def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
     """The ROC AUC of human against writer lines over length-matched pairs the model never trained on."""
     if not pairs:
@@ -178,7 +171,7 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     bf16 = bf16_supported(device)
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
-    auc_before = held_out_auc(model, held_out[: min(200, len(held_out))])
+    auc_before = held_out_auc(model, held_out)  # the same pairs as after, so the two figures compare
     opt = torch.optim.AdamW([{"params": net.parameters(), "lr": training.lr},
                              {"params": model.head.parameters(), "lr": training.head_lr}], weight_decay=0.01)
     base_lrs = [group["lr"] for group in opt.param_groups]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpus.modeldir import FIRST_STAGE_DIR, MARKOV_DIR, editor_dir
+from corpus.modeldir import read as read_settings
 from corpus.text import words
 from server.engine import Engine, EngineConfig, FirstStageScorer
 from server.scheduler import Editor
@@ -47,13 +48,11 @@ def has_editor(model_dir: Path) -> bool:
 
 def needs_first_stage(model_dir: Path) -> bool:
     """True when the model dir's editor is a default editor without its first stage."""
-    from corpus import modeldir
-
     editor = editor_dir(model_dir)
     if (editor / FIRST_STAGE_DIR / "config.json").is_file():
         return False
     try:
-        return modeldir.read(editor).get("kind") == "editor"
+        return read_settings(editor).get("kind") == "editor"
     except (OSError, ValueError):
         return False  # a damaged editor is the loader's to report
 
