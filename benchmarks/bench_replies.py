@@ -8,6 +8,10 @@ not use:
   fine-tuned on DailyDialog's train lines against a writer built from them: other data and another writer than
   any editor here trained on. Its held-out length-matched AUC (DailyDialog validation) is printed; it is cached in
   `data/judge/` (gitignored) after the first run.
+- **parses**: the share a grammar parser accepts as whole sentences: CMU's Link Grammar (Debian's
+  `python3-link-grammar` and `link-grammar-dictionaries-en`, no model of ours), every sentence of the reply
+  linked with no word left out ("i" is read as "I", as chat writes it). Strict: elliptical lines such as "Oh, me
+  too." fail, so read it beside the true next lines' share. Without the package the column says so;
 - **topic**: the zero-shot MiniLM cosine of the reply with the joined context;
 - **echo**: the share of the reply's content words found in the last context line;
 - **words**: the reply's length.
@@ -80,8 +84,42 @@ def judge(dailydialog: Path):
     return model
 
 
-def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model) -> dict:
-    """Per-row means (and standard errors) of the judged-human share, topic, echo and words."""
+def grammar_parser():
+    """A function text -> 1.0 if Link Grammar links every sentence of it with no word left out, else 0.0; None
+    (with a note printed) where the Debian package is not installed."""
+    try:
+        import linkgrammar  # noqa: F401
+    except ImportError:
+        sys.path.append("/usr/lib/python3/dist-packages")  # where Debian's python3-link-grammar puts it
+        try:
+            import linkgrammar  # noqa: F401
+        except ImportError:
+            print("grammar parser: not installed (apt install python3-link-grammar link-grammar-dictionaries-en)")
+            return None
+        finally:
+            sys.path.remove("/usr/lib/python3/dist-packages")
+    import re
+
+    from linkgrammar import Clinkgrammar, Dictionary, ParseOptions, Sentence
+
+    dictionary = Dictionary("en")
+    options = ParseOptions(min_null_count=0, max_null_count=0, max_parse_time=2, verbosity=0)
+
+    def parses(text: str) -> float:
+        text = re.sub(r"\bi(?=\b|')", "I", text.strip())
+        pieces = [p for p in re.split(r"(?<=[.!?])\s+", text) if p]
+        for piece in pieces or [""]:
+            sentence = Sentence(piece, dictionary, options)
+            sentence.parse()
+            if Clinkgrammar.sentence_num_valid_linkages(sentence._obj) == 0:
+                return 0.0
+        return 1.0
+
+    return parses
+
+
+def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
+    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo and words."""
     from corpus.text import STOPWORDS, words
     from reranker.runtime import unit
 
@@ -100,8 +138,8 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         x = np.asarray(x, dtype=float)
         return float(x.mean()), float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
-    return {"human": mean_se(human), "topic": mean_se(topic), "echo": mean_se(echo),
-            "words": mean_se([len(words(t)) for t in texts])}
+    return {"human": mean_se(human), "parses": mean_se([parses(t) for t in texts]) if parses else None,
+            "topic": mean_se(topic), "echo": mean_se(echo), "words": mean_se([len(words(t)) for t in texts])}
 
 
 def main() -> int:
@@ -126,6 +164,7 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out subtitle "
           f"contexts, budget {args.budget_ms} ms, {args.clients} client(s)", flush=True)
     judge_model = judge(args.dailydialog)
+    parses = grammar_parser()
     topic_model = BiEncoder.from_backbone()
     rows: dict[str, list[str]] = {"true next line": [true for _, true in cases]}
     first = load_engine(models[0])
@@ -147,11 +186,12 @@ def main() -> int:
         read = [n for _, n in results]
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}", flush=True)
-    print("\n| reply | judged human | topic | echo | words |\n|---|---|---|---|---|")
+    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | words |\n|---|---|---|---|---|---|")
     for name, texts in rows.items():
-        m = measures(texts, cases, judge_model, topic_model)
-        print(f"| {name} | " + " | ".join(f"{m[k][0]:.3f} ± {m[k][1]:.3f}" if k != "words" else f"{m[k][0]:.1f}"
-                                          for k in ("human", "topic", "echo", "words")) + " |")
+        m = measures(texts, cases, judge_model, topic_model, parses)
+        print(f"| {name} | " + " | ".join("not installed" if m[k] is None else f"{m[k][0]:.1f}" if k == "words"
+                                          else f"{m[k][0]:.3f} ± {m[k][1]:.3f}"
+                                          for k in ("human", "parses", "topic", "echo", "words")) + " |")
     print("\nSample replies:")
     for t in range(min(args.examples, len(cases))):
         print(f"\ncontext: {' / '.join(cases[t][0])}")

@@ -64,10 +64,15 @@ def _add_train(sub) -> None:
     p.add_argument("--prepared", help="prepared-samples folder (default: a hidden sibling of --out)")
     p.add_argument("--preset", choices=("default", "large"), default="default",
                    help="editor recipes: default = 10 minutes; large = 60 minutes and more lines for the fluency head")
-    p.add_argument("--recipe", choices=("cross", "editor"), default="cross",
+    p.add_argument("--recipe", choices=("auto", "cross", "editor"), default="auto",
                    help="with --dump: cross = fine-tune a cross-encoder (DeBERTa-v3 with --base-model); editor = the "
-                        "default's recipe (MiniLM bi-encoder + a fluency head trained against a writer built from "
-                        "the dump's train split), within --max-minutes (default 10)")
+                        "default's recipe (MiniLM bi-encoder, a sense model fine-tuned against a writer built from "
+                        "the dump's train split, a fluency head), within --max-minutes (default 10); auto (the "
+                        "default) = cross with --base-model, editor without: a MiniLM cross-encoder trained in CPU "
+                        "minutes measured worse than the zero-shot bi-encoder")
+    p.add_argument("--keep-worse", action="store_true",
+                   help="keep the trained scorer in --out even when it measures worse than the zero-shot bi-encoder "
+                        "on its held-out cases (by default it moves to OUT-worse and the bi-encoder takes its place)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     add_config_flags(p, TrainConfig, TRAIN_FLAGS)
     p.add_argument("--pooling", choices=("mean", "cls", "pair"), default=None,
@@ -210,6 +215,7 @@ def cmd_eval(args) -> int:
 
 def cmd_train(args) -> int:
     from reranker.cross_encoder import CrossEncoder
+    from reranker.recipes import fall_back_if_worse
     from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
@@ -226,24 +232,36 @@ def cmd_train(args) -> int:
         except (BackboneNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
+                           first_stage_ok=args.base_model is None)
         print(f"saved {out} in {time.monotonic() - t0:.0f} s")
         return 0
 
     out = Path(args.out or "models/reranker")
-    if args.recipe == "editor":
+    recipe_name = args.recipe if args.recipe != "auto" else ("cross" if args.base_model else "editor")
+    started = time.monotonic()  # --max-minutes bounds the whole command: reading, training, evaluating, saving
+    if recipe_name == "editor":
         from reranker.recipes import DefaultRecipe, train_editor
 
+        print(f"recipe: editor (within {args.max_minutes or DefaultRecipe.max_minutes:g} minutes, reading included)")
         splits = {name: read_split(args.dump, name, hold_out=tuple(args.hold_out))[0]
                   for name in ("train", "val", "test")}
         try:
-            recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
+            budget = args.max_minutes or DefaultRecipe.preset(args.preset).max_minutes
+            left = budget - (time.monotonic() - started) / 60
+            if left < 1.0:
+                raise ValueError(f"reading the dump took {time.monotonic() - started:.0f} s of the {budget:g}-minute "
+                                 "budget: raise --max-minutes")
+            recipe = DefaultRecipe.preset(args.preset, max_minutes=left, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"saved {out}")
+        fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
+                           first_stage_ok=args.base_model is None)
+        print(f"saved {out} in {time.monotonic() - started:.0f} s")
         return 0
 
     from reranker.card import format_table, model_card, verdict
@@ -263,7 +281,18 @@ def cmd_train(args) -> int:
                                                markov_dir=args.markov_dir),
             workers=args.workers, progress=not args.no_progress)
     train_set, val_set = PreparedSplit(prepared, "train"), PreparedSplit(prepared, "val")
-    config = config_from_args(TrainConfig, args, base_model=backbone, pooling=pooling)
+    limits = {}
+    eval_limit_s = None
+    if args.max_minutes:  # the budget covers preparing and evaluating too: training gets what they leave
+        eval_limit_s = min(180.0, 0.25 * args.max_minutes * 60)
+        train_s = args.max_minutes * 60 - (time.monotonic() - started) - eval_limit_s - 15.0  # 15 s: saving
+        if train_s < 30:
+            print(f"error: preparing the dump took {time.monotonic() - started:.0f} s of the {args.max_minutes:g}-"
+                  f"minute budget, leaving no time to train: raise --max-minutes (prepared samples are kept in "
+                  f"{prepared}; a rerun reuses them)", file=sys.stderr)
+            return 2
+        limits["max_minutes"] = train_s / 60
+    config = config_from_args(TrainConfig, args, base_model=backbone, pooling=pooling, **limits)
     result = train(train_set, val_set, config, out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 evaluates and saves
@@ -278,9 +307,10 @@ def cmd_train(args) -> int:
     docs = [d for d in docs if len(d.lines) >= 2]
     if len(docs) >= 2:
         n = args.eval_cases
+        left = None if eval_limit_s is None else max(20.0, args.max_minutes * 60 - (time.monotonic() - started) - 15)
         metrics.update(evaluate_on(reranker, args.dump, docs, split="test", baseline=True, writer=None,
                                    seed=args.seed, progress=not args.no_progress, n_select10=n, n_select100=n,
-                                   n_writer=n, n_swap=n))
+                                   n_writer=n, n_swap=n, **({"time_limit_s": left} if left else {})))
     print(format_table(metrics))
     card = model_card(
         title="riposte reranker",
@@ -314,7 +344,8 @@ def cmd_train(args) -> int:
     if log.is_file():
         extras[LOG_FILE] = log.read_text(encoding="utf-8")
     final.save(out, model_card=card, extra_files=extras)
-    print(f"saved {out}")
+    fall_back_if_worse(out, metrics, keep_worse=args.keep_worse)
+    print(f"saved {out} in {time.monotonic() - started:.0f} s")
     return 0
 
 

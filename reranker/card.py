@@ -197,6 +197,26 @@ def verdict(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -
     return "\n".join(out)
 
 
+# The measures a trained scorer must not lose on to ship: the true line among other people's lines, and among the
+# writer's lines (the choice the engine really faces).
+HEADLINE = ("select100", "writer99")
+
+
+def measures_worse(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> str | None:
+    """Why `model` measures worse than `baseline` (a lower mean R@1 over the HEADLINE measures, on the same
+    cases), as one line; None when it does not, or when the figures to say so are missing."""
+    scorers = metrics.get("scorers", {})
+    a, b = scorers.get(model), scorers.get(baseline)
+    if not a or not b or not all(a.get(m, {}).get("n") and b.get(m, {}).get("n") for m in HEADLINE):
+        return None
+    mine = [a[m]["r@1"] for m in HEADLINE]
+    theirs = [b[m]["r@1"] for m in HEADLINE]
+    if np.mean(mine) >= np.mean(theirs):
+        return None
+    return ", ".join(f"{LABELS[m]} {x:.3f} against the {baseline}'s {y:.3f} (n {a[m]['n']})"
+                     for m, x, y in zip(HEADLINE, mine, theirs, strict=True))
+
+
 def _hits(figures: dict, measure: str) -> np.ndarray | None:
     """Per-case 0/1 successes of a measure's figures (true line first, or swap won), if they were kept."""
     if measure == "swap":

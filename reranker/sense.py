@@ -33,7 +33,7 @@ from corpus.progress import progress as progress_bar
 from corpus.text import words
 from reranker.biencoder import BiEncoder, BiEncoderConfig
 from reranker.evaluate import roc_auc
-from reranker.runtime import bf16_supported, mean_pool, pad_batch
+from reranker.runtime import bf16_supported, mean_pool, pad_batch, unit
 
 HEAD_FILE = "sense_head.safetensors"
 
@@ -50,6 +50,11 @@ class SenseTraining:
     min_words: int = 2
     max_words: int = 25
     held_out_pairs: int = 1000
+    # Relevance, learned by the same encoder in the same step: each human line's context ranks that line above
+    # the batch's other human lines and every writer line in it (InfoNCE, cosine x scale). 0: sense only.
+    relevance_weight: float = 1.0
+    relevance_scale: float = 20.0  # sentence-transformers' MultipleNegativesRankingLoss default
+    context_max_length: int = 64  # tokens of the joined context, newest kept
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +62,9 @@ class SenseTraining:
             raise ValueError(f"batch_size must be an even number >= 2, got {self.batch_size}")
         if not 1 <= self.min_words <= self.max_words:
             raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+        if self.relevance_weight < 0 or self.relevance_scale <= 0:
+            raise ValueError(f"need relevance_weight >= 0 and relevance_scale > 0, got {self.relevance_weight}, "
+                             f"{self.relevance_scale}")
 
 
 class SenseModel:
@@ -89,10 +97,30 @@ class SenseModel:
         """The encoder's cost model: what its forward costs per padded token."""
         return self.encoder.cost
 
+    def read_until(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pooled vectors (N, H), logits (N,) float32 and the done mask, front to back until `deadline`.
+
+        The vectors are the fine-tuned encoder's: their cosine with `context_vector` is its learned relevance.
+        """
+        vecs, _, done = self.encoder.embed_until(texts, deadline, exact=exact)
+        return vecs, self.head_logits(vecs), done
+
+    def head_logits(self, vecs: np.ndarray) -> np.ndarray:
+        """The head's logits (N,) float32 on the encoder's pooled vectors (N, H)."""
+        return (vecs @ self._w + self._b).astype(np.float32)
+
     def logits_until(self, texts: list[str], deadline: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
         """Logits (N,) float32 and the done mask, front to back until `deadline` (time.monotonic())."""
-        vecs, _, done = self.encoder.embed_until(texts, deadline)
-        return (vecs @ self._w + self._b).astype(np.float32), done
+        _, logits, done = self.read_until(texts, deadline)
+        return logits, done
+
+    def context_vector(self, context: list[str]) -> np.ndarray:
+        """The unit vector (H,) of the joined context as the fine-tuned encoder reads it; zeros when empty."""
+        if not context:
+            return np.zeros(self.encoder.hidden_size, dtype=np.float32)
+        raw, _ = self.encoder.embed([self.encoder.context_text(context)], keep_end=True, exact=True)
+        return unit(raw)[0]
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Logits (N,) float32 of every text: > 0 reads "a person said this"."""
@@ -103,16 +131,21 @@ class SenseModel:
     def write(self, directory: Path) -> None:
         """Write the encoder (a bi-encoder directory) and the head into an existing (temporary) directory."""
         self.encoder.write(directory)
+        self.write_head(directory)
+
+    def write_head(self, directory: Path) -> None:
+        """Write the head alone (its encoder is saved elsewhere, as an editor's shared bi-encoder is)."""
         save_file({k: v.detach().contiguous().float() for k, v in self.head.state_dict().items()},
                   str(directory / HEAD_FILE))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, **options) -> SenseModel:
-        """Load a saved sense model; options (device, dtype, backend) go to its encoder."""
+    def load(cls, directory: str | os.PathLike, *, encoder: BiEncoder | None = None, **options) -> SenseModel:
+        """Load a saved sense model; options (device, dtype, backend) go to its encoder. `encoder`: an encoder
+        loaded already (an editor's shared one), for a directory that holds the head alone."""
         directory = Path(directory)
         if not (directory / HEAD_FILE).is_file():
             raise FileNotFoundError(f"{directory} has no {HEAD_FILE}: the sense model is incomplete; rebuild it")
-        encoder = BiEncoder.load(directory, **options)
+        encoder = encoder or BiEncoder.load(directory, **options)
         head = nn.Linear(encoder.hidden_size, 1)
         try:
             head.load_state_dict(load_file(str(directory / HEAD_FILE)))
@@ -153,8 +186,13 @@ def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
 
 
 def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[tuple[str, str]], *,
-                deadline: float, training: SenseTraining | None = None, progress: bool = True) -> dict:
+                deadline: float, training: SenseTraining | None = None, progress: bool = True,
+                contexts: dict[str, str] | None = None) -> dict:
     """Fine-tune the encoder and the head on length-matched (human, writer) pairs until `deadline`.
+
+    With `contexts` (a human line -> the joined context it answered) and a relevance weight, each step also
+    teaches the encoder relevance: the context's vector ranks its line above the batch's other lines, writer
+    lines included (in-batch negatives plus the writer's, the choice the editor faces).
 
     Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
     dtype used, and a history of the loss every few steps.
@@ -186,6 +224,8 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     net.train()
     model.head.train()
     cut = training.max_length - 2
+    contexts = contexts if training.relevance_weight > 0 else None
+    relevance_losses: list[float] = []
     bar = progress_bar(desc="sense (human or writer?)", unit=" lines", disable=not progress)
     try:
         while time.monotonic() < deadline:
@@ -203,8 +243,22 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
                 group["lr"] = lr * max(scale, 0.05)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 hidden = net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-            logits = model.head(mean_pool(hidden, attention_mask))[:, 0]  # (B,), fp32
+            pooled = mean_pool(hidden, attention_mask)  # (B, H): half human, half writer
+            logits = model.head(pooled)[:, 0]  # (B,), fp32
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            rows = [i for i, (h, _) in enumerate(batch) if contexts and h in contexts]
+            if len(rows) >= 2:
+                ctx_ids = encoder.tokenize([contexts[batch[i][0]] for i in rows], keep_end=True)
+                ctx_ids = [[x[0], *x[1:-1][-(training.context_max_length - 2):], x[-1]] for x in ctx_ids]
+                ctx_input, ctx_mask = pad_batch(ctx_ids, encoder.pad_id, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    ctx_hidden = net(input_ids=ctx_input, attention_mask=ctx_mask).last_hidden_state
+                query = nn.functional.normalize(mean_pool(ctx_hidden, ctx_mask).float(), dim=-1)
+                keys = nn.functional.normalize(pooled.float(), dim=-1)  # every line of the batch, writer's too
+                sims = training.relevance_scale * query @ keys.T  # (R, B)
+                relevance = nn.functional.cross_entropy(sims, torch.tensor(rows, device=device))
+                loss = loss + training.relevance_weight * relevance
+                relevance_losses.append(relevance.item())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -216,7 +270,9 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
             if step % 20 == 0:
                 history.append({"event": "train", "stage": "sense", "step": step, "lines": seen,
                                 "seconds": round(time.monotonic() - started, 1),
-                                "loss": round(float(np.mean(losses[-20:])), 5)})
+                                "loss": round(float(np.mean(losses[-20:])), 5),
+                                **({"relevance_loss": round(float(np.mean(relevance_losses[-20:])), 5)}
+                                   if relevance_losses else {})})
     finally:
         bar.close()
         net.eval()
@@ -228,4 +284,5 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     return {"steps": step, "lines": seen, "seconds": round(seconds, 1),
             "lines_per_s": round(seen / max(seconds, 1e-9), 1), "bf16": bf16, "pairs": len(pairs),
             "held_out_pairs": len(held_out), "held_out_auc_before": round(auc_before, 4),
+            "relevance": bool(relevance_losses),
             "held_out_auc": round(auc_after, 4), "history": history}

@@ -36,7 +36,7 @@ def test_train_then_eval_on_a_tiny_dump(tiny_bert, tmp_path, capsys):
     out = tmp_path / "models" / "reranker"
     code = main(["train", "--dump", dump, "--base-model", tiny_bert, "--out", str(out), "--max-steps", "4",
                  "--eval-every", "2", "--save-every", "2", "--max-length", "32", "--batch-size", "8",
-                 "--workers", "1", "--eval-cases", "20", "--no-progress"])
+                 "--workers", "1", "--eval-cases", "20", "--no-progress", "--keep-worse"])
     assert code == 0
     rr = Reranker.load(out, warmup=False)
     assert rr.config.max_length == 32 and rr.config.pooling == "cls"

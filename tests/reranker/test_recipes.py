@@ -70,3 +70,57 @@ def test_presets_and_their_overrides():
     assert DefaultRecipe.preset("default", max_minutes=2.5).max_minutes == 2.5
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         DefaultRecipe.preset("huge")
+
+
+def figures(model: tuple[float, float], bi: tuple[float, float], n: int = 100) -> dict:
+    """Metrics with R@1 of 100 and vs writer lines for the model and the bi-encoder (hand values)."""
+    def scorer(r100, rw):
+        def measure(r):
+            return {"r@1": r, "r@1_se": 0.03, "mrr": r, "mrr_se": 0.03, "n": n}
+
+        return {"select100": measure(r100), "writer99": measure(rw)}
+
+    return {"scorers": {"model": scorer(*model), "bi-encoder": scorer(*bi), "tf-idf": scorer(0.1, 0.1)}}
+
+
+def test_measures_worse_compares_the_mean_of_the_headline_measures():
+    from reranker.card import measures_worse
+
+    assert measures_worse(figures((0.30, 0.40), (0.22, 0.32))) is None
+    assert measures_worse(figures((0.20, 0.40), (0.22, 0.32))) is None  # loses one, wins the mean
+    why = measures_worse(figures((0.058, 0.052), (0.110, 0.178)))  # the issue's cross-encoder on a dump
+    assert "R@1 of 100 0.058 against the bi-encoder's 0.110 (n 100)" in why and "0.052 against" in why
+    assert measures_worse({"scorers": {"model": {}, "bi-encoder": {}}}) is None  # nothing measured: nothing said
+
+
+def test_a_worse_scorer_moves_aside_and_the_zero_shot_biencoder_takes_its_place(tmp_path, capsys):
+    import json
+
+    import reranker
+    from reranker.biencoder import BiEncoder
+    from reranker.recipes import fall_back_if_worse
+
+    out = tmp_path / "editor"
+    (out / "first_stage").mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    (out / "first_stage" / "marker").write_text("kept")
+    assert fall_back_if_worse(out, figures((0.3, 0.4), (0.2, 0.3))) is None and (out / "config.json").read_text() == "{}"
+
+    moved = fall_back_if_worse(out, figures((0.05, 0.05), (0.11, 0.18)), first_stage_ok=True)
+    assert moved == tmp_path / "editor-worse" and (moved / "config.json").read_text() == "{}"  # nothing lost
+    assert "WORSE than the zero-shot bi-encoder" in capsys.readouterr().err
+    fallback = reranker.load(out, dtype=torch.float32, warmup=False)
+    bi = BiEncoder.from_backbone(dtype=torch.float32)
+    context, candidates = ["hi there", "how are you?"], ["fine thanks", "the cat sat", "i am well, you?"]
+    ours, theirs = fallback.score(context, candidates), 20 * bi.score(context, candidates)
+    np.testing.assert_allclose(ours, theirs, atol=0.05)  # bf16 where the CPU has it: cosines within ~1e-3
+    assert np.argsort(ours).tolist() == np.argsort(theirs).tolist()
+    eval_json = json.loads((out / "eval.json").read_text())
+    assert eval_json["scorers"]["model"]["select100"]["r@1"] == 0.11 and "fallback" in eval_json
+    assert (out / "first_stage" / "marker").read_text() == "kept"
+    assert "zero-shot fallback" in (out / "README.md").read_text()
+
+    (out / "config.json").unlink()  # --keep-worse: loud, but the directory stays as it is
+    (out / "config.json").write_text("{}")
+    assert fall_back_if_worse(out, figures((0.05, 0.05), (0.11, 0.18)), keep_worse=True) is None
+    assert (out / "config.json").read_text() == "{}" and "--keep-worse" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import torch
 
 from corpus.text import words
 from reranker.editor import FEATURES, Editor, EditorConfig
+from reranker.runtime import unit
 from reranker.sense import SenseModel, SenseTraining, held_out_auc, length_matched_pairs, train_sense
 
 CONTEXT = ["hello how are you", "i like to eat pizza"]
@@ -50,6 +51,34 @@ def test_training_learns_what_separates_human_from_writer_lines(tiny_bert):
     assert report["history"][-1]["event"] == "eval"
 
 
+def test_training_with_contexts_learns_relevance_in_the_same_encoder(tiny_bert):
+    # A reply's words are its context's words mapped through a fixed permutation of the vocabulary: no overlap, so
+    # an untrained encoder cannot match them; only training on (context, reply) pairs can.
+    vocab = HUMAN_WORDS
+    mapped = dict(zip(vocab, np.random.default_rng(7).permutation(vocab), strict=True))
+    human = lines(vocab, 800, 1)
+    contexts = {h: " ".join(mapped[w] for w in h.split()) for h in human}
+    pairs = length_matched_pairs(human, lines(WRITER_WORDS, 2000, 2), seed=0)
+    held = [h for h in lines(vocab, 400, 3) if h not in contexts][:200]
+
+    def recall_at_1(model: SenseModel) -> float:
+        ctx = np.stack([model.context_vector([" ".join(mapped[w] for w in h.split())]) for h in held])
+        cand = unit(model.encoder.embed(held)[0])
+        return float(np.mean(np.argmax(ctx @ cand.T, axis=1) == np.arange(len(held))))
+
+    torch.manual_seed(0)
+    model = SenseModel.from_backbone(tiny_bert)
+    before = recall_at_1(model)
+    report = train_sense(model, pairs, [], deadline=time.monotonic() + 6.0, contexts=contexts, progress=False,
+                         training=SenseTraining(batch_size=32, lr=2e-3, head_lr=1e-2, warmup_steps=2))
+    assert report["relevance"] and any("relevance_loss" in h for h in report["history"])
+    assert recall_at_1(model) > max(0.2, 2 * before)
+    # a relevance weight of 0 trains sense alone, contexts or not
+    off = train_sense(SenseModel.from_backbone(tiny_bert), pairs, [], deadline=time.monotonic() + 1.0,
+                      contexts=contexts, progress=False, training=SenseTraining(batch_size=32, relevance_weight=0))
+    assert not off["relevance"]
+
+
 def test_too_few_pairs_is_a_clear_error(tiny_bert):
     with pytest.raises(ValueError, match="length-matched pairs"):
         train_sense(SenseModel.from_backbone(tiny_bert), [("hi", "no")], [], deadline=time.monotonic() + 1)
@@ -63,20 +92,29 @@ def sensible_editor(tiny_bert) -> Editor:
     with torch.no_grad():
         sense.head.weight.normal_()
     sense.refresh()
-    return editor.with_sense(sense).with_config(EditorConfig(weights=(5.0, 1.0, 0.5, 2.0), bias=0.1))
+    return editor.with_sense(sense).with_config(EditorConfig(weights=(5.0, 1.0, 0.5, 2.0, 1.5), bias=0.1))
 
 
-def test_the_sense_logit_is_the_fourth_feature_and_enters_the_score(sensible_editor):
+def test_the_sense_features_are_its_logit_and_its_cosine_and_enter_the_score(sensible_editor):
     editor = sensible_editor
-    vecs, tokens, sense, done = editor.read_texts(CANDIDATES)
-    assert done.all() and FEATURES[3] == "sense"
-    np.testing.assert_allclose(sense, editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-6)
-    feats = editor.features(editor.context_vectors(CONTEXT), vecs, tokens, sense)
-    np.testing.assert_allclose(feats[:, 3], sense, rtol=1e-6)
+    reading = editor.read_texts(CANDIDATES)
+    assert reading.done.all() and FEATURES[3:] == ("sense", "sense_context")
+    np.testing.assert_allclose(reading.sense, editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-6)
+    feats = editor.features(editor.context_vectors(CONTEXT), reading)
+    np.testing.assert_allclose(feats[:, 3], reading.sense, rtol=1e-6)
+    # the fifth: the sense encoder's own cosine between the joined context and the candidate
+    ctx = unit(editor.sense.encoder.embed([" ".join(CONTEXT)], keep_end=True)[0])[0]
+    cand = unit(editor.sense.encoder.embed(CANDIDATES)[0])
+    np.testing.assert_allclose(feats[:, 4], cand @ ctx, rtol=1e-5, atol=1e-5)
     expected = feats @ np.asarray(editor.config.weights, dtype=np.float32) + np.float32(0.1)
     np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES), expected, rtol=1e-4, atol=1e-5)
     without = editor.with_sense(None).score(CONTEXT, CANDIDATES)
-    np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES) - without, 2.0 * sense, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES) - without, 2.0 * feats[:, 3] + 1.5 * feats[:, 4],
+                               rtol=1e-4, atol=1e-4)
+    pairs = [(CONTEXT, c) for c in CANDIDATES] + [(["good night"], CANDIDATES[0])]
+    np.testing.assert_allclose(editor.score_pairs(pairs)[:-1], editor.score(CONTEXT, CANDIDATES), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(editor.score_pairs(pairs)[-1], editor.score(["good night"], CANDIDATES[:1])[0],
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_an_editor_with_sense_saves_and_loads_the_same_scores(sensible_editor, tmp_path):
@@ -85,7 +123,7 @@ def test_an_editor_with_sense_saves_and_loads_the_same_scores(sensible_editor, t
     sensible_editor.save(tmp_path / "ed")
     assert (tmp_path / "ed" / "sense" / "sense_head.safetensors").is_file()
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())["riposte"]
-    assert raw["format_version"] == 2 and raw["weights"]["sense"] == 2.0
+    assert raw["format_version"] == 3 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
     again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert again.sense is not None
     np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), sensible_editor.score(CONTEXT, CANDIDATES),
@@ -101,10 +139,23 @@ def test_a_version_1_editor_loads_with_no_sense(sensible_editor, tmp_path):
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 1
-    del raw["riposte"]["weights"]["sense"]
+    del raw["riposte"]["weights"]["sense"], raw["riposte"]["weights"]["sense_context"]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0)
+    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0)
+
+
+def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, tmp_path):
+    import reranker
+
+    sensible_editor.save(tmp_path / "ed")
+    path = tmp_path / "ed" / "config.json"
+    raw = json.loads(path.read_text())
+    raw["riposte"]["format_version"] = 2
+    del raw["riposte"]["weights"]["sense_context"]
+    path.write_text(json.dumps(raw))
+    old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0)
 
 
 def test_a_mix_that_weighs_a_missing_sense_model_is_refused(sensible_editor, tmp_path):
@@ -116,3 +167,29 @@ def test_a_mix_that_weighs_a_missing_sense_model_is_refused(sensible_editor, tmp
     shutil.rmtree(tmp_path / "ed" / "sense")
     with pytest.raises(FileNotFoundError, match="no sense/ but its mix weighs sense"):
         reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+
+
+def test_an_editor_whose_sense_model_shares_its_encoder_reads_each_candidate_once(sensible_editor, tmp_path):
+    import reranker
+
+    sense = SenseModel(sensible_editor.biencoder, sensible_editor.sense.head)
+    shared = sensible_editor.with_sense(sense)
+    assert shared.shared and not sensible_editor.shared and shared.cost is shared.biencoder.cost
+    reading = shared.read_texts(CANDIDATES)
+    np.testing.assert_allclose(reading.sense, sense.logits(CANDIDATES), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(reading.sense_vecs, reading.vecs)
+    feats = shared.features(shared.context_vectors(CONTEXT), reading)
+    np.testing.assert_allclose(feats[:, 4], feats[:, 0], rtol=1e-6)  # one encoder: one context cosine
+    calls = []
+    forward = shared.biencoder._forward
+    shared.biencoder._forward = lambda batch: calls.append(len(batch)) or forward(batch)
+    shared.score(["a fresh context"], ["a fresh candidate line"])
+    # the joined context, the last line and the candidate, once each: no sense read of either (unshared: 5)
+    assert sum(calls) == 3
+    shared.biencoder._forward = forward
+
+    shared.save(tmp_path / "ed")
+    assert not (tmp_path / "ed" / "sense" / "config.json").exists()  # the head alone: the encoder is biencoder/
+    again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+    assert again.shared and again.config.shared_encoder
+    np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), shared.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
