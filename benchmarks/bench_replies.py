@@ -146,6 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", type=Path, default=[], help="model dir (markov/ + editor/)")
     parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=7, help="which held-out contexts (the same seed, the same ones)")
     parser.add_argument("--budget-ms", type=int, default=1000)
     parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
     parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
@@ -160,7 +161,7 @@ def main() -> int:
     from server.models import load_engine
 
     paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
-    cases = held_out_cases(paths, args.turns, seed=7)
+    cases = held_out_cases(paths, args.turns, seed=args.seed)
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out subtitle "
           f"contexts, budget {args.budget_ms} ms, {args.clients} client(s)", flush=True)
     judge_model = judge(args.dailydialog)

@@ -1,7 +1,7 @@
 """How the default editor's quality grows with its build budget: held-out R@1 against minutes, and a PNG.
 
-Each budget builds the editor from scratch with `train_default` (prep, embedding, fluency head, mix and the
-evaluation all inside the budget) and reads back the figures it measured on the held-out chitchat conversations,
+Each budget builds the editor from scratch with `train_default` (prep, the sense model's fine-tune, embedding,
+fluency head, mix and the evaluation all inside the budget; the sense model's held-out AUC is printed too) and reads back the figures it measured on the held-out chitchat conversations,
 the zero-shot bi-encoder beside it on the same cases. With --ood PATH..., each editor is also evaluated on
 dialogue it never saw (every document held out, writers built from the other documents).
 
@@ -55,7 +55,9 @@ def main() -> None:
                         m.pop("wins", None)
         rows.append(row)
         m, b = row["chitchat"]["model"], row["chitchat"]["bi-encoder"]
-        print(f"{minutes:5.1f} min ({row['wall_s']:.0f} s wall): fluency lines {row['train']['fluency']['n_train']:,}; "
+        sense = row["train"].get("sense", {})
+        print(f"{minutes:5.1f} min ({row['wall_s']:.0f} s wall): sense {sense.get('lines', 0):,} lines, held-out AUC "
+              f"{sense.get('held_out_auc', float('nan')):.3f}; fluency lines {row['train']['fluency'].get('n_train', 0):,}; "
               + "; ".join(f"{label} {m[k]['r@1']:.3f} (bi-encoder {b[k]['r@1']:.3f}, n {m[k]['n']})"
                           for k, label in MEASURES if k in m),
               flush=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from corpus.progress import progress
 from corpus.report import Report
-from markov.chain import MarkovConfig, MarkovModel
+from markov.chain import CHITCHAT_ORDER, MarkovConfig, MarkovModel
 from markov.personas import PersonaConfig, collect, reaction_weight, read_chat_inputs, save_personas
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d+)?)\t(.*)$")
@@ -50,7 +50,8 @@ def read_input(name: str, report: Report, weighting: str = "log") -> Iterator[tu
 
 def cmd_build(args: argparse.Namespace) -> None:
     """Build a model from the inputs and save it."""
-    config = MarkovConfig(order=args.order, min_tokens=args.min_tokens, max_tokens=args.max_tokens,
+    order = args.order or (CHITCHAT_ORDER if args.input == ["chitchat"] else MarkovConfig.order)
+    config = MarkovConfig(order=order, min_tokens=args.min_tokens, max_tokens=args.max_tokens,
                           max_overlap_ratio=args.max_overlap_ratio)
     start = time.perf_counter()
 
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
     b.add_argument("--input", nargs="+", required=True,
                    help="`chitchat`, text files (one message per line), or chat exports, subtitles, folders, archives")
     b.add_argument("--out", required=True, type=Path, help="model directory to write")
-    b.add_argument("--order", type=int, default=2, help="n-gram order, 1-4 (default 2)")
+    b.add_argument("--order", type=int, default=None,
+                   help=f"n-gram order, 1-4 (default {CHITCHAT_ORDER} for chitchat alone, whose 258k lines make "
+                        f"order {CHITCHAT_ORDER} both fluent and novel; {MarkovConfig.order} otherwise)")
     b.add_argument("--min-tokens", type=int, default=2)
     b.add_argument("--max-tokens", type=int, default=32)
     b.add_argument("--max-overlap-ratio", type=float, default=None,

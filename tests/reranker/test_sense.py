@@ -193,3 +193,17 @@ def test_an_editor_whose_sense_model_shares_its_encoder_reads_each_candidate_onc
     again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert again.shared and again.config.shared_encoder
     np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), shared.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
+
+
+def test_the_first_stage_is_distilled_from_the_encoder_that_carries_the_relevance(sensible_editor):
+    from reranker.recipes import first_stage_source
+
+    assert first_stage_source(sensible_editor) == (sensible_editor.biencoder, (5.0, 1.0))  # zero-shot leads
+    learned = sensible_editor.with_config(EditorConfig(weights=(-2.2, 2.0, 0.1, -0.5, 17.0)))
+    encoder, weights = first_stage_source(learned)
+    assert encoder is learned.sense.encoder and weights == (1.0, 0.0)
+    # never a negative weight: the first stage orders candidates by relevance, not against it
+    negative = sensible_editor.with_sense(None).with_config(EditorConfig(weights=(-1.0, -2.0, 0.5)))
+    assert first_stage_source(negative) == (negative.biencoder, (1.0, 0.0))
+    mixed = sensible_editor.with_sense(None).with_config(EditorConfig(weights=(-1.0, 3.0, 0.5)))
+    assert first_stage_source(mixed)[1] == (0.0, 3.0)
