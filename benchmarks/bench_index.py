@@ -1,12 +1,13 @@
 """Approximate nearest-neighbour libraries for the reply index: build time, memory, query latency, recall@64.
 
 The entries are what the index will hold: the default writer's lines, embedded by the default editor's first
-stage (static word vectors distilled from MiniLM, 384 dimensions, unit length; cheap enough to embed a million
+stage (static word vectors distilled from MiniLM, unit length; cheap enough to embed a million
 lines in seconds). The queries are held-out chitchat contexts embedded the same way. Recall@64 is against exact
 inner-product search (numpy, the same vectors). Every library runs on the same vectors and queries, one query at
 a time (as a turn asks), on this machine's 2 cores.
 
-    .venv/bin/python benchmarks/bench_index.py --entries 100000 1000000 [--libs faiss-hnsw faiss-ivfpq hnswlib usearch]
+    .venv/bin/pip install faiss-cpu hnswlib usearch     # not project dependencies until one is chosen
+    .venv/bin/python benchmarks/bench_index.py --entries 100000 1000000 [--libs faiss-hnsw faiss-ivfpq hnswlib usearch-f16]
 """
 
 from __future__ import annotations
@@ -80,16 +81,17 @@ def build(lib: str, vecs: np.ndarray):
 
         nlist = int(4 * np.sqrt(n))
         quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFPQ(quantizer, d, nlist, 48, 8, faiss.METRIC_INNER_PRODUCT)
+        m = d // 8  # 8 dimensions a sub-quantizer, one byte each
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         index.train(vecs[np.random.default_rng(0).choice(n, min(n, 100 * nlist), replace=False)])
         index.add(vecs)
         index.nprobe = 32
         # PQ codes rank roughly: rerank the best 4 K exactly, as a real turn would, for a fair recall
-        def search(q):
+        def search(q, keep=quantizer):  # the quantizer must outlive the index
             ids = index.search(q[None], 4 * K)[1][0]
             ids = ids[ids >= 0]
             return ids[np.argsort(-(vecs[ids] @ q))[:K]]
-        return search, f"PQ 48 x 8 bit, nlist {nlist}, nprobe 32, exact rerank of 4K"
+        return search, f"PQ {m} x 8 bit, nlist {nlist}, nprobe 32, exact rerank of 4K"
     if lib == "hnswlib":
         import hnswlib
 

@@ -309,9 +309,10 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         # Too little time or text to learn anything: ship the untrained editor, which ranks as the bi-encoder does.
         fluency = {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"), "epoch": 0,
                    "n_train": 0, "n_val": 0, "skipped": f"{int(done.sum())} lines embedded, {len(pool)} writer lines"}
-        weights = EditorConfig().weights
+        weights = list(EditorConfig().weights)
         if sense is not None:  # the sense model alone is still worth its weight: a fixed, modest one
-            weights = (*weights[:3], 1.0)
+            weights[FEATURES.index("sense")] = 1.0
+        weights = tuple(weights)
         feats = np.zeros((0, 0, len(FEATURES)), dtype=np.float32)
         say(f"too little data for the fluency head ({fluency['skipped']}): the editor ranks as the bi-encoder"
             + (", plus its sense logit" if sense is not None else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
@@ -147,6 +148,11 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)
+    # Too few lines for the fluency head (50 of each kind): the editor ranks as the bi-encoder plus its sense logit
+    starved = dataclasses.replace(recipe, max_train_lines=100)
+    out = train_editor(splits, tmp_path / "starved", recipe=starved, data_name="tiny dump", progress=False)
+    weights = json.loads((out / "train.json").read_text())["weights"]
+    assert weights == {"context": 20.0, "last_line": 0.0, "fluency": 0.0, "sense": 1.0, "sense_context": 0.0}
 
 
 def test_hold_out_patterns_make_the_test_split_and_nothing_else_is_tested():
