@@ -65,7 +65,7 @@ def exact(vecs: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def build(lib: str, vecs: np.ndarray):
+def build(lib: str, vecs: np.ndarray, ef: int = 128):
     """(search(query) -> ids, size note) for a library's index over vecs."""
     n, d = vecs.shape
     if lib == "faiss-hnsw":
@@ -74,7 +74,7 @@ def build(lib: str, vecs: np.ndarray):
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.add(vecs)
-        index.hnsw.efSearch = 128
+        index.hnsw.efSearch = ef
         return lambda q: index.search(q[None], K)[1][0], "fp32 vectors + graph M 32"
     if lib == "faiss-ivfpq":
         import faiss
@@ -98,13 +98,13 @@ def build(lib: str, vecs: np.ndarray):
         index = hnswlib.Index(space="ip", dim=d)
         index.init_index(max_elements=n, ef_construction=80, M=32)
         index.add_items(vecs, num_threads=2)
-        index.set_ef(128)
+        index.set_ef(ef)
         return lambda q: index.knn_query(q[None], k=K)[0][0], "fp32 vectors + graph M 32"
     if lib.startswith("usearch"):
         from usearch.index import Index
 
         dtype = lib.split("-")[1] if "-" in lib else "f16"
-        index = Index(ndim=d, metric="ip", dtype=dtype, connectivity=32, expansion_add=80, expansion_search=128)
+        index = Index(ndim=d, metric="ip", dtype=dtype, connectivity=32, expansion_add=80, expansion_search=ef)
         index.add(np.arange(n), vecs, threads=2)
         return lambda q: index.search(q, K).keys, f"{dtype} vectors + graph connectivity 32"
     raise ValueError(f"unknown library {lib!r}")
@@ -116,6 +116,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--libs", nargs="+", default=["faiss-hnsw", "faiss-ivfpq", "hnswlib", "usearch-f16", "usearch-i8"])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--ef", type=int, default=128, help="graph search width (ef, expansion_search)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or 'cpu'}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} cpus")
     print("| entries | library | build s | memory added MB | query p50 ms | query p99 ms | recall@64 | index |")
@@ -133,7 +134,7 @@ def main() -> int:
             before = rss_mb()
             started = time.perf_counter()
             try:
-                search, note = build(lib, vecs)
+                search, note = build(lib, vecs, args.ef)
             except ImportError as exc:
                 print(f"| {n:,} | {lib} | not installed ({exc}) | | | | | |")
                 continue
@@ -147,7 +148,7 @@ def main() -> int:
                 recall.append(len(set(np.asarray(ids).tolist()) & set(true.tolist())) / K)
             times_ms = np.asarray(times) * 1000
             print(f"| {n:,} | {lib} | {built:.1f} | {added:.0f} | {np.percentile(times_ms, 50):.2f} | "
-                  f"{np.percentile(times_ms, 99):.2f} | {np.mean(recall):.3f} | {note} |", flush=True)
+                  f"{np.percentile(times_ms, 99):.2f} | {np.mean(recall):.3f} | {note}, ef {args.ef} |", flush=True)
             del search
     return 0
 
