@@ -215,7 +215,7 @@ def cmd_eval(args) -> int:
 
 def cmd_train(args) -> int:
     from reranker.cross_encoder import CrossEncoder
-    from reranker.recipes import fall_back_if_worse
+    from reranker.recipes import fall_back_if_worse, zero_shot_first_stage
     from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
@@ -233,7 +233,7 @@ def cmd_train(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
-                           first_stage_ok=args.base_model is None)
+                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out))
         print(f"saved {out} in {time.monotonic() - t0:.0f} s")
         return 0
 
@@ -260,7 +260,7 @@ def cmd_train(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
-                           first_stage_ok=args.base_model is None)
+                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out))
         print(f"saved {out} in {time.monotonic() - started:.0f} s")
         return 0
 

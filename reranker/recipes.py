@@ -341,6 +341,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
             kept, targets = [t for t, r in zip(kept, read, strict=True) if r], targets[read]
         first_stage, first_stage_report = train_first_stage(
             editor, kept, targets, seed=recipe.seed, time_limit_s=max(10.0, 0.3 * reserve), progress=progress)
+        first_stage_report["distilled_from"] = "bi-encoder" if encoder is editor.biencoder else "sense"
         say(f"first stage: static vectors of {first_stage_report['words']:,} words, validation cosine "
             f"{first_stage_report['val_cosine']:.3f} in {first_stage_report['seconds']:.0f} s")
     say("mix: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(FEATURES, weights, strict=True))
@@ -387,10 +388,12 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                             if sense is not None else f"none ({sense_report.get('skipped')})"),
             "mix": ", ".join(f"{n} {w:.3f}" for n, w in zip(FEATURES, weights, strict=True))
                    + f", fitted listwise on {len(feats)} validation contexts",
-            "first stage": (f"`first_stage/`: static word vectors distilled from the bi-encoder on the same lines "
-                            f"({first_stage_report['words']:,} words; validation cosine with the bi-encoder "
+            "first stage": (f"`first_stage/`: static word vectors distilled from the "
+                            f"{first_stage_report.get('distilled_from', 'bi-encoder')} encoder on the same lines "
+                            f"({first_stage_report['words']:,} words; validation cosine with it "
                             f"{first_stage_report['val_cosine']:.3f}); it orders the writer's candidates"),
-            "writer it was trained against": "order-2 Markov chain on the train documents; it judges other "
+            "writer it was trained against": f"order-{writer.config.order} Markov chain on the train documents; it "
+                                             "judges other "
                                              "writers' lines less well (train one against your own writer)",
             "total seconds": round(total),
             "seed": recipe.seed,
@@ -507,6 +510,16 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
 WORSE_SUFFIX = "-worse"
 
 
+def zero_shot_first_stage(editor_dir: str | Path) -> bool:
+    """Whether a saved editor's first stage was distilled from its bi-encoder (not its sense encoder): its
+    train.json says so. Only such a first stage fits a zero-shot fallback of the same backbone."""
+    try:
+        report = json.loads((Path(editor_dir) / "train.json").read_text(encoding="utf-8"))["first_stage"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return report.get("distilled_from", "bi-encoder") == "bi-encoder"
+
+
 def fall_back_if_worse(out_dir: str | Path, metrics: dict, *, keep_worse: bool = False,
                        first_stage_ok: bool = False) -> Path | None:
     """If the scorer saved in `out_dir` measures worse than the zero-shot bi-encoder on its own held-out cases, say
@@ -514,7 +527,7 @@ def fall_back_if_worse(out_dir: str | Path, metrics: dict, *, keep_worse: bool =
 
     Nothing is lost: the trained scorer moves to a sibling `<out_dir>-worse` (replacing an older one there), and its
     path is returned; None when it stays. `first_stage_ok`: its first stage was distilled from the same zero-shot
-    MiniLM, so the fallback keeps it.
+    MiniLM (`zero_shot_first_stage`), so the fallback keeps it.
     """
     import shutil
     import sys

@@ -141,6 +141,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     stage = FirstStage.load(out / "first_stage")  # distilled from the encoder that carries the editor's relevance
     assert stage.config.weights == pytest.approx(first_stage_source(editor)[1]) and train["first_stage"]["words"] > 0
     assert min(stage.config.weights) >= 0.0
+    source = "bi-encoder" if first_stage_source(editor)[0] is editor.biencoder else "sense"
+    assert train["first_stage"]["distilled_from"] == source
     assert stage.score(["a line"], ["one", "two"]).shape == (2,)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"sense", "fluency", "first_stage"} and "history" not in train["fluency"]

@@ -124,3 +124,19 @@ def test_a_worse_scorer_moves_aside_and_the_zero_shot_biencoder_takes_its_place(
     (out / "config.json").write_text("{}")
     assert fall_back_if_worse(out, figures((0.05, 0.05), (0.11, 0.18)), keep_worse=True) is None
     assert (out / "config.json").read_text() == "{}" and "--keep-worse" in capsys.readouterr().err
+
+
+def test_only_a_first_stage_distilled_from_the_biencoder_fits_a_zero_shot_fallback(tmp_path):
+    import json
+
+    from reranker.recipes import zero_shot_first_stage
+
+    def editor_dir(name: str, first_stage: dict) -> object:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.json").write_text(json.dumps({"first_stage": first_stage}))
+        return tmp_path / name
+
+    assert zero_shot_first_stage(editor_dir("zero_shot", {"distilled_from": "bi-encoder", "words": 3}))
+    assert not zero_shot_first_stage(editor_dir("sense", {"distilled_from": "sense", "words": 3}))
+    assert zero_shot_first_stage(editor_dir("older", {"words": 3}))  # before the key: always the bi-encoder
+    assert not zero_shot_first_stage(tmp_path / "nothing")  # no train.json: nothing to vouch for it
