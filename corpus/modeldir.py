@@ -81,6 +81,7 @@ MARKOV_DIR = "markov"  # one Markov writer, or a folder of persona writers with 
 EDITOR_DIR = "editor"
 LEGACY_EDITOR_DIR = "reranker"  # where model dirs made before December 2026 keep their editor; still read
 FIRST_STAGE_DIR = "first_stage"  # inside the editor's directory (or beside it)
+INDEX_DIR = "index"  # the reply indexes: model_dir/index/<persona>/ (reranker.index)
 DEFAULT_PERSONA = "default"  # the writer of a model dir with one writer, and the persona a request gets by default
 
 SECTION = "riposte"  # our settings inside config.json, beside any other library's keys

@@ -1,4 +1,4 @@
-"""`python -m server serve|chat`: the HTTP service or a terminal chat over a riposte model dir.
+"""`python -m server serve|chat|index`: the HTTP service, a terminal chat, or a persona's reply index.
 
 Both read one `Settings` (server/settings.py): a flag given here wins over its RIPOSTE_* environment variable,
 which wins over the default. `serve` opens its port at once and builds missing models behind it (`/health` shows
@@ -120,7 +120,34 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
     serve_p.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
                          help="a web origin allowed to call the API from a browser (repeatable; RIPOSTE_CORS_ORIGINS)")
     sub.choices["chat"].add_argument("--seed", type=int, default=None, help="seed replies for a reproducible chat")
+    p = sub.add_parser("index", help="build or grow a persona's reply index (model_dir/index/PERSONA)",
+                       description="Write a persona's lines in bulk, judge them once with the editor's sense model, "
+                       "embed them with the first stage and store them in an HNSW index that every turn searches "
+                       "(see reranker/index.py). Written atomically: a killed build leaves the previous index.")
+    p.add_argument("--model", dest="model_dir", type=Path, help="riposte model dir (RIPOSTE_MODEL_DIR)")
+    p.add_argument("--persona", default="default", help="whose writer (default: default)")
+    p.add_argument("--entries", type=int, default=100_000, help="lines to write and judge (default 100,000)")
+    p.add_argument("--add", action="store_true", help="grow the index there by --entries instead of rebuilding it")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop writing at this time, keeping what is done")
+    p.add_argument("--drop-share", type=float, default=None,
+                   help="share of lines the judge drops as broken (default 0.1; fixed at the first build)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-level", type=lambda v: v.lower(), choices=LogLevel.__args__, default=None)
     return parser
+
+
+def index(args: argparse.Namespace, settings: Settings) -> int:
+    """Build or grow a persona's reply index and print its report."""
+    import json
+
+    from server.models import build_index
+
+    if args.entries < 1:
+        raise ValueError(f"--entries must be >= 1, got {args.entries}")
+    report = build_index(settings.model_dir, args.persona, args.entries, add=args.add, max_minutes=args.max_minutes,
+                         drop_share=args.drop_share, seed=args.seed, progress=True)
+    print(json.dumps(report))
+    return 0
 
 
 def explain(error: ValidationError) -> str:
@@ -139,6 +166,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
     configure_logging(settings.log_level)
     quiet_library_bars()  # off a terminal, transformers' own bars would be frames in the log
     try:
+        if args.command == "index":
+            return index(args, settings)
         return serve(settings) if args.command == "serve" else chat(settings, args.seed)
     except (OSError, ValueError) as exc:  # a wrong or unwritable --model dir is a usage error, not a crash
         print(f"riposte: error: {exc}", file=sys.stderr)

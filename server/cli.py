@@ -1,6 +1,6 @@
 """`riposte COMMAND ...`: one console script for the project; each command is exactly its `python -m` form.
 
-    riposte serve | chat                      python -m server serve | chat
+    riposte serve | chat | index              python -m server serve | chat | index
     riposte build | sample                    python -m markov build | sample
     riposte prepare                           python -m reranker prepare
     riposte corpus clean | stats              python -m corpus clean | stats
@@ -35,6 +35,7 @@ class Command:
 COMMANDS = {
     "serve": Command("server", ("serve",), "run the HTTP API over a model dir"),
     "chat": Command("server", ("chat",), "chat in the terminal"),
+    "index": Command("server", ("index",), "build or grow a persona's reply index"),
     "build": Command("markov", ("build",), "build a Markov writer from text, chats or subtitles"),
     "sample": Command("markov", ("sample",), "print candidates from a Markov writer"),
     "prepare": Command("reranker", ("prepare",), "prepare a dump into token shards for training"),

@@ -2,6 +2,8 @@
 
     plan      the request, normalized, with its one `Budget` (server/budget.py)
     generate  the persona's Markov writer samples candidates until generation's share of the budget is spent
+    recall    with a reply index for the persona (reranker/index.py), its lines nearest the context join them: lines
+              written, judged and embedded before the turn, found in milliseconds
     filter    every text rule in one place (`TextFilter`): URLs out, length, blocklists, no echo, no repeat, no duplicate
     prior     a cheap feature per candidate: the writer's mean log-prob + word overlap with the context + topic bonus
     order     the first stage: a learned model scores every filtered candidate and sets the order the editor reads
@@ -40,6 +42,12 @@ class FirstStageScorer(Protocol):
     def score(self, context: list[str], candidates: list[str], words: list[list[str]] | None = None) -> np.ndarray: ...
 
 
+class ReplySource(Protocol):
+    """What the engine needs from a reply index (see `reranker.index.ReplyIndex`): the k lines nearest a context."""
+
+    def search(self, context: list[str], k: int = 256) -> Any: ...  # .texts, .logprob (mean log-prob per token)
+
+
 class UnknownPersonaError(ValueError):
     """A request named a persona the engine has no Markov model for."""
 
@@ -66,6 +74,7 @@ class EngineConfig(LineRules):
     finish_margin_ms: float = FINISH_MARGIN_MS  # kept back from the budget for picking and writing the response
     topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
+    index_k: int = 256  # lines a persona's reply index adds to a turn (0: none)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,6 +90,8 @@ class EngineConfig(LineRules):
             raise ValueError(
                 f"need 0 <= generation_share ({self.generation_share}) <= filter_share ({self.filter_share}) <= 1"
             )
+        if self.index_k < 0:
+            raise ValueError(f"index_k must be >= 0, got {self.index_k}")
         if not 0.0 <= self.topic_share <= 1.0:
             raise ValueError(f"topic_share must be within [0, 1], got {self.topic_share}")
 
@@ -122,9 +133,20 @@ class Candidates:
     logprob: np.ndarray  # (n,) float64: the writer's mean log-prob per token
     prior: np.ndarray | None = None  # (n,) float64, set by the prior step
     first_stage: np.ndarray | None = None  # (n,) float32, set by the first stage when there is one
+    from_index: np.ndarray | None = None  # (n,) bool: found in the reply index, not written in this turn
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def sources(self) -> np.ndarray:
+        """(n,) bool: True for a candidate from the reply index."""
+        return np.zeros(len(self), dtype=bool) if self.from_index is None else self.from_index
+
+    def __add__(self, other: Candidates) -> Candidates:
+        """These candidates, then `other`'s (before the prior and the first stage, which see them all)."""
+        return Candidates(self.texts + other.texts, self.words + other.words,
+                          np.concatenate([self.logprob, other.logprob]),
+                          from_index=np.concatenate([self.sources(), other.sources()]))
 
     def take(self, idx: Sequence[int] | np.ndarray) -> Candidates:
         """The candidates at `idx`, in that order."""
@@ -133,6 +155,7 @@ class Candidates:
             [self.texts[i] for i in idx], [self.words[i] for i in idx], self.logprob[idx],
             None if self.prior is None else self.prior[idx],
             None if self.first_stage is None else self.first_stage[idx],
+            None if self.from_index is None else self.from_index[idx],
         )
 
 
@@ -210,7 +233,7 @@ class TextFilter(LineFilter):
     ) -> Candidates:
         """The candidates that pass every rule, cleaned, in their order; stops at `stop_at` keeping what passed."""
         forbidden = self.forbidden(turns, speaker)
-        texts, kept_words, logprob, seen = [], [], [], set()
+        texts, kept_words, logprob, kept, seen = [], [], [], [], set()
         for n, (text, ws, lp) in enumerate(zip(candidates.texts, candidates.words, candidates.logprob, strict=True)):
             if n % 64 == 63 and clock() >= stop_at:  # Python work per candidate: under load it too must stop in time
                 break
@@ -222,7 +245,9 @@ class TextFilter(LineFilter):
             texts.append(text)
             kept_words.append(ws)
             logprob.append(lp)
-        return Candidates(texts, kept_words, np.asarray(logprob, dtype=np.float64))
+            kept.append(n)
+        return Candidates(texts, kept_words, np.asarray(logprob, dtype=np.float64),
+                          from_index=None if candidates.from_index is None else candidates.from_index[kept])
 
 
 def prior_scores(
@@ -251,7 +276,8 @@ class Engine:
     def __init__(
         self, personas: Mapping[str, Any], editor: Editor | None, config: EngineConfig | None = None, *,
         names: Mapping[str, str] | None = None, follows: Mapping[str, Mapping[str, int]] | None = None,
-        first_stage: FirstStageScorer | None = None, clock: Callable[[], float] = time.monotonic,
+        first_stage: FirstStageScorer | None = None, indexes: Mapping[str, ReplySource] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if not personas:
             raise ValueError("the engine needs at least one Markov model")
@@ -261,6 +287,7 @@ class Engine:
         self.editor = editor
         self.traits = traits_of(editor)
         self.first_stage = first_stage
+        self.indexes = dict(indexes or {})  # persona -> its reply index
         self.config = config or EngineConfig()
         self.clock = clock
         self.text_filter = TextFilter(self.config)
@@ -444,7 +471,7 @@ class Engine:
     def prepare(self, plan: TurnPlan) -> Candidates:
         """The CPU stages: generate, filter, prior, first stage; the candidates in the order the editor reads them."""
         plan.stage_ms["queued"] = round(plan.budget.elapsed_ms(), 1)  # from the request's arrival to a free thread
-        candidates = self.generate(plan)
+        candidates = self.generate(plan) + self.recall(plan)
         candidates = self.filter(plan, candidates)
         candidates.prior = self.prior(plan, candidates)
         return self.order(plan, candidates)
@@ -509,6 +536,24 @@ class Engine:
         plan.stage_ms["generate"] = self._ms_since(began)
         values = list(unique.values())
         return Candidates([v[0] for v in values], [v[2] for v in values], np.asarray([v[1] for v in values], np.float64))
+
+    def recall(self, plan: TurnPlan) -> Candidates:
+        """The persona's reply index's `index_k` lines nearest the context (none without an index).
+
+        They were judged and embedded when the index was built; here they only join the live candidates, to pass
+        the same text rules and be ordered by the same first stage.
+        """
+        index = self.indexes.get(plan.persona)
+        k = self.config.index_k
+        if index is None or k < 1:
+            return Candidates([], [], np.zeros(0), from_index=np.zeros(0, dtype=bool))
+        began = self.clock()
+        hits = index.search([t.text for t in plan.turns[-self.config.context_lines :]], k)
+        found = Candidates(list(hits.texts), [words(t) for t in hits.texts], np.asarray(hits.logprob, np.float64),
+                           from_index=np.ones(len(hits.texts), dtype=bool))
+        plan.stage_ms["index"] = self._ms_since(began)
+        plan.stats["index"] = {"hits": len(found), "ms": plan.stage_ms["index"]}
+        return found
 
     def filter(self, plan: TurnPlan, candidates: Candidates) -> Candidates:
         """Every text rule (`TextFilter`); stops at the budget's filter deadline, keeping what passed by then."""
@@ -592,9 +637,13 @@ class Engine:
             reply, score = candidates.texts[choice], scored_of(choice).score
             alternatives = [scored_of(int(i)) for i in ranking[: plan.n_alternatives + 1] if int(i) != choice]
             alternatives = alternatives[: plan.n_alternatives]
+        from_index = candidates.sources()
         stats = {
             **plan.stats,
             "scored": len(idx),
+            # Where the candidates came from: written in this turn ("live") or found in the reply index.
+            "sources": {"index": int(from_index.sum()), "live": int(n - from_index.sum()),
+                        "index_read": int(from_index[idx].sum()), "live_read": int(len(idx) - from_index[idx].sum())},
             "elapsed_ms": round(plan.budget.elapsed_ms(), 1),
             "budget_ms": plan.budget.budget_ms,
             # True when the editor had candidates to read but the budget ran out before the first one.
@@ -605,6 +654,8 @@ class Engine:
         }
         if reply is None:
             stats["reason"] = "no candidate passed the filters"
+        else:
+            stats["source"] = "index" if from_index[choice] else "live"
         return Reply(reply, score, alternatives, stats)
 
     # ------------------------------------------------------------------------------------------- plumbing

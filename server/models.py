@@ -3,6 +3,7 @@
     model_dir/markov/        one Markov writer, or a folder of persona writers (markov.personas)
     model_dir/editor/        the editor (any kind `reranker.load` reads); `reranker/` in dirs made before the rename
     model_dir/editor/first_stage/  (or model_dir/first_stage/) the first stage, when there is one
+    model_dir/index/<persona>/     a persona's reply index (reranker.index), when `riposte index` built one
 
 `load_engine` is the only place the server imports markov and reranker: the engine runs whatever it is handed.
 
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpus.modeldir import FIRST_STAGE_DIR, MARKOV_DIR, editor_dir
+from corpus.modeldir import FIRST_STAGE_DIR, INDEX_DIR, MARKOV_DIR, editor_dir
 from corpus.modeldir import read as read_settings
 from corpus.text import words
 from server.engine import Engine, EngineConfig, FirstStageScorer
@@ -226,10 +227,96 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
     elif require_reranker:
         raise FileNotFoundError(f"no reranker or editor at {editor_dir(model_dir)}: build the default with "
                                 "`python -m reranker train --default`, or train one with `python -m reranker train`")
-    found = [d for d in (model_dir / FIRST_STAGE_DIR, editor_dir(model_dir) / FIRST_STAGE_DIR) if d.is_dir()]
-    first_stage = load_first_stage(found[0]) if found else None
+    found = first_stage_dir(model_dir)
+    first_stage = load_first_stage(found) if found else None
     if first_stage is not None and hasattr(first_stage, "add_words"):
         # Every word a persona can write gets its vector now, not at the first turn that writes it.
         for model in {id(m): m for m in personas.values()}.values():
             first_stage.add_words(words(" ".join(model.vocab[2:])))  # 0, 1: the sentinels
-    return engine_class(personas, editor, config, names=names, follows=follows, first_stage=first_stage, clock=clock)
+    indexes = load_indexes(model_dir, personas, first_stage) if first_stage is not None else {}
+    return engine_class(personas, editor, config, names=names, follows=follows, first_stage=first_stage,
+                        indexes=indexes, clock=clock)
+
+
+def first_stage_dir(model_dir: Path) -> Path | None:
+    """Where the model dir's first stage is (`model_dir/first_stage`, else inside the editor's dir), or None."""
+    found = [d for d in (model_dir / FIRST_STAGE_DIR, editor_dir(model_dir) / FIRST_STAGE_DIR) if d.is_dir()]
+    return found[0] if found else None
+
+
+def index_fingerprints(model_dir: Path, persona: str) -> dict[str, str]:
+    """What a persona's reply index depends on: its writer's and the first stage's fingerprints."""
+    from markov.personas import persona_dirs
+    from reranker.index import fingerprint
+
+    dirs = persona_dirs(Path(model_dir) / MARKOV_DIR)
+    if persona not in dirs:
+        raise ValueError(f"{model_dir} has no persona {persona!r}; it has: {', '.join(dirs) or 'none'}")
+    stage = first_stage_dir(Path(model_dir))
+    if stage is None:
+        raise FileNotFoundError(f"{model_dir} has no first stage, which a reply index needs to embed and search "
+                                "lines: give the editor one with `riposte first-stage`")
+    return {"writer": fingerprint(dirs[persona]), "first_stage": fingerprint(stage)}
+
+
+def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
+    """Each persona's reply index (`model_dir/index/<persona>`), mapped; a damaged or stale one is skipped with a
+    warning, and that persona's turns use live candidates alone."""
+    from reranker.index import IndexLoadError, ReplyIndex
+
+    out = {}
+    root = Path(model_dir) / INDEX_DIR
+    if not root.is_dir():
+        return out
+    for name in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            out[name] = ReplyIndex.load(root / name, expect=index_fingerprints(model_dir, name)).attach(first_stage)
+        except (IndexLoadError, OSError, ValueError) as exc:
+            log.warning("reply index %s not used, the turn writes its candidates live: %s", root / name, exc)
+    for name, model in personas.items():  # an alias (a group chat's "default" is its "all") shares the index
+        shared = [other for other in out if personas.get(other) is model]
+        if name not in out and shared:
+            out[name] = out[shared[0]]
+    return out
+
+
+def build_index(model_dir: str | Path, persona: str = "default", entries: int = 100_000, *, add: bool = False,
+                max_minutes: float | None = None, drop_share: float | None = None, seed: int = 0,
+                progress: bool = True) -> dict:
+    """Build (or with `add`, grow) a persona's reply index in `model_dir/index/<persona>`: its writer's lines,
+    judged by the editor's sense model (none: every line kept, judged 0) and embedded by the first stage."""
+    import numpy as np
+
+    from markov.personas import persona_dirs
+    from reranker.index import IndexConfig
+    from reranker.index import build_index as build
+
+    model_dir = Path(model_dir)
+    fingerprints = index_fingerprints(model_dir, persona)
+    from markov import MarkovModel
+
+    writer = MarkovModel.load(persona_dirs(model_dir / MARKOV_DIR)[persona])
+    first_stage = load_first_stage(first_stage_dir(model_dir))
+    first_stage.add_words(words(" ".join(writer.vocab[2:])))
+    sense = None
+    if has_editor(model_dir):
+        from reranker import load as load_editor
+
+        sense = getattr(load_editor(editor_dir(model_dir)), "sense", None)
+    if sense is not None:
+        judge, fingerprints["judge"] = sense.logits, fingerprint_of_editor(model_dir)
+        config = IndexConfig() if drop_share is None else IndexConfig(drop_share=drop_share)
+    else:  # nothing to judge with: keep every line the rules pass
+        judge, fingerprints["judge"] = (lambda texts: np.zeros(len(texts), np.float32)), "none"
+        config = IndexConfig(drop_share=0.0)
+    deadline = time.monotonic() + max_minutes * 60 if max_minutes else float("inf")
+    return build(model_dir / INDEX_DIR / persona, writer, judge, first_stage, entries, fingerprints=fingerprints,
+                 config=config, seed=seed, add=add, deadline=deadline, progress=progress)
+
+
+def fingerprint_of_editor(model_dir: Path) -> str:
+    """The editor's fingerprint (its sense model's files): which judge scored an index."""
+    from reranker.index import fingerprint
+
+    sense_dir = editor_dir(model_dir) / "sense"
+    return fingerprint(sense_dir if sense_dir.is_dir() else editor_dir(model_dir))

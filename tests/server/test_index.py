@@ -1,0 +1,155 @@
+"""The reply index in the turn: hits join the live candidates under the same rules; load_engine maps each persona's
+index, and a stale or damaged one leaves that persona's turns on live candidates."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from server.engine import Engine, EngineConfig, words
+from server.models import build_index, load_engine
+from tests.server.conftest import ClockedScorer, FakeClock, OverlapScorer, tiny_lines
+
+HISTORY = ["hello there", "do you like pizza?"]
+INDEX_LINES = ["do you like pizza?", "pizza pizza pizza with my pizza friends", "i love pizza on sundays.",
+               "old movies and pizza.", "coffee"]
+
+
+class FakeIndex:
+    """A reply index with fixed lines, as `reranker.index.ReplyIndex.search` answers."""
+
+    def __init__(self, lines):
+        self.lines, self.calls = lines, []
+
+    def search(self, context, k=256):
+        self.calls.append((list(context), k))
+        lines = self.lines[:k]
+        return SimpleNamespace(texts=lines, logprob=np.full(len(lines), -1.0))
+
+
+def test_index_hits_join_the_turn_pass_its_rules_and_are_counted(tiny_markov):
+    index = FakeIndex(INDEX_LINES)
+    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=128, index_k=4),
+                 indexes={"default": index})
+    try:
+        r = eng.reply(HISTORY, seed=1, budget_ms=5000, n_alternatives=1000)
+        assert index.calls == [(HISTORY, 4)]
+        said = [r.reply] + [a.text for a in r.alternatives]
+        assert "do you like pizza?" not in said  # the echo rule holds for index lines too
+        assert "coffee" not in said  # past k
+        s = r.stats["sources"]
+        assert s["index"] == 3 and s["live"] == r.stats["filtered"] - 3 and r.stats["index"]["hits"] == 4
+        assert s["index_read"] + s["live_read"] == r.stats["scored"]
+        # The overlap scorer likes the pizza-packed index line best, and the stats say where the reply came from.
+        assert r.reply == "pizza pizza pizza with my pizza friends" and r.stats["source"] == "index"
+        live = eng.reply(HISTORY, seed=1, budget_ms=5000, persona="default", n_alternatives=3)
+        assert live.stats["source"] in ("index", "live")
+    finally:
+        eng.close()
+
+
+def test_without_an_index_for_the_persona_the_turn_is_live(tiny_markov):
+    eng = Engine({"default": tiny_markov, "pirate": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=64),
+                 indexes={"default": FakeIndex(INDEX_LINES)})
+    try:
+        r = eng.reply(HISTORY, seed=1, persona="pirate")
+        assert r.stats["sources"]["index"] == 0 and r.stats["source"] == "live" and "index" not in r.stats
+    finally:
+        eng.close()
+
+
+def test_when_the_editor_reads_nothing_an_index_line_can_still_win_by_the_first_stage(tiny_markov):
+    clock = FakeClock()
+
+    class Words:
+        def score(self, context, candidates, words=None):
+            ctx = {w for line in context for w in line.lower().split()}
+            return np.asarray([len(ctx.intersection(w)) + 0.1 * w.count("pizza") for w in words], np.float32)
+
+    eng = Engine({"default": tiny_markov}, ClockedScorer(clock, per_candidate=10.0), EngineConfig(n_candidates=64),
+                 first_stage=Words(), indexes={"default": FakeIndex(INDEX_LINES)}, clock=clock)
+    try:
+        r = eng.reply(["pizza"], seed=1, budget_ms=100)
+        assert r.stats["scored"] == 0 and r.stats["timed_out"]
+        assert r.reply == "pizza pizza pizza with my pizza friends" and r.stats["source"] == "index"
+    finally:
+        eng.close()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_markov):
+    """A model dir with a writer and a real (tiny, distilled) first stage, and no editor."""
+    from reranker.biencoder import BiEncoder
+    from reranker.first_stage import DistillConfig, distill
+    from tests.reranker.conftest import write_tiny_bert
+
+    root = tmp_path_factory.mktemp("indexed")
+    tiny_markov.save(root / "markov")
+    bi = BiEncoder.from_backbone(write_tiny_bert(root.parent / "tiny-bert-index"), dtype=torch.float32)
+    vecs, _ = bi.embed(tiny_lines())
+    stage, _ = distill(bi, tiny_lines(), vecs, weights=(1.0, 0.0), config=DistillConfig(epochs=2, dim=16))
+    stage.save(root / "first_stage")
+    return root
+
+
+def test_riposte_index_builds_grows_and_the_engine_searches_it(tmp_path, model_dir):
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    report = build_index(root, entries=300, progress=False)
+    assert report["added"] > 0 and report["dropped"] == 0  # no editor: no judge, every line kept
+    grown = build_index(root, entries=100, add=True, progress=False)
+    eng = load_engine(root, require_reranker=False)
+    try:
+        assert len(eng.indexes["default"]) == report["added"] + grown["added"]
+        r = eng.reply(["do you like dogs?"], seed=2)
+        assert r.stats["index"]["hits"] > 0 and r.stats["sources"]["index"] > 0
+        assert all(words(t) for t in eng.indexes["default"].search(["dogs"], 5).texts)
+    finally:
+        eng.close()
+
+
+def test_a_stale_or_damaged_index_is_skipped_with_a_warning(tmp_path, model_dir, caplog, tiny_markov):
+    from markov import MarkovConfig, MarkovModel
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    build_index(root, entries=200, progress=False)
+    data = root / "index" / "default" / "lines.bin"
+    data.write_bytes(data.read_bytes()[::-1])  # same size, other bytes
+    with caplog.at_level(logging.WARNING):
+        eng = load_engine(root, require_reranker=False)
+    try:
+        assert "default" not in eng.indexes and "damaged" in caplog.text
+        assert eng.reply(["do you like dogs?"], seed=2).reply  # live candidates still answer
+    finally:
+        eng.close()
+    build_index(root, entries=200, progress=False)  # rebuilt whole
+    shutil.rmtree(root / "markov")
+    MarkovModel.build([(line, 1.0) for line in tiny_lines()[::2]], MarkovConfig(order=2)).save(root / "markov")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        eng = load_engine(root, require_reranker=False)
+    try:
+        assert "default" not in eng.indexes and "another writer" in caplog.text
+    finally:
+        eng.close()
+
+
+def test_riposte_index_cli_reports_and_refuses_bad_input(tmp_path, model_dir, capsys):
+    from server.__main__ import main
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    assert main(["index", "--model", str(root), "--entries", "150"]) == 0
+    assert '"added"' in capsys.readouterr().out
+    assert main(["index", "--model", str(root), "--persona", "nobody"]) == 2
+    assert "no persona 'nobody'" in capsys.readouterr().err
+    assert main(["index", "--model", str(root), "--entries", "0"]) == 2
+    shutil.rmtree(root / "first_stage")
+    assert main(["index", "--model", str(root)]) == 2
+    assert "no first stage" in capsys.readouterr().err
