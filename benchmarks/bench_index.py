@@ -6,7 +6,7 @@ lines in seconds). The queries are held-out chitchat contexts embedded the same 
 inner-product search (numpy, the same vectors). Every library runs on the same vectors and queries, one query at
 a time (as a turn asks), on this machine's 2 cores.
 
-    .venv/bin/pip install faiss-cpu hnswlib usearch     # not project dependencies until one is chosen
+    .venv/bin/pip install faiss-cpu hnswlib     # the peers compared; usearch (the winner) is a project dependency
     .venv/bin/python benchmarks/bench_index.py --entries 100000 1000000 [--libs faiss-hnsw faiss-ivfpq hnswlib usearch-f16]
 """
 

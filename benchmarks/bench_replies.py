@@ -16,7 +16,8 @@ not use:
 - **echo**: the share of the reply's content words found in the last context line;
 - **words**: the reply's length.
 
-Rows: the true next line, a random line of the writer, and each engine: the zero-shot bi-encoder as the editor (the
+Rows: the true next line, a random line of the writer, and each engine (with its reply indexes, where the model dir
+has them: `riposte index`): the zero-shot bi-encoder as the editor (the
 baseline every figure stands beside) and each `--model` dir's own editor, on the same contexts and seeds.
 
     .venv/bin/python benchmarks/bench_replies.py --model models/default [--model other/dir] [--turns 100]
@@ -177,16 +178,17 @@ def main() -> int:
     for name, engine in engines.items():
         started = time.perf_counter()
 
-        def turn(t: int, engine=engine) -> tuple[str, int]:
+        def turn(t: int, engine=engine) -> tuple[str, int, bool]:
             reply = engine.reply(cases[t][0], budget_ms=args.budget_ms, seed=1000 + t)
-            return reply.reply or "", int(reply.stats.get("scored", 0))
+            return reply.reply or "", int(reply.stats.get("scored", 0)), reply.stats.get("source") == "index"
 
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             results = list(pool.map(turn, range(len(cases))))
-        rows[name] = [text for text, _ in results]
-        read = [n for _, n in results]
+        rows[name] = [text for text, _, _ in results]
+        read = [n for _, n, _ in results]
+        from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
-              f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}", flush=True)
+              f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
     print("\n| reply | judged human | parses (Link Grammar) | topic | echo | words |\n|---|---|---|---|---|---|")
     for name, texts in rows.items():
         m = measures(texts, cases, judge_model, topic_model, parses)

@@ -246,7 +246,7 @@ def _empty_graph(config: IndexConfig, dim: int):
 def write_entries(writer, n: int, rng: np.random.Generator, rules: LineRules, seen: set[str],
                   chunk: int = CHUNK) -> Iterable[tuple[list[str], np.ndarray, dict]]:
     """Chunks of new writer lines that pass the line rules and repeat no key in `seen` (updated): (texts, mean
-    log-prob per token, counts). Stops after n lines or when the writer stops finding new ones."""
+    log-prob per token, counts). Stops after n lines, or when the writer has little new left to say."""
     line_filter = LineFilter(rules)
     produced, dry = 0, 0
     while produced < n and dry < 3:
@@ -264,7 +264,9 @@ def write_entries(writer, n: int, rng: np.random.Generator, rules: LineRules, se
             seen.add(key)
             texts.append(text)
             logprob.append(lp if math.isfinite(lp) else -1e3)
-        dry = dry + 1 if not texts else 0  # a small writer runs out of new lines: stop instead of spinning
+        # A small writer runs out of new lines: once three chunks in a row bring under 1% new ones, its index is
+        # as large as what it can say, and the build stops instead of spinning.
+        dry = dry + 1 if len(texts) < 0.01 * max(1, len(gen.candidates)) else 0
         produced += len(texts)
         yield texts, np.asarray(logprob, dtype=np.float64), counts
 

@@ -187,8 +187,9 @@ def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
 
 def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[tuple[str, str]], *,
                 deadline: float, training: SenseTraining | None = None, progress: bool = True,
-                contexts: dict[str, str] | None = None) -> dict:
-    """Fine-tune the encoder and the head on length-matched (human, writer) pairs until `deadline`.
+                contexts: dict[str, str] | None = None, max_steps: int | None = None) -> dict:
+    """Fine-tune the encoder and the head on length-matched (human, writer) pairs until `deadline` (or after
+    `max_steps` steps, whichever comes first: a step count makes a run independent of the machine's speed).
 
     With `contexts` (a human line -> the joined context it answered) and a relevance weight, each step also
     teaches the encoder relevance: the context's vector ranks its line above the batch's other lines, writer
@@ -228,7 +229,7 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     relevance_losses: list[float] = []
     bar = progress_bar(desc="sense (human or writer?)", unit=" lines", disable=not progress)
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (max_steps is None or step < max_steps):
             if pos + half > len(order):
                 order, pos = rng.permutation(len(pairs)), 0
             batch = [pairs[i] for i in order[pos : pos + half]]
@@ -237,7 +238,7 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
             ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(texts)]
             input_ids, attention_mask = pad_batch(ids, encoder.pad_id, device)
             # Linear warmup, then cosine decay over the time budget (the step count is not known in advance).
-            frac = min((time.monotonic() - started) / total, 1.0)
+            frac = min(step / max_steps if max_steps else (time.monotonic() - started) / total, 1.0)
             scale = min(1.0, (step + 1) / training.warmup_steps) * 0.5 * (1.0 + math.cos(math.pi * frac))
             for group, lr in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * max(scale, 0.05)

@@ -136,6 +136,22 @@ class FirstStageStats(BaseModel):
     ms: float
 
 
+class IndexStats(BaseModel):
+    """What the persona's reply index gave the turn: the lines found nearest the context, and its time."""
+
+    hits: int
+    ms: float
+
+
+class SourceStats(BaseModel):
+    """Where the turn's candidates came from, past the filters, and how many of each the editor read."""
+
+    index: int = Field(description="found in the persona's reply index (written, judged and embedded before the turn)")
+    live: int = Field(description="written in this turn")
+    index_read: int
+    live_read: int
+
+
 class TopicStats(BaseModel):
     """The topic's words, and how many candidates were seeded with them."""
 
@@ -155,8 +171,12 @@ class ReplyStats(BaseModel):
     timed_out: bool = Field(description="the editor had candidates but the budget ran out before the first")
     scorer: Literal["reranker", "prior"] = Field(description="what ranked the candidates")
     persona: str
-    stage_ms: dict[str, float] = Field(description="time per stage: queued, generate, filter, first_stage, editor")
+    stage_ms: dict[str, float] = Field(description="time per stage: queued, generate, index, filter, first_stage, "
+                                       "editor")
     first_stage: FirstStageStats | None = None
+    index: IndexStats | None = None
+    sources: SourceStats | None = None
+    source: Literal["index", "live"] | None = Field(None, description="where the reply came from")
     topic: TopicStats | None = None
     generation: dict[str, int] | None = Field(None, description="the writer's own counts (novelty test and more)")
     yielded: bool | None = Field(None, description="generation stopped early to let another turn use the CPU")

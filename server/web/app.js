@@ -331,7 +331,13 @@
     if (stats.generated !== undefined) line.append(stat("generated", "generated", stats.generated));
     if (stats.unique !== undefined) line.append(stat("unique", "unique", stats.unique));
     if (stats.filtered !== undefined) line.append(stat("filtered", "kept", stats.filtered));
+    if (stats.sources && (stats.sources.index > 0 || stats.index)) {
+      line.append(stat("from_index", "from the index", stats.sources.index));
+    }
     line.append(stat("scored", "read by the editor", stats.scored));
+    if (stats.source === "index" || (stats.source && stats.index)) {
+      line.append(stat("source", "reply from", stats.source, stats.source === "index" ? "the index" : "this turn"));
+    }
     line.append(stat("elapsed_ms", "took", stats.elapsed_ms, formatMs(stats.elapsed_ms)));
     if (stats.budget_ms !== undefined) line.append(stat("budget_ms", "budget", stats.budget_ms, `${Math.round(stats.budget_ms)} ms`));
     const timedOut = stat("timed_out", "", stats.timed_out, stats.timed_out ? "timed out" : "in time");

@@ -160,3 +160,15 @@ def test_config_rejects_bad_values():
         IndexConfig(drop_share=1.0)
     with pytest.raises(ValueError, match="connectivity"):
         IndexConfig(connectivity=1)
+
+
+def test_a_small_writer_gets_an_index_sized_to_what_it_can_say(tmp_path, stage):
+    from markov import MarkovConfig, MarkovModel
+
+    small = MarkovModel.build([(t, 1.0) for t in ["i like dogs.", "you like pizza.", "we like dogs."]],
+                              MarkovConfig(order=1))
+    report = build_index(tmp_path / "small", small, judge, stage, 100_000, fingerprints=FINGERPRINTS,
+                         config=IndexConfig(drop_share=0.0), progress=False)
+    index = ReplyIndex.load(tmp_path / "small")
+    assert 0 < len(index) == report["added"] < 50 and report["written"] < 100_000
+    assert {" ".join(words(index.line(r))) for r in range(len(index))} >= {"i like pizza", "you like dogs"}

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -67,6 +68,18 @@ class OverlapScorer:
             scores[i] = self.one(context, c)
             scored[i] = True
         return scores, scored
+
+
+class FakeIndex:
+    """A reply index with fixed lines, as `reranker.index.ReplyIndex.search` answers."""
+
+    def __init__(self, lines):
+        self.lines, self.calls = lines, []
+
+    def search(self, context, k=256):
+        self.calls.append((list(context), k))
+        lines = self.lines[:k]
+        return SimpleNamespace(texts=lines, logprob=np.full(len(lines), -1.0))
 
 
 class RudeScorer(OverlapScorer):

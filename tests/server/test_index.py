@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,23 +12,11 @@ import torch
 
 from server.engine import Engine, EngineConfig, words
 from server.models import build_index, load_engine
-from tests.server.conftest import ClockedScorer, FakeClock, OverlapScorer, tiny_lines
+from tests.server.conftest import ClockedScorer, FakeClock, FakeIndex, OverlapScorer, tiny_lines
 
 HISTORY = ["hello there", "do you like pizza?"]
 INDEX_LINES = ["do you like pizza?", "pizza pizza pizza with my pizza friends", "i love pizza on sundays.",
                "old movies and pizza.", "coffee"]
-
-
-class FakeIndex:
-    """A reply index with fixed lines, as `reranker.index.ReplyIndex.search` answers."""
-
-    def __init__(self, lines):
-        self.lines, self.calls = lines, []
-
-    def search(self, context, k=256):
-        self.calls.append((list(context), k))
-        lines = self.lines[:k]
-        return SimpleNamespace(texts=lines, logprob=np.full(len(lines), -1.0))
 
 
 def test_index_hits_join_the_turn_pass_its_rules_and_are_counted(tiny_markov):

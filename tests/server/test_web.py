@@ -19,7 +19,7 @@ from markov import MarkovConfig, MarkovModel
 from server.api import web
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig
-from tests.server.conftest import OverlapScorer, serve_in_thread, tiny_lines
+from tests.server.conftest import FakeIndex, OverlapScorer, serve_in_thread, tiny_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_BROWSER = "no headless Chromium: install Debian's chromium and chromium-driver (.ci/run does)"
@@ -67,7 +67,9 @@ def browser():
 def web_engine(tiny_markov):
     """Two personas that are different models, so a simulation's 'everyone' is both of them."""
     pirate = MarkovModel.build([(line, 1.0) for line in tiny_lines()[::3]], MarkovConfig(order=1))
-    eng = Engine({"default": tiny_markov, "pirate": pirate}, OverlapScorer(), EngineConfig(n_candidates=256))
+    index = FakeIndex(["i like dogs and my dogs like you", "dogs dogs dogs", "coffee on sundays."])
+    eng = Engine({"default": tiny_markov, "pirate": pirate}, OverlapScorer(), EngineConfig(n_candidates=256),
+                 indexes={"default": index})  # default's turns show the index chips; pirate's, none
     yield eng
     eng.close()
 
@@ -199,7 +201,11 @@ def test_chat_shows_the_reply_its_runners_up_and_stats(browser, live):
     for name in ("generated", "unique", "filtered", "scored", "budget_ms"):
         assert float(stats[name]) == expected["stats"][name], name
     assert stats["timed_out"] == str(expected["stats"]["timed_out"]).lower()
-    assert 0 < int(stats["scored"]) <= int(stats["filtered"]) <= int(stats["unique"]) <= int(stats["generated"])
+    # The funnel says what the reply index brought and where the reply came from.
+    assert int(stats["from_index"]) == expected["stats"]["sources"]["index"] == 3
+    assert stats["source"] == expected["stats"]["source"] == "index" and "reply from the index" in answer.text
+    live_kept = int(stats["filtered"]) - int(stats["from_index"])  # the kept candidates the writer made this turn
+    assert 0 < int(stats["scored"]) <= int(stats["filtered"]) and live_kept <= int(stats["unique"]) <= int(stats["generated"])
     assert float(stats["elapsed_ms"]) <= 5000
     assert "read by the editor" in answer.text and "generated" in answer.text
     assert one(browser, "#message").get_attribute("value") == ""

@@ -1,0 +1,112 @@
+"""The reply index as a turn uses it: memory it adds, query latency and recall@64 against exact search.
+
+Loads a model dir's persona index (`riposte index` built it) the way the server does (memory-mapped, checksums
+verified), then for held-out chitchat contexts (test-split conversations, never in the writer's table):
+
+- **memory added**: the process's resident memory before loading, after loading, and after all the queries (the
+  mapped pages a query touches count once read);
+- **query**: `ReplyIndex.search(context, 256)` as the turn calls it (the context's first-stage vector, the graph
+  search, the lines decoded), p50 and p99 over one query at a time;
+- **recall@64**: the graph's top 64 against exact inner-product search over the same stored vectors, and the exact
+  search's own time (numpy over every vector: the peer a user without a graph index would run).
+
+    .venv/bin/python benchmarks/bench_reply_index.py --model models/default [--persona default] [--queries 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+K = 64
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, MB (Linux /proc)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def held_out_contexts(n: int, seed: int = 0) -> list[list[str]]:
+    """n contexts of 3 lines from chitchat's test-split conversations."""
+    from corpus.chitchat import read_chitchat
+    from reranker.windows import split_of
+
+    docs = [d for d in read_chitchat() if split_of(d.source_id) == "test" and len(d.lines) > 3]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        doc = docs[int(rng.integers(len(docs)))]
+        i = int(rng.integers(3, len(doc.lines)))
+        out.append([line.text for line in doc.lines[i - 3 : i]])
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--persona", default="default")
+    parser.add_argument("--queries", type=int, default=500)
+    args = parser.parse_args()
+
+    from corpus.modeldir import INDEX_DIR
+    from corpus.text import words
+    from markov.personas import load_personas
+    from reranker.index import ReplyIndex
+    from server.models import first_stage_dir, index_fingerprints, load_first_stage
+
+    contexts = held_out_contexts(args.queries)
+    stage = load_first_stage(first_stage_dir(args.model))
+    writer = load_personas(args.model / "markov")[args.persona]
+    stage.add_words(words(" ".join(writer.vocab[2:])))
+    del writer
+    print(f"machine: {platform.machine()} {platform.processor() or 'cpu'}, "
+          f"{open('/proc/cpuinfo').read().count('processor')} cpus; {len(contexts)} held-out chitchat contexts")
+
+    before = rss_mb()
+    started = time.perf_counter()
+    index = ReplyIndex.load(args.model / INDEX_DIR / args.persona,
+                            expect=index_fingerprints(args.model, args.persona)).attach(stage)
+    load_s = time.perf_counter() - started
+    loaded = rss_mb()
+    print(f"index: {len(index):,} entries, loaded (sha256 verified, mapped) in {load_s:.1f} s; "
+          f"builds: {index.info.get('builds')}")
+
+    times = []
+    for context in contexts:
+        t = time.perf_counter()
+        index.search(context, 256)
+        times.append(time.perf_counter() - t)
+    queried = rss_mb()
+
+    queries = np.stack([index.query_vector(c) for c in contexts[:200]])
+    vectors = np.asarray(index.graph.get(np.arange(len(index), dtype=np.uint64)), dtype=np.float32)
+    recalls, exact_s = [], []
+    for q in queries:
+        t = time.perf_counter()
+        truth = np.argpartition(-(vectors @ q), K)[:K]
+        exact_s.append(time.perf_counter() - t)
+        rows, _ = index.search_vector(q, K)
+        recalls.append(len(set(rows.tolist()) & set(truth.tolist())) / K)
+    graph_ms = [1000 * t for t in times]
+    print("\n| entries | memory added: loaded / after queries (MB) | search(256) p50 ms | p99 ms | exact top-64 mean ms "
+          "| recall@64 (n) |\n|---|---|---|---|---|---|")
+    print(f"| {len(index):,} | {loaded - before:.0f} / {queried - before:.0f} | {np.percentile(graph_ms, 50):.2f} | "
+          f"{np.percentile(graph_ms, 99):.2f} | {1000 * np.mean(exact_s):.1f} | {np.mean(recalls):.3f} "
+          f"({len(recalls)}) |")
+    print(f"exact search / graph search (p50): {np.mean(exact_s) / np.percentile(times, 50):.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
