@@ -471,7 +471,9 @@ class Engine:
     def prepare(self, plan: TurnPlan) -> Candidates:
         """The CPU stages: generate, filter, prior, first stage; the candidates in the order the editor reads them."""
         plan.stage_ms["queued"] = round(plan.budget.elapsed_ms(), 1)  # from the request's arrival to a free thread
-        candidates = self.generate(plan) + self.recall(plan)
+        # The index's lines first: under load the filter stops at its deadline keeping what it passed, and the
+        # index's lines are the turn's likeliest best (it holds the first stage's top of all a writer wrote).
+        candidates = self.recall(plan) + self.generate(plan)
         candidates = self.filter(plan, candidates)
         candidates.prior = self.prior(plan, candidates)
         return self.order(plan, candidates)

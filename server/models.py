@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # The whole first run should fit in 10 minutes: training gets what the Markov build left of this.
 FIRST_RUN_MINUTES = 9.5
+# ... and the reply index what training left of 10.5 minutes (at least half a minute), up to this many lines:
+# a start that `riposte index --add` grows (the sense model judges ~600 lines/s on 2 cores).
+FIRST_RUN_INDEX_ENTRIES = 50_000
 
 
 def has_markov(model_dir: Path) -> bool:
@@ -172,6 +175,8 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
             train_default(editor, max_minutes=minutes, progress=progress)
             status.finish()
             log.info("editor trained in %.0f s", time.monotonic() - start)
+            first_run_index(model_dir, max(0.5, FIRST_RUN_MINUTES + 1.0 - (time.monotonic() - began) / 60.0),
+                            status, progress)
         if "first_stage" in stages:
             # An editor built before first stages existed: distil one, not the whole editor again.
             from reranker.recipes import build_first_stage
@@ -182,6 +187,21 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
             status.finish()
             log.info("first stage built in %.0f s", time.monotonic() - start)
     return model_dir
+
+
+def first_run_index(model_dir: Path, minutes: float, status: BuildStatus, progress: bool) -> None:
+    """The default persona's first reply index, in what the first run has left; optional: a failure is logged."""
+    if first_stage_dir(model_dir) is None or (model_dir / INDEX_DIR / "default").is_dir():
+        return
+    status.begin(f"indexing up to {FIRST_RUN_INDEX_ENTRIES:,} replies in {model_dir / INDEX_DIR} "
+                 f"(up to {minutes:.1f} minutes)", expected_s=minutes * 60.0)
+    try:
+        report = build_index(model_dir, "default", FIRST_RUN_INDEX_ENTRIES, max_minutes=minutes, progress=progress)
+    except (ImportError, OSError, ValueError) as exc:
+        log.warning("no reply index in this first run (%s); build one with `riposte index`", exc)
+        return
+    log.info("reply index: %d lines in the first run (%.0f s); grow it with `riposte index --add --entries N`",
+             report["added"], report["seconds"])
 
 
 # ---- loading -----------------------------------------------------------------------------------------------
