@@ -117,10 +117,17 @@ class SenseModel:
 
     def context_vector(self, context: list[str]) -> np.ndarray:
         """The unit vector (H,) of the joined context as the fine-tuned encoder reads it; zeros when empty."""
-        if not context:
-            return np.zeros(self.encoder.hidden_size, dtype=np.float32)
-        raw, _ = self.encoder.embed([self.encoder.context_text(context)], keep_end=True, exact=True)
-        return unit(raw)[0]
+        return self.context_vectors([context])[0]
+
+    def context_vectors(self, contexts: list[list[str]]) -> np.ndarray:
+        """`context_vector` of several contexts (N, H), embedded in one batch."""
+        out = np.zeros((len(contexts), self.encoder.hidden_size), dtype=np.float32)
+        rows = [i for i, context in enumerate(contexts) if context]
+        if rows:
+            raw, _ = self.encoder.embed([self.encoder.context_text(contexts[i]) for i in rows], keep_end=True,
+                                        exact=True)
+            out[rows] = unit(raw)
+        return out
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Logits (N,) float32 of every text: > 0 reads "a person said this"."""

@@ -212,3 +212,21 @@ def test_the_first_stage_is_distilled_from_the_encoder_that_carries_the_relevanc
     assert first_stage_source(negative) == (negative.biencoder, (1.0, 0.0))
     mixed = sensible_editor.with_sense(None).with_config(EditorConfig(weights=(-1.0, 3.0, 0.5)))
     assert first_stage_source(mixed)[1] == (0.0, 3.0)
+
+
+def test_many_contexts_embed_in_one_batch_each_and_match_one_at_a_time(tiny_bert):
+    torch.manual_seed(0)
+    editor = Editor.from_backbone(tiny_bert, config=EditorConfig()).with_sense(SenseModel.from_backbone(tiny_bert))
+    contexts = [["hello how are you", "fine thanks"], ["i like pizza"], [], ["hello how are you", "fine thanks"]]
+    alone = [editor.context_vectors(c) for c in contexts]
+    editor._contexts.clear()
+    calls = []
+    for model in (editor.biencoder, editor.sense.encoder):
+        original = model.embed
+        model.embed = lambda texts, _o=original, **kw: calls.append(len(texts)) or _o(texts, **kw)
+    many = editor.context_vectors_many(contexts)
+    assert calls == [4, 2]  # two distinct non-empty contexts: (joined, last line) each, then the sense encoder's
+    for a, b in zip(alone, many, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not many[2].any()  # an empty context is zeros
+    assert editor.context_vectors_many(contexts[:2]) and calls == [4, 2]  # cached now: no forward
