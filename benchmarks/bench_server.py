@@ -82,12 +82,13 @@ async def run_level(base: str, concurrency: int, total: int, body: dict, seconds
     latencies: list[float] = []
     scored: list[int] = []
     first: list[int] = []
-    timed_out = shed = 0
+    stages: list[dict] = []
+    timed_out = shed = errors = 0
     counter = iter(range(total if not seconds else 10**9))
     stop_at = time.perf_counter() + seconds if seconds else float("inf")
 
     async def client(c: httpx.AsyncClient) -> None:
-        nonlocal timed_out, shed
+        nonlocal timed_out, shed, errors
         for i in counter:
             if time.perf_counter() >= stop_at:
                 return
@@ -99,8 +100,11 @@ async def run_level(base: str, concurrency: int, total: int, body: dict, seconds
                 await asyncio.sleep(min(float(r.headers.get("retry-after", 1)), 1.0))
                 continue
             latencies.append((time.perf_counter() - start) * 1000.0)
-            r.raise_for_status()
+            if r.status_code != 200:
+                errors += 1
+                continue
             stats = r.json()["stats"]
+            stages.append(stats.get("stage_ms") or {})
             scored.append(stats["scored"])
             first.append((stats.get("first_stage") or {}).get("scored", 0))
             timed_out += stats["timed_out"]
@@ -123,8 +127,19 @@ async def run_level(base: str, concurrency: int, total: int, body: dict, seconds
         "scored_median": statistics.median(scored) if scored else 0.0,
         "first_stage": statistics.median(first) if first else 0.0,
         "timed_out": timed_out,
+        "errors": errors,
+        "reads_per_s": sum(scored) / wall,
+        "stages": {name: statistics.median(s.get(name, 0.0) for s in stages) if stages else 0.0
+                   for name in STAGES},
+        "reading": statistics.median(s.get("editor", 0.0) - s.get("editor_wait", 0.0) for s in stages)
+        if stages else 0.0,
         "latencies": lat,
     }
+
+
+# A turn's stages as stats.stage_ms names them, in order; "editor_wait" is the part of "editor" spent before the
+# scorer's first round with the turn.
+STAGES = ("queued", "generate", "index", "filter", "first_stage", "editor_wait", "editor")
 
 
 def parse_level(text: str) -> tuple[int, int]:
@@ -195,6 +210,13 @@ def main() -> int:
             print(f"| {design} | {budget or 'none'} | {conc} | {r['n']} | {r['shed']} | {r['min']:.0f} | {r['p50']:.0f} |"
                   f" {r['p95']:.0f} | {r['p99']:.0f} | {r['rps']:.2f} | {r['scored']:.0f} | {r['scored_median']:.0f} |"
                   f" {r['first_stage']:.0f} | {over} | {r['timed_out']} |", flush=True)
+        print("\nWhere a turn's time went (medians, ms), and the editor's reads per second over all turns:\n")
+        print("| design | budget ms | clients | " + " | ".join(STAGES[:-1]) + " | reading | editor reads/s | errors |")
+        print("|---|---|---|" + "---|" * (len(STAGES) + 2))
+        for (design, budget, conc), r in results.items():
+            print(f"| {design} | {budget or 'none'} | {conc} | " +
+                  " | ".join(f"{r['stages'][name]:.0f}" for name in STAGES[:-1]) +
+                  f" | {r['reading']:.0f} | {r['reads_per_s']:.0f} | {r['errors']} |")
         print()
         for (design, budget, conc), ours in results.items():
             naive = results.get(("naive", None, conc))

@@ -602,15 +602,24 @@ class Engine:
         """The editor: reads the candidates in order until the budget's scoring deadline (blocks this thread)."""
         began, job = self.clock(), self._submit(plan, candidates)
         scores = Scores.unread(len(candidates)) if job is None else self._scheduler.wait(job)
-        plan.stage_ms["editor"] = self._ms_since(began)
+        self._time_editor(plan, began, job)
         return scores
 
     async def aread(self, plan: TurnPlan, candidates: Candidates) -> Scores:
         """The editor, awaited: reads the candidates in order until the budget's scoring deadline."""
         began, job = self.clock(), self._submit(plan, candidates)
         scores = Scores.unread(len(candidates)) if job is None else await self._await(job)
-        plan.stage_ms["editor"] = self._ms_since(began)
+        self._time_editor(plan, began, job)
         return scores
+
+    def _time_editor(self, plan: TurnPlan, began: float, job: ScoringJob | None) -> None:
+        """The editor stage's time, split into waiting for the scorer's first round with this turn, and reading."""
+        plan.stage_ms["editor"] = self._ms_since(began)
+        if job is not None:
+            first = job.first_round
+            plan.stage_ms["editor_wait"] = plan.stage_ms["editor"] if first is None else \
+                round(max(0.0, first - began) * 1000.0, 1)
+            plan.stats["editor_rounds"] = job.rounds
 
     def pick(self, plan: TurnPlan, candidates: Candidates, scores: Scores) -> Reply:
         """The reply: argmax (or a top-k softmax sample) over what the editor read; by reading order when it read nothing."""

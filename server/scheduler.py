@@ -163,6 +163,8 @@ class ScoringJob:
         self._pending = np.arange(n)  # the reading order; _pending[_next:] is still to read
         self._next = 0
         self.n_read = 0
+        self.rounds = 0  # rounds of the worker that read some of this job
+        self.first_round: float | None = None  # the clock when the first of them began (None: never read)
         self._lock = threading.Lock()
 
     @property
@@ -411,6 +413,10 @@ class ScoringScheduler:
         """Read the next candidates of the live jobs: one batched call, or one call per job."""
         self.rounds += 1
         plan, deadline = self._plan(live, now)
+        for job, _ in plan:
+            job.rounds += 1
+            if job.first_round is None:
+                job.first_round = now
         requests = [(job.context, [job.candidates[i] for i in idx]) for job, idx in plan]
         if self.batched:
             try:

@@ -172,7 +172,8 @@ class ReplyStats(BaseModel):
     scorer: Literal["reranker", "prior"] = Field(description="what ranked the candidates")
     persona: str
     stage_ms: dict[str, float] = Field(description="time per stage: queued, generate, index, filter, first_stage, "
-                                       "editor")
+                                       "editor (of which editor_wait: before the scorer's first round with the turn)")
+    editor_rounds: int | None = Field(None, description="the scorer's rounds that read some of this turn's candidates")
     first_stage: FirstStageStats | None = None
     index: IndexStats | None = None
     sources: SourceStats | None = None

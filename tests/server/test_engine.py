@@ -212,7 +212,9 @@ def test_generation_stops_at_its_deadline_and_the_editor_reads_until_the_scoring
         assert r.stats["generated"] == 512 and r.stats["filtered"] == 512
         assert r.stats["scored"] == 96 and not r.stats["timed_out"]
         assert clock() == 1024.0 + 1.0 and r.stats["elapsed_ms"] == 1000.0
-        assert r.stats["stage_ms"] == {"queued": 0.0, "generate": 250.0, "filter": 0.0, "editor": 750.0}
+        assert r.stats["stage_ms"] == {"queued": 0.0, "generate": 250.0, "filter": 0.0, "editor": 750.0,
+                                       "editor_wait": 0.0}  # the scorer was idle: its first round began at once
+        assert r.stats["editor_rounds"] == 3  # 96 read in slices of 32
         # The editor read the best by prior first.
         by_prior = sorted([r.reply, *(a.text for a in r.alternatives)], key=lambda t: int(t.split()[2]))
         assert scorer.read == by_prior[:96]
