@@ -31,11 +31,15 @@ the previous index whole.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -127,7 +131,11 @@ class ReplyIndex:
                               f"{len(offsets) - 1} lines")
         self.config, self.graph, self.lines, self.offsets, self.meta, self.info = config, graph, lines, offsets, meta, info
         self.graph.expansion_search = config.expansion_search
+        self.graph.expansion_add = config.expansion_add  # a restored graph starts from usearch's defaults
         self.first_stage = None  # set by `attach`: the model whose context vectors make the queries
+        # usearch's Python search shares one query buffer per index: turns on several threads take turns (a search
+        # is a millisecond or two, and the GIL would serialize most of it anyway).
+        self._search_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -158,7 +166,8 @@ class ReplyIndex:
         """The rows of the k nearest entries to `query` (D,) and their inner products, best first."""
         if len(self) == 0 or k < 1 or not np.any(query):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        matches = self.graph.search(np.asarray(query, dtype=np.float32), min(k, len(self)))
+        with self._search_lock:
+            matches = self.graph.search(np.asarray(query, dtype=np.float32), min(k, len(self)), threads=1)
         return np.asarray(matches.keys, dtype=np.int64), (1.0 - np.asarray(matches.distances, dtype=np.float32))
 
     def search(self, context: list[str], k: int = 256) -> Hits:
@@ -204,8 +213,15 @@ class ReplyIndex:
             config = IndexConfig(**config_fields(IndexConfig, settings, "reply index", reads=(FORMAT_VERSION,)))
         except (TypeError, ValueError) as exc:
             raise IndexLoadError(f"{directory}: {exc}") from exc
+        for what, value in (expect or {}).items():  # before any hashing: a stale index is refused at once
+            if (settings.get("fingerprints") or {}).get(what) != value:
+                raise StaleIndexError(f"{directory} was built with another {what.replace('_', ' ')} than this model "
+                                      f"dir's: rebuild it with `riposte index`")
+        files = settings.get("files")
+        if not isinstance(files, dict):
+            raise IndexLoadError(f"{directory}/config.json lists no data files: the index is damaged; rebuild it")
         for name in DATA_FILES:
-            path, want = directory / name, settings.get("files", {}).get(name, {})
+            path, want = directory / name, files.get(name) or {}
             if not path.is_file():
                 raise IndexLoadError(f"{directory}: {name} is missing; rebuild the index with `riposte index`")
             if path.stat().st_size != want.get("bytes"):
@@ -214,10 +230,6 @@ class ReplyIndex:
             if verify and _file_sha256(path) != want.get("sha256"):
                 raise IndexLoadError(f"{path} is damaged (its sha256 is not the one written); rebuild the index with "
                                   "`riposte index`")
-        for what, value in (expect or {}).items():
-            if settings.get("fingerprints", {}).get(what) != value:
-                raise StaleIndexError(f"{directory} was built with another {what.replace('_', ' ')} than this model "
-                                      f"dir's: rebuild it with `riposte index`")
         try:
             graph = Index.restore(str(directory / VECTORS_FILE), view=view)
         except Exception as exc:  # usearch raises RuntimeError or ValueError on a bad header
@@ -225,12 +237,18 @@ class ReplyIndex:
         if graph is None:
             raise IndexLoadError(f"{directory / VECTORS_FILE} cannot be read")
         mode = "r" if view else None
-        offsets = np.load(directory / OFFSETS_FILE, mmap_mode=mode)
-        meta = np.load(directory / META_FILE, mmap_mode=mode)
-        lines = np.memmap(directory / LINES_FILE, dtype=np.uint8, mode="r") if view and offsets[-1] else \
-            (directory / LINES_FILE).read_bytes()
-        info = {k: settings[k] for k in ("fingerprints", "builds") if k in settings}
-        return cls(config, graph, lines, offsets, meta, info)
+        try:
+            offsets = np.load(directory / OFFSETS_FILE, mmap_mode=mode)
+            meta = np.load(directory / META_FILE, mmap_mode=mode)
+            if offsets.ndim != 1 or len(offsets) < 1 or meta.ndim != 2 or meta.shape[1] != 2:
+                raise ValueError(f"offsets {offsets.shape}, meta {meta.shape}")
+            lines = np.memmap(directory / LINES_FILE, dtype=np.uint8, mode="r") if view and offsets[-1] else \
+                (directory / LINES_FILE).read_bytes()
+            info = {k: settings[k] for k in ("fingerprints", "builds") if k in settings}
+            return cls(config, graph, lines, offsets, meta, info)
+        except (ValueError, TypeError, IndexError, OSError) as exc:
+            raise IndexLoadError(f"{directory}: the index's arrays are damaged ({exc}); rebuild it with "
+                                 "`riposte index`") from exc
 
 
 # ---- building ---------------------------------------------------------------------------------------------
@@ -271,6 +289,29 @@ def write_entries(writer, n: int, rng: np.random.Generator, rules: LineRules, se
         yield texts, np.asarray(logprob, dtype=np.float64), counts
 
 
+@contextlib.contextmanager
+def build_lock(directory: Path):
+    """Hold the index's build lock (`.NAME.lock` beside it) and tidy what a killed build left: a build that died
+    between its two renames left the previous index as `.NAME.old-PID` (put back), and temporaries (removed)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexLoadError(f"another build of {directory} is running; wait for it, or stop it") from None
+        try:
+            for left in sorted(directory.parent.glob(f".{directory.name}.old-*")):
+                if not directory.exists():
+                    os.rename(left, directory)
+                else:
+                    shutil.rmtree(left, ignore_errors=True)
+            for left in directory.parent.glob(f".{directory.name}.tmp-*"):
+                shutil.rmtree(left, ignore_errors=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_index(directory: str | os.PathLike, writer, judge: Callable[[list[str]], np.ndarray], first_stage, n: int,
                 *, fingerprints: dict[str, str], config: IndexConfig | None = None, rules: LineRules | None = None,
                 seed: int = 0, add: bool = False, deadline: float = math.inf, progress: bool = True) -> dict:
@@ -278,12 +319,24 @@ def build_index(directory: str | os.PathLike, writer, judge: Callable[[list[str]
     there, which must have been built from the same writer and first stage). Returns the build's report.
 
     `judge(texts)` gives each line's sense logit. Stops early at `deadline` (time.monotonic()), keeping what it has.
+    One build of an index runs at a time (`build_lock`).
     """
     directory = Path(directory)
+    with build_lock(directory):
+        return _build(directory, writer, judge, first_stage, n, fingerprints=fingerprints, config=config,
+                      rules=rules, seed=seed, add=add, deadline=deadline, progress=progress)
+
+
+def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints: dict[str, str],
+           config: IndexConfig | None, rules: LineRules | None, seed: int, add: bool, deadline: float,
+           progress: bool) -> dict:
     started = time.monotonic()
     old = None
     if add and (directory / "config.json").is_file():
         old = ReplyIndex.load(directory, expect={k: fingerprints[k] for k in ("writer", "first_stage")}, view=False)
+        if old.info.get("fingerprints", {}).get("judge") != fingerprints.get("judge"):
+            raise StaleIndexError(f"{directory} was judged by another sense model than this editor's: its scores and "
+                                  "threshold would not compare with new ones; rebuild it instead of --add")
         config = old.config
     config = config or IndexConfig()
     graph = _empty_graph(config, first_stage.dim)
@@ -324,12 +377,12 @@ def build_index(directory: str | os.PathLike, writer, judge: Callable[[list[str]
         if time.monotonic() > deadline:
             break
     bar.close()
-    build = {**counts, "seconds": round(time.monotonic() - started, 1), "min_sense": threshold,
+    finite = threshold is not None and math.isfinite(threshold)
+    build = {**counts, "seconds": round(time.monotonic() - started, 1), "min_sense": threshold if finite else None,
              "seed": seed, "asked": n}
     info = {"fingerprints": dict(fingerprints), "builds": [*builds, build]}
     meta_all = np.concatenate(meta) if meta else np.zeros((0, 2), np.float32)
-    config = IndexConfig(**{**asdict(config), "min_sense": threshold if threshold is not None and
-                            math.isfinite(threshold) else None})
+    config = IndexConfig(**{**asdict(config), "min_sense": threshold if finite else None})
     index = ReplyIndex(config, graph, bytes(lines), np.asarray(offsets, dtype=np.int64), meta_all, info)
     index.save(directory)
     log.info("index %s: %s", directory, json.dumps(build))

@@ -145,7 +145,8 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
     if args.entries < 1:
         raise ValueError(f"--entries must be >= 1, got {args.entries}")
     report = build_index(settings.model_dir, args.persona, args.entries, add=args.add, max_minutes=args.max_minutes,
-                         drop_share=args.drop_share, seed=args.seed, progress=True)
+                         drop_share=args.drop_share, seed=args.seed, progress=True,
+                         rules=settings.engine_config())
     print(json.dumps(report))
     return 0
 
@@ -167,9 +168,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
     quiet_library_bars()  # off a terminal, transformers' own bars would be frames in the log
     try:
         if args.command == "index":
-            return index(args, settings)
+            try:
+                return index(args, settings)
+            except KeyboardInterrupt:
+                print("riposte: interrupted; the index as it was before this build is unchanged", file=sys.stderr)
+                return 130
         return serve(settings) if args.command == "serve" else chat(settings, args.seed)
-    except (OSError, ValueError) as exc:  # a wrong or unwritable --model dir is a usage error, not a crash
+    except (OSError, ValueError, RuntimeError) as exc:  # a wrong or unwritable --model dir: a usage error, not a crash
         print(f"riposte: error: {exc}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ candidates. Every deadline is read from one injectable clock, so tests can step 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -34,6 +35,8 @@ from corpus.modeldir import DEFAULT_PERSONA
 from corpus.text import STOPWORDS, LineFilter, LineRules, dedupe_key, overlap, words
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
+
+log = logging.getLogger(__name__)
 
 
 class FirstStageScorer(Protocol):
@@ -550,7 +553,13 @@ class Engine:
         if index is None or k < 1:
             return Candidates([], [], np.zeros(0), from_index=np.zeros(0, dtype=bool))
         began = self.clock()
-        hits = index.search([t.text for t in plan.turns[-self.config.context_lines :]], k)
+        try:
+            hits = index.search([t.text for t in plan.turns[-self.config.context_lines :]], k)
+        except Exception as exc:  # the index is optional: a failing search leaves the turn its live candidates
+            log.warning("the %s reply index failed (%s: %s); this turn uses live candidates", plan.persona,
+                        type(exc).__name__, exc)
+            plan.stats["index"] = {"hits": 0, "ms": self._ms_since(began), "error": type(exc).__name__}
+            return Candidates([], [], np.zeros(0), from_index=np.zeros(0, dtype=bool))
         found = Candidates(list(hits.texts), [words(t) for t in hits.texts], np.asarray(hits.logprob, np.float64),
                            from_index=np.ones(len(hits.texts), dtype=bool))
         plan.stage_ms["index"] = self._ms_since(began)

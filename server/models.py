@@ -193,13 +193,17 @@ def first_run_index(model_dir: Path, minutes: float, status: BuildStatus, progre
     """The default persona's first reply index, in what the first run has left; optional: a failure is logged."""
     if first_stage_dir(model_dir) is None or (model_dir / INDEX_DIR / "default").is_dir():
         return
+    status.total += 1
     status.begin(f"indexing up to {FIRST_RUN_INDEX_ENTRIES:,} replies in {model_dir / INDEX_DIR} "
                  f"(up to {minutes:.1f} minutes)", expected_s=minutes * 60.0)
     try:
         report = build_index(model_dir, "default", FIRST_RUN_INDEX_ENTRIES, max_minutes=minutes, progress=progress)
-    except (ImportError, OSError, ValueError) as exc:
-        log.warning("no reply index in this first run (%s); build one with `riposte index`", exc)
+    except Exception as exc:  # optional: the editor trained fine, and the server must start with it
+        log.warning("no reply index in this first run (%s: %s); build one with `riposte index`",
+                    type(exc).__name__, exc)
         return
+    finally:
+        status.finish()
     log.info("reply index: %d lines in the first run (%.0f s); grow it with `riposte index --add --entries N`",
              report["added"], report["seconds"])
 
@@ -291,8 +295,9 @@ def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
     for name in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             out[name] = ReplyIndex.load(root / name, expect=index_fingerprints(model_dir, name)).attach(first_stage)
-        except (IndexLoadError, OSError, ValueError) as exc:
-            log.warning("reply index %s not used, the turn writes its candidates live: %s", root / name, exc)
+        except Exception as exc:  # optional by design: any damage leaves that persona on live candidates
+            log.warning("reply index %s not used, the turn writes its candidates live: %s", root / name,
+                        exc if isinstance(exc, IndexLoadError) else f"{type(exc).__name__}: {exc}")
     for name, model in personas.items():  # an alias (a group chat's "default" is its "all") shares the index
         shared = [other for other in out if personas.get(other) is model]
         if name not in out and shared:
@@ -302,9 +307,13 @@ def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
 
 def build_index(model_dir: str | Path, persona: str = "default", entries: int = 100_000, *, add: bool = False,
                 max_minutes: float | None = None, drop_share: float | None = None, seed: int = 0,
-                progress: bool = True) -> dict:
+                progress: bool = True, rules=None) -> dict:
     """Build (or with `add`, grow) a persona's reply index in `model_dir/index/<persona>`: its writer's lines,
-    judged by the editor's sense model (none: every line kept, judged 0) and embedded by the first stage."""
+    judged by the editor's sense model (none: every line kept, judged 0) and embedded by the first stage.
+
+    `rules` (a `corpus.text.LineRules`, default the served engine's: RIPOSTE_* blocklists and lengths) decide
+    which lines may enter, so the index holds no line a turn would refuse on its own.
+    """
     import numpy as np
 
     from markov.personas import persona_dirs
@@ -329,9 +338,18 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
     else:  # nothing to judge with: keep every line the rules pass
         judge, fingerprints["judge"] = (lambda texts: np.zeros(len(texts), np.float32)), "none"
         config = IndexConfig(drop_share=0.0)
-    deadline = time.monotonic() + max_minutes * 60 if max_minutes else float("inf")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0, got {max_minutes}")
+    if drop_share is not None and (add or sense is None):
+        log.warning("--drop-share %s is not used: %s", drop_share, "an index grows with the threshold of its first "
+                    "build" if add else "there is no sense model to judge with, so every line is kept")
+    if rules is None:
+        from server.settings import Settings
+
+        rules = Settings().engine_config()
+    deadline = time.monotonic() + max_minutes * 60 if max_minutes is not None else float("inf")
     return build(model_dir / INDEX_DIR / persona, writer, judge, first_stage, entries, fingerprints=fingerprints,
-                 config=config, seed=seed, add=add, deadline=deadline, progress=progress)
+                 config=config, rules=rules, seed=seed, add=add, deadline=deadline, progress=progress)
 
 
 def fingerprint_of_editor(model_dir: Path) -> str:

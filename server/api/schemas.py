@@ -164,7 +164,8 @@ class ReplyStats(BaseModel):
 
     generated: int = Field(description="candidates the writer made")
     unique: int = Field(description="distinct candidates")
-    filtered: int = Field(description="candidates past every text rule")
+    filtered: int = Field(description="candidates past every text rule: those written in this turn (generated, "
+                          "unique) and those found in the persona's reply index (sources.index)")
     scored: int = Field(description="candidates the editor read within the budget")
     elapsed_ms: float
     budget_ms: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,9 +23,12 @@ from reranker.index import (
     build_index,
     fingerprint,
 )
-from tests.server.conftest import build_tiny_markov, tiny_lines
 
 CONTEXT = ["do you like dogs?", "i really like pizza."]
+SUBJECTS, VERBS = ["i", "you", "we", "they", "my friend"], ["like", "hate", "want", "need"]
+OBJECTS = ["dogs", "pizza", "the park", "music", "coffee", "old movies"]
+LINES = [f"{s} really {v} {o}." for s in SUBJECTS for v in VERBS for o in OBJECTS] + \
+    [f"why do {s} {v} {o} on sundays?" for s in SUBJECTS for v in VERBS for o in OBJECTS]
 FINGERPRINTS = {"writer": "w1", "first_stage": "f1", "judge": "j1"}
 
 
@@ -35,13 +39,15 @@ def judge(texts: list[str]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def writer():
-    return build_tiny_markov()
+    from markov import MarkovConfig, MarkovModel
+
+    return MarkovModel.build([(line, 1.0) for line in LINES], MarkovConfig(order=2))
 
 
 @pytest.fixture(scope="module")
 def stage(tiny_bert, writer):
     bi = BiEncoder.from_backbone(tiny_bert, dtype=torch.float32)
-    texts = tiny_lines()
+    texts = LINES
     vecs, _ = bi.embed(texts)
     stage, _ = distill(bi, texts, vecs, weights=(1.0, 0.5), config=DistillConfig(epochs=3, dim=16, lr=1e-2))
     stage.add_words(words(" ".join(writer.vocab[2:])))
@@ -93,6 +99,9 @@ def test_add_grows_the_index_and_keeps_every_old_entry(built, writer, stage):
     after = ReplyIndex.load(directory).attach(stage)
     assert len(after) == len(old) + report["added"] and report["added"] > 0
     assert [after.line(r) for r in range(len(old))] == old
+    keys = np.arange(len(old), dtype=np.uint64)
+    np.testing.assert_array_equal(after.graph.get(keys), before.graph.get(keys))  # and their vectors
+    np.testing.assert_array_equal(after.meta[: len(old)], before.meta)
     assert len({after.line(r) for r in range(len(after))}) == len(after)  # nothing added twice
     assert report["min_sense"] == first["min_sense"]  # one bar for every entry
     assert [b["added"] for b in after.info["builds"]] == [first["added"], report["added"]]
@@ -136,15 +145,66 @@ def test_a_build_killed_midway_leaves_the_previous_index_whole(built, writer, st
 
     def dies(texts):
         calls.append(len(texts))
-        if len(calls) > 1:
-            raise KeyboardInterrupt  # a kill between chunks
-        return judge(texts)
+        raise KeyboardInterrupt  # a kill while lines are being judged
 
     with pytest.raises(KeyboardInterrupt):
         build_index(directory, writer, dies, stage, 20_000, fingerprints=FINGERPRINTS, progress=False)
     assert sorted(p.name for p in directory.iterdir()) == before
     assert len(ReplyIndex.load(directory)) == count
-    assert not [p for p in directory.parent.iterdir() if p.name.startswith(".index")]  # no temporary left
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_index_and_no_temporary(built, writer, stage, monkeypatch):
+    directory, _ = built
+    count = len(ReplyIndex.load(directory))
+    real_save = np.save
+
+    def fails(path, *args, **kwargs):
+        if str(path).endswith("meta.npy"):
+            raise OSError("disk full")
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", fails)
+    with pytest.raises(OSError, match="disk full"):
+        build_index(directory, writer, judge, stage, 100, fingerprints=FINGERPRINTS, progress=False)
+    monkeypatch.undo()
+    assert len(ReplyIndex.load(directory)) == count
+    assert [p.name for p in directory.parent.iterdir() if p.name.startswith(".index.")] == [".index.lock"]
+
+
+def test_a_build_killed_between_its_renames_is_put_back_by_the_next(built, writer, stage):
+    directory, _ = built
+    count = len(ReplyIndex.load(directory))
+    os.rename(directory, directory.with_name(".index.old-123"))  # what a kill between the two renames leaves
+    (directory.parent / ".index.tmp-abc").mkdir()
+    report = build_index(directory, writer, judge, stage, 50, fingerprints=FINGERPRINTS, add=True, progress=False)
+    assert len(ReplyIndex.load(directory)) == count + report["added"]
+    assert [p.name for p in directory.parent.iterdir() if p.name.startswith(".index.")] == [".index.lock"]
+
+
+def test_searches_from_many_threads_agree_with_one_thread(built, stage):
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = ReplyIndex.load(built[0]).attach(stage)
+    contexts = [[line] for line in LINES[:40]]
+    alone = [index.search(c, 16).texts for c in contexts]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda c: index.search(c, 16).texts, contexts * 5))
+    assert together == alone * 5
+
+
+def test_growing_with_another_judge_is_refused_and_no_judge_writes_strict_json(tmp_path, writer, stage):
+    directory = tmp_path / "index"
+    report = build_index(directory, writer, lambda t: np.zeros(len(t), np.float32), stage, 200,
+                         fingerprints={**FINGERPRINTS, "judge": "none"}, config=IndexConfig(drop_share=0.0),
+                         progress=False)
+    assert report["min_sense"] is None and report["dropped"] == 0
+
+    def strict(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    json.loads((directory / "config.json").read_text(), parse_constant=strict)
+    with pytest.raises(StaleIndexError, match="another sense model"):
+        build_index(directory, writer, judge, stage, 10, fingerprints=FINGERPRINTS, add=True, progress=False)
 
 
 def test_fingerprint_changes_with_a_files_bytes(tmp_path):

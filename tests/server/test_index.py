@@ -30,12 +30,25 @@ def test_index_hits_join_the_turn_pass_its_rules_and_are_counted(tiny_markov):
         assert "do you like pizza?" not in said  # the echo rule holds for index lines too
         assert "coffee" not in said  # past k
         s = r.stats["sources"]
-        assert s["index"] == 3 and s["live"] == r.stats["filtered"] - 3 and r.stats["index"]["hits"] == 4
-        assert s["index_read"] + s["live_read"] == r.stats["scored"]
+        assert s["index"] == 3 and r.stats["index"]["hits"] == 4  # 4 found, the echo refused
+        assert s["index_read"] == 3 and s["live_read"] == r.stats["filtered"] - 3  # the editor read them all
+        assert set(INDEX_LINES[1:4]) <= set(said)
         # The overlap scorer likes the pizza-packed index line best, and the stats say where the reply came from.
         assert r.reply == "pizza pizza pizza with my pizza friends" and r.stats["source"] == "index"
-        live = eng.reply(HISTORY, seed=1, budget_ms=5000, persona="default", n_alternatives=3)
-        assert live.stats["source"] in ("index", "live")
+    finally:
+        eng.close()
+
+
+def test_a_failing_index_leaves_the_turn_its_live_candidates(tiny_markov, caplog):
+    class Broken:
+        def search(self, context, k=256):
+            raise RuntimeError("mapped file went away")
+
+    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=64), indexes={"default": Broken()})
+    try:
+        r = eng.reply(HISTORY, seed=1)
+        assert r.reply and r.stats["source"] == "live" and r.stats["index"]["error"] == "RuntimeError"
+        assert "mapped file went away" in caplog.text
     finally:
         eng.close()
 
@@ -140,3 +153,17 @@ def test_riposte_index_cli_reports_and_refuses_bad_input(tmp_path, model_dir, ca
     shutil.rmtree(root / "first_stage")
     assert main(["index", "--model", str(root)]) == 2
     assert "no first stage" in capsys.readouterr().err
+
+
+def test_a_group_chats_default_persona_shares_the_index_of_all(tmp_path, model_dir, tiny_markov):
+    root = tmp_path / "group"
+    tiny_markov.save(root / "markov" / "all")
+    tiny_markov.save(root / "markov" / "ross")
+    shutil.copytree(model_dir / "first_stage", root / "first_stage")
+    build_index(root, "all", entries=100, progress=False)
+    eng = load_engine(root, require_reranker=False)
+    try:
+        assert eng.indexes["default"] is eng.indexes["all"] and "ross" not in eng.indexes
+        assert eng.reply(["do you like dogs?"], seed=1).stats["index"]["hits"] > 0
+    finally:
+        eng.close()
