@@ -78,6 +78,10 @@ class EngineConfig(LineRules):
     topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn (0: none)
+    # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
+    # min_live_candidates): see `Engine.live_candidates`. 0 turns the scaling off.
+    live_per_read: float = 8.0
+    min_live_candidates: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +99,8 @@ class EngineConfig(LineRules):
             )
         if self.index_k < 0:
             raise ValueError(f"index_k must be >= 0, got {self.index_k}")
+        if self.live_per_read < 0 or self.min_live_candidates < 1:
+            raise ValueError("live_per_read must be >= 0 and min_live_candidates >= 1")
         if not 0.0 <= self.topic_share <= 1.0:
             raise ValueError(f"topic_share must be within [0, 1], got {self.topic_share}")
 
@@ -448,12 +454,13 @@ class Engine:
         # Negative or huge seeds (OpenAI clients send any int) map onto numpy's unsigned seed space.
         root = np.random.default_rng(None if seed is None else seed & (2**64 - 1))
         generation_rng, pick_rng = root.spawn(2)
-        return TurnPlan(
+        requested = cfg.n_candidates if n_candidates is None else n_candidates
+        plan = TurnPlan(
             turns=turns,
             context=self.context_of(turns),
             persona=persona,
             speaker=speaker,
-            n_candidates=cfg.n_candidates if n_candidates is None else n_candidates,
+            n_candidates=self.live_candidates(requested, budget),
             topic_words=topic_terms(topic),
             top_k=top_k,
             temperature=temperature,
@@ -462,6 +469,30 @@ class Engine:
             generation_rng=generation_rng,
             pick_rng=pick_rng,
         )
+        if plan.n_candidates < requested:  # the load cut it (`live_candidates`): the stats say so
+            plan.stats["load_scaled"] = {"requested": requested, "written": plan.n_candidates}
+        return plan
+
+    def live_candidates(self, requested: int, budget: Budget) -> int:
+        """How many candidates a turn writes: all it asked for while it is the editor's only turn; under load
+        about `live_per_read` times what the editor will have time to read of it, at least `min_live_candidates`.
+
+        Every turn's CPU stages (writing, filtering, the first stage: Python, holding the GIL) share the two cores
+        with the editor's forward passes, which take the GIL back after every operator. At 16 clients x 500 ms,
+        1,024 candidates a turn left the editor 12-16 reads/s of the 136 it makes for one client; 64 a turn left it
+        105 (benchmarks/RESULTS.md, "Sixteen users"). A turn cannot use what the editor will not read: past the
+        first stage's best few, the rest only slowed everyone's editor.
+        """
+        cfg = self.config
+        if self._scheduler is None or cfg.live_per_read <= 0 or not budget.bounded or requested <= cfg.min_live_candidates:
+            return requested
+        jobs, _ = self._scheduler.queue()
+        turns = jobs + len(self._waiting_for_cpu)  # turns reading, and turns waiting for their CPU stages
+        per_candidate = self.seconds_per_candidate
+        if turns < 2 or not per_candidate:
+            return requested
+        reads = budget.scoring_ms / 1000.0 / (per_candidate * (turns + 1))  # this turn's share of the editor
+        return int(min(requested, max(cfg.min_live_candidates, cfg.live_per_read * reads)))
 
     def _prepare_queued(self, plan: TurnPlan) -> Candidates:
         self._queue_for_cpu(plan, waiting=False)
@@ -549,7 +580,7 @@ class Engine:
         the same text rules and be ordered by the same first stage.
         """
         index = self.indexes.get(plan.persona)
-        k = self.config.index_k
+        k = min(self.config.index_k, max(plan.n_candidates, self.config.min_live_candidates))  # scaled as the live ones
         if index is None or k < 1:
             return Candidates([], [], np.zeros(0), from_index=np.zeros(0, dtype=bool))
         began = self.clock()
