@@ -26,8 +26,10 @@ baseline every figure stands beside) and each `--model` dir's own editor, on the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import glob
 import math
+import os
 import platform
 import sys
 import time
@@ -152,8 +154,8 @@ def main() -> int:
     parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
     parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
     parser.add_argument("--examples", type=int, default=8, help="sample replies to print")
-    parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (threads sharing the "
-                        "engine and its editor's scheduler, as concurrent HTTP clients do)")
+    parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (`areply` on one event loop, "
+                        "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
     args = parser.parse_args()
     models = args.model or [ROOT / "models" / "default"]
 
@@ -178,12 +180,20 @@ def main() -> int:
     for name, engine in engines.items():
         started = time.perf_counter()
 
-        def turn(t: int, engine=engine) -> tuple[str, int, bool]:
-            reply = engine.reply(cases[t][0], budget_ms=args.budget_ms, seed=1000 + t)
-            return reply.reply or "", int(reply.stats.get("scored", 0)), reply.stats.get("source") == "index"
+        async def turns(engine=engine) -> list[tuple[str, int, bool]]:
+            # As the HTTP server runs turns: `areply` on the event loop, the CPU stages on an executor of
+            # max(2, cores) threads, `clients` turns in flight.
+            gate = asyncio.Semaphore(args.clients)
+            with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
 
-        with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            results = list(pool.map(turn, range(len(cases))))
+                async def turn(t: int) -> tuple[str, int, bool]:
+                    async with gate:
+                        reply = await engine.areply(cases[t][0], executor=pool, budget_ms=args.budget_ms, seed=1000 + t)
+                    return reply.reply or "", int(reply.stats.get("scored", 0)), reply.stats.get("source") == "index"
+
+                return await asyncio.gather(*(turn(t) for t in range(len(cases))))
+
+        results = asyncio.run(turns())
         rows[name] = [text for text, _, _ in results]
         read = [n for _, n, _ in results]
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
