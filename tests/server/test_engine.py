@@ -381,3 +381,30 @@ def test_a_tiny_temperature_samples_the_best_not_nan(engine):
     for temperature in (5e-324, 1e-300):
         tiny = engine.reply(history, seed=4, n_candidates=128, budget_ms=5000, top_k=8, temperature=temperature)
         assert tiny.reply == best.reply  # the limit of a softmax as the temperature goes to zero is the argmax
+
+
+def test_under_load_a_turn_writes_about_eight_candidates_per_editor_read(tiny_markov):
+    cost = SimpleNamespace(per_token=1e-3 / 24, overhead=0.0, predict=lambda tokens: tokens * 1e-3 / 24)
+    scorer = OverlapScorer()
+    scorer.cost = cost  # 1 ms a candidate, by the editor's own cost model
+    eng = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=1024))
+    try:
+        assert eng.seconds_per_candidate == pytest.approx(1e-3)
+        assert eng.plan(HISTORY, budget_ms=500).n_candidates == 1024  # alone: all it asked for
+        eng._scheduler.queue = lambda: (15, 0)  # 15 turns reading: this one's share is 375 ms / 16 turns / 1 ms
+        plan = eng.plan(HISTORY, budget_ms=500)
+        reads = plan.budget.scoring_ms / 1000 / (1e-3 * 16)
+        assert plan.n_candidates == int(8 * reads) < 1024
+        assert plan.stats["load_scaled"] == {"requested": 1024, "written": plan.n_candidates}
+        eng._scheduler.queue = lambda: (400, 0)
+        assert eng.plan(HISTORY, budget_ms=500).n_candidates == 64  # never under min_live_candidates
+        assert eng.plan(HISTORY, budget_ms=500, n_candidates=40).n_candidates == 40  # a small request stands
+        assert eng.plan(HISTORY).budget.bounded and eng.reply(HISTORY, seed=1).stats["generated"] <= 64
+    finally:
+        eng.close()
+    off = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=1024, live_per_read=0))
+    try:
+        off._scheduler.queue = lambda: (400, 0)
+        assert off.plan(HISTORY, budget_ms=500).n_candidates == 1024
+    finally:
+        off.close()
