@@ -141,6 +141,7 @@ class IndexStats(BaseModel):
 
     hits: int
     ms: float
+    error: str | None = Field(None, description="the search failed (this kind of error): the turn used live lines")
 
 
 class SourceStats(BaseModel):
