@@ -167,3 +167,27 @@ def test_a_group_chats_default_persona_shares_the_index_of_all(tmp_path, model_d
         assert eng.reply(["do you like dogs?"], seed=1).stats["index"]["hits"] > 0
     finally:
         eng.close()
+
+
+def test_the_first_run_indexes_what_time_it_has_and_never_fails_the_start(tmp_path, model_dir, monkeypatch, caplog):
+    import server.models as models
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    status = models.BuildStatus()
+    models.first_run_index(root, 0.5, status, progress=False)
+    assert (root / "index" / "default" / "config.json").is_file() and status.done == status.total == 1
+    models.first_run_index(root, 0.5, status, progress=False)  # there is one already: nothing to do
+    assert status.total == 1
+    shutil.rmtree(root / "index")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("usearch exploded")
+
+    monkeypatch.setattr(models, "build_index", broken)
+    with caplog.at_level(logging.WARNING):
+        models.first_run_index(root, 0.5, status, progress=False)  # logged, not raised
+    assert "no reply index in this first run" in caplog.text and status.done == status.total == 2
+    shutil.rmtree(root / "first_stage")
+    models.first_run_index(root, 0.5, status, progress=False)  # no first stage: no index, no stage
+    assert status.total == 2 and not (root / "index" / "default").exists()
