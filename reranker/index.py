@@ -191,8 +191,7 @@ class ReplyIndex:
             np.save(tmp / META_FILE, np.asarray(self.meta, dtype=np.float32))
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _file_sha256(tmp / name)}
                      for name in DATA_FILES}
-            settings = {**asdict(self.config), **{k: v for k, v in self.info.items() if k != "files"},
-                        "count": len(self), "dim": self.dim, "files": files}
+            settings = {**asdict(self.config), **self.info, "count": len(self), "dim": self.dim, "files": files}
             modeldir.write(tmp, KIND, FORMAT_VERSION, settings)
         return directory
 
@@ -339,11 +338,10 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
                                   "threshold would not compare with new ones; rebuild it instead of --add")
         config = old.config
     config = config or IndexConfig()
-    graph = _empty_graph(config, first_stage.dim)
+    graph = old.graph if old is not None else _empty_graph(config, first_stage.dim)
     lines, offsets, meta, builds = bytearray(), [0], [], []
     seen: set[str] = set()
     if old is not None:
-        graph = old.graph
         lines += bytes(old.lines[: int(old.offsets[-1])])
         offsets = [int(o) for o in old.offsets]
         meta = [np.asarray(old.meta, dtype=np.float32)]

@@ -581,8 +581,9 @@ class Engine:
         """
         index = self.indexes.get(plan.persona)
         k = min(self.config.index_k, max(plan.n_candidates, self.config.min_live_candidates))  # scaled as the live ones
+        none = Candidates([], [], np.zeros(0))
         if index is None or k < 1:
-            return Candidates([], [], np.zeros(0), from_index=np.zeros(0, dtype=bool))
+            return none
         began = self.clock()
         try:
             hits = index.search([t.text for t in plan.turns[-self.config.context_lines :]], k)
@@ -590,7 +591,7 @@ class Engine:
             log.warning("the %s reply index failed (%s: %s); this turn uses live candidates", plan.persona,
                         type(exc).__name__, exc)
             plan.stats["index"] = {"hits": 0, "ms": self._ms_since(began), "error": type(exc).__name__}
-            return Candidates([], [], np.zeros(0), from_index=np.zeros(0, dtype=bool))
+            return none
         found = Candidates(list(hits.texts), [words(t) for t in hits.texts], np.asarray(hits.logprob, np.float64),
                            from_index=np.ones(len(hits.texts), dtype=bool))
         plan.stage_ms["index"] = self._ms_since(began)

@@ -268,33 +268,38 @@ def first_stage_dir(model_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
-def index_fingerprints(model_dir: Path, persona: str) -> dict[str, str]:
-    """What a persona's reply index depends on: its writer's and the first stage's fingerprints."""
+def index_fingerprints(model_dir: Path, persona: str, *, first_stage: str | None = None) -> dict[str, str]:
+    """What a persona's reply index depends on: its writer's and the first stage's fingerprints (`first_stage`:
+    the latter, computed already, as `load_indexes` does once for every persona)."""
     from markov.personas import persona_dirs
     from reranker.index import fingerprint
 
     dirs = persona_dirs(Path(model_dir) / MARKOV_DIR)
     if persona not in dirs:
         raise ValueError(f"{model_dir} has no persona {persona!r}; it has: {', '.join(dirs) or 'none'}")
-    stage = first_stage_dir(Path(model_dir))
-    if stage is None:
-        raise FileNotFoundError(f"{model_dir} has no first stage, which a reply index needs to embed and search "
-                                "lines: give the editor one with `riposte first-stage`")
-    return {"writer": fingerprint(dirs[persona]), "first_stage": fingerprint(stage)}
+    if first_stage is None:
+        stage = first_stage_dir(Path(model_dir))
+        if stage is None:
+            raise FileNotFoundError(f"{model_dir} has no first stage, which a reply index needs to embed and search "
+                                    "lines: give the editor one with `riposte first-stage`")
+        first_stage = fingerprint(stage)
+    return {"writer": fingerprint(dirs[persona]), "first_stage": first_stage}
 
 
 def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
     """Each persona's reply index (`model_dir/index/<persona>`), mapped; a damaged or stale one is skipped with a
     warning, and that persona's turns use live candidates alone."""
-    from reranker.index import IndexLoadError, ReplyIndex
+    from reranker.index import IndexLoadError, ReplyIndex, fingerprint
 
     out = {}
     root = Path(model_dir) / INDEX_DIR
     if not root.is_dir():
         return out
+    stage_print = fingerprint(first_stage_dir(Path(model_dir)))  # once, however many personas have an index
     for name in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            out[name] = ReplyIndex.load(root / name, expect=index_fingerprints(model_dir, name)).attach(first_stage)
+            expect = index_fingerprints(model_dir, name, first_stage=stage_print)
+            out[name] = ReplyIndex.load(root / name, expect=expect).attach(first_stage)
         except Exception as exc:  # optional by design: any damage leaves that persona on live candidates
             log.warning("reply index %s not used, the turn writes its candidates live: %s", root / name,
                         exc if isinstance(exc, IndexLoadError) else f"{type(exc).__name__}: {exc}")

@@ -427,25 +427,16 @@ class ScoringScheduler:
         for job in new:
             job.context_read = True
 
-    def round_seconds(self) -> float:
-        """The least time a job must have left to join a shared round: `round_ms`, or what the cost model says
-        `MIN_ROUND_CANDIDATES` candidates take to read, whichever is longer."""
-        cost = self.cost
-        if cost is None:
-            return self.round_s
-        need = float(cost.predict(int(MIN_ROUND_CANDIDATES * self.tokens_per_candidate))) / 0.9  # fits()' margin
-        return max(self.round_s, need)
-
     def _ready(self, live: list[ScoringJob], now: float) -> list[ScoringJob]:
         """The jobs this round serves.
 
-        A round ends by the earliest deadline among its jobs, so a job due within `round_seconds()` would cut a
-        shared round short for everyone: it is left out while others have time (its caller takes what it has at
-        its deadline). When every job is that close, those that can still fit one candidate get a round of their
-        own.
+        A round ends by the earliest deadline among its jobs, so a job due within `round_ms`, or too soon for the
+        cost model to fit `MIN_ROUND_CANDIDATES` candidates, would cut a shared round short for everyone: it is
+        left out while others have time (its caller takes what it has at its deadline). When every job is that
+        close, those that can still fit one candidate get a round of their own.
         """
-        least = self.round_seconds()
-        far = [job for job in live if self.read_until(job) - now >= least]
+        far = [job for job in live if (left := self.read_until(job) - now) >= self.round_s
+               and self.fits(MIN_ROUND_CANDIDATES, left) == MIN_ROUND_CANDIDATES]
         return far or [job for job in live if self.fits(1, self.read_until(job) - now) >= 1]
 
     def _round(self, live: list[ScoringJob], now: float) -> None:
