@@ -176,6 +176,34 @@ def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> l
     return list(out.values())[:n]
 
 
+def seeded_writer_lines(writer, starts: Sequence[str], n: int, seed: int = 0, deadline: float = math.inf,
+                        per_start: int = 24) -> list[str]:
+    """Up to n distinct lines of a writer started from words drawn from `starts` (with repeats, so as often as
+    they occur), as a turn seeds half its candidates from the context's topic words; the engine's filters apply.
+
+    These are the lines an editor that rewards topic meets most: a line begun mid-sentence at a topic word
+    fails in ways a line begun at a line's start does not. Unknown starts are skipped."""
+    text_filter, rng = LineFilter(), np.random.default_rng(seed)
+    out: dict[str, str] = {}
+    dead: set[str] = set()  # starts the writer cannot begin a new line with: unknown, or only its own lines
+    distinct, tries = len(set(starts)), 0
+    while len(out) < n and tries < 4 * (n // per_start + 1) and len(dead) < distinct:  # tries: duplicates happen
+        if time.monotonic() > deadline:
+            break
+        start = starts[rng.integers(len(starts))]
+        if start in dead:
+            continue
+        tries += 1
+        gen = writer.generate(per_start, rng, start=start)
+        if not gen.candidates:
+            dead.add(start)
+        for text in gen.candidates:
+            kept = text_filter(text)
+            if kept:
+                out.setdefault(dedupe_key(kept), kept)
+    return list(out.values())[:n]
+
+
 # ---- the evaluation ---------------------------------------------------------------------------------------
 
 

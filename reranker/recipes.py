@@ -30,7 +30,7 @@ from corpus.progress import progress as progress_bar
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
-from reranker.sense import SenseModel, SenseTraining, length_matched_pairs, train_sense
+from reranker.sense import SenseModel, SenseTraining, held_out_auc, length_matched_pairs, train_sense
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class DefaultRecipe:
     # The sense model also learns relevance in the same steps (its context cosine is the editor's fifth feature):
     # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
     relevance_weight: float = SenseTraining.relevance_weight
+    # The share of the sense model's writer lines begun at a topic word, as a turn seeds half its candidates: the
+    # lines an editor that rewards topic picks, which a sense model that saw only lines begun at a line's start
+    # never learned to judge.
+    sense_seeded_share: float = 0.5
     # One encoder for relevance and sense: the fine-tuned sense encoder replaces the zero-shot bi-encoder, so the
     # editor reads each candidate once (twice the reads per second) and the first stage is distilled from it.
     shared_encoder: bool = False
@@ -53,13 +57,15 @@ class DefaultRecipe:
     writer_order: int | None = None
     eval_reserve_s: float = 180.0  # kept back for the mix, the first stage, the evaluation and saving
     mix_cases: int = 250  # validation contexts the mix is fitted on
-    mix_negatives: int = 10  # other people's lines per mix case
-    # writer lines per mix case: the editor's real choice is among the writer's lines, so they weigh most
+    # The mix's negatives per validation case: other people's lines, writer lines, and writer lines started from
+    # the case's own context words, as the engine seeds a turn (the topic-packed lines a relevance-heavy mix picks;
+    # fitting against them lifted the share of replies a grammar parser accepts from 0.53 to 0.63). 20 of each:
+    # with 10 / 20 / 40 the sense logit took a weight that cost R@1 of 100 a third (0.315 -> 0.215, n 200);
+    # 20 / 20 / 20 keeps it within 0.035 and still lifts the true line above the writer's (0.300 -> 0.350).
+    # benchmarks/RESULTS.md, "Fourth pass".
+    mix_negatives: int = 20
     mix_writer_negatives: int = 20
-    # writer lines started from the case's own context words, as the engine seeds a turn: the topic-packed lines
-    # a relevance-heavy mix picks. Fitting against them lifted the share of replies a grammar parser accepts
-    # from 0.53 to 0.63 (topic 0.34 -> 0.29, the true lines' 0.22; benchmarks/RESULTS.md, "Sense, second pass").
-    mix_seeded_negatives: int = 40
+    mix_seeded_negatives: int = 20
     eval_cases: int = 300  # per measure in the final evaluation
     seed: int = 0
     base_model: str | None = None  # the bi-encoder's backbone: a local path or cached hub name; None = the MiniLM
@@ -78,6 +84,8 @@ class DefaultRecipe:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.max_train_lines < 100:
             raise ValueError(f"max_train_lines must be at least 100, got {self.max_train_lines}")
+        if not 0.0 <= self.sense_seeded_share <= 1.0:
+            raise ValueError(f"sense_seeded_share must be within [0, 1], got {self.sense_seeded_share}")
         if not 0.0 <= self.sense_share < 0.9:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 
@@ -295,7 +303,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         elif sense is not None:
             editor = editor.with_sense(sense)
             say(f"sense: held-out length-matched AUC {sense_report['held_out_auc_before']:.3f} -> "
-                f"{sense_report['held_out_auc']:.3f} on {sense_report['held_out_pairs']} pairs; "
+                f"{sense_report['held_out_auc']:.3f} on {sense_report['held_out_pairs']} pairs"
+                + (f" (against lines begun at a topic word: {sense_report['held_out_auc_seeded']:.3f})"
+                   if "held_out_auc_seeded" in sense_report else "") + "; "
                 f"{sense_report['lines']:,} lines in {sense_report['seconds']:.0f} s "
                 f"({sense_report['lines_per_s']:.0f} lines/s, bf16 {sense_report['bf16']})")
         else:
@@ -430,16 +440,29 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     Held-out pairs are validation-split lines against other writer lines. Returns (None, why) when there is too
     little data or time to train one.
     """
-    from reranker.evaluate import writer_lines
+    from reranker.evaluate import seeded_writer_lines, writer_lines
 
     training = SenseTraining(seed=recipe.seed, relevance_weight=recipe.relevance_weight)
     limits = dict(min_words=training.min_words, max_words=training.max_words)
     human = [line.text for doc in splits["train"] for line in doc.lines]
     held_human = [line.text for doc in splits["val"] for line in doc.lines]
-    fakes = writer_lines(writer, min(len(human), 100_000), recipe.seed + 3, deadline=deadline)
+    n_fakes = min(len(human), 100_000)
+    n_seeded = int(recipe.sense_seeded_share * n_fakes)
+    # Seeded lines cost a few ms per start word: they get at most a tenth of the stage's time.
+    seeded_deadline = time.monotonic() + 0.1 * max(0.0, deadline - time.monotonic())
+    starts = topic_starts([line.text for doc in splits["train"] for line in doc.lines], recipe.seed)
+    seeded = seeded_writer_lines(writer, starts, n_seeded, recipe.seed + 5, deadline=seeded_deadline)
+    fakes = seeded + writer_lines(writer, n_fakes - len(seeded), recipe.seed + 3, deadline=deadline)
     held_fakes = writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 4, deadline=deadline)
     pairs = length_matched_pairs(human, fakes, seed=recipe.seed, **limits)
     held_out = length_matched_pairs(held_human, held_fakes, seed=recipe.seed + 1, **limits)[: training.held_out_pairs]
+    held_seeded = []
+    if n_seeded:  # the AUC against the kind of lines a turn seeds, reported beside the one against plain lines
+        held_starts = topic_starts(held_human, recipe.seed + 6)
+        held_seeded = length_matched_pairs(
+            held_human, seeded_writer_lines(writer, held_starts, 4 * training.held_out_pairs, recipe.seed + 7,
+                                            deadline=deadline), seed=recipe.seed + 2, **limits
+        )[: training.held_out_pairs]
     if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)
@@ -451,9 +474,26 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
                                 sense.encoder.context_text([line.text for line in doc.lines[:i]]))
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
                          contexts=contexts)
+    report["seeded_lines"] = len(seeded)
+    if held_seeded:
+        report["held_out_auc_seeded"] = round(held_out_auc(sense, held_seeded), 4)
     if bf16_supported(sense.encoder.device):  # served as the bi-encoder is: bf16 where the CPU has it
         sense.encoder.model.to(torch.bfloat16)
     return sense, report
+
+
+def topic_starts(lines: list[str], seed: int = 0, n: int = 50_000) -> list[str]:
+    """Up to n content words drawn from lines, repeats kept (so as often as people say them): the words a turn
+    seeds candidates from."""
+    from corpus.text import STOPWORDS, words
+
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    for i in rng.permutation(len(lines)):
+        out += [w for w in words(lines[i]) if w not in STOPWORDS and w.isalpha()]
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 def first_stage_source(editor: Editor) -> tuple:

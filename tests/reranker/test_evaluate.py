@@ -14,6 +14,7 @@ from reranker.evaluate import (
     WriterPools,
     evaluate_documents,
     roc_auc,
+    seeded_writer_lines,
     selection_metrics,
     standard_error,
     true_rank,
@@ -185,3 +186,22 @@ def test_model_card_metadata_is_yaml_the_hub_reads_with_the_models_figures():
     assert {(m["name"], m["value"]) for m in results["metrics"]} == {
         ("R@1 of 10", 0.5), ("MRR of 10", 0.625), ("swap accuracy", 0.75)}  # the model's figures only
     assert "# t" in card and not model_card(title="t", summary="s", parts={}, metrics=metrics).startswith("---")
+
+
+def test_seeded_writer_lines_begin_at_the_start_words_pass_the_filters_and_skip_unknown_starts():
+    from markov import MarkovConfig, MarkovModel
+
+    corpus = ["i like pizza with cheese.", "we like pizza a lot.", "you like dogs and cats.", "dogs like to run.",
+              "cats like to sleep all day.", "see http://example.com now please."]
+    writer = MarkovModel.build([(line, 1.0) for line in corpus], MarkovConfig(order=1))
+    out = seeded_writer_lines(writer, ["pizza", "dogs", "see", "zebra"], 50, seed=0)
+    assert out and len(set(out)) == len(out)
+    # "zebra" is unknown and "see" begins only a line of the corpus itself (a copy, never said): both skipped
+    assert {line.split()[0] for line in out} == {"pizza", "dogs"}
+    assert "dogs and cats like pizza a lot." in out
+    assert seeded_writer_lines(writer, ["pizza", "dogs", "see", "zebra"], 50, seed=0) == out  # seeded
+    # the engine's line rules apply: a line with a URL loses it
+    urls = MarkovModel.build([("we look at http://example.com please.", 1.0), ("i sat at home.", 1.0)],
+                             MarkovConfig(order=1))
+    assert "look at please." in seeded_writer_lines(urls, ["look"], 10, seed=0)
+    assert seeded_writer_lines(writer, [], 10) == [] and len(seeded_writer_lines(writer, ["dogs"], 2)) <= 2

@@ -13,7 +13,7 @@ import torch
 from corpus.text import words
 from reranker.editor import FEATURES, Editor, EditorConfig
 from reranker.runtime import unit
-from reranker.sense import SenseModel, SenseTraining, held_out_auc, length_matched_pairs, train_sense
+from reranker.sense import SenseModel, SenseTraining, batch_order, held_out_auc, length_matched_pairs, train_sense
 
 STEPS = 60  # training steps of the tiny runs below: fixed, so they learn the same on any machine
 
@@ -39,6 +39,26 @@ def test_pairs_match_word_counts_and_use_each_line_once():
     assert all(len(words(h)) == len(words(w)) for h, w in pairs)
     assert len({w for _, w in pairs}) == len(pairs)  # no writer line twice
     assert pairs == length_matched_pairs(human, writer, min_words=2, max_words=5, seed=0)  # seeded
+
+
+def test_bucketed_batches_cover_every_line_once_and_hold_lines_of_like_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 26, size=1000)
+    bucketed = batch_order(lengths, 32, 8, np.random.default_rng(1))
+    plain = batch_order(lengths, 32, 0, np.random.default_rng(1))
+    for batches in (bucketed, plain):  # one epoch: every index exactly once, batches of 32 but one short
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        assert sorted(len(b) for b in batches)[1:] == [32] * (len(batches) - 1)
+
+    def spread(batches):  # the padding a batch pays: its longest line against its mean
+        return np.mean([lengths[b].max() - lengths[b].mean() for b in batches if len(b) == 32])
+
+    assert spread(bucketed) < 0.25 * spread(plain)
+    # the batches themselves come in a shuffled order, not shortest first
+    firsts = [int(lengths[b].min()) for b in bucketed]
+    assert firsts != sorted(firsts)
+    again = batch_order(lengths, 32, 8, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(bucketed, again, strict=True))  # seeded
 
 
 def test_training_learns_what_separates_human_from_writer_lines(tiny_bert):
