@@ -391,10 +391,14 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                              f"{fluency['auc']:.3f}: `fluency.safetensors`"),
             "sense model": (f"`sense/`: all layers fine-tuned for {sense_report.get('seconds', 0):.0f} s on "
                             f"{sense_report.get('lines', 0):,} length-matched human and writer lines"
+                            + (f" ({sense_report['seeded_lines']:,} of the writer's begun at a topic word, as a "
+                               "turn seeds them)" if sense_report.get("seeded_lines") else "")
                             + (", each human line also ranked above the batch's other lines for its context"
                                if sense_report.get("relevance") else "") + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"
+                            + (f", {sense_report['held_out_auc_seeded']:.3f} against lines begun at a topic word"
+                               if "held_out_auc_seeded" in sense_report else "")
                             if sense is not None else f"none ({sense_report.get('skipped')})"),
             "mix": ", ".join(f"{n} {w:.3f}" for n, w in zip(FEATURES, weights, strict=True))
                    + f", fitted listwise on {len(feats)} validation contexts",
