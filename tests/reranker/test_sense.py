@@ -13,7 +13,14 @@ import torch
 from corpus.text import words
 from reranker.editor import FEATURES, Editor, EditorConfig
 from reranker.runtime import unit
-from reranker.sense import SenseModel, SenseTraining, batch_order, held_out_auc, length_matched_pairs, train_sense
+from reranker.sense import (
+    SenseModel,
+    SenseTraining,
+    batch_order,
+    held_out_auc,
+    length_matched_pairs,
+    train_sense,
+)
 
 STEPS = 60  # training steps of the tiny runs below: fixed, so they learn the same on any machine
 
