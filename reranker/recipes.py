@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from corpus.progress import progress as progress_bar
+from corpus.text import dedupe_key
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
@@ -45,9 +46,9 @@ class DefaultRecipe:
     # The sense model also learns relevance in the same steps (its context cosine is the editor's fifth feature):
     # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
     relevance_weight: float = SenseTraining.relevance_weight
-    # The share of the sense model's writer lines begun at a topic word, as a turn seeds half its candidates: the
-    # lines an editor that rewards topic picks, which a sense model that saw only lines begun at a line's start
-    # never learned to judge.
+    # The share of the sense model's writer lines begun at a topic word (at most: their writing has a tenth of the
+    # sense stage's time), as a turn seeds half its candidates: the lines an editor that rewards topic picks,
+    # which a sense model that saw only lines begun at a line's start never learned to judge.
     sense_seeded_share: float = 0.5
     # One encoder for relevance and sense: the fine-tuned sense encoder replaces the zero-shot bi-encoder, so the
     # editor reads each candidate once (twice the reads per second) and the first stage is distilled from it.
@@ -304,7 +305,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
             editor = editor.with_sense(sense)
             say(f"sense: held-out length-matched AUC {sense_report['held_out_auc_before']:.3f} -> "
                 f"{sense_report['held_out_auc']:.3f} on {sense_report['held_out_pairs']} pairs"
-                + (f" (against lines begun at a topic word: {sense_report['held_out_auc_seeded']:.3f})"
+                + (f" (against lines begun at a topic word: {sense_report['held_out_auc_seeded']:.3f} on "
+                   f"{sense_report['held_out_pairs_seeded']} pairs)"
                    if "held_out_auc_seeded" in sense_report else "") + "; "
                 f"{sense_report['lines']:,} lines in {sense_report['seconds']:.0f} s "
                 f"({sense_report['lines_per_s']:.0f} lines/s, bf16 {sense_report['bf16']})")
@@ -437,6 +439,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     return Path(out_dir)
 
 
+SEEDED_HELD_OUT_PAIRS = 500
+
+
 def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *, deadline: float,
                       progress: bool = True) -> tuple[SenseModel | None, dict]:
     """Fine-tune a sense model on train-split lines against the writer's, length-matched, until `deadline`.
@@ -452,21 +457,26 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     held_human = [line.text for doc in splits["val"] for line in doc.lines]
     n_fakes = min(len(human), 100_000)
     n_seeded = int(recipe.sense_seeded_share * n_fakes)
+    starts = topic_starts(human, recipe.seed)
     # Seeded lines cost a few ms per start word: they get at most a tenth of the stage's time.
     seeded_deadline = time.monotonic() + 0.1 * max(0.0, deadline - time.monotonic())
-    starts = topic_starts([line.text for doc in splits["train"] for line in doc.lines], recipe.seed)
     seeded = seeded_writer_lines(writer, starts, n_seeded, recipe.seed + 5, deadline=seeded_deadline)
-    fakes = seeded + writer_lines(writer, n_fakes - len(seeded), recipe.seed + 3, deadline=deadline)
-    held_fakes = writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 4, deadline=deadline)
+    fakes = list({dedupe_key(line): line for line in seeded + writer_lines(
+        writer, n_fakes - len(seeded), recipe.seed + 3, deadline=deadline)}.values())
+    seen = {dedupe_key(line) for line in fakes}  # held-out writer lines must be new to the model
+
+    def held_pairs(lines: list[str], seed: int) -> list[tuple[str, str]]:
+        fresh = [line for line in lines if dedupe_key(line) not in seen]
+        return length_matched_pairs(held_human, fresh, seed=seed, **limits)[: training.held_out_pairs]
+
     pairs = length_matched_pairs(human, fakes, seed=recipe.seed, **limits)
-    held_out = length_matched_pairs(held_human, held_fakes, seed=recipe.seed + 1, **limits)[: training.held_out_pairs]
+    held_out = held_pairs(writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 4, deadline=deadline),
+                          recipe.seed + 1)
     held_seeded = []
     if n_seeded:  # the AUC against the kind of lines a turn seeds, reported beside the one against plain lines
-        held_starts = topic_starts(held_human, recipe.seed + 6)
-        held_seeded = length_matched_pairs(
-            held_human, seeded_writer_lines(writer, held_starts, 4 * training.held_out_pairs, recipe.seed + 7,
-                                            deadline=deadline), seed=recipe.seed + 2, **limits
-        )[: training.held_out_pairs]
+        held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
+                                                     4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
+                                 recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
     if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)
@@ -479,8 +489,9 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
                          contexts=contexts)
     report["seeded_lines"] = len(seeded)
-    if held_seeded:
+    if held_seeded:  # read after the stage's deadline, as the plain AUC is: fewer pairs keep that short
         report["held_out_auc_seeded"] = round(held_out_auc(sense, held_seeded), 4)
+        report["held_out_pairs_seeded"] = len(held_seeded)
     if bf16_supported(sense.encoder.device):  # served as the bi-encoder is: bf16 where the CPU has it
         sense.encoder.model.to(torch.bfloat16)
     return sense, report
