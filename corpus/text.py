@@ -40,9 +40,14 @@ def normalize(text: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))
 
 
+def content_words(text_words: list[str]) -> list[str]:
+    """The words that can carry a topic: those not in STOPWORDS, in order."""
+    return [w for w in text_words if w not in STOPWORDS]
+
+
 def overlap(candidate_words: list[str], context_words: frozenset[str]) -> float:
     """Share of the candidate's content words that also occur in the context (0 when it has none)."""
-    content = [w for w in candidate_words if w not in STOPWORDS]
+    content = content_words(candidate_words)
     if not content:
         return 0.0
     return sum(w in context_words for w in content) / len(content)

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from corpus.progress import progress as progress_bar
-from corpus.text import dedupe_key
+from corpus.text import content_words, dedupe_key, words
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
@@ -191,9 +191,7 @@ def fit_mix(feats: np.ndarray, *, init: tuple[float, ...] = EditorConfig().weigh
 def seeded_lines(writer, context: list[str], n: int, rng: np.random.Generator) -> list[str]:
     """Up to n writer lines started from the context's content words, as the engine seeds a turn's candidates:
     the topic-packed lines an editor that rewards topic is drawn to."""
-    from corpus.text import STOPWORDS, words
-
-    starts = list(dict.fromkeys(w for line in context for w in words(line) if w not in STOPWORDS))
+    starts = list(dict.fromkeys(w for line in context for w in content_words(words(line))))
     out: list[str] = []
     for start in starts[: max(1, n)]:
         gen = writer.generate(max(1, n // max(1, len(starts))) + 1, rng, start=start)
@@ -500,12 +498,10 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
 def topic_starts(lines: list[str], seed: int = 0, n: int = 50_000) -> list[str]:
     """Up to n content words drawn from lines, repeats kept (so as often as people say them): the words a turn
     seeds candidates from."""
-    from corpus.text import STOPWORDS, words
-
     rng = np.random.default_rng(seed)
     out: list[str] = []
     for i in rng.permutation(len(lines)):
-        out += [w for w in words(lines[i]) if w not in STOPWORDS and w.isalpha()]
+        out += [w for w in content_words(words(lines[i])) if w.isalpha()]
         if len(out) >= n:
             break
     return out[:n]

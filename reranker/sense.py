@@ -11,8 +11,8 @@ were fine-tuned, plus one linear head on the pooled vector: logit > 0 reads "a p
 
 Training pairs every human line with a writer line of the same word count, so length alone says nothing, and
 holds out pairs the same way for the reported AUC. Batches hold lines of like length (a batch pads to its
-longest), which took training from 92 to 127 lines/s on a 2-core AMD EPYC. Time-bounded: it trains until its deadline and keeps the
-last state (the held-out AUC is measured on it).
+longest), which took training from 92 to 127 lines/s on a 2-core AMD EPYC. Time-bounded: it trains until its
+deadline and keeps the last state (the held-out AUC is measured on it).
 """
 
 from __future__ import annotations

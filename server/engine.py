@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
-from corpus.text import STOPWORDS, LineFilter, LineRules, dedupe_key, overlap, words
+from corpus.text import LineFilter, LineRules, content_words, dedupe_key, overlap, words
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
@@ -208,8 +208,7 @@ def as_turns(history: Sequence[Turn | str | Mapping[str, str]]) -> list[Turn]:
 def topic_terms(topic: str | None) -> tuple[str, ...]:
     """The topic's content words, in order and deduped (all its words when every one is a stopword)."""
     ws = list(dict.fromkeys(words(topic or "")))[:8]  # a topic is a few words; more would only dilute the bonus
-    content = [w for w in ws if w not in STOPWORDS]
-    return tuple(content or ws)
+    return tuple(content_words(ws) or ws)
 
 
 class TextFilter(LineFilter):
