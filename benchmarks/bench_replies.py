@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import glob
 import math
 import os
@@ -154,6 +155,9 @@ def main() -> int:
     parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
     parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
     parser.add_argument("--examples", type=int, default=8, help="sample replies to print")
+    parser.add_argument("--context-share", type=float, action="append", default=[],
+                        help="run each --model once per value of EngineConfig.context_share (the share of candidates "
+                        "written around the context's words); default: the engine's own setting")
     parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (`areply` on one event loop, "
                         "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
     args = parser.parse_args()
@@ -176,7 +180,14 @@ def main() -> int:
     rows["random writer line"] = [first.personas["default"].generate(64, rng).candidates[0] for _ in cases]
     zero_shot = type(first)(first.personas, Editor.from_backbone(), first.config, first_stage=first.first_stage)
     engines = {"engine, zero-shot bi-encoder editor": zero_shot}
-    engines.update({f"engine, {m}": (first if i == 0 else load_engine(m)) for i, m in enumerate(models)})
+    for i, m in enumerate(models):
+        engine = first if i == 0 else load_engine(m)
+        if not args.context_share:
+            engines[f"engine, {m}"] = engine
+        for share in args.context_share:
+            engines[f"engine, {m}, context_share {share}"] = type(engine)(
+                engine.personas, engine.editor, dataclasses.replace(engine.config, context_share=share),
+                first_stage=engine.first_stage, indexes=engine.indexes)
     for name, engine in engines.items():
         started = time.perf_counter()
 

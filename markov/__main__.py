@@ -113,7 +113,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         model = MarkovModel.load(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    gen = model.generate(args.n, np.random.default_rng(args.seed), start=args.start)
+    gen = model.generate(args.n, np.random.default_rng(args.seed), start=args.start, around=args.around)
     if gen.reason and not gen.candidates:
         raise SystemExit(f"error: {gen.reason}")
     for text in gen.candidates:
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
     s.add_argument("-n", type=int, default=10, help="number of candidates")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--start", default=None, help="words each candidate begins with")
+    s.add_argument("--around", action="append", default=[], metavar="WORD",
+                   help="write whole lines around this word (repeatable: each line names one of them)")
     s.add_argument("-v", "--verbose", action="store_true", help="print the filter report")
     s.set_defaults(func=cmd_sample)
     args = parser.parse_args(argv)

@@ -4,6 +4,10 @@ Data flow: texts → token ids → (state, next token) counts → CSR tables →
 test → text. A state is the last `order` token ids (BEGIN-padded at a line start). Each transition
 row stores its next token, the state it leads to, and its weight; one global float64 cumulative
 sum over all weights lets a single `searchsorted` pick the next token for every walk at once.
+
+A second table holds the same lines read backwards, so a candidate can be written *around* a word (MegaHAL's
+keyword replies): from one occurrence of the word, walk forward to the line's end and backward to its start. The
+result is a whole line that names the word, where a walk begun at the word makes a fragment ("weekend is for").
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,12 +23,15 @@ import numpy as np
 
 from corpus import modeldir
 from corpus.modeldir import atomic_directory
+from corpus.text import content_words, words
 from markov.tokenize import tokenize, tokenize_many
 
 # 3: the settings moved under config.json's "riposte" section, as every riposte model keeps them (corpus.modeldir);
 # version 2 directories (the same settings at the top level) still load.
-FORMAT_VERSION = 3
-READS_VERSIONS = (2, 3)
+# 4: tables.npz also holds the backward table (`backward_*`); older directories load without it (and save back
+# without it), and cannot write around a word until rebuilt.
+FORMAT_VERSION = 4
+READS_VERSIONS = (2, 3, 4)
 KIND = "markov"
 BEGIN, END = 0, 1
 _SPECIAL = ["<s>", "\n"]  # END's piece is "\n": joined walks split into lines for free
@@ -122,6 +129,7 @@ class MarkovModel:
 
     # cum_in_row: inclusive cumulative weight within each row (float32: exact for whole counts up to 2**24 per row)
     _ARRAYS = ("row_ptr", "next_tok", "next_state", "cum_in_row", "line_hashes", "ngram_hashes")
+    _TABLE = ("row_ptr", "next_tok", "next_state", "cum_in_row")  # what the backward table has of _ARRAYS
 
     def __init__(self, config: MarkovConfig, vocab: list[str], arrays: dict[str, np.ndarray], stats: dict):
         self.config = config
@@ -129,6 +137,13 @@ class MarkovModel:
         self.stats = stats
         for name in self._ARRAYS:
             setattr(self, name, arrays[name])
+        # The same lines read backwards (None in directories written before format 4): a model of its own that
+        # shares the vocabulary, so its walks reuse every sampling routine here.
+        self.backward: MarkovModel | None = None
+        if "backward_row_ptr" in arrays:
+            empty = np.zeros(0, dtype=np.uint64)
+            back = {name: arrays[f"backward_{name}"] for name in self._TABLE}
+            self.backward = MarkovModel(config, vocab, {**back, "line_hashes": empty, "ngram_hashes": empty}, {})
         # (next token, next state) of a transition share one int64, so a walk step gathers both at once;
         # next_tok and next_state are views of its halves, costing no extra memory.
         self._packed = np.empty(len(self.next_tok), dtype=np.int64)
@@ -180,54 +195,15 @@ class MarkovModel:
         lens = np.concatenate(lengths)
         n_lines = len(lens)
 
-        # Padded stream: k BEGINs, the line's tokens, one END, for every line.
-        seq_len = lens + k + 1
-        line_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
-        seq = np.zeros(int(seq_len.sum()), dtype=np.int64)  # BEGIN == 0
-        tok_pos = np.arange(len(tokens)) + np.repeat(line_start + k - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-        seq[tok_pos] = tokens
-        seq[line_start + seq_len - 1] = END
-
-        # Every token and END is predicted from the k ids before it.
-        pred = np.ones(len(seq), dtype=bool)
-        pred[(line_start[:, None] + np.arange(k)[None, :]).ravel()] = False
-        pos = np.flatnonzero(pred)  # (P,)
-        # Key each (k+1)-gram as one integer: state ids are the ranks of its first k ids, and a single
-        # sort groups both states and transitions. Compress to ranks only when V**(k+1) would overflow.
-        key = seq[pos - k]
-        for j in range(1, k + 1):
-            if int(key.max()) >= 2**62 // V:
-                _, key = np.unique(key, return_inverse=True)
-                key = key.ravel()
-            key = key * V + seq[pos - k + j]
-        order = np.argsort(key, kind="stable")
-        full = key[order]
-        new_trans = np.concatenate([[True], full[1:] != full[:-1]])
-        state_key = full // V
-        new_state = np.concatenate([[True], state_key[1:] != state_key[:-1]])
-        state = np.empty(len(pos), dtype=np.int64)
-        state[order] = np.cumsum(new_state) - 1  # state id of each position's first k ids
-        n_states = int(new_state.sum())
-
-        nxt = seq[pos]
-        # Predictions are contiguous per line, so the state after position p is the state at p+1.
-        following = np.full(len(pos), -1, dtype=np.int64)
-        not_end = nxt != END
-        following[not_end] = state[np.flatnonzero(not_end) + 1]
-
-        pos_weight = np.repeat(np.asarray(line_weights, dtype=np.float64), lens + 1)
-        t_first = order[new_trans]  # one position of each transition, in transition order
-        t_id = np.cumsum(new_trans) - 1
-        weight = np.bincount(t_id, weights=pos_weight[order], minlength=len(t_first))
-        trans_state = state[t_first]
-        row_ptr = np.searchsorted(trans_state, np.arange(n_states + 1))
-        cum = np.cumsum(weight)
-        cum_in_row = cum - np.repeat(np.concatenate([[0.0], cum])[row_ptr[:-1]], np.diff(row_ptr))
+        tables, n_states = _compile(tokens, lens, line_weights, V, k)
+        # The backward table: every line's tokens reversed, compiled the same way (END then marks a line's start).
+        within_line = np.arange(len(tokens)) - np.repeat(np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        reverse = np.arange(len(tokens)) + np.repeat(lens - 1, lens) - 2 * within_line
+        backward, _ = _compile(tokens[reverse], lens, line_weights, V, k)
 
         powers = _powers(int(lens.max()) + 1)
         tok_line = np.repeat(np.arange(n_lines), lens)
-        within = np.arange(len(tokens)) - np.repeat(np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-        exponent = np.repeat(lens, lens) - 1 - within
+        exponent = np.repeat(lens, lens) - 1 - within_line
         line_hashes = np.zeros(n_lines, dtype=np.uint64)
         np.add.at(line_hashes, tok_line, tokens.astype(np.uint64) * powers[exponent])
         ngram_hashes = np.zeros(0, dtype=np.uint64)
@@ -237,15 +213,10 @@ class MarkovModel:
             same_line = tok_line[: len(h)] == tok_line[m - 1 :]
             ngram_hashes = np.unique(h[same_line])
 
-        arrays = {
-            "row_ptr": row_ptr.astype(np.int32 if len(t_first) < 2**31 else np.int64),
-            "next_tok": nxt[t_first].astype(np.int32),
-            "next_state": following[t_first].astype(np.int32),
-            "cum_in_row": cum_in_row.astype(np.float32),
-            "line_hashes": np.unique(line_hashes),
-            "ngram_hashes": ngram_hashes,
-        }
-        stats = {"lines": n_lines, "tokens": int(lens.sum()), "vocab": V, "states": n_states, "transitions": len(t_first)}
+        arrays = {**tables, "line_hashes": np.unique(line_hashes), "ngram_hashes": ngram_hashes}
+        arrays.update({f"backward_{name}": a for name, a in backward.items()})
+        stats = {"lines": n_lines, "tokens": int(lens.sum()), "vocab": V, "states": n_states,
+                 "transitions": len(tables["next_tok"])}
         return cls(config, vocab, arrays, stats)
 
     # ---------------------------------------------------------------- sample
@@ -265,13 +236,23 @@ class MarkovModel:
         min_tokens: int | None = None,
         max_tokens: int | None = None,
         max_rounds: int = 8,
+        around: Sequence[str] = (),
     ) -> Generation:
-        """Walk the chain for up to n novel candidates, with their mean log-prob per token and a filter report."""
+        """Walk the chain for up to n novel candidates, with their mean log-prob per token and a filter report.
+
+        `start`: every candidate begins with these words. `around`: every candidate is a whole line that names
+        one of these words (drawn uniformly per candidate), written outward from it; unknown words are skipped,
+        and none known gives an empty Generation with the reason.
+        """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        if start and around:
+            raise ValueError("give start or around, not both")
         lo = self.config.min_tokens if min_tokens is None else min_tokens
         hi = self.config.max_tokens if max_tokens is None else max_tokens
         report = {"generated": 0, "unfinished": 0, "too_short": 0, "verbatim": 0, "overlap": 0}
+        if around:
+            return self._generate_around(n, rng, around, lo, hi, max_rounds, report)
         try:
             prefix, init_states, init_p = self._start_states(start)
         except UnknownStartError as exc:
@@ -308,12 +289,162 @@ class MarkovModel:
             logps.append(logp[keep])
             accepted += len(keep)
 
-        # every round's rows have the same width (prefix + steps), so they stack as they are
+        return self._collect(rows, logps, n, accepted, max_rounds, report)
+
+    def _collect(self, rows: list, logps: list, n: int, accepted: int, max_rounds: int, report: dict) -> Generation:
+        """The accepted rows of every round as one Generation (every round's rows have the same width)."""
         toks = np.concatenate([t for t, _ in rows]) if len(rows) > 1 else rows[0][0] if rows else np.zeros((0, 0), np.int32)
         length = np.concatenate([length for _, length in rows]) if rows else np.zeros(0, np.int64)
         reason = None if accepted >= n else f"only {accepted} of {n} candidates passed the filters after {max_rounds} rounds"
         return Generation(self._to_text(toks, length), np.concatenate(logps) if logps else np.zeros(0, np.float32),
                           length.astype(np.int32), report, reason)
+
+    def _generate_around(self, n: int, rng: np.random.Generator, around: Sequence[str], lo: int, hi: int,
+                         max_rounds: int, report: dict) -> Generation:
+        """`generate` for candidates written outward from a word: the rounds, filters and report of a plain call."""
+        empty = Generation([], np.zeros(0, np.float32), np.zeros(0, np.int32), report)
+        if self.backward is None:
+            empty.reason = "this Markov model has no backward table (written before format 4); rebuild it to write around words"
+            return empty
+        ids = []
+        for word in dict.fromkeys(around):
+            try:
+                ids.append(self._lookup(word if word[:1] == " " else " " + word))
+            except UnknownStartError:
+                continue
+        if not ids:
+            report["unknown_start"] = 1
+            empty.reason = f"none of the words {list(around)!r} is in the model's vocabulary"
+            return empty
+        rows, logps = [], []
+        accepted, rate = 0, 0.75
+        for _ in range(max_rounds):
+            need = n - accepted
+            if need <= 0:
+                break
+            m = int(need / rate * 1.05) + 16
+            toks, length, logp = self._walk_around(np.asarray(ids)[rng.integers(len(ids), size=m)], hi, rng)
+            report["generated"] += m
+            finished = length >= 0
+            report["unfinished"] += int((~finished).sum())
+            ok = finished & (length >= lo)
+            report["too_short"] += int((finished & (length < lo)).sum())
+            ok &= self._novel(toks, length, ok, report)
+            rate = max(float(ok.mean()), 0.05)
+            keep = np.flatnonzero(ok)[:need]
+            rows.append((toks[keep], length[keep]))
+            logps.append(logp[keep])
+            accepted += len(keep)
+        return self._collect(rows, logps, n, accepted, max_rounds, report)
+
+    def _walk_around(self, words: np.ndarray, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One line through each word id: tokens (m, width), lengths (-1: longer than hi or unfinished), mean log-prob.
+
+        An occurrence of the word is drawn by weight among the forward table's transitions that emit it; the
+        state it leads to holds the word and the (order - 1) tokens before it. The forward walk goes on from that
+        state; the backward walk starts from the same tokens read backwards, unless they already reach the line's
+        start (BEGIN padding). Every (order + 1)-gram of the line then occurs in the corpus, as in a plain walk.
+        """
+        k, m = self.config.order, len(words)
+        order = np.argsort(words, kind="stable")
+        into = self._into(tuple(np.unique(words).tolist()))
+        state = np.empty(m, dtype=np.int64)
+        for tok, (trans, cum) in into.items():  # draw each walk's occurrence of its word, by weight
+            rows = order[np.searchsorted(words[order], tok, "left"):np.searchsorted(words[order], tok, "right")]
+            state[rows] = self.next_state[trans[np.searchsorted(cum, rng.random(len(rows)) * cum[-1], "right")]]
+        mid = self._state_tokens[state]  # (m, k): the tokens before the word and the word, BEGIN-padded
+        n_mid = (mid != BEGIN).sum(1)
+        fwd, f_len, f_logp, _ = self._walk(state, hi + 1, rng)
+        back_len = np.zeros(m, dtype=np.int64)
+        back = np.zeros((m, 0), dtype=np.int32)
+        b_logp = np.zeros(m, dtype=np.float32)
+        inside = np.flatnonzero(mid[:, 0] != BEGIN)  # the occurrence is not among the line's first k tokens
+        if len(inside):
+            b_state = self.backward._state_of(mid[inside, ::-1])
+            found = b_state >= 0
+            b_toks, b_len, b_lp, _ = self.backward._walk(np.maximum(b_state, 0), hi + 1, rng)
+            back = np.full((m, b_toks.shape[1]), -1, dtype=np.int32)
+            back[inside] = b_toks
+            back_len[inside] = np.where(found, b_len, -1)
+            b_logp[inside] = b_lp
+        length = back_len + n_mid + f_len
+        bad = (back_len < 0) | (f_len < 0) | (length > hi)
+        length[bad] = -1
+        # Assemble backward tokens reversed, then the occurrence's tokens, then the forward walk.
+        width = hi + 1
+        toks = np.full((m, width), -1, dtype=np.int32)
+        col = np.arange(width)[None, :]
+        bl = np.maximum(back_len, 0)[:, None]
+        src = np.clip(bl - 1 - col, 0, max(back.shape[1] - 1, 0))
+        if back.shape[1]:
+            toks = np.where(col < bl, np.take_along_axis(back, src, 1), toks)
+        mid_pos = col - bl
+        mid_src = np.clip(k - n_mid[:, None] + mid_pos, 0, k - 1)
+        toks = np.where((mid_pos >= 0) & (mid_pos < n_mid[:, None]), np.take_along_axis(mid, mid_src, 1), toks)
+        f_pos = col - bl - n_mid[:, None]
+        f_src = np.clip(f_pos, 0, fwd.shape[1] - 1)
+        toks = np.where((f_pos >= 0) & (f_pos < np.maximum(f_len, 0)[:, None]), np.take_along_axis(fwd, f_src, 1), toks)
+        # Mean log-prob per generated token (END included) over both walks; the occurrence itself was not sampled.
+        nb = np.zeros(m, dtype=np.int64)
+        nb[inside] = np.maximum(back_len[inside], 0) + 1
+        nf = np.maximum(f_len, 0) + 1
+        logp = ((b_logp * nb + f_logp * nf) / (nb + nf)).astype(np.float32)
+        return toks, length, logp
+
+    def warm_around(self) -> None:
+        """Derive now the tables that writing around a word needs, so a server's first turn does not pay for them."""
+        if self.backward is not None:
+            self._state_tokens  # noqa: B018 (cached on first use)
+            self.backward._state_hashes  # noqa: B018
+
+    def _into(self, tokens: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """For each token id, the transitions that emit it and their cumulative weights (a few words a turn: cached)."""
+        cache = self.__dict__.setdefault("_into_cache", {})
+        out = {}
+        for tok in tokens:
+            if tok not in cache:
+                if len(cache) > 4096:
+                    cache.clear()
+                trans = np.flatnonzero(self.next_tok == tok)
+                cache[tok] = (trans, np.cumsum(self._weight_at(trans)))
+            out[tok] = cache[tok]
+        return out
+
+    @functools.cached_property
+    def _state_tokens(self) -> np.ndarray:
+        """Each state's `order` token ids, oldest first (BEGIN-padded), recovered from the tables on first use.
+
+        A state's newest token is the one every transition into it emits; its older ones are its predecessor's.
+        """
+        k, n_states = self.config.order, len(self.row_ptr) - 1
+        into = np.flatnonzero(self.next_state >= 0)
+        row = np.searchsorted(self.row_ptr, into, side="right") - 1
+        last = np.zeros(n_states, dtype=np.int32)  # state 0 is all BEGIN, and is its own predecessor
+        pred = np.zeros(n_states, dtype=np.int64)
+        last[self.next_state[into]] = self.next_tok[into]
+        pred[self.next_state[into]] = row
+        out = np.empty((n_states, k), dtype=np.int32)
+        s = np.arange(n_states)
+        for j in range(k - 1, -1, -1):
+            out[:, j] = last[s]
+            s = pred[s]
+        return out
+
+    @functools.cached_property
+    def _state_hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The states' token hashes, sorted, and the state id of each: a state found by its tokens in one search."""
+        h = _hash_rows(self._state_tokens, np.full(len(self._state_tokens), self.config.order), self._powers)
+        order = np.argsort(h)
+        return h[order], order
+
+    def _state_of(self, tokens: np.ndarray) -> np.ndarray:
+        """The state id of each row of `order` token ids, or -1 where no state has them."""
+        hashes, ids = self._state_hashes
+        h = _hash_rows(tokens, np.full(len(tokens), tokens.shape[1]), self._powers)
+        pos = np.minimum(np.searchsorted(hashes, h), len(hashes) - 1)
+        state = ids[pos]
+        hit = (hashes[pos] == h) & np.all(self._state_tokens[state] == tokens, axis=1)
+        return np.where(hit, state, -1)
 
     def _walk(self, states: np.ndarray, steps: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """Advance all walks together, one vectorized step per token; length -1 marks a walk that never ended.
@@ -518,10 +649,31 @@ class MarkovModel:
             return False
 
     @functools.cached_property
+    def _counts(self) -> np.ndarray:
+        """Each token's weighted count in the corpus (its transitions' weight; END's is the line count)."""
+        return np.bincount(self.next_tok, weights=self.weight, minlength=len(self.vocab))
+
+    @functools.cached_property
     def _unigram(self) -> np.ndarray:
         """Share of all transition weight that ends in each token: the back-off distribution."""
-        counts = np.bincount(self.next_tok, weights=self.weight, minlength=len(self.vocab))
-        return counts / counts.sum()
+        return self._counts / self._counts.sum()
+
+    def specific_words(self, candidates: Sequence[str], k: int, min_count: float = 2.0) -> list[str]:
+        """Up to k of the words the model knows (seen at least min_count times), the rarest first; ties keep order."""
+        counts = []
+        for i, word in enumerate(candidates):
+            try:
+                count = float(self._counts[self._lookup(word if word[:1] == " " else " " + word)])
+            except UnknownStartError:
+                continue
+            if count >= min_count:
+                counts.append((count, i, word))
+        return [word for _, _, word in sorted(counts)[:k]]
+
+    def context_words(self, lines: Sequence[str], k: int) -> list[str]:
+        """The words to write a reply around: up to k content words of the lines (newest last), the rarest first."""
+        said = [w for line in reversed(lines) for w in content_words(words(line))]
+        return self.specific_words(list(dict.fromkeys(said)), k)
 
     def log_likelihood(self, text: str, mix: float = 0.9, floor: float = 1e-7) -> float:
         """Mean log-probability per token (END included) of a text, interpolated with unigrams.
@@ -576,14 +728,18 @@ class MarkovModel:
         """Bytes held by the tables and the vocabulary."""
         arrays = sum(getattr(self, name).nbytes for name in self._ARRAYS)
         derived = self._guide.nbytes + self._guide_ptr.nbytes + self._logp.nbytes + self._pieces.nbytes
-        return arrays + derived + sum(len(t.encode()) + 50 for t in self.vocab)
+        backward = self.backward.nbytes() - self.backward._pieces.nbytes if self.backward is not None else 0
+        return arrays + derived + backward + sum(len(t.encode()) + 50 for t in self.vocab)
 
     def save(self, path: str | Path) -> None:
         """Write config.json, vocab.txt and tables.npz to a directory, atomically."""
         with atomic_directory(path) as tmp:
             modeldir.write(tmp, KIND, FORMAT_VERSION, {"config": asdict(self.config), "stats": self.stats})
             (tmp / "vocab.txt").write_text("\n".join(self.vocab[2:]) + "\n", encoding="utf-8")
-            np.savez(tmp / "tables.npz", **{name: getattr(self, name) for name in self._ARRAYS})
+            arrays = {name: getattr(self, name) for name in self._ARRAYS}
+            if self.backward is not None:
+                arrays.update({f"backward_{name}": getattr(self.backward, name) for name in self._TABLE})
+            np.savez(tmp / "tables.npz", **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> MarkovModel:
@@ -609,9 +765,13 @@ class MarkovModel:
             vocab = _SPECIAL + (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
             with np.load(path / "tables.npz") as npz:
                 arrays = {name: npz[name] for name in cls._ARRAYS}
+                if "backward_row_ptr" in npz.files:  # format 4 (a model loaded from an older one saves without)
+                    arrays.update({f"backward_{name}": npz[f"backward_{name}"] for name in cls._TABLE})
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path} is corrupt or incomplete ({type(exc).__name__}: {exc}); rebuild it") from exc
-        if len(vocab) != n_vocab or len(arrays["row_ptr"]) != n_states + 1 or not _tables_consistent(arrays, n_vocab):
+        backward = {name: arrays[f"backward_{name}"] for name in cls._TABLE} if "backward_row_ptr" in arrays else None
+        if (len(vocab) != n_vocab or len(arrays["row_ptr"]) != n_states + 1 or not _tables_consistent(arrays, n_vocab)
+                or (backward is not None and not _tables_consistent(backward, n_vocab))):
             raise ValueError(f"{path} is corrupt: its tables do not match its config.json; rebuild it")
         return cls(config, vocab, arrays, meta["stats"])
 
@@ -622,6 +782,9 @@ class MarkovModel:
             self.config == other.config
             and self.vocab == other.vocab
             and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in self._ARRAYS)
+            and (self.backward is None) == (other.backward is None)
+            and (self.backward is None or all(np.array_equal(getattr(self.backward, a), getattr(other.backward, a))
+                                              for a in self._TABLE))
         )
 
     __hash__ = None  # mutable arrays: equality only
@@ -629,6 +792,62 @@ class MarkovModel:
     def __repr__(self) -> str:
         s = self.stats
         return f"MarkovModel(order={self.config.order}, lines={s['lines']}, vocab={s['vocab']}, states={s['states']}, transitions={s['transitions']})"
+
+
+def _compile(tokens: np.ndarray, lens: np.ndarray, line_weights: list[float], V: int, k: int) -> tuple[dict[str, np.ndarray], int]:
+    """The transition tables (CSR rows by state) of lines given as concatenated token ids, and the state count."""
+    # Padded stream: k BEGINs, the line's tokens, one END, for every line.
+    seq_len = lens + k + 1
+    line_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
+    seq = np.zeros(int(seq_len.sum()), dtype=np.int64)  # BEGIN == 0
+    tok_pos = np.arange(len(tokens)) + np.repeat(line_start + k - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    seq[tok_pos] = tokens
+    seq[line_start + seq_len - 1] = END
+
+    # Every token and END is predicted from the k ids before it.
+    pred = np.ones(len(seq), dtype=bool)
+    pred[(line_start[:, None] + np.arange(k)[None, :]).ravel()] = False
+    pos = np.flatnonzero(pred)  # (P,)
+    # Key each (k+1)-gram as one integer: state ids are the ranks of its first k ids, and a single
+    # sort groups both states and transitions. Compress to ranks only when V**(k+1) would overflow.
+    key = seq[pos - k]
+    for j in range(1, k + 1):
+        if int(key.max()) >= 2**62 // V:
+            _, key = np.unique(key, return_inverse=True)
+            key = key.ravel()
+        key = key * V + seq[pos - k + j]
+    order = np.argsort(key, kind="stable")
+    full = key[order]
+    new_trans = np.concatenate([[True], full[1:] != full[:-1]])
+    state_key = full // V
+    new_state = np.concatenate([[True], state_key[1:] != state_key[:-1]])
+    state = np.empty(len(pos), dtype=np.int64)
+    state[order] = np.cumsum(new_state) - 1  # state id of each position's first k ids
+    n_states = int(new_state.sum())
+
+    nxt = seq[pos]
+    # Predictions are contiguous per line, so the state after position p is the state at p+1.
+    following = np.full(len(pos), -1, dtype=np.int64)
+    not_end = nxt != END
+    following[not_end] = state[np.flatnonzero(not_end) + 1]
+
+    pos_weight = np.repeat(np.asarray(line_weights, dtype=np.float64), lens + 1)
+    t_first = order[new_trans]  # one position of each transition, in transition order
+    t_id = np.cumsum(new_trans) - 1
+    weight = np.bincount(t_id, weights=pos_weight[order], minlength=len(t_first))
+    trans_state = state[t_first]
+    row_ptr = np.searchsorted(trans_state, np.arange(n_states + 1))
+    cum = np.cumsum(weight)
+    cum_in_row = cum - np.repeat(np.concatenate([[0.0], cum])[row_ptr[:-1]], np.diff(row_ptr))
+
+    n_trans = len(t_first)
+    tables = {
+        "row_ptr": row_ptr.astype(np.int32 if n_trans < 2**31 else np.int64),
+        "next_tok": nxt[t_first].astype(np.int32),
+        "next_state": following[t_first].astype(np.int32),
+        "cum_in_row": cum_in_row.astype(np.float32),
+    }
+    return tables, n_states
 
 
 def _tables_consistent(arrays: dict[str, np.ndarray], n_vocab: int) -> bool:

@@ -32,7 +32,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
-from corpus.text import LineFilter, LineRules, content_words, dedupe_key, overlap, words
+from corpus.text import (
+    SEED_LINES,
+    SEED_WORDS,
+    LineFilter,
+    LineRules,
+    content_words,
+    dedupe_key,
+    overlap,
+    words,
+)
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
@@ -75,7 +84,11 @@ class EngineConfig(LineRules):
     scoring_slice: int = SLICE_SIZE  # candidates per scoring round, shared by the turns waiting; smaller = fairer
     scoring_round_ms: float = ROUND_MS  # a turn with less time left stays out of rounds shared with turns that have more
     finish_margin_ms: float = FINISH_MARGIN_MS  # kept back from the budget for picking and writing the response
-    topic_share: float = 0.5  # with a topic, this share of the candidates is seeded with the topic words
+    topic_share: float = 0.5  # with a topic, this share of the candidates is written around the topic words
+    # Without a topic, this share is written around the most specific words of the newest context lines (whole lines
+    # naming them, `MarkovModel.generate(around=...)`); the rest are the writer's plain lines.
+    context_share: float = 0.5
+    context_seed_words: int = SEED_WORDS  # at most this many of those words, the rarest in the writer's corpus first
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn (0: none)
     # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
@@ -101,8 +114,11 @@ class EngineConfig(LineRules):
             raise ValueError(f"index_k must be >= 0, got {self.index_k}")
         if self.live_per_read < 0 or self.min_live_candidates < 1:
             raise ValueError("live_per_read must be >= 0 and min_live_candidates >= 1")
-        if not 0.0 <= self.topic_share <= 1.0:
-            raise ValueError(f"topic_share must be within [0, 1], got {self.topic_share}")
+        if not 0.0 <= self.topic_share <= 1.0 or not 0.0 <= self.context_share <= 1.0:
+            raise ValueError(f"topic_share and context_share must be within [0, 1], got {self.topic_share} and "
+                             f"{self.context_share}")
+        if self.context_seed_words < 0:
+            raise ValueError(f"context_seed_words must be >= 0, got {self.context_seed_words}")
 
 
 @dataclass(frozen=True)
@@ -511,19 +527,36 @@ class Engine:
         candidates.prior = self.prior(plan, candidates)
         return self.order(plan, candidates)
 
+    def seed_words(self, plan: TurnPlan) -> tuple[list[str], list[str], str | None]:
+        """The words a turn's seeded candidates are written around, the topic words the persona does not know, and
+        where the words came from: the topic's, else the context's.
+
+        The context's are the content words of its two newest lines that the persona's writer knows, the rarest
+        in its corpus first (`MarkovModel.context_words`: "hiking" before "going").
+        """
+        model = self.personas[plan.persona]
+        if plan.topic_words:
+            known = [w for w in plan.topic_words if model.knows(w)]
+            return known, [w for w in plan.topic_words if w not in known], "topic"
+        if not self.config.context_share or not self.config.context_seed_words:
+            return [], [], None
+        picked = model.context_words([t.text for t in plan.turns[-SEED_LINES:]], self.config.context_seed_words)
+        return picked, [], ("context" if picked else None)
+
     def generate(self, plan: TurnPlan) -> Candidates:
         """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.
 
-        With topic words, `topic_share` of the chunks start from them (the whole phrase, then each word alone);
-        starts the persona does not know are dropped at their first try, and their chunks go unseeded.
-        A candidate sampled twice keeps its best mean log-prob.
+        A share of the chunks (`topic_share` with a topic, else `context_share`) are whole lines written around the
+        seed words (`seed_words`); a persona that cannot write around them (none known, or a writer saved before
+        the backward table) gets plain chunks instead. A candidate sampled twice keeps its best mean log-prob.
         """
         cfg, budget, began = self.config, plan.budget, self.clock()
         model = self.personas[plan.persona]
-        n, topic_words = plan.n_candidates, plan.topic_words
-        starts = [" ".join(topic_words)] if len(topic_words) > 1 else []
-        starts += list(topic_words)
-        seeded_n = int(round(n * cfg.topic_share)) if starts else 0
+        n = plan.n_candidates
+        seeds, unknown, source = self.seed_words(plan)
+        asked = list(seeds)
+        share = cfg.topic_share if source == "topic" else cfg.context_share
+        seeded_n = int(round(n * share)) if seeds else 0
         unique: dict[str, tuple[str, float, list[str]]] = {}  # dedupe key -> (text, best mean log-prob, words)
         report: dict[str, int] = {}
         generated = seeded = chunks = 0
@@ -533,18 +566,16 @@ class Engine:
         while generated < n:
             size = min(n - generated, chunk)
             # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds.
-            start = None
-            if starts and seeded < seeded_n and (chunks % 2 == 0 or generated - seeded >= n - seeded_n):
-                start = starts[(seeded // chunk) % len(starts)]
+            around = seeds if seeds and seeded < seeded_n and (chunks % 2 == 0 or generated - seeded >= n - seeded_n) else ()
             chunks += 1
-            gen = model.generate(size, plan.generation_rng, start=start)
-            if start is not None:
-                if not gen.candidates and gen.reason:  # unknown to this persona, or never in this order
-                    starts.remove(start)
-                    report["topic_unusable"] = report.get("topic_unusable", 0) + 1
+            gen = model.generate(size, plan.generation_rng, around=around)
+            if around:
+                if not gen.candidates and gen.reason:  # a writer saved without the backward table
+                    seeds = []
+                    report["seeding_unavailable"] = 1
                     continue
                 seeded += size
-                report["topic_seeded"] = report.get("topic_seeded", 0) + len(gen.candidates)
+                report["seeded"] = report.get("seeded", 0) + len(gen.candidates)
             generated += size
             for text, lp in zip(gen.candidates, gen.logprob.tolist(), strict=True):
                 ws = words(text)
@@ -564,8 +595,10 @@ class Engine:
                 plan.stats["yielded"] = True
                 break
         plan.stats.update(generated=generated, unique=len(unique))
-        if topic_words:
-            plan.stats["topic"] = {"words": list(topic_words), "seeded": report.pop("topic_seeded", 0)}
+        if source:
+            plan.stats["seeded"] = {"source": source, "words": asked, "candidates": report.pop("seeded", 0)}
+            if unknown:
+                plan.stats["seeded"]["unknown"] = unknown
         if report:
             plan.stats["generation"] = report
         plan.stage_ms["generate"] = self._ms_since(began)

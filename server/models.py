@@ -239,6 +239,11 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
 
     model_dir = Path(model_dir)
     personas = load_personas(model_dir / MARKOV_DIR)
+    for name, model in personas.items():
+        model.warm_around()
+        if model.backward is None:
+            log.warning("the writer of persona %r predates the backward table: its replies are not written around the "
+                        "context's words until it is rebuilt (`python -m markov build`)", name)
     names, follows = load_persona_meta(model_dir / MARKOV_DIR)
     editor = None
     if editor_dir(model_dir).is_dir():

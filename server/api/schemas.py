@@ -153,11 +153,13 @@ class SourceStats(BaseModel):
     live_read: int
 
 
-class TopicStats(BaseModel):
-    """The topic's words, and how many candidates were seeded with them."""
+class SeededStats(BaseModel):
+    """The words a turn's seeded candidates were written around, where they came from, and how many there were."""
 
+    source: Literal["topic", "context"]
     words: list[str]
-    seeded: int
+    candidates: int
+    unknown: list[str] = Field(default_factory=list, description="topic words the persona's writer does not know")
 
 
 class ReplyStats(BaseModel):
@@ -182,7 +184,7 @@ class ReplyStats(BaseModel):
     index: IndexStats | None = None
     sources: SourceStats | None = None
     source: Literal["index", "live"] | None = Field(None, description="where the reply came from")
-    topic: TopicStats | None = None
+    seeded: SeededStats | None = None
     generation: dict[str, int] | None = Field(None, description="the writer's own counts (novelty test and more)")
     yielded: bool | None = Field(None, description="generation stopped early to let another turn use the CPU")
     reason: str | None = Field(None, description="why there is no reply, when there is none")

@@ -330,6 +330,11 @@
     line.setAttribute("aria-label", "stats of this turn");
     if (stats.generated !== undefined) line.append(stat("generated", "generated", stats.generated));
     if (stats.unique !== undefined) line.append(stat("unique", "unique", stats.unique));
+    if (stats.seeded && stats.seeded.words.length) {
+      // how many of the turn's candidates were written around the context's (or the topic's) words, and which
+      const around = `${stats.seeded.candidates} around ${stats.seeded.words.join(", ")}`;
+      line.append(stat("seeded", stats.seeded.source === "topic" ? "topic" : "context", stats.seeded.words.join(" "), around));
+    }
     if (stats.filtered !== undefined) line.append(stat("filtered", "kept", stats.filtered));
     if (stats.sources && (stats.sources.index > 0 || stats.index)) {
       line.append(stat("from_index", "from the index", stats.sources.index));

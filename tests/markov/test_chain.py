@@ -181,6 +181,59 @@ def test_unknown_start_word_is_a_clear_error(model):
     assert model.knows("pizza") and not model.knows("zork")
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_lines_written_around_a_word_name_it_and_are_whole_lines_of_corpus_ngrams(order):
+    corpus = CHAT + ["how are you doing today?", "are you doing anything fun today?", "I am doing fine today, thanks"]
+    m = MarkovModel.build(((t, 1.0) for t in corpus), MarkovConfig(order=order, min_tokens=1, reject_verbatim=False))
+    allowed = padded_ngrams(corpus, order)
+    gen = m.generate(300, np.random.default_rng(order), around=["home", "today"])
+    assert len(gen.candidates) == 300 and gen.reason is None
+    named = Counter()
+    for text in gen.candidates:
+        toks = tokenize(text)
+        assert " home" in toks or " today" in toks, text
+        named.update({" home", " today"} & set(toks))
+        seq = ["<s>"] * order + toks + ["</s>"]  # BEGIN to END: a whole line, not a fragment
+        for i in range(len(seq) - order):
+            assert tuple(seq[i : i + order + 1]) in allowed, (text, seq[i : i + order + 1])
+    assert named[" home"] > 60 and named[" today"] > 60  # each word drawn about half the time
+    # "home" never opens a line, so every line naming it was written backward to a line's start as well
+    assert any(not t.startswith("home") and "home" in t for t in gen.candidates)
+
+
+def test_writing_around_words_is_reproducible_saved_and_reports_what_it_cannot(model, tmp_path):
+    a = model.generate(40, np.random.default_rng(5), around=["pizza"])
+    assert a.candidates == model.generate(40, np.random.default_rng(5), around=["pizza"]).candidates
+    assert all("pizza" in t.casefold() for t in a.candidates)
+    model.save(tmp_path / "m")
+    loaded = MarkovModel.load(tmp_path / "m")
+    assert loaded == model and loaded.backward is not None
+    assert loaded.generate(40, np.random.default_rng(5), around=["pizza"]).candidates == a.candidates
+    # unknown words are skipped; none known is an empty result with the reason, not an error
+    assert all("pizza" in t.casefold() for t in model.generate(10, np.random.default_rng(0), around=["zork", "pizza"]).candidates)
+    gen = model.generate(5, np.random.default_rng(0), around=["zork"])
+    assert gen.candidates == [] and "zork" in gen.reason
+    with pytest.raises(ValueError, match="start or around"):
+        model.generate(5, np.random.default_rng(0), start="how", around=["pizza"])
+    # a directory written before the backward table (format 3) loads, plain and start words work, around says why not
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["riposte"]["format_version"] = 3
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with np.load(tmp_path / "m" / "tables.npz") as npz:
+        np.savez(tmp_path / "m" / "tables.npz", **{k: npz[k] for k in npz.files if not k.startswith("backward_")})
+    old = MarkovModel.load(tmp_path / "m")
+    assert old.backward is None and old.sample(5, np.random.default_rng(0))
+    gen = old.generate(5, np.random.default_rng(0), around=["pizza"])
+    assert gen.candidates == [] and "rebuild" in gen.reason
+
+
+def test_specific_words_are_the_rarest_known_ones(model):
+    # "pizza" occurs twice in CHAT, "good" four times, "home" twice, "zork" never; ties keep the order given
+    assert model.specific_words(["good", "pizza", "zork", "home"], 2) == ["pizza", "home"]
+    assert model.specific_words(["good", "pizza", "zork"], 5) == ["pizza", "good"]
+    assert model.specific_words(["yesterday"], 3) == []  # seen once: below min_count 2
+
+
 def test_empty_corpus_and_bad_weights_are_clear_errors():
     with pytest.raises(ValueError, match="corpus is empty"):
         MarkovModel.build([])
@@ -248,6 +301,13 @@ def test_cli_build_and_sample(tmp_path, capsys):
     assert len(out) == 5 and all(line.startswith("pizza") for line in out)
     with pytest.raises(SystemExit, match="not in the model's vocabulary"):
         cli(["sample", str(tmp_path / "m"), "--start", "zork"])
+    cli(["sample", str(tmp_path / "m"), "-n", "5", "--seed", "1", "--around", "home", "--around", "zork"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5 and all("home" in line for line in out)
+    with pytest.raises(SystemExit, match="none of the words"):
+        cli(["sample", str(tmp_path / "m"), "--around", "zork"])
+    with pytest.raises(SystemExit, match="start or around"):
+        cli(["sample", str(tmp_path / "m"), "--start", "how", "--around", "home"])
     with pytest.raises(SystemExit, match="neither `chitchat` nor a readable file"):
         cli(["build", "--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")])
 

@@ -109,14 +109,20 @@ def test_damaged_markov_dirs_fail_at_load_with_a_clear_error(good, tmp_path, dam
     assert str(path) in str(info.value)  # the message names the directory to rebuild
 
 
-def test_a_markov_dir_in_format_2_still_loads_and_is_saved_back_in_format_3(good, tmp_path):
+def test_a_markov_dir_in_format_2_still_loads_and_is_saved_back_in_format_4(good, tmp_path):
     path = copy_of(good, tmp_path)
     edit_json(path / "config.json", lambda c: {**c["riposte"], "format_version": 2, "kind": "riposte.markov"})
     assert "riposte" not in json.loads((path / "config.json").read_text())  # the old layout: all at the top
-    model = MarkovModel.load(path)
-    assert model == MarkovModel.load(good)
+    with np.load(path / "tables.npz") as npz:  # and its tables, without the backward table of format 4
+        np.savez(path / "tables.npz", **{k: npz[k] for k in npz.files if not k.startswith("backward_")})
+    model, fresh = MarkovModel.load(path), MarkovModel.load(good)
+    assert model.backward is None and fresh.backward is not None
+    model.backward = fresh.backward
+    assert model == fresh  # the same tables otherwise
+    model.backward = None
     model.save(path)
-    assert json.loads((path / "config.json").read_text())["riposte"]["format_version"] == 3
+    assert json.loads((path / "config.json").read_text())["riposte"]["format_version"] == 4
+    assert MarkovModel.load(path).backward is None  # saved back as it was: it writes around words once rebuilt
 
 
 def test_the_undamaged_copy_loads_and_equals_the_original(good, tmp_path):

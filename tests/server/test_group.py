@@ -218,10 +218,12 @@ def test_topic_makes_topic_words_more_frequent(group_models, with_scorer):
 
 def test_topic_seeds_candidates_and_falls_back_for_unknown_words(group_engine):
     r = group_engine.reply(["so?"], persona="alice", seed=1, topic="the tea please")
-    assert r.stats["topic"]["words"] == ["tea", "please"] and r.stats["topic"]["seeded"] > 0
-    assert r.stats["generation"]["topic_unusable"] >= 1  # 'please' and 'tea please' are not alice's
+    seeded = r.stats["seeded"]
+    assert seeded["source"] == "topic" and seeded["words"] == ["tea"] and seeded["candidates"] > 0
+    assert seeded["unknown"] == ["please"]  # not alice's word
     r = group_engine.reply(["so?"], persona="bob", seed=1, topic="tea")  # bob never says tea
-    assert r.reply and r.stats["topic"]["seeded"] == 0 and r.stats["generated"] == 256
+    assert r.reply and r.stats["seeded"]["candidates"] == 0 and r.stats["generated"] == 256
+    assert r.stats["seeded"]["unknown"] == ["tea"]
 
 
 # ---------------------------------------------------------------------------------------------------- HTTP
@@ -259,7 +261,7 @@ def test_topic_over_http_steers_a_prior_only_engine(group_models):
     prior_only = Engine(group_models, None, EngineConfig(n_candidates=256))
     with TestClient(create_app(Settings(), engine=prior_only)) as c:
         r = c.post("/reply", json={"history": ["so?"], "persona": "bob", "topic": "beer", "seed": 3}).json()
-        assert "beer" in words(r["reply"]) and r["stats"]["topic"]["seeded"] > 0
+        assert "beer" in words(r["reply"]) and r["stats"]["seeded"]["candidates"] > 0
         sim = c.post("/simulate", json={"personas": ["bob"], "turns": 3, "topic": "beer", "seed": 3}).json()
         assert all("beer" in words(t["text"]) for t in sim["turns"])
 

@@ -155,7 +155,7 @@ def test_a_system_message_sets_the_persona_or_the_topic(client, engine):
     assert system_settings("persona: Pirate", engine) == ("pirate", None)  # names match ignoring case
     req = {"messages": [{"role": "system", "content": "persona: pirate\ntopic: pizza"}, *USER], "seed": 2}
     body = client.post("/v1/chat/completions", json=req).json()
-    assert body["riposte"]["persona"] == "pirate" and body["riposte"]["topic"]["words"] == ["pizza"]
+    assert body["riposte"]["persona"] == "pirate" and body["riposte"]["seeded"]["words"] == ["pizza"]
     bad = {"messages": [{"role": "system", "content": "persona: zork"}, *USER]}
     r = client.post("/v1/chat/completions", json=bad)
     assert r.status_code == 400 and "zork" in r.json()["error"]["message"]

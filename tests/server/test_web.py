@@ -201,6 +201,10 @@ def test_chat_shows_the_reply_its_runners_up_and_stats(browser, live):
     for name in ("generated", "unique", "filtered", "scored", "budget_ms"):
         assert float(stats[name]) == expected["stats"][name], name
     assert stats["timed_out"] == str(expected["stats"]["timed_out"]).lower()
+    # Part of the candidates were written around the context's words, and the chip names them.
+    seeded = expected["stats"]["seeded"]
+    assert seeded["source"] == "context" and seeded["candidates"] > 0 and stats["seeded"] == " ".join(seeded["words"])
+    assert f"{seeded['candidates']} around {', '.join(seeded['words'])}" in answer.text
     # The funnel says what the reply index brought and where the reply came from.
     assert int(stats["from_index"]) == expected["stats"]["sources"]["index"] == 3
     assert stats["source"] == expected["stats"]["source"] == "index" and "reply from the index" in answer.text
