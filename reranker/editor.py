@@ -45,16 +45,13 @@ from reranker.runtime import CostSum, check_inputs, pick_device, rank_by_score, 
 from reranker.sense import SenseModel
 
 # 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). 3: a fifth, "sense_context",
-# the sense encoder's own cosine with the context (it learns relevance in the same fine-tune). 4: a sixth, "length",
-# the log-ratio of how often people's lines and the writer's have the candidate's length (`length_log_ratio`).
-# Older editors load with the weights they lack set to 0.
-FORMAT_VERSION = 4
-READS_VERSIONS = (1, 2, 3, 4)
+# the sense encoder's own cosine with the context (it learns relevance in the same fine-tune). Older editors load
+# with the weights they lack set to 0.
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 KIND = "editor"
-FEATURES = ("context", "last_line", "fluency", "sense", "sense_context", "length")
-FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5, 4: 6}  # how many of FEATURES each format version names
-# Token counts past this share one bin of the length table: few lines are longer, and their ratio is noise.
-LENGTH_BINS = 48
+FEATURES = ("context", "last_line", "fluency", "sense", "sense_context")
+FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5}  # how many of FEATURES each format version names
 FLUENCY_FILE = "fluency.safetensors"
 SENSE_DIR = "sense"
 # score_many embeds in pieces this size, front to back: one piece is about one efficient batch of short candidates
@@ -80,12 +77,8 @@ FOREIGN_MODEL_TYPE = ("riposte-editor: not a transformers model (a bi-encoder pl
 class EditorConfig:
     """The mix and the fluency head's shape, saved with the editor."""
 
-    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest are 0
+    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest are 0
     bias: float = 0.0
-    # log P(n tokens | a person's line) - log P(n tokens | the writer's), by n (`length_log_ratio`); empty: 0. The
-    # sense model is trained on lines of equal length, so it cannot say that the writer's long lines are the ones
-    # people rarely write: this table says it, and the mix weighs it.
-    length_log_ratio: tuple[float, ...] = ()
     fluency_width: int = 256
     # The sense model's encoder is the bi-encoder itself (`sense/` holds its head alone): set by `Editor.save`.
     shared_encoder: bool = False
@@ -95,9 +88,6 @@ class EditorConfig:
         if len(self.weights) in FEATURES_OF_VERSION.values():  # an older version's mix: the newer features get 0
             object.__setattr__(self, "weights", (*self.weights, *[0.0] * (len(FEATURES) - len(self.weights))))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
-        object.__setattr__(self, "length_log_ratio", tuple(float(v) for v in self.length_log_ratio))
-        if not all(math.isfinite(v) for v in self.length_log_ratio):
-            raise ValueError("length_log_ratio must be finite")
         if len(self.weights) != len(FEATURES):
             raise ValueError(f"weights needs one value per feature {FEATURES}, got {len(self.weights)}")
         if not all(math.isfinite(w) for w in (*self.weights, self.bias)):
@@ -123,14 +113,6 @@ class EditorConfig:
             raise ValueError(f"editor weights must name exactly the features {sorted(named)}, got {weights!r}")
         values["weights"] = tuple(float(weights.get(name, 0.0)) for name in FEATURES)
         return cls(**values)
-
-
-def length_log_ratio(human_tokens: np.ndarray, writer_tokens: np.ndarray, bins: int = LENGTH_BINS) -> tuple[float, ...]:
-    """log P(n | person) - log P(n | writer) for token counts n = 0..bins-1 (the last bin holds all longer),
-    add-one smoothed: the `length` feature's table, from the token counts of people's lines and the writer's."""
-    h = np.bincount(np.minimum(np.asarray(human_tokens, dtype=np.int64), bins - 1), minlength=bins) + 1.0
-    w = np.bincount(np.minimum(np.asarray(writer_tokens, dtype=np.int64), bins - 1), minlength=bins) + 1.0
-    return tuple(float(v) for v in np.log(h / h.sum()) - np.log(w / w.sum()))
 
 
 class FluencyHead(nn.Module):
@@ -323,9 +305,8 @@ class Editor:
         return out
 
     def features(self, context_vectors: np.ndarray, reading: Reading) -> np.ndarray:
-        """(N, 6) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
-        sense logit and the sense encoder's cosine with the context (both 0 without a sense model), and the length
-        table's value at the candidate's token count (0 without one).
+        """(N, 5) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
+        sense logit and the sense encoder's cosine with the context (both 0 without a sense model).
 
         `context_vectors` is one context's (3, H) for every row, or (N, 3, H): each row its own (evaluation).
         """
@@ -341,10 +322,7 @@ class Editor:
         if self.sense is not None:
             svecs = unit(reading.sense_vecs)
             tuned = np.einsum("nh,nh->n", svecs, context_vectors[:, 2]) if per_row else svecs @ context_vectors[2]
-        table = self.config.length_log_ratio
-        length = (np.asarray(table, dtype=np.float32)[np.minimum(reading.tokens, len(table) - 1)] if table
-                  else np.zeros(n, dtype=np.float32))
-        return np.hstack([cos, flu[:, None], reading.sense[:, None], tuned[:, None], length[:, None]]).astype(np.float32)
+        return np.hstack([cos, flu[:, None], reading.sense[:, None], tuned[:, None]]).astype(np.float32)
 
     def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> Reading:
         """Embed (and, with a sense model, judge) texts front to back in pieces until `deadline`.

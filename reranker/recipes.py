@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from corpus.progress import progress as progress_bar
 from corpus.text import SEED_LINES, dedupe_key
-from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs, length_log_ratio
+from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
 from reranker.sense import SenseModel, SenseTraining, held_out_auc, length_matched_pairs, train_sense
@@ -304,9 +304,6 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     vecs, tokens, done = embed_with_progress(editor.biencoder, texts, end - reserve, progress, "embed lines")
     x = fluency_inputs(vecs[done], tokens[done])
     y = np.asarray(labels, dtype=np.float32)[done]
-    # How much more often people write a line of each token count than the writer does: the `length` feature.
-    lengths = length_log_ratio(tokens[done][y == 1], tokens[done][y == 0]) if y.sum() >= 100 and (1 - y).sum() >= 100 else ()
-    editor = editor.with_config(EditorConfig(length_log_ratio=lengths))
     pool = sample_writer(writer, 2000, recipe.seed + 1, deadline=end - 0.7 * reserve)
     if int(y.sum()) < 100 or int((1 - y).sum()) < 100 or len(pool) < recipe.mix_negatives:
         # Too little time or text to learn anything: ship the untrained editor, which ranks as the bi-encoder does.
@@ -330,7 +327,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         if editor.shared:  # "sense_context" is "context" over again: leave it at 0, its weight goes to "context"
             feats[..., FEATURES.index("sense_context")] = 0.0
         weights = fit_mix(feats)
-    editor = editor.with_config(EditorConfig(weights=weights, length_log_ratio=lengths))
+    editor = editor.with_config(EditorConfig(weights=weights))
     # The first stage learns from the lines just embedded (human and writer alike), by the encoder that carries
     # the editor's relevance: the zero-shot one costs no forward pass; the sense encoder's reads them once more.
     first_stage, first_stage_report = None, {"skipped": f"{int(done.sum())} lines embedded", "words": 0,

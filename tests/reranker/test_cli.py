@@ -147,7 +147,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"sense", "fluency", "first_stage"} and "history" not in train["fluency"]
     assert editor.sense is not None and train["sense"]["steps"] > 0 and 0.0 <= train["sense"]["held_out_auc"] <= 1.0
-    # half its writer lines were written around a context's words, as a turn seeds them, and it is judged on those too
+    # half its writer lines were begun at topic words, as a turn seeds them, and it is judged against those too
     assert train["sense"]["seeded_lines"] > 0 and 0.0 <= train["sense"]["held_out_auc_seeded"] <= 1.0
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
@@ -156,8 +156,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     starved = dataclasses.replace(recipe, max_train_lines=100)
     out = train_editor(splits, tmp_path / "starved", recipe=starved, data_name="tiny dump", progress=False)
     weights = json.loads((out / "train.json").read_text())["weights"]
-    assert weights == {"context": 20.0, "last_line": 0.0, "fluency": 0.0, "sense": 1.0, "sense_context": 0.0,
-                       "length": 0.0}
+    assert weights == {"context": 20.0, "last_line": 0.0, "fluency": 0.0, "sense": 1.0, "sense_context": 0.0}
 
 
 def test_hold_out_patterns_make_the_test_split_and_nothing_else_is_tested():

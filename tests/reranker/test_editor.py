@@ -11,7 +11,7 @@ import torch
 
 from reranker import Reranker
 from reranker.biencoder import BiEncoder, BiEncoderConfig, unit
-from reranker.editor import FEATURES, Editor, EditorConfig, fluency_inputs, length_log_ratio
+from reranker.editor import FEATURES, Editor, EditorConfig, fluency_inputs
 
 CONTEXT = ["hello how are you", "i like to eat pizza"]
 CANDIDATES = ["yes pizza is great", "the cat and the dog", "good night", "what is your name", "i like tea"]
@@ -62,7 +62,7 @@ def test_biencoder_save_load_gives_the_same_scores(bi, tmp_path):
 
 
 def test_untrained_editor_ranks_exactly_as_the_zero_shot_biencoder(editor, bi):
-    assert editor.config.weights == (20.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # context, last line, fluency, sense, sense_context, length
+    assert editor.config.weights == (20.0, 0.0, 0.0, 0.0, 0.0)  # context, last line, fluency, sense, sense_context
     np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES), 20 * bi.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
 
 
@@ -73,7 +73,7 @@ def test_editor_score_is_the_weighted_sum_of_its_features(editor):
     assert feats.shape == (len(CANDIDATES), len(FEATURES))
     last = unit(mixed.biencoder.embed([CONTEXT[-1]], keep_end=True)[0])[0]
     np.testing.assert_allclose(feats[:, 1], unit(vecs) @ last, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mixed.score(CONTEXT, CANDIDATES), feats @ np.array([3.0, -2.0, 0.5, 0.0, 0.0, 0.0]) + 1.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mixed.score(CONTEXT, CANDIDATES), feats @ np.array([3.0, -2.0, 0.5, 0.0, 0.0]) + 1.5, rtol=1e-5, atol=1e-5)
     pairs = [(CONTEXT, c) for c in CANDIDATES]
     np.testing.assert_allclose(mixed.score_pairs(pairs), mixed.score(CONTEXT, CANDIDATES), rtol=1e-4, atol=1e-4)
 
@@ -237,29 +237,9 @@ def test_editors_saved_before_the_foreign_loader_guard_still_load(editor, tmp_pa
     trained = editor.with_config(EditorConfig(weights=(5.0, 1.0, 0.5), bias=0.25))
     trained.save(tmp_path / "ed")
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())
-    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 4
+    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 3
     del raw["model_type"]  # the layout every editor had before: only the riposte section
     (tmp_path / "ed" / "config.json").write_text(json.dumps(raw))
     old = Reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert isinstance(old, Editor) and old.config == trained.config
     np.testing.assert_allclose(old.score(CONTEXT, CANDIDATES), trained.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
-
-
-def test_the_length_feature_is_the_table_at_the_token_count_and_the_table_is_a_smoothed_log_ratio(editor, tmp_path):
-    # people: 3 lines of 4 tokens, 1 of 6; writer: 1 of 4, 3 of 6; 3 bins (0, 1, 2+), add-one smoothed
-    table = length_log_ratio([4, 4, 4, 6], [4, 6, 6, 6], bins=3)
-    assert table == pytest.approx((0.0, 0.0, 0.0))  # everything lands in the last bin: no information
-    table = length_log_ratio([1, 1, 1, 2], [1, 2, 2, 2], bins=3)
-    assert table == pytest.approx((0.0, np.log(4 / 7) - np.log(2 / 7), np.log(2 / 7) - np.log(4 / 7)))
-    table = (0.5, -0.25, 1.0, 2.0)
-    ed = editor.with_config(EditorConfig(weights=(1.0, 0.0, 0.0, 0.0, 0.0, 3.0), length_log_ratio=table))
-    reading = ed.read_texts(CANDIDATES)
-    feats = ed.features(ed.context_vectors(CONTEXT), reading)
-    np.testing.assert_allclose(feats[:, 5], np.asarray(table, np.float32)[np.minimum(reading.tokens, 3)])
-    assert np.any(feats[:, 5] != 0)
-    np.testing.assert_allclose(ed.score(CONTEXT, CANDIDATES) - editor.with_config(EditorConfig(weights=(1.0, 0.0, 0.0, 0.0, 0.0, 0.0))).score(
-        CONTEXT, CANDIDATES), 3.0 * feats[:, 5], rtol=1e-4, atol=1e-4)
-    ed.save(tmp_path / "ed")  # saved and loaded with its table
-    assert Editor.load(tmp_path / "ed", warmup=False).config.length_log_ratio == table
-    with pytest.raises(ValueError, match="length_log_ratio must be finite"):
-        EditorConfig(length_log_ratio=(0.0, float("nan")))

@@ -130,7 +130,7 @@ def sensible_editor(tiny_bert) -> Editor:
 def test_the_sense_features_are_its_logit_and_its_cosine_and_enter_the_score(sensible_editor):
     editor = sensible_editor
     reading = editor.read_texts(CANDIDATES)
-    assert reading.done.all() and FEATURES[3:5] == ("sense", "sense_context")
+    assert reading.done.all() and FEATURES[3:] == ("sense", "sense_context")
     np.testing.assert_allclose(reading.sense, editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-6)
     feats = editor.features(editor.context_vectors(CONTEXT), reading)
     np.testing.assert_allclose(feats[:, 3], reading.sense, rtol=1e-6)
@@ -155,7 +155,7 @@ def test_an_editor_with_sense_saves_and_loads_the_same_scores(sensible_editor, t
     sensible_editor.save(tmp_path / "ed")
     assert (tmp_path / "ed" / "sense" / "sense_head.safetensors").is_file()
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())["riposte"]
-    assert raw["format_version"] == 4 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
+    assert raw["format_version"] == 3 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
     again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert again.sense is not None
     np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), sensible_editor.score(CONTEXT, CANDIDATES),
@@ -171,10 +171,10 @@ def test_a_version_1_editor_loads_with_no_sense(sensible_editor, tmp_path):
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 1
-    del raw["riposte"]["weights"]["sense"], raw["riposte"]["weights"]["sense_context"], raw["riposte"]["weights"]["length"]
+    del raw["riposte"]["weights"]["sense"], raw["riposte"]["weights"]["sense_context"]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0, 0.0)
+    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0)
 
 
 def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, tmp_path):
@@ -184,14 +184,10 @@ def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, 
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 2
-    del raw["riposte"]["weights"]["sense_context"], raw["riposte"]["weights"]["length"]
+    del raw["riposte"]["weights"]["sense_context"]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0, 0.0)
-    raw["riposte"]["format_version"] = 3  # version 3: five features, the length weight 0
-    raw["riposte"]["weights"]["sense_context"] = 1.5
-    path.write_text(json.dumps(raw))
-    assert reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False).config.weights == (5.0, 1.0, 0.5, 2.0, 1.5, 0.0)
+    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0)
 
 
 def test_a_mix_that_weighs_a_missing_sense_model_is_refused(sensible_editor, tmp_path):
