@@ -40,12 +40,6 @@ def normalize(text: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))
 
 
-# A turn's seeded candidates are written around the SEED_WORDS rarest content words of its SEED_LINES newest lines
-# (`markov.MarkovModel.context_words`); the engine and the editor's training draw them the same way.
-SEED_WORDS = 4
-SEED_LINES = 2
-
-
 def content_words(text_words: list[str]) -> list[str]:
     """The words that can carry a topic: those not in STOPWORDS, in order."""
     return [w for w in text_words if w not in STOPWORDS]

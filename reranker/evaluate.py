@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from corpus.progress import progress as progress_bar
-from corpus.text import SEED_LINES, SEED_WORDS, LineFilter, dedupe_key
+from corpus.text import LineFilter, dedupe_key
 
 MEASURES = ("select10", "select100", "writer99")
 LABELS = {"select10": "R@1 of 10", "select100": "R@1 of 100", "writer99": "R@1 vs 99 writer lines"}
@@ -162,24 +162,12 @@ class WriterPools:
         return cls(pools, [d % folds for d in range(len(docs))])
 
 
-def writer_lines(writer, n: int, seed: int | np.random.Generator = 0, deadline: float = math.inf,
-                 contexts: Sequence[Sequence[str]] = (), per_context: int = 24) -> list[str]:
-    """Up to n distinct lines from a Markov writer that pass the engine's default line rules (URLs, lengths).
-
-    With `contexts` (each a few lines), the lines are written around each context's words as a turn seeds its
-    candidates (`MarkovModel.context_words`), `per_context` at a time from contexts drawn at random: whole lines
-    that name the context's rarest words, the candidates an editor that rewards topic meets most.
-    """
+def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> list[str]:
+    """Up to n distinct lines from a Markov writer that pass the engine's default filters (URLs, lengths)."""
     text_filter, rng = LineFilter(), np.random.default_rng(seed)  # the line rules a real turn applies by default
     out: dict[str, str] = {}
-    rounds = 4 * (n // per_context + 1) if contexts else 20  # a tiny writer cannot make n distinct lines
-    for _ in range(rounds):
-        if contexts:
-            around = writer.context_words(list(contexts[int(rng.integers(len(contexts)))]), SEED_WORDS)
-            texts = writer.generate(per_context, rng, around=around).candidates if around else []
-        else:
-            texts = writer.generate(min(max(256, n - len(out)), 8192), rng).candidates
-        for text in texts:
+    for _ in range(20):  # rounds: a tiny writer cannot make n distinct lines, and must not loop forever
+        for text in writer.generate(min(max(256, n - len(out)), 8192), rng).candidates:
             kept = text_filter(text)
             if kept:
                 out.setdefault(dedupe_key(kept), kept)
@@ -188,13 +176,32 @@ def writer_lines(writer, n: int, seed: int | np.random.Generator = 0, deadline: 
     return list(out.values())[:n]
 
 
-def seed_contexts(docs: list, n: int, seed: int = 0) -> list[list[str]]:
-    """Up to n contexts of SEED_LINES lines from random places in the documents: what a turn writes around."""
-    rng = np.random.default_rng(seed)
-    spans = [(d, i) for d, doc in enumerate(docs) for i in range(1, len(doc.lines) + 1)]
-    picks = rng.choice(len(spans), size=min(n, len(spans)), replace=False) if spans else []
-    return [[line.text for line in docs[spans[p][0]].lines[max(0, spans[p][1] - SEED_LINES) : spans[p][1]]]
-            for p in picks]
+def seeded_writer_lines(writer, starts: Sequence[str], n: int, seed: int = 0, deadline: float = math.inf,
+                        per_start: int = 24) -> list[str]:
+    """Up to n distinct lines of a writer started from words drawn from `starts` (with repeats, so as often as
+    they occur); the engine's filters apply.
+
+    Fragments: a line begun mid-sentence at a topic word fails in ways a line begun at a line's start does not,
+    and these were the lines an editor that rewards topic picked. Unknown starts are skipped."""
+    text_filter, rng = LineFilter(), np.random.default_rng(seed)
+    out: dict[str, str] = {}
+    dead: set[str] = set()  # starts the writer cannot begin a new line with: unknown, or only its own lines
+    distinct, tries = len(set(starts)), 0
+    while len(out) < n and tries < 4 * (n // per_start + 1) and len(dead) < distinct:  # tries: duplicates happen
+        if time.monotonic() > deadline:
+            break
+        start = starts[rng.integers(len(starts))]
+        if start in dead:
+            continue
+        tries += 1
+        gen = writer.generate(per_start, rng, start=start)
+        if not gen.candidates:
+            dead.add(start)
+        for text in gen.candidates:
+            kept = text_filter(text)
+            if kept:
+                out.setdefault(dedupe_key(kept), kept)
+    return list(out.values())[:n]
 
 
 # ---- the evaluation ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from corpus.progress import progress as progress_bar
-from corpus.text import SEED_LINES, dedupe_key
+from corpus.text import content_words, dedupe_key, words
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
@@ -46,9 +46,11 @@ class DefaultRecipe:
     # The sense model also learns relevance in the same steps (its context cosine is the editor's fifth feature):
     # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
     relevance_weight: float = SenseTraining.relevance_weight
-    # The share of the sense model's writer lines written around a context's words (at most: their writing has a
-    # tenth of the sense stage's time), as a turn seeds half its candidates (`EngineConfig.context_share`): the
-    # lines an editor that rewards topic meets most, which a sense model that saw only plain lines never judged.
+    # The share of the sense model's writer lines begun at a topic word (at most: their writing has a tenth of the
+    # sense stage's time): fragments that start mid-sentence ("weekend is for right??"), the writer's worst lines
+    # and the ones an editor that rewards topic used to pick. Trained against them, the sense model's picks read
+    # as human to the held-out judge far more often than when trained against whole lines written around a word,
+    # as a turn now seeds them (0.71 against 0.56, benchmarks/RESULTS.md, "Fifth pass").
     sense_seeded_share: float = 0.5
     # One encoder for relevance and sense: the fine-tuned sense encoder replaces the zero-shot bi-encoder, so the
     # editor reads each candidate once (twice the reads per second) and the first stage is distilled from it.
@@ -58,8 +60,8 @@ class DefaultRecipe:
     writer_order: int | None = None
     eval_reserve_s: float = 180.0  # kept back for the mix, the first stage, the evaluation and saving
     mix_cases: int = 250  # validation contexts the mix is fitted on
-    # The mix's negatives per validation case: other people's lines, writer lines, and writer lines written around
-    # the case's own context words, as the engine seeds a turn (the topic-packed lines a relevance-heavy mix picks;
+    # The mix's negatives per validation case: other people's lines, writer lines, and writer lines started from
+    # the case's own context words (the topic-packed lines a relevance-heavy mix picks;
     # fitting against them lifted the share of replies a grammar parser accepts from 0.53 to 0.63). 20 of each:
     # with 10 / 20 / 40 the sense logit took a weight that cost R@1 of 100 a third (0.315 -> 0.215, n 200);
     # 20 / 20 / 20 keeps it within 0.035 and still lifts the true line above the writer's (0.300 -> 0.350).
@@ -188,17 +190,28 @@ def fit_mix(feats: np.ndarray, *, init: tuple[float, ...] = EditorConfig().weigh
     return weights
 
 
+def seeded_lines(writer, context: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """Up to n writer lines started from the context's content words: the topic-packed fragments an editor that
+    rewards topic is drawn to."""
+    starts = list(dict.fromkeys(w for line in context for w in content_words(words(line))))
+    out: list[str] = []
+    for start in starts[: max(1, n)]:
+        gen = writer.generate(max(1, n // max(1, len(starts))) + 1, rng, start=start)
+        out += gen.candidates
+    return list(dict.fromkeys(out))[:n]
+
+
 def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases: int, negatives: int,
                  seed: int, deadline: float, progress: bool = True, other_docs: list | None = None,
                  writer_negatives: int | None = None, writer=None, seeded_negatives: int = 0) -> np.ndarray:
     """Features (cases, 1 + negatives + writer_negatives + seeded_negatives, F) of validation cases: the true
     line, other people's lines, writer lines (`writer_negatives` of them, default as many as the others) and
-    `seeded_negatives` lines of `writer` written around the context's words, as a turn seeds them.
+    `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`).
 
     The other lines come from the other documents of `docs` and from `other_docs` (a small validation split
     may hold a single document). A case whose writer gives too few seeded lines is padded from the pool.
     """
-    from reranker.evaluate import _other_lines, _positions, writer_lines
+    from reranker.evaluate import _other_lines, _positions
 
     rng = np.random.default_rng(seed)
     pool_docs = list(docs) + list(other_docs or [])
@@ -215,8 +228,7 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
         if len(others) < negatives:
             continue
         if seeded_negatives and writer is not None:
-            seeded = writer_lines(writer, seeded_negatives, rng, contexts=[context[-SEED_LINES:]],
-                                  per_context=seeded_negatives)
+            seeded = seeded_lines(writer, context, seeded_negatives, rng)
             seeded += [writer_pool[j] for j in rng.choice(len(writer_pool), seeded_negatives - len(seeded))]
             fakes += seeded
         candidates = [true, *others, *fakes]
@@ -293,7 +305,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
             editor = editor.with_sense(sense)
             say(f"sense: held-out length-matched AUC {sense_report['held_out_auc_before']:.3f} -> "
                 f"{sense_report['held_out_auc']:.3f} on {sense_report['held_out_pairs']} pairs"
-                + (f" (against lines written around a context's words: {sense_report['held_out_auc_seeded']:.3f} on "
+                + (f" (against lines begun at a topic word: {sense_report['held_out_auc_seeded']:.3f} on "
                    f"{sense_report['held_out_pairs_seeded']} pairs)"
                    if "held_out_auc_seeded" in sense_report else "") + "; "
                 f"{sense_report['lines']:,} lines in {sense_report['seconds']:.0f} s "
@@ -381,13 +393,13 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                              f"{fluency['auc']:.3f}: `fluency.safetensors`"),
             "sense model": (f"`sense/`: all layers fine-tuned for {sense_report.get('seconds', 0):.0f} s on "
                             f"{sense_report.get('lines', 0):,} length-matched human and writer lines"
-                            + (f" ({sense_report['seeded_lines']:,} of the writer's written around a context's words, as a "
-                               "turn seeds them)" if sense_report.get("seeded_lines") else "")
+                            + (f" ({sense_report['seeded_lines']:,} of the writer's begun at a topic word, mid-"
+                               "sentence)" if sense_report.get("seeded_lines") else "")
                             + (", each human line also ranked above the batch's other lines for its context"
                                if sense_report.get("relevance") else "") + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"
-                            + (f", {sense_report['held_out_auc_seeded']:.3f} against lines written around a context's words"
+                            + (f", {sense_report['held_out_auc_seeded']:.3f} against lines begun at a topic word"
                                if "held_out_auc_seeded" in sense_report else "")
                             if sense is not None else f"none ({sense_report.get('skipped')})"),
             "mix": ", ".join(f"{n} {w:.3f}" for n, w in zip(FEATURES, weights, strict=True))
@@ -437,7 +449,7 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     Held-out pairs are validation-split lines against other writer lines. Returns (None, why) when there is too
     little data or time to train one.
     """
-    from reranker.evaluate import seed_contexts, writer_lines
+    from reranker.evaluate import seeded_writer_lines, writer_lines
 
     training = SenseTraining(seed=recipe.seed, relevance_weight=recipe.relevance_weight)
     limits = dict(min_words=training.min_words, max_words=training.max_words)
@@ -445,10 +457,10 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     held_human = [line.text for doc in splits["val"] for line in doc.lines]
     n_fakes = min(len(human), 100_000)
     n_seeded = int(recipe.sense_seeded_share * n_fakes)
-    # Seeded lines cost a few ms per context: they get at most a tenth of the stage's time.
+    starts = topic_starts(human, recipe.seed)
+    # Seeded lines cost a few ms per start word: they get at most a tenth of the stage's time.
     seeded_deadline = time.monotonic() + 0.1 * max(0.0, deadline - time.monotonic())
-    seeded = writer_lines(writer, n_seeded, recipe.seed + 5, deadline=seeded_deadline,
-                          contexts=seed_contexts(splits["train"], n_seeded, recipe.seed))
+    seeded = seeded_writer_lines(writer, starts, n_seeded, recipe.seed + 5, deadline=seeded_deadline)
     fakes = list({dedupe_key(line): line for line in seeded + writer_lines(
         writer, n_fakes - len(seeded), recipe.seed + 3, deadline=deadline)}.values())
     seen = {dedupe_key(line) for line in fakes}  # held-out writer lines must be new to the model
@@ -462,9 +474,8 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
                           recipe.seed + 1)
     held_seeded = []
     if n_seeded:  # the AUC against the kind of lines a turn seeds, reported beside the one against plain lines
-        held_seeded = held_pairs(writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline,
-                                              contexts=seed_contexts(splits["val"], 4 * training.held_out_pairs,
-                                                                     recipe.seed + 6)),
+        held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
+                                                     4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
     if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
@@ -484,6 +495,18 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     if bf16_supported(sense.encoder.device):  # served as the bi-encoder is: bf16 where the CPU has it
         sense.encoder.model.to(torch.bfloat16)
     return sense, report
+
+
+def topic_starts(lines: list[str], seed: int = 0, n: int = 50_000) -> list[str]:
+    """Up to n content words drawn from lines, repeats kept (so as often as people say them): the words a turn
+    seeds candidates from."""
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    for i in rng.permutation(len(lines)):
+        out += [w for w in content_words(words(lines[i])) if w.isalpha()]
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 def first_stage_source(editor: Editor) -> tuple:

@@ -33,8 +33,6 @@ import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
 from corpus.text import (
-    SEED_LINES,
-    SEED_WORDS,
     LineFilter,
     LineRules,
     content_words,
@@ -88,7 +86,8 @@ class EngineConfig(LineRules):
     # Without a topic, this share is written around the most specific words of the newest context lines (whole lines
     # naming them, `MarkovModel.generate(around=...)`); the rest are the writer's plain lines.
     context_share: float = 0.5
-    context_seed_words: int = SEED_WORDS  # at most this many of those words, the rarest in the writer's corpus first
+    context_seed_words: int = 4  # at most this many of those words, the rarest in the writer's corpus first
+    context_seed_lines: int = 2  # ... of the newest this many lines
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn (0: none)
     # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
@@ -117,8 +116,9 @@ class EngineConfig(LineRules):
         if not 0.0 <= self.topic_share <= 1.0 or not 0.0 <= self.context_share <= 1.0:
             raise ValueError(f"topic_share and context_share must be within [0, 1], got {self.topic_share} and "
                              f"{self.context_share}")
-        if self.context_seed_words < 0:
-            raise ValueError(f"context_seed_words must be >= 0, got {self.context_seed_words}")
+        if self.context_seed_words < 0 or self.context_seed_lines < 1:
+            raise ValueError(f"need context_seed_words >= 0 and context_seed_lines >= 1, got {self.context_seed_words} "
+                             f"and {self.context_seed_lines}")
 
 
 @dataclass(frozen=True)
@@ -531,16 +531,19 @@ class Engine:
         """The words a turn's seeded candidates are written around, the topic words the persona does not know, and
         where the words came from: the topic's, else the context's.
 
-        The context's are the content words of its two newest lines that the persona's writer knows, the rarest
+        The context's are the content words of its newest lines that the persona's writer knows, the rarest
         in its corpus first (`MarkovModel.context_words`: "hiking" before "going").
         """
         model = self.personas[plan.persona]
+        if not hasattr(model, "context_words"):  # a writer that cannot write around words: plain candidates only
+            return [], [], None
         if plan.topic_words:
             known = [w for w in plan.topic_words if model.knows(w)]
             return known, [w for w in plan.topic_words if w not in known], "topic"
         if not self.config.context_share or not self.config.context_seed_words:
             return [], [], None
-        picked = model.context_words([t.text for t in plan.turns[-SEED_LINES:]], self.config.context_seed_words)
+        picked = model.context_words([t.text for t in plan.turns[-self.config.context_seed_lines:]],
+                                     self.config.context_seed_words)
         return picked, [], ("context" if picked else None)
 
     def generate(self, plan: TurnPlan) -> Candidates:
@@ -568,7 +571,7 @@ class Engine:
             # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds.
             around = seeds if seeds and seeded < seeded_n and (chunks % 2 == 0 or generated - seeded >= n - seeded_n) else ()
             chunks += 1
-            gen = model.generate(size, plan.generation_rng, around=around)
+            gen = model.generate(size, plan.generation_rng, around=around) if around else model.generate(size, plan.generation_rng)
             if around:
                 if not gen.candidates and gen.reason:  # a writer saved without the backward table
                     seeds = []

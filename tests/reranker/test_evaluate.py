@@ -14,11 +14,10 @@ from reranker.evaluate import (
     WriterPools,
     evaluate_documents,
     roc_auc,
-    seed_contexts,
+    seeded_writer_lines,
     selection_metrics,
     standard_error,
     true_rank,
-    writer_lines,
 )
 
 
@@ -189,29 +188,20 @@ def test_model_card_metadata_is_yaml_the_hub_reads_with_the_models_figures():
     assert "# t" in card and not model_card(title="t", summary="s", parts={}, metrics=metrics).startswith("---")
 
 
-def test_writer_lines_around_contexts_name_their_rarest_words_pass_the_filters_and_skip_unknown_words():
+def test_seeded_writer_lines_begin_at_the_start_words_pass_the_filters_and_skip_unknown_starts():
     from markov import MarkovConfig, MarkovModel
 
     corpus = ["i like pizza with cheese.", "we like pizza a lot.", "you like dogs and cats.", "dogs like to run.",
               "cats like to sleep all day.", "see http://example.com now please."]
     writer = MarkovModel.build([(line, 1.0) for line in corpus], MarkovConfig(order=1))
-    contexts = [["so, pizza?"], ["zebra stripes", "what about dogs"]]
-    out = writer_lines(writer, 50, seed=0, contexts=contexts)
+    out = seeded_writer_lines(writer, ["pizza", "dogs", "see", "zebra"], 50, seed=0)
     assert out and len(set(out)) == len(out)
-    # each line names a context's known word: "zebra" and "stripes" are unknown, "so" and "about" too
-    assert all({"pizza", "dogs"} & set(line.rstrip(".").split()) for line in out), out
-    assert any(not line.startswith(("pizza", "dogs")) for line in out)  # whole lines, not begun at the word
-    assert writer_lines(writer, 50, seed=0, contexts=contexts) == out  # seeded
+    # "zebra" is unknown and "see" begins only a line of the corpus itself (a copy, never said): both skipped
+    assert {line.split()[0] for line in out} == {"pizza", "dogs"}
+    assert "dogs and cats like pizza a lot." in out
+    assert seeded_writer_lines(writer, ["pizza", "dogs", "see", "zebra"], 50, seed=0) == out  # seeded
     # the engine's line rules apply: a line with a URL loses it
-    urls = MarkovModel.build([("we look at http://example.com please.", 1.0), ("you look at home.", 1.0)],
+    urls = MarkovModel.build([("we look at http://example.com please.", 1.0), ("i sat at home.", 1.0)],
                              MarkovConfig(order=1))
-    out = writer_lines(urls, 10, seed=0, contexts=[["look"]])
-    assert out and all("http" not in line for line in out) and any(line.endswith("at please.") for line in out)
-    assert writer_lines(writer, 10, contexts=[["zebra"]]) == [] and len(writer_lines(writer, 2, contexts=[["dogs"]])) <= 2
-
-
-def test_seed_contexts_are_the_lines_before_random_places():
-    docs = [Document("a", [Line(t) for t in ("one", "two", "three")]), Document("b", [Line("solo")])]
-    got = seed_contexts(docs, 10, seed=0)
-    assert sorted(map(tuple, got)) == [("one",), ("one", "two"), ("solo",), ("two", "three")]  # all 4 places, 2 lines
-    assert seed_contexts(docs, 10, seed=0) == got and len(seed_contexts(docs, 2, seed=1)) == 2
+    assert "look at please." in seeded_writer_lines(urls, ["look"], 10, seed=0)
+    assert seeded_writer_lines(writer, [], 10) == [] and len(seeded_writer_lines(writer, ["dogs"], 2)) <= 2

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reranker.editor import FluencyHead
-from reranker.recipes import DefaultRecipe, fit_mix, train_fluency
+from reranker.recipes import DefaultRecipe, fit_mix, topic_starts, train_fluency
 
 
 def test_fluency_head_learns_a_separable_problem_and_reports_held_out_figures():
@@ -63,6 +63,14 @@ def test_recipe_config_checks():
         DefaultRecipe(max_train_lines=10)
     with pytest.raises(ValueError, match="sense_seeded_share"):
         DefaultRecipe(sense_seeded_share=1.5)
+
+
+def test_topic_starts_are_content_words_as_often_as_said():
+    lines = ["I like pizza and pizza likes me", "the movie was great", "ok", "2 cats"] * 5
+    starts = topic_starts(lines, seed=0)
+    assert set(starts) == {"like", "pizza", "likes", "movie", "great", "ok", "cats"}  # no stopwords, no numbers
+    assert starts.count("pizza") == 10 and starts.count("movie") == 5
+    assert topic_starts(lines, seed=0) == starts and len(topic_starts(lines, seed=0, n=3)) == 3
 
 
 def test_presets_and_their_overrides():
