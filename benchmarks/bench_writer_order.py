@@ -5,7 +5,12 @@ fixed seed, and judges the first `--judge` of them with the grammar parser of `b
 Grammar, Debian's python3-link-grammar): the share that parses as whole sentences, the share that is a chitchat
 line verbatim, the share distinct, words per line, and the time to write them.
 
-    .venv/bin/python benchmarks/bench_writer_order.py [--orders 2 3] [--lines 4096] [--judge 500]
+Then, for `--contexts` random two-line chitchat contexts, the three ways a turn can write its candidates, 512 a
+context as a turn's seeded half: plain lines, lines begun at the context's rarest known word (`start=`, how turns
+were seeded before), and whole lines written around its rarest known words (`around=`, how they are now), each
+judged the same way, with the share that names one of the context's words and the time per 512.
+
+    .venv/bin/python benchmarks/bench_writer_order.py [--orders 2 3] [--lines 4096] [--judge 500] [--contexts 200]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def main() -> int:
     parser.add_argument("--orders", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--lines", type=int, default=4096)
     parser.add_argument("--judge", type=int, default=500, help="lines judged by the grammar parser")
+    parser.add_argument("--contexts", type=int, default=200, help="chitchat contexts for the seeded kinds")
     args = parser.parse_args()
 
     from bench_replies import grammar_parser
@@ -55,6 +61,41 @@ def main() -> int:
         print(f"| {order} | {built:.1f} | {len(out):,} | {wrote * 1000:.0f} | {p:.3f} ± {math.sqrt(p * (1 - p) / len(judged)):.3f} "
               f"| {np.mean([t.lower() in human for t in out]):.3f} | {len(set(out)) / len(out):.3f} "
               f"| {np.mean([len(t.split()) for t in out]):.1f} |", flush=True)
+
+    from corpus.text import words
+
+    docs = [doc for doc in read_chitchat() if len(doc.lines) >= 2]
+    rng = np.random.default_rng(1)
+    contexts = []
+    for d in rng.choice(len(docs), args.contexts, replace=False):
+        i = int(rng.integers(2, len(docs[d].lines) + 1))
+        contexts.append([line.text for line in docs[d].lines[i - 2 : i]])
+    per_context = max(1, math.ceil(args.judge / args.contexts))
+    print(f"\n{args.contexts} chitchat contexts, 512 lines each, {per_context} a context judged\n"
+          "| order | kind | ms per 512 | parses | names a context word | verbatim | words |\n|---|---|---|---|---|---|---|")
+    for order in args.orders:
+        model = MarkovModel.build(lines, MarkovConfig(order=order))
+        model.warm_around()
+        for kind in ("plain", "begun at a word", "around the words"):
+            judged, named, verbatim, lengths, seconds, calls = [], [], [], [], 0.0, 0
+            for ctx in contexts:
+                seeds = model.context_words(ctx, 4)
+                if not seeds:
+                    continue
+                started = time.perf_counter()
+                gen = (model.generate(512, rng) if kind == "plain" else
+                       model.generate(512, rng, start=seeds[0]) if kind == "begun at a word" else
+                       model.generate(512, rng, around=seeds))
+                seconds, calls = seconds + time.perf_counter() - started, calls + 1
+                for text in gen.candidates[:per_context]:
+                    judged.append(parses(text))
+                    named.append(bool(set(words(text)) & set(seeds)))
+                    verbatim.append(text.lower() in human)
+                    lengths.append(len(text.split()))
+            p = float(np.mean(judged))
+            print(f"| {order} | {kind} | {seconds / max(calls, 1) * 1000:.1f} | {p:.3f} ± "
+                  f"{math.sqrt(p * (1 - p) / len(judged)):.3f} | {np.mean(named):.2f} | {np.mean(verbatim):.3f} "
+                  f"| {np.mean(lengths):.1f} |", flush=True)
     return 0
 
 

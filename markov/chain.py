@@ -395,20 +395,25 @@ class MarkovModel:
         """Derive now the tables that writing around a word needs, so a server's first turn does not pay for them."""
         if self.backward is not None:
             self._state_tokens  # noqa: B018 (cached on first use)
+            self._by_token  # noqa: B018
             self.backward._state_hashes  # noqa: B018
 
     def _into(self, tokens: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """For each token id, the transitions that emit it and their cumulative weights (a few words a turn: cached)."""
-        cache = self.__dict__.setdefault("_into_cache", {})
+        """For each token id, the transitions that emit it and their cumulative weights."""
+        order, bounds, weight = self._by_token
         out = {}
         for tok in tokens:
-            if tok not in cache:
-                if len(cache) > 4096:
-                    cache.clear()
-                trans = np.flatnonzero(self.next_tok == tok)
-                cache[tok] = (trans, np.cumsum(self._weight_at(trans)))
-            out[tok] = cache[tok]
+            trans = order[bounds[tok] : bounds[tok + 1]]
+            out[tok] = (trans, np.cumsum(weight[bounds[tok] : bounds[tok + 1]], dtype=np.float64))
         return out
+
+    @functools.cached_property
+    def _by_token(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The transitions sorted by the token they emit, where each token's run begins, and their weights in
+        that order: one slice per word."""
+        order = np.argsort(self.next_tok, kind="stable").astype(np.int32 if len(self.next_tok) < 2**31 else np.int64)
+        return (order, np.searchsorted(self.next_tok[order], np.arange(len(self.vocab) + 1)),
+                self.weight[order].astype(np.float32))
 
     @functools.cached_property
     def _state_tokens(self) -> np.ndarray:
