@@ -312,6 +312,7 @@ class MarkovModel:
                 ids.append(self._lookup(word if word[:1] == " " else " " + word))
             except UnknownStartError:
                 continue
+        ids = list(dict.fromkeys(ids))  # "Hiking" and "hiking" may be one piece: drawn once, not twice as often
         if not ids:
             report["unknown_start"] = 1
             empty.reason = f"none of the words {list(around)!r} is in the model's vocabulary"
@@ -349,9 +350,11 @@ class MarkovModel:
         order = np.argsort(words, kind="stable")
         into = self._into(tuple(np.unique(words).tolist()))
         state = np.empty(m, dtype=np.int64)
+        occ_logp = np.empty(m, dtype=np.float32)
         for tok, (trans, cum) in into.items():  # draw each walk's occurrence of its word, by weight
             rows = order[np.searchsorted(words[order], tok, "left"):np.searchsorted(words[order], tok, "right")]
-            state[rows] = self.next_state[trans[np.searchsorted(cum, rng.random(len(rows)) * cum[-1], "right")]]
+            drawn = trans[np.searchsorted(cum, rng.random(len(rows)) * cum[-1], "right")]
+            state[rows], occ_logp[rows] = self.next_state[drawn], self._logp[drawn]
         mid = self._state_tokens[state]  # (m, k): the tokens before the word and the word, BEGIN-padded
         n_mid = (mid != BEGIN).sum(1)
         fwd, f_len, f_logp, _ = self._walk(state, hi + 1, rng)
@@ -384,11 +387,12 @@ class MarkovModel:
         f_pos = col - bl - n_mid[:, None]
         f_src = np.clip(f_pos, 0, fwd.shape[1] - 1)
         toks = np.where((f_pos >= 0) & (f_pos < np.maximum(f_len, 0)[:, None]), np.take_along_axis(fwd, f_src, 1), toks)
-        # Mean log-prob per generated token (END included) over both walks; the occurrence itself was not sampled.
+        # Mean log-prob per token over both walks (each with its END) and the word itself, in its state; the
+        # tokens before the word that came with the drawn occurrence are not counted (as a `start=` prefix's).
         nb = np.zeros(m, dtype=np.int64)
         nb[inside] = np.maximum(back_len[inside], 0) + 1
         nf = np.maximum(f_len, 0) + 1
-        logp = ((b_logp * nb + f_logp * nf) / (nb + nf)).astype(np.float32)
+        logp = ((b_logp * nb + f_logp * nf + occ_logp) / (nb + nf + 1)).astype(np.float32)
         return toks, length, logp
 
     def warm_around(self) -> None:
@@ -396,6 +400,8 @@ class MarkovModel:
         if self.backward is not None:
             self._state_tokens  # noqa: B018 (cached on first use)
             self._by_token  # noqa: B018
+            self._counts  # noqa: B018 (context_words)
+            self.index  # noqa: B018
             self.backward._state_hashes  # noqa: B018
 
     def _into(self, tokens: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -664,14 +670,17 @@ class MarkovModel:
         return self._counts / self._counts.sum()
 
     def specific_words(self, candidates: Sequence[str], k: int, min_count: float = 2.0) -> list[str]:
-        """Up to k of the words the model knows (seen at least min_count times), the rarest first; ties keep order."""
+        """Up to k of the words the model knows (seen at least min_count times, after at least two different
+        states, so it can write a line through them that is not a copy), the rarest first; ties keep order."""
+        _, bounds, _ = self._by_token
         counts = []
         for i, word in enumerate(candidates):
             try:
-                count = float(self._counts[self._lookup(word if word[:1] == " " else " " + word)])
+                tok = self._lookup(word if word[:1] == " " else " " + word)
             except UnknownStartError:
                 continue
-            if count >= min_count:
+            count = float(self._counts[tok])
+            if count >= min_count and bounds[tok + 1] - bounds[tok] >= 2:
                 counts.append((count, i, word))
         return [word for _, _, word in sorted(counts)[:k]]
 
@@ -733,7 +742,10 @@ class MarkovModel:
         """Bytes held by the tables and the vocabulary."""
         arrays = sum(getattr(self, name).nbytes for name in self._ARRAYS)
         derived = self._guide.nbytes + self._guide_ptr.nbytes + self._logp.nbytes + self._pieces.nbytes
-        backward = self.backward.nbytes() - self.backward._pieces.nbytes if self.backward is not None else 0
+        backward = 0
+        if self.backward is not None:  # its tables and what sampling derives from them (the vocabulary is shared)
+            b = self.backward
+            backward = sum(getattr(b, name).nbytes for name in self._TABLE) + b._guide.nbytes + b._guide_ptr.nbytes + b._logp.nbytes
         return arrays + derived + backward + sum(len(t.encode()) + 50 for t in self.vocab)
 
     def save(self, path: str | Path) -> None:

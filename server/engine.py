@@ -1,7 +1,8 @@
 """The reply engine: one turn, read top to bottom.
 
     plan      the request, normalized, with its one `Budget` (server/budget.py)
-    generate  the persona's Markov writer samples candidates until generation's share of the budget is spent
+    generate  the persona's Markov writer samples candidates until generation's share of the budget is spent: half
+              of them whole lines written around the context's rarest words (or the topic's), half plain lines
     recall    with a reply index for the persona (reranker/index.py), its lines nearest the context join them: lines
               written, judged and embedded before the turn, found in milliseconds
     filter    every text rule in one place (`TextFilter`): URLs out, length, blocklists, no echo, no repeat, no duplicate
@@ -454,7 +455,8 @@ class Engine:
     ) -> TurnPlan:
         """The request, checked and normalized, with its budget (`budget`, or one made from budget_ms and started).
 
-        `topic` seeds part of the candidates with its words and gives candidates naming them a prior bonus;
+        `topic`: half the candidates are written around its words (instead of the context's), and candidates naming
+        them get a prior bonus;
         `speaker` names who talks now, so that speaker's own recent lines are not repeated.
         """
         cfg = self.config
@@ -535,7 +537,7 @@ class Engine:
         in its corpus first (`MarkovModel.context_words`: "hiking" before "going").
         """
         model = self.personas[plan.persona]
-        if not hasattr(model, "context_words"):  # a writer that cannot write around words: plain candidates only
+        if getattr(model, "backward", None) is None:  # a writer that cannot write around words: plain candidates only
             return [], [], None
         if plan.topic_words:
             known = [w for w in plan.topic_words if model.knows(w)]
@@ -567,18 +569,18 @@ class Engine:
         # small ones in chunks of 128, so a turn that yields its thread after one chunk still has a choice.
         chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         while generated < n:
-            size = min(n - generated, chunk)
-            # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds.
-            around = seeds if seeds and seeded < seeded_n and (chunks % 2 == 0 or generated - seeded >= n - seeded_n) else ()
+            # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds; neither kind's chunk
+            # outgrows its quota, so a small turn (under load, 64 candidates) is still split by the share.
+            plain_left = n - seeded_n - (generated - seeded)
+            around = seeds if seeded < seeded_n and (chunks % 2 == 0 or plain_left <= 0) else ()
+            size = min(chunk, seeded_n - seeded if around else plain_left)
             chunks += 1
-            gen = model.generate(size, plan.generation_rng, around=around) if around else model.generate(size, plan.generation_rng)
-            if around:
-                if not gen.candidates and gen.reason:  # a writer saved without the backward table
-                    seeds = []
-                    report["seeding_unavailable"] = 1
-                    continue
+            if around:  # few rounds: a word whose lines the writer can only copy must not hold the turn up
+                gen = model.generate(size, plan.generation_rng, around=around, max_rounds=3)
                 seeded += size
                 report["seeded"] = report.get("seeded", 0) + len(gen.candidates)
+            else:
+                gen = model.generate(size, plan.generation_rng)
             generated += size
             for text, lp in zip(gen.candidates, gen.logprob.tolist(), strict=True):
                 ws = words(text)

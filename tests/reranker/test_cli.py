@@ -147,7 +147,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"sense", "fluency", "first_stage"} and "history" not in train["fluency"]
     assert editor.sense is not None and train["sense"]["steps"] > 0 and 0.0 <= train["sense"]["held_out_auc"] <= 1.0
-    # half its writer lines were begun at topic words, as a turn seeds them, and it is judged against those too
+    # half its writer lines were begun at topic words, fragments begun mid-sentence, and it is judged against those too
     assert train["sense"]["seeded_lines"] > 0 and 0.0 <= train["sense"]["held_out_auc_seeded"] <= 1.0
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,

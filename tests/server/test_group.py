@@ -216,6 +216,25 @@ def test_topic_makes_topic_words_more_frequent(group_models, with_scorer):
     assert steered >= 0.6
 
 
+def test_without_a_topic_half_the_candidates_are_written_around_the_contexts_rarest_words(group_engine):
+    r = group_engine.reply(["the weather", "so, poetry and rain?"], persona="alice", seed=3)
+    seeded = r.stats["seeded"]
+    # "poetry" and "rain" are alice's words ("weather" is not; "the", "so" and "and" are stopwords)
+    assert seeded["source"] == "context" and set(seeded["words"]) == {"poetry", "rain"}
+    assert 0 < seeded["candidates"] <= 128 and r.stats["generated"] == 256
+    # a small turn (under load: 64) is split by the share too, not written all around the words
+    small = group_engine.reply(["so, poetry and rain?"], persona="alice", seed=3, n_candidates=64)
+    assert small.stats["generated"] == 64 and 0 < small.stats["seeded"]["candidates"] <= 32
+    # a writer without the backward table (saved before format 4) writes plain lines and says nothing of seeding
+    old = group_engine.personas["alice"]
+    old.backward, backward = None, old.backward
+    try:
+        plain = group_engine.reply(["so, poetry and rain?"], persona="alice", seed=3)
+    finally:
+        old.backward = backward
+    assert "seeded" not in plain.stats and plain.stats["generated"] == 256
+
+
 def test_topic_seeds_candidates_and_falls_back_for_unknown_words(group_engine):
     r = group_engine.reply(["so?"], persona="alice", seed=1, topic="the tea please")
     seeded = r.stats["seeded"]
