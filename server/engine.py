@@ -561,16 +561,19 @@ class Engine:
         seeds, unknown, source = self.seed_words(plan)
         asked = list(seeds)
         share = cfg.topic_share if source == "topic" else cfg.context_share
-        seeded_n = int(round(n * share)) if seeds else 0
+        chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
+        # A turn that writes a single chunk (under load: 64 to 128 candidates, and the editor reads almost none)
+        # writes it all around the words: at 16 clients x 500 ms its replies parsed 0.65 against 0.54 for half
+        # and half (benchmarks/RESULTS.md, "Fifth pass").
+        seeded_n = max(int(round(n * share)), n if n <= chunk and share > 0 else 0) if seeds else 0
         unique: dict[str, tuple[str, float, list[str]]] = {}  # dedupe key -> (text, best mean log-prob, words)
         report: dict[str, int] = {}
         generated = seeded = chunks = 0
         # Large turns in up to 8 chunks of at most generation_chunk (few calls, the deadline still checked often);
         # small ones in chunks of 128, so a turn that yields its thread after one chunk still has a choice.
-        chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         while generated < n:
             # Seeded and plain chunks alternate, so a budget cut short still leaves both kinds; neither kind's chunk
-            # outgrows its quota, so a small turn (under load, 64 candidates) is still split by the share.
+            # outgrows its quota.
             plain_left = n - seeded_n - (generated - seeded)
             around = seeds if seeded < seeded_n and (chunks % 2 == 0 or plain_left <= 0) else ()
             size = min(chunk, seeded_n - seeded if around else plain_left)

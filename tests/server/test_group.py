@@ -222,9 +222,11 @@ def test_without_a_topic_half_the_candidates_are_written_around_the_contexts_rar
     # "poetry" and "rain" are alice's words ("weather" is not; "the", "so" and "and" are stopwords)
     assert seeded["source"] == "context" and set(seeded["words"]) == {"poetry", "rain"}
     assert 0 < seeded["candidates"] <= 128 and r.stats["generated"] == 256
-    # a small turn (under load: 64) is split by the share too, not written all around the words
+    # a turn of one chunk (under load: 64) is written all around the words; one of two chunks, half and half
     small = group_engine.reply(["so, poetry and rain?"], persona="alice", seed=3, n_candidates=64)
-    assert small.stats["generated"] == 64 and 0 < small.stats["seeded"]["candidates"] <= 32
+    assert small.stats["generated"] == 64 and 32 < small.stats["seeded"]["candidates"] <= 64
+    two = group_engine.reply(["so, poetry and rain?"], persona="alice", seed=3, n_candidates=200)
+    assert two.stats["generated"] == 200 and 0 < two.stats["seeded"]["candidates"] <= 100
     # a writer without the backward table (saved before format 4) writes plain lines and says nothing of seeding
     old = group_engine.personas["alice"]
     old.backward, backward = None, old.backward
