@@ -531,7 +531,7 @@ class Engine:
 
     def seed_words(self, plan: TurnPlan) -> tuple[list[str], list[str], str | None]:
         """The words a turn's seeded candidates are written around, the topic words the persona does not know, and
-        where the words came from: the topic's, else the context's.
+        where the words came from: the topic's, else (no topic, or none of its words known) the context's.
 
         The context's are the content words of its newest lines that the persona's writer knows, the rarest
         in its corpus first (`MarkovModel.context_words`: "hiking" before "going").
@@ -539,14 +539,16 @@ class Engine:
         model = self.personas[plan.persona]
         if getattr(model, "backward", None) is None:  # a writer that cannot write around words: plain candidates only
             return [], [], None
-        if plan.topic_words:
-            known = [w for w in plan.topic_words if model.knows(w)]
-            return known, [w for w in plan.topic_words if w not in known], "topic"
-        if not self.config.context_share or not self.config.context_seed_words:
-            return [], [], None
-        picked = model.context_words([t.text for t in plan.turns[-self.config.context_seed_lines:]],
-                                     self.config.context_seed_words)
-        return picked, [], ("context" if picked else None)
+        known = [w for w in plan.topic_words if model.knows(w)]
+        unknown = [w for w in plan.topic_words if w not in known]
+        if known:
+            return known, unknown, "topic"
+        picked = []
+        if self.config.context_share and self.config.context_seed_words:
+            picked = model.context_words([t.text for t in plan.turns[-self.config.context_seed_lines:]],
+                                         self.config.context_seed_words)
+        # a topic none of whose words the persona knows is still reported, with its unknown words
+        return picked, unknown, ("context" if picked else "topic" if unknown else None)
 
     def generate(self, plan: TurnPlan) -> Candidates:
         """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.

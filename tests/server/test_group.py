@@ -245,6 +245,11 @@ def test_topic_seeds_candidates_and_falls_back_for_unknown_words(group_engine):
     r = group_engine.reply(["so?"], persona="bob", seed=1, topic="tea")  # bob never says tea
     assert r.reply and r.stats["seeded"]["candidates"] == 0 and r.stats["generated"] == 256
     assert r.stats["seeded"]["unknown"] == ["tea"]
+    # ... and when the context has words bob knows, his candidates are written around those instead
+    r = group_engine.reply(["so, beer?"], persona="bob", seed=1, topic="tea")
+    seeded = r.stats["seeded"]
+    assert seeded["source"] == "context" and seeded["words"] == ["beer"] and seeded["candidates"] > 0
+    assert seeded["unknown"] == ["tea"]
 
 
 # ---------------------------------------------------------------------------------------------------- HTTP
