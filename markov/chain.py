@@ -264,6 +264,22 @@ class MarkovModel:
             return Generation([], np.zeros(0, np.float32), np.zeros(0, np.int32), report, reason)
 
         prefix_hash = _hash_rows(prefix[None, :], np.array([len(prefix)]), self._powers)[0]
+
+        def walk(m: int) -> tuple[np.ndarray, ...]:
+            states = init_states[rng.choice(len(init_states), size=m, p=init_p)] if len(init_states) > 1 else np.repeat(init_states, m)
+            toks, length, logp, hashes = self._walk(states, steps, rng)
+            if len(prefix):
+                finished = length >= 0
+                hashes += prefix_hash * self._powers[np.maximum(length, 0)]
+                toks = np.concatenate([np.broadcast_to(prefix, (m, len(prefix))), toks], axis=1)
+                length = np.where(finished, length + len(prefix), length)
+            return toks, length, logp, hashes
+
+        return self._rounds(n, walk, lo, max_rounds, report)
+
+    def _rounds(self, n: int, walk, lo: int, max_rounds: int, report: dict) -> Generation:
+        """Up to n novel candidates from rounds of `walk(m)` -> (tokens, lengths (-1: unfinished), mean log-prob,
+        hashes or None): each round walks enough for what is missing at the acceptance rate seen so far."""
         rows, logps = [], []
         accepted, rate = 0, 0.75  # acceptance rate, re-estimated each round so one round usually suffices
         for _ in range(max_rounds):
@@ -271,15 +287,10 @@ class MarkovModel:
             if need <= 0:
                 break
             m = int(need / rate * 1.05) + 16
-            states = init_states[rng.choice(len(init_states), size=m, p=init_p)] if len(init_states) > 1 else np.repeat(init_states, m)
-            toks, length, logp, hashes = self._walk(states, steps, rng)
+            toks, length, logp, hashes = walk(m)
             report["generated"] += m
             finished = length >= 0
             report["unfinished"] += int((~finished).sum())
-            if len(prefix):
-                hashes += prefix_hash * self._powers[np.maximum(length, 0)]
-                toks = np.concatenate([np.broadcast_to(prefix, (m, len(prefix))), toks], axis=1)
-                length = np.where(finished, length + len(prefix), length)
             ok = finished & (length >= lo)
             report["too_short"] += int((finished & (length < lo)).sum())
             ok &= self._novel(toks, length, ok, report, hashes)
@@ -288,11 +299,7 @@ class MarkovModel:
             rows.append((toks[keep], length[keep]))
             logps.append(logp[keep])
             accepted += len(keep)
-
-        return self._collect(rows, logps, n, accepted, max_rounds, report)
-
-    def _collect(self, rows: list, logps: list, n: int, accepted: int, max_rounds: int, report: dict) -> Generation:
-        """The accepted rows of every round as one Generation (every round's rows have the same width)."""
+        # every round's rows have the same width, so they stack as they are
         toks = np.concatenate([t for t, _ in rows]) if len(rows) > 1 else rows[0][0] if rows else np.zeros((0, 0), np.int32)
         length = np.concatenate([length for _, length in rows]) if rows else np.zeros(0, np.int64)
         reason = None if accepted >= n else f"only {accepted} of {n} candidates passed the filters after {max_rounds} rounds"
@@ -317,26 +324,9 @@ class MarkovModel:
             report["unknown_start"] = 1
             empty.reason = f"none of the words {list(around)!r} is in the model's vocabulary"
             return empty
-        rows, logps = [], []
-        accepted, rate = 0, 0.75
-        for _ in range(max_rounds):
-            need = n - accepted
-            if need <= 0:
-                break
-            m = int(need / rate * 1.05) + 16
-            toks, length, logp = self._walk_around(np.asarray(ids)[rng.integers(len(ids), size=m)], hi, rng)
-            report["generated"] += m
-            finished = length >= 0
-            report["unfinished"] += int((~finished).sum())
-            ok = finished & (length >= lo)
-            report["too_short"] += int((finished & (length < lo)).sum())
-            ok &= self._novel(toks, length, ok, report)
-            rate = max(float(ok.mean()), 0.05)
-            keep = np.flatnonzero(ok)[:need]
-            rows.append((toks[keep], length[keep]))
-            logps.append(logp[keep])
-            accepted += len(keep)
-        return self._collect(rows, logps, n, accepted, max_rounds, report)
+        ids = np.asarray(ids)
+        return self._rounds(n, lambda m: (*self._walk_around(ids[rng.integers(len(ids), size=m)], hi, rng), None),
+                            lo, max_rounds, report)
 
     def _walk_around(self, words: np.ndarray, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One line through each word id: tokens (m, width), lengths (-1: longer than hi or unfinished), mean log-prob.

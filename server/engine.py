@@ -33,14 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
-from corpus.text import (
-    LineFilter,
-    LineRules,
-    content_words,
-    dedupe_key,
-    overlap,
-    words,
-)
+from corpus.text import LineFilter, LineRules, content_words, dedupe_key, overlap, words
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
@@ -561,7 +554,6 @@ class Engine:
         model = self.personas[plan.persona]
         n = plan.n_candidates
         seeds, unknown, source = self.seed_words(plan)
-        asked = list(seeds)
         share = cfg.topic_share if source == "topic" else cfg.context_share
         chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         # A turn that writes a single chunk (under load: 64 to 128 candidates, and the editor reads almost none)
@@ -606,7 +598,7 @@ class Engine:
                 break
         plan.stats.update(generated=generated, unique=len(unique))
         if source:
-            plan.stats["seeded"] = {"source": source, "words": asked, "candidates": report.pop("seeded", 0)}
+            plan.stats["seeded"] = {"source": source, "words": seeds, "candidates": report.pop("seeded", 0)}
             if unknown:
                 plan.stats["seeded"]["unknown"] = unknown
         if report:

@@ -239,7 +239,7 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
 
     model_dir = Path(model_dir)
     personas = load_personas(model_dir / MARKOV_DIR)
-    for name, model in personas.items():
+    for name, model in {id(m): (n, m) for n, m in personas.items()}.values():  # "default" may alias "all"
         model.warm_around()
         if model.backward is None:
             log.warning("the writer of persona %r predates the backward table: its replies are not written around the "
