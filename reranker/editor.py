@@ -310,19 +310,55 @@ class Editor:
 
         `context_vectors` is one context's (3, H) for every row, or (N, 3, H): each row its own (evaluation).
         """
-        n = len(reading.vecs)
-        if n == 0:
+        if len(reading.vecs) == 0:
             return np.zeros((0, len(FEATURES)), dtype=np.float32)
-        per_row = context_vectors.ndim == 3
-        vecs = unit(reading.vecs)
-        cos = np.einsum("nh,nkh->nk", vecs, context_vectors[:, :2]) if per_row else vecs @ context_vectors[:2].T
         with torch.inference_mode():
             flu = self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
-        tuned = np.zeros(n, dtype=np.float32)
-        if self.sense is not None:
-            svecs = unit(reading.sense_vecs)
+        svecs = unit(reading.sense_vecs) if self.sense is not None else None
+        return self._features(context_vectors, unit(reading.vecs), flu, reading.sense, svecs)
+
+    def _features(self, context_vectors: np.ndarray, vecs: np.ndarray, flu: np.ndarray, sense: np.ndarray,
+                  svecs: np.ndarray | None) -> np.ndarray:
+        """The features from what a reading leaves: unit vectors, fluency and sense logits (`features`, `score_kept`)."""
+        per_row = context_vectors.ndim == 3
+        cos = np.einsum("nh,nkh->nk", vecs, context_vectors[:, :2]) if per_row else vecs @ context_vectors[:2].T
+        tuned = np.zeros(len(vecs), dtype=np.float32)
+        if svecs is not None:
             tuned = np.einsum("nh,nh->n", svecs, context_vectors[:, 2]) if per_row else svecs @ context_vectors[2]
-        return np.hstack([cos, flu[:, None], reading.sense[:, None], tuned[:, None]]).astype(np.float32)
+        return np.hstack([cos, flu[:, None], sense[:, None], tuned[:, None]]).astype(np.float32)
+
+    # ---- readings kept to score later (the reply index) ----------------------------------------------
+
+    @property
+    def kept_width(self) -> int:
+        """The width of a kept reading (`keep`): two unit vectors, the fluency logit and the sense logit."""
+        return 2 * self.biencoder.hidden_size + 2
+
+    def keep(self, texts: list[str]) -> np.ndarray:
+        """Read texts exactly once and keep what scoring them against any context needs, (N, kept_width) float32:
+        the bi-encoder's unit vector, the sense encoder's (zeros without a sense model), the fluency logit and the
+        sense logit. `score_kept` gives them the verdict `score` would, with no forward pass but the context's."""
+        reading = self.read_texts(texts, exact=True)
+        n, h = len(texts), self.biencoder.hidden_size
+        if n == 0:
+            return np.zeros((0, self.kept_width), dtype=np.float32)
+        with torch.inference_mode():
+            flu = self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
+        svecs = unit(reading.sense_vecs) if self.sense is not None else np.zeros((n, h), dtype=np.float32)
+        return np.hstack([unit(reading.vecs), svecs, flu[:, None], reading.sense[:, None]]).astype(np.float32)
+
+    def score_kept(self, context: list[str], kept: np.ndarray) -> np.ndarray:
+        """Scores (N,) of candidates from their kept readings (`keep`, float16 or float32) against `context`."""
+        kept = np.asarray(kept, dtype=np.float32)
+        h = self.biencoder.hidden_size
+        if kept.ndim != 2 or kept.shape[1] != self.kept_width:
+            raise ValueError(f"kept readings must be (N, {self.kept_width}) for this editor, got {kept.shape}")
+        if len(kept) == 0:
+            return np.zeros(0, dtype=np.float32)
+        svecs = unit(kept[:, h : 2 * h]) if self.sense is not None else None
+        feats = self._features(self.context_vectors(context), unit(kept[:, :h]), kept[:, 2 * h], kept[:, 2 * h + 1],
+                               svecs)
+        return self.combine(feats)
 
     def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> Reading:
         """Embed (and, with a sense model, judge) texts front to back in pieces until `deadline`.

@@ -24,6 +24,9 @@ A saved index is a directory (kind "reply_index"):
     vectors.usearch  the graph and its f16 vectors, memory-mapped
     lines.bin        the lines, UTF-8, one after another; offsets.npy: where each starts (n + 1 int64)
     meta.npy         (n, 2) float32: the sense logit and the writer's mean log-prob per token of each line
+    reads.npy        (format 2, where the build had the editor) (n, W) float16: the editor's kept reading of each
+                     line (`Editor.keep`), so a turn scores its hits with the editor's own verdict and no forward
+                     pass; `fingerprints["reads"]` names the editor that read them (another editor ignores them)
 
 Every write goes to a temporary sibling that replaces the directory by rename, so a build killed at any point leaves
 the previous index whole.
@@ -53,12 +56,15 @@ from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, LineRules, words
 from reranker.runtime import unit
 
-FORMAT_VERSION = 1
+# 2: `reads.npy`, the editor's kept reading of every entry (optional). Format 1 indexes load, without it.
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 KIND = "reply_index"
 VECTORS_FILE = "vectors.usearch"
 LINES_FILE = "lines.bin"
 OFFSETS_FILE = "offsets.npy"
 META_FILE = "meta.npy"
+READS_FILE = "reads.npy"
 DATA_FILES = (VECTORS_FILE, LINES_FILE, OFFSETS_FILE, META_FILE)
 CHUNK = 4096  # lines written, judged and embedded per step: large batches, and progress every few seconds
 
@@ -95,12 +101,14 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class Hits:
-    """An index's answer to one context, best first: the lines, their first-stage scores, judge logits, log-probs."""
+    """An index's answer to one context, best first: the lines, their first-stage scores, judge logits, log-probs,
+    and their rows (to look up their kept readings, `ReplyIndex.kept`)."""
 
     texts: list[str]
     scores: np.ndarray  # (k,) float32: the first-stage score (the inner product with the query)
     sense: np.ndarray  # (k,) float32
     logprob: np.ndarray  # (k,) float64
+    rows: np.ndarray | None = None  # (k,) int64
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -125,11 +133,12 @@ class ReplyIndex:
     """Judged writer lines and their first-stage vectors behind an HNSW graph; see the module docstring."""
 
     def __init__(self, config: IndexConfig, graph, lines: bytes | np.ndarray, offsets: np.ndarray, meta: np.ndarray,
-                 info: dict) -> None:
-        if len(offsets) != len(meta) + 1 or len(graph) != len(meta):
+                 info: dict, reads: np.ndarray | None = None) -> None:
+        if len(offsets) != len(meta) + 1 or len(graph) != len(meta) or (reads is not None and len(reads) != len(meta)):
             raise IndexLoadError(f"the index's parts disagree: {len(graph)} vectors, {len(meta)} judged lines, "
-                              f"{len(offsets) - 1} lines")
+                                 f"{len(offsets) - 1} lines" + ("" if reads is None else f", {len(reads)} readings"))
         self.config, self.graph, self.lines, self.offsets, self.meta, self.info = config, graph, lines, offsets, meta, info
+        self.reads = reads  # (n, W) float16 kept readings, or None (see `kept`)
         self.graph.expansion_search = config.expansion_search
         self.graph.expansion_add = config.expansion_add  # a restored graph starts from usearch's defaults
         self.first_stage = None  # set by `attach`: the model whose context vectors make the queries
@@ -176,7 +185,13 @@ class ReplyIndex:
             raise RuntimeError("attach the first stage the index was built with before searching")
         rows, sims = self.search_vector(self.query_vector(context), k)
         return Hits([self.line(r) for r in rows], sims.astype(np.float32), self.meta[rows, 0].astype(np.float32),
-                    self.meta[rows, 1].astype(np.float64))
+                    self.meta[rows, 1].astype(np.float64), rows)
+
+    def kept(self, rows: np.ndarray) -> np.ndarray | None:
+        """The editor's kept readings (float32) of entries `rows`, or None where the index keeps none."""
+        if self.reads is None:
+            return None
+        return np.asarray(self.reads[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
 
     # ---- saving, loading --------------------------------------------------------------------------------
 
@@ -189,8 +204,12 @@ class ReplyIndex:
                 f.write(bytes(self.lines[: int(self.offsets[-1])]))
             np.save(tmp / OFFSETS_FILE, np.asarray(self.offsets, dtype=np.int64))
             np.save(tmp / META_FILE, np.asarray(self.meta, dtype=np.float32))
+            names = DATA_FILES
+            if self.reads is not None:
+                np.save(tmp / READS_FILE, np.asarray(self.reads, dtype=np.float16))
+                names = (*DATA_FILES, READS_FILE)
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _file_sha256(tmp / name)}
-                     for name in DATA_FILES}
+                     for name in names}
             settings = {**asdict(self.config), **self.info, "count": len(self), "dim": self.dim, "files": files}
             modeldir.write(tmp, KIND, FORMAT_VERSION, settings)
         return directory
@@ -209,7 +228,7 @@ class ReplyIndex:
         except (OSError, ValueError) as exc:
             raise IndexLoadError(str(exc)) from exc
         try:
-            config = IndexConfig(**config_fields(IndexConfig, settings, "reply index", reads=(FORMAT_VERSION,)))
+            config = IndexConfig(**config_fields(IndexConfig, settings, "reply index", reads=READS_VERSIONS))
         except (TypeError, ValueError) as exc:
             raise IndexLoadError(f"{directory}: {exc}") from exc
         for what, value in (expect or {}).items():  # before any hashing: a stale index is refused at once
@@ -219,7 +238,8 @@ class ReplyIndex:
         files = settings.get("files")
         if not isinstance(files, dict):
             raise IndexLoadError(f"{directory}/config.json lists no data files: the index is damaged; rebuild it")
-        for name in DATA_FILES:
+        names = (*DATA_FILES, READS_FILE) if READS_FILE in files else DATA_FILES
+        for name in names:
             path, want = directory / name, files.get(name) or {}
             if not path.is_file():
                 raise IndexLoadError(f"{directory}: {name} is missing; rebuild the index with `riposte index`")
@@ -241,10 +261,13 @@ class ReplyIndex:
             meta = np.load(directory / META_FILE, mmap_mode=mode)
             if offsets.ndim != 1 or len(offsets) < 1 or meta.ndim != 2 or meta.shape[1] != 2:
                 raise ValueError(f"offsets {offsets.shape}, meta {meta.shape}")
+            reads = np.load(directory / READS_FILE, mmap_mode=mode) if READS_FILE in names else None
+            if reads is not None and reads.ndim != 2:
+                raise ValueError(f"reads {reads.shape}")
             lines = np.memmap(directory / LINES_FILE, dtype=np.uint8, mode="r") if view and offsets[-1] else \
                 (directory / LINES_FILE).read_bytes()
             info = {k: settings[k] for k in ("fingerprints", "builds") if k in settings}
-            return cls(config, graph, lines, offsets, meta, info)
+            return cls(config, graph, lines, offsets, meta, info, reads)
         except (ValueError, TypeError, IndexError, OSError) as exc:
             raise IndexLoadError(f"{directory}: the index's arrays are damaged ({exc}); rebuild it with "
                                  "`riposte index`") from exc
@@ -313,22 +336,27 @@ def build_lock(directory: Path):
 
 def build_index(directory: str | os.PathLike, writer, judge: Callable[[list[str]], np.ndarray], first_stage, n: int,
                 *, fingerprints: dict[str, str], config: IndexConfig | None = None, rules: LineRules | None = None,
-                seed: int = 0, add: bool = False, deadline: float = math.inf, progress: bool = True) -> dict:
+                seed: int = 0, add: bool = False, deadline: float = math.inf, progress: bool = True,
+                reader: Callable[[list[str]], tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
     """Write, judge and embed up to n new entries and save the index at `directory` (with `add`, on top of the one
     there, which must have been built from the same writer and first stage). Returns the build's report.
 
-    `judge(texts)` gives each line's sense logit. Stops early at `deadline` (time.monotonic()), keeping what it has.
-    One build of an index runs at a time (`build_lock`).
+    `judge(texts)` gives each line's sense logit. With `reader(texts)` instead, one read gives the sense logits and
+    the editor's kept readings (`Editor.keep`), stored for the turn; `fingerprints["reads"]` then names that editor.
+    Stops early at `deadline` (time.monotonic()), keeping what it has. One build of an index runs at a time
+    (`build_lock`).
     """
     directory = Path(directory)
+    if reader is not None and "reads" not in fingerprints:
+        raise ValueError("an index that keeps readings needs fingerprints['reads'], the editor that read them")
     with build_lock(directory):
         return _build(directory, writer, judge, first_stage, n, fingerprints=fingerprints, config=config,
-                      rules=rules, seed=seed, add=add, deadline=deadline, progress=progress)
+                      rules=rules, seed=seed, add=add, deadline=deadline, progress=progress, reader=reader)
 
 
 def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints: dict[str, str],
            config: IndexConfig | None, rules: LineRules | None, seed: int, add: bool, deadline: float,
-           progress: bool) -> dict:
+           progress: bool, reader=None) -> dict:
     started = time.monotonic()
     old = None
     if add and (directory / "config.json").is_file():
@@ -336,15 +364,19 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
         if old.info.get("fingerprints", {}).get("judge") != fingerprints.get("judge"):
             raise StaleIndexError(f"{directory} was judged by another sense model than this editor's: its scores and "
                                   "threshold would not compare with new ones; rebuild it instead of --add")
+        if old.info.get("fingerprints", {}).get("reads") != fingerprints.get("reads"):
+            raise StaleIndexError(f"{directory} keeps no readings of this editor's (or keeps another's), so new "
+                                  "entries' readings would not match the old ones': rebuild it instead of --add")
         config = old.config
     config = config or IndexConfig()
     graph = old.graph if old is not None else _empty_graph(config, first_stage.dim)
-    lines, offsets, meta, builds = bytearray(), [0], [], []
+    lines, offsets, meta, reads, builds = bytearray(), [0], [], [], []
     seen: set[str] = set()
     if old is not None:
         lines += bytes(old.lines[: int(old.offsets[-1])])
         offsets = [int(o) for o in old.offsets]
         meta = [np.asarray(old.meta, dtype=np.float32)]
+        reads = [np.asarray(old.reads, dtype=np.float16)] if old.reads is not None else []
         builds = list(old.info.get("builds", []))
         seen = {" ".join(words(old.line(r))) for r in range(len(old))}
     threshold = config.min_sense
@@ -356,7 +388,12 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
             counts[k] += v
         if not texts:
             continue
-        sense = np.asarray(judge(texts), dtype=np.float32)
+        kept = None
+        if reader is not None:
+            sense, kept = reader(texts)
+            sense = np.asarray(sense, dtype=np.float32)
+        else:
+            sense = np.asarray(judge(texts), dtype=np.float32)
         counts["judged"] += len(texts)
         if threshold is None:  # set once, from the first chunk, so every entry meets the same bar
             threshold = float(np.quantile(sense, config.drop_share)) if config.drop_share > 0 else -math.inf
@@ -370,6 +407,8 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
             lines += text.encode("utf-8")
             offsets.append(len(lines))
         meta.append(np.stack([sense[keep], logprob[keep].astype(np.float32)], axis=1))
+        if kept is not None:
+            reads.append(np.asarray(kept, dtype=np.float16)[keep])
         counts["added"] += len(texts)
         bar.update(len(texts) + int((~keep).sum()))
         if time.monotonic() > deadline:
@@ -380,8 +419,11 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
              "seed": seed, "asked": n}
     info = {"fingerprints": dict(fingerprints), "builds": [*builds, build]}
     meta_all = np.concatenate(meta) if meta else np.zeros((0, 2), np.float32)
+    reads_all = None
+    if reader is not None:
+        reads_all = np.concatenate(reads) if reads else np.zeros((0, 0), np.float16)
     config = IndexConfig(**{**asdict(config), "min_sense": threshold if finite else None})
-    index = ReplyIndex(config, graph, bytes(lines), np.asarray(offsets, dtype=np.int64), meta_all, info)
+    index = ReplyIndex(config, graph, bytes(lines), np.asarray(offsets, dtype=np.int64), meta_all, info, reads_all)
     index.save(directory)
     log.info("index %s: %s", directory, json.dumps(build))
     return build

@@ -153,6 +153,7 @@ class Candidates:
     prior: np.ndarray | None = None  # (n,) float64, set by the prior step
     first_stage: np.ndarray | None = None  # (n,) float32, set by the first stage when there is one
     from_index: np.ndarray | None = None  # (n,) bool: found in the reply index, not written in this turn
+    index_rows: np.ndarray | None = None  # (n,) int64: its row in the reply index, -1 for a live one
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -161,11 +162,16 @@ class Candidates:
         """(n,) bool: True for a candidate from the reply index."""
         return np.zeros(len(self), dtype=bool) if self.from_index is None else self.from_index
 
+    def rows(self) -> np.ndarray:
+        """(n,) int64: each candidate's row in the reply index, -1 for one written in this turn."""
+        return np.full(len(self), -1, dtype=np.int64) if self.index_rows is None else self.index_rows
+
     def __add__(self, other: Candidates) -> Candidates:
         """These candidates, then `other`'s (before the prior and the first stage, which see them all)."""
         return Candidates(self.texts + other.texts, self.words + other.words,
                           np.concatenate([self.logprob, other.logprob]),
-                          from_index=np.concatenate([self.sources(), other.sources()]))
+                          from_index=np.concatenate([self.sources(), other.sources()]),
+                          index_rows=np.concatenate([self.rows(), other.rows()]))
 
     def take(self, idx: Sequence[int] | np.ndarray) -> Candidates:
         """The candidates at `idx`, in that order."""
@@ -175,6 +181,7 @@ class Candidates:
             None if self.prior is None else self.prior[idx],
             None if self.first_stage is None else self.first_stage[idx],
             None if self.from_index is None else self.from_index[idx],
+            None if self.index_rows is None else self.index_rows[idx],
         )
 
 
@@ -265,7 +272,8 @@ class TextFilter(LineFilter):
             logprob.append(lp)
             kept.append(n)
         return Candidates(texts, kept_words, np.asarray(logprob, dtype=np.float64),
-                          from_index=None if candidates.from_index is None else candidates.from_index[kept])
+                          from_index=None if candidates.from_index is None else candidates.from_index[kept],
+                          index_rows=None if candidates.index_rows is None else candidates.index_rows[kept])
 
 
 def prior_scores(
@@ -626,8 +634,10 @@ class Engine:
                         type(exc).__name__, exc)
             plan.stats["index"] = {"hits": 0, "ms": self._ms_since(began), "error": type(exc).__name__}
             return none
+        rows = getattr(hits, "rows", None)  # a source without rows (a test's fake) has no kept readings either
+        rows = np.full(len(hits.texts), -1, np.int64) if rows is None else np.asarray(rows, np.int64)
         found = Candidates(list(hits.texts), [words(t) for t in hits.texts], np.asarray(hits.logprob, np.float64),
-                           from_index=np.ones(len(hits.texts), dtype=bool))
+                           from_index=np.ones(len(hits.texts), dtype=bool), index_rows=rows)
         plan.stage_ms["index"] = self._ms_since(began)
         plan.stats["index"] = {"hits": len(found), "ms": plan.stage_ms["index"]}
         return found
@@ -729,7 +739,8 @@ class Engine:
             "scored": len(idx),
             # Where the candidates came from: written in this turn ("live") or found in the reply index.
             "sources": {"index": int(from_index.sum()), "live": int(n - from_index.sum()),
-                        "index_read": int(from_index[idx].sum()), "live_read": int(len(idx) - from_index[idx].sum())},
+                        "index_read": int(from_index[idx].sum()), "live_read": int(len(idx) - from_index[idx].sum()),
+                        "index_kept": 0 if scores.kept is None else int((scores.kept & read).sum())},
             "elapsed_ms": round(plan.budget.elapsed_ms(), 1),
             "budget_ms": plan.budget.budget_ms,
             # True when the editor had candidates to read but the budget ran out before the first one.
@@ -755,7 +766,24 @@ class Engine:
     def _submit(self, plan: TurnPlan, candidates: Candidates) -> ScoringJob | None:
         if self._scheduler is None:
             return None
-        return self._scheduler.submit(plan.context, candidates.texts, plan.budget.scoring_deadline)
+        return self._scheduler.submit(plan.context, candidates.texts, plan.budget.scoring_deadline,
+                                      kept=self._kept(plan, candidates))
+
+    def _kept(self, plan: TurnPlan, candidates: Candidates) -> tuple[np.ndarray, np.ndarray] | None:
+        """The reply index's kept readings of the turn's index hits (mask, readings): the editor scores them from
+        those, with no forward pass, so under load the reply is still the editor's best of the index's hits."""
+        index = self.indexes.get(plan.persona)
+        rows = candidates.rows()
+        mask = rows >= 0
+        if index is None or getattr(index, "reads", None) is None or not mask.any():
+            return None
+        try:
+            kept = index.kept(rows[mask])
+        except Exception as exc:  # a damaged mapping: the editor reads the hits as it reads live lines
+            log.warning("the %s reply index's readings failed (%s: %s); the editor reads its hits", plan.persona,
+                        type(exc).__name__, exc)
+            return None
+        return (mask, kept) if kept is not None else None
 
     async def _await(self, job: ScoringJob) -> Scores:
         try:

@@ -301,13 +301,21 @@ def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
     if not root.is_dir():
         return out
     stage_print = fingerprint(first_stage_dir(Path(model_dir)))  # once, however many personas have an index
+    reader_print = fingerprint_of_reader(Path(model_dir)) if has_editor(Path(model_dir)) else None
     for name in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             expect = index_fingerprints(model_dir, name, first_stage=stage_print)
-            out[name] = ReplyIndex.load(root / name, expect=expect).attach(first_stage)
+            index = ReplyIndex.load(root / name, expect=expect).attach(first_stage)
         except Exception as exc:  # optional by design: any damage leaves that persona on live candidates
             log.warning("reply index %s not used, the turn writes its candidates live: %s", root / name,
                         exc if isinstance(exc, IndexLoadError) else f"{type(exc).__name__}: {exc}")
+            continue
+        if index.reads is not None and index.info.get("fingerprints", {}).get("reads") != reader_print:
+            # Another editor's readings would score with the wrong vectors: the hits still come, to be read live.
+            log.warning("reply index %s keeps another editor's readings: its hits are read by the editor in the "
+                        "turn (rebuild it with `riposte index` to score them without reading)", root / name)
+            index.reads = None
+        out[name] = index
     for name, model in personas.items():  # an alias (a group chat's "default" is its "all") shares the index
         shared = [other for other in out if personas.get(other) is model]
         if name not in out and shared:
@@ -337,17 +345,25 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
     writer = MarkovModel.load(persona_dirs(model_dir / MARKOV_DIR)[persona])
     first_stage = load_first_stage(first_stage_dir(model_dir))
     first_stage.add_words(words(" ".join(writer.vocab[2:])))
-    sense = None
+    sense = editor = reader = None
     if has_editor(model_dir):
         from reranker import load as load_editor
 
-        sense = getattr(load_editor(editor_dir(model_dir)), "sense", None)
+        editor = load_editor(editor_dir(model_dir))
+        sense = getattr(editor, "sense", None)
     if sense is not None:
         judge, fingerprints["judge"] = sense.logits, fingerprint_of_editor(model_dir)
         config = IndexConfig() if drop_share is None else IndexConfig(drop_share=drop_share)
     else:  # nothing to judge with: keep every line the rules pass
         judge, fingerprints["judge"] = (lambda texts: np.zeros(len(texts), np.float32)), "none"
         config = IndexConfig(drop_share=0.0)
+    if callable(getattr(editor, "keep", None)):  # one read judges a line and keeps what a turn scores it from
+
+        def reader(texts: list[str]):
+            kept = editor.keep(texts)
+            return kept[:, -1], kept  # a kept reading's last column is its sense logit, 0 without one (`Editor.keep`)
+
+        fingerprints["reads"] = fingerprint_of_reader(model_dir)
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0, got {max_minutes}")
     if drop_share is not None and (add or sense is None):
@@ -359,7 +375,7 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
         rules = Settings().engine_config()
     deadline = time.monotonic() + max_minutes * 60 if max_minutes is not None else float("inf")
     return build(model_dir / INDEX_DIR / persona, writer, judge, first_stage, entries, fingerprints=fingerprints,
-                 config=config, rules=rules, seed=seed, add=add, deadline=deadline, progress=progress)
+                 config=config, rules=rules, seed=seed, add=add, deadline=deadline, progress=progress, reader=reader)
 
 
 def fingerprint_of_editor(model_dir: Path) -> str:
@@ -368,3 +384,15 @@ def fingerprint_of_editor(model_dir: Path) -> str:
 
     sense_dir = editor_dir(model_dir) / "sense"
     return fingerprint(sense_dir if sense_dir.is_dir() else editor_dir(model_dir))
+
+
+def fingerprint_of_reader(model_dir: Path) -> str:
+    """The fingerprint of what an editor's kept readings come from (its encoders and fluency head, not its mix):
+    an index's readings serve only an editor with the same one."""
+    import hashlib
+
+    from reranker.index import fingerprint
+
+    root = editor_dir(model_dir)
+    parts = [fingerprint(root / name) for name in ("biencoder", "fluency.safetensors", "sense") if (root / name).exists()]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:32]

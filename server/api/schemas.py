@@ -149,8 +149,10 @@ class SourceStats(BaseModel):
 
     index: int = Field(description="found in the persona's reply index (written, judged and embedded before the turn)")
     live: int = Field(description="written in this turn")
-    index_read: int
+    index_read: int = Field(description="index lines the editor scored: read in the turn, or from kept readings")
     live_read: int
+    index_kept: int = Field(0, description="of index_read, those scored from the index's kept readings of the "
+                            "editor (no forward pass in the turn)")
 
 
 class SeededStats(BaseModel):
@@ -169,7 +171,8 @@ class ReplyStats(BaseModel):
     unique: int = Field(description="distinct candidates")
     filtered: int = Field(description="candidates past every text rule: those written in this turn (generated, "
                           "unique) and those found in the persona's reply index (sources.index)")
-    scored: int = Field(description="candidates the editor read within the budget")
+    scored: int = Field(description="candidates the editor scored within the budget (read in the turn, or from "
+                        "a reply index's kept readings: sources.index_kept)")
     elapsed_ms: float
     budget_ms: float
     timed_out: bool = Field(description="the editor had candidates but the budget ran out before the first")

@@ -257,3 +257,20 @@ def test_many_contexts_embed_in_one_batch_each_and_match_one_at_a_time(tiny_bert
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert not many[2].any()  # an empty context is zeros
     assert editor.context_vectors_many(contexts[:2]) and calls == [4, 2]  # cached now: no forward
+
+
+@pytest.mark.parametrize("with_sense", [True, False])
+def test_kept_readings_score_as_reading_does_for_any_context(sensible_editor, with_sense):
+    editor = sensible_editor if with_sense else sensible_editor.with_sense(None)
+    kept = editor.keep(CANDIDATES)
+    assert kept.shape == (len(CANDIDATES), editor.kept_width) and kept.dtype == np.float32
+    if with_sense:
+        np.testing.assert_allclose(kept[:, -1], editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-5)
+    for context in (CONTEXT, ["good night"], ["what is your name", "i like tea", "the cat and the dog"]):
+        # stored as float16 by the reply index: the verdict moves by no more than rounding
+        for stored, tol in ((kept, 1e-4), (kept.astype(np.float16), 2e-2)):
+            np.testing.assert_allclose(editor.score_kept(context, stored), editor.score(context, CANDIDATES),
+                                       rtol=tol, atol=tol)
+    assert editor.score_kept(CONTEXT, kept[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="kept readings must be"):
+        editor.score_kept(CONTEXT, kept[:, :-1])

@@ -191,3 +191,143 @@ def test_the_first_run_indexes_what_time_it_has_and_never_fails_the_start(tmp_pa
     shutil.rmtree(root / "first_stage")
     models.first_run_index(root, 0.5, status, progress=False)  # no first stage: no index, no stage
     assert status.total == 2 and not (root / "index" / "default").exists()
+
+
+class KeptIndex(FakeIndex):
+    """A fake index whose entries carry kept readings: one column, the score the fake editor gives the entry."""
+
+    def __init__(self, lines, kept_scores):
+        super().__init__(lines)
+        self.reads = np.asarray(kept_scores, np.float32)[:, None]
+
+    def search(self, context, k=256):
+        hits = super().search(context, k)
+        hits.rows = np.arange(len(hits.texts))
+        return hits
+
+    def kept(self, rows):
+        return self.reads[rows]
+
+
+class KeptScorer(ClockedScorer):
+    """A clocked editor that scores kept readings for free (their one column), or fails to."""
+
+    def __init__(self, clock, per_candidate, fail=False):
+        super().__init__(clock, per_candidate)
+        self.fail, self.kept_calls = fail, 0
+
+    def score_kept(self, context, kept):
+        self.kept_calls += 1
+        if self.fail:
+            raise RuntimeError("bad readings")
+        return np.asarray(kept)[:, 0]
+
+
+class FirstStageWords:
+    """Likes context words, and pizza."""
+
+    def score(self, context, candidates, words=None):
+        ctx = {w for line in context for w in line.lower().split()}
+        return np.asarray([len(ctx.intersection(w)) + 0.1 * w.count("pizza") for w in words], np.float32)
+
+
+def test_when_the_editor_reads_nothing_the_index_hits_are_still_scored_from_their_kept_readings(tiny_markov):
+    clock = FakeClock()
+    editor = KeptScorer(clock, per_candidate=10.0)  # reads nothing in 100 ms
+    index = KeptIndex(INDEX_LINES, [9.0, 1.0, 2.0, 5.0, 0.0])
+    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64), first_stage=FirstStageWords(),
+                 indexes={"default": index}, clock=clock)
+    try:
+        r = eng.reply(HISTORY, seed=1, budget_ms=100)
+        s = r.stats["sources"]
+        # The first stage alone would pick the pizza-packed line; the editor's verdict from the kept readings picks
+        # the best-scored hit that passed the rules (the echo of the context's own line, kept score 9, did not).
+        assert r.reply == "old movies and pizza." and r.stats["source"] == "index" and r.score == 5.0
+        assert editor.kept_calls == 1 and not set(INDEX_LINES) & set(editor.read)  # none read in the turn
+        assert s["index_kept"] == s["index_read"] == s["index"] == r.stats["scored"] and s["live_read"] == 0
+    finally:
+        eng.close()
+
+
+def test_kept_readings_that_fail_to_score_are_read_by_the_editor_instead(tiny_markov, caplog):
+    clock = FakeClock()
+    editor = KeptScorer(clock, per_candidate=0.001, fail=True)
+    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64), first_stage=FirstStageWords(),
+                 indexes={"default": KeptIndex(INDEX_LINES, [9.0, 1.0, 2.0, 5.0, 0.0])}, clock=clock)
+    try:
+        with caplog.at_level(logging.WARNING):
+            r = eng.reply(HISTORY, seed=1, budget_ms=5000)
+        s = r.stats["sources"]
+        assert "scoring" in caplog.text and "kept readings failed" in caplog.text
+        assert s["index_kept"] == 0 and s["index_read"] == s["index"] > 0  # read live instead, every one
+        assert set(INDEX_LINES[1:4]) <= set(editor.read)
+        assert r.reply == "pizza pizza pizza with my pizza friends"  # the overlap editor's own choice
+    finally:
+        eng.close()
+
+
+def test_an_index_built_with_the_editor_keeps_its_readings_and_the_turn_scores_hits_from_them(tmp_path, model_dir,
+                                                                                               caplog):
+    from reranker.editor import Editor
+    from reranker.index import READS_FILE, ReplyIndex
+    from tests.reranker.conftest import write_tiny_bert
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    editor = Editor.from_backbone(write_tiny_bert(tmp_path / "tiny-bert"), dtype=torch.float32)
+    editor.save(root / "editor")
+    build_index(root, entries=200, progress=False)
+    index_dir = root / "index" / "default"
+    index = ReplyIndex.load(index_dir)
+    assert index.reads is not None and index.reads.dtype == np.float16 and index.reads.shape == (len(index), editor.kept_width)
+    rows = np.arange(min(8, len(index)))
+    texts = [index.line(r) for r in rows]
+    np.testing.assert_allclose(editor.score_kept(["do you like dogs?"], index.kept(rows)),
+                               editor.score(["do you like dogs?"], texts), rtol=2e-2, atol=2e-2)
+    grown = build_index(root, entries=100, add=True, progress=False)  # grows with readings too
+    assert ReplyIndex.load(index_dir).reads.shape[0] == len(index) + grown["added"]
+    eng = load_engine(root)
+    try:
+        assert eng.indexes["default"].reads is not None
+        r = eng.reply(["do you like dogs?"], seed=2, budget_ms=5000)
+        assert r.stats["sources"]["index_kept"] == r.stats["sources"]["index"] > 0
+    finally:
+        eng.close()
+    # Another editor (a retrained fluency head) would score the readings wrong: the hits are read in the turn.
+    other = Editor.from_backbone(write_tiny_bert(tmp_path / "tiny-bert"), dtype=torch.float32)
+    with torch.no_grad():
+        for param in other.fluency.parameters():
+            param.add_(0.5)
+    other.save(root / "editor")
+    with caplog.at_level(logging.WARNING):
+        eng = load_engine(root)
+    try:
+        assert eng.indexes["default"].reads is None and "another editor's readings" in caplog.text
+        r = eng.reply(["do you like dogs?"], seed=2, budget_ms=5000)
+        assert r.stats["sources"]["index_kept"] == 0 and r.stats["sources"]["index_read"] > 0
+    finally:
+        eng.close()
+    with pytest.raises(Exception, match="rebuild it instead of --add"):
+        build_index(root, entries=50, add=True, progress=False)
+    # A damaged readings file is refused like any other part of the index.
+    data = index_dir / READS_FILE
+    data.write_bytes(data.read_bytes()[:-2] + b"\x00\x01")
+    with pytest.raises(Exception, match="damaged"):
+        ReplyIndex.load(index_dir)
+
+
+def test_a_format_1_index_without_readings_still_loads(tmp_path, model_dir):
+    import json
+
+    from reranker.index import ReplyIndex
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    build_index(root, entries=100, progress=False)  # no editor: no readings, as every format 1 index
+    config = root / "index" / "default" / "config.json"
+    data = json.loads(config.read_text())
+    assert data["riposte"]["format_version"] == 2 and "reads.npy" not in data["riposte"]["files"]
+    data["riposte"]["format_version"] = 1
+    config.write_text(json.dumps(data))
+    index = ReplyIndex.load(root / "index" / "default")
+    assert index.reads is None and index.kept(np.arange(3)) is None and len(index) > 0
