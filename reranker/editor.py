@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
@@ -164,8 +165,10 @@ class Editor:
         self.config = config or EditorConfig()
         self.weights = np.asarray(self.config.weights, dtype=np.float32)
         self.refine_top = REFINE_TOP
-        # The engine scores a turn in slices with one context; meant for one scoring thread, like the cost model.
+        # The engine scores a turn in slices with one context. The scheduler's thread reads it, and a turn's own
+        # thread too when it scores a reply index's kept readings: the cache is shared under a lock.
         self._contexts: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._contexts_lock = threading.Lock()
 
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike | None = None, config: EditorConfig | None = None,
@@ -264,7 +267,8 @@ class Editor:
             self.biencoder.embed(candidates)
             if self.sense is not None and not self.shared:
                 self.sense.logits(candidates)
-            self._contexts.clear()
+            with self._contexts_lock:
+                self._contexts.clear()
             self.score(context, candidates)
 
     # ---- scoring ------------------------------------------------------------------------------------
@@ -281,7 +285,9 @@ class Editor:
         costs a fraction of one small forward each.
         """
         keys = [tuple(context[-self.biencoder.config.context_lines :]) for context in contexts]
-        todo = list(dict.fromkeys(key for key in keys if key not in self._contexts))
+        with self._contexts_lock:  # the forward runs outside the lock, so one thread's embedding blocks no other
+            found = {key: self._contexts[key] for key in keys if key in self._contexts}
+        todo = list(dict.fromkeys(key for key in keys if key not in found))
         if todo:
             new = np.zeros((len(todo), 3, self.biencoder.hidden_size), dtype=np.float32)
             rows = [i for i, key in enumerate(todo) if key]  # an empty context keeps its zeros
@@ -294,15 +300,14 @@ class Editor:
                     new[rows, 2] = new[rows, 0]
                 elif self.sense is not None:
                     new[rows, 2] = self.sense.context_vectors([list(todo[i]) for i in rows])
-            for key, vectors in zip(todo, new, strict=True):
-                self._contexts[key] = vectors
-        out = []
-        for key in keys:
-            self._contexts.move_to_end(key)
-            out.append(self._contexts[key])
-        while len(self._contexts) > max(256, len(set(keys))):
-            self._contexts.popitem(last=False)
-        return out
+            found.update(zip(todo, new, strict=True))
+        with self._contexts_lock:
+            for key in keys:
+                self._contexts[key] = found[key]
+                self._contexts.move_to_end(key)
+            while len(self._contexts) > max(256, len(set(keys))):
+                self._contexts.popitem(last=False)
+        return [found[key] for key in keys]
 
     def features(self, context_vectors: np.ndarray, reading: Reading) -> np.ndarray:
         """(N, 5) features of read candidates: cosine with the context, cosine with the last line, fluency logit,

@@ -154,6 +154,7 @@ class Candidates:
     first_stage: np.ndarray | None = None  # (n,) float32, set by the first stage when there is one
     from_index: np.ndarray | None = None  # (n,) bool: found in the reply index, not written in this turn
     index_rows: np.ndarray | None = None  # (n,) int64: its row in the reply index, -1 for a live one
+    kept: np.ndarray | None = None  # (n,) float32: the editor's score from the index's kept reading, NaN for none
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -182,6 +183,7 @@ class Candidates:
             None if self.first_stage is None else self.first_stage[idx],
             None if self.from_index is None else self.from_index[idx],
             None if self.index_rows is None else self.index_rows[idx],
+            None if self.kept is None else self.kept[idx],
         )
 
 
@@ -528,7 +530,9 @@ class Engine:
         candidates = self.recall(plan) + self.generate(plan)
         candidates = self.filter(plan, candidates)
         candidates.prior = self.prior(plan, candidates)
-        return self.order(plan, candidates)
+        candidates = self.order(plan, candidates)
+        candidates.kept = self.score_kept(plan, candidates)
+        return candidates
 
     def seed_words(self, plan: TurnPlan) -> tuple[list[str], list[str], str | None]:
         """The words a turn's seeded candidates are written around, the topic words the persona does not know, and
@@ -641,6 +645,32 @@ class Engine:
         plan.stage_ms["index"] = self._ms_since(began)
         plan.stats["index"] = {"hits": len(found), "ms": plan.stage_ms["index"]}
         return found
+
+    def score_kept(self, plan: TurnPlan, candidates: Candidates) -> np.ndarray | None:
+        """The editor's scores of the index hits from the index's kept readings of them (`Editor.score_kept`), NaN
+        for the rest; None when there are none (no index, no readings, an editor that cannot).
+
+        The verdict the editor would give by reading them, for the cost of embedding the context (which the editor
+        then keeps for its reads): in this turn's own thread, so that under load, when the editor reads nothing,
+        the reply is still the editor's best of the index's hits and not the first stage's.
+        """
+        index = self.indexes.get(plan.persona)
+        rows = candidates.rows()
+        mask = rows >= 0
+        if (index is None or getattr(index, "reads", None) is None or not mask.any() or self.traits is None
+                or self.traits.score_kept is None):
+            return None
+        began = self.clock()
+        try:
+            scores = np.asarray(self.traits.score_kept(plan.context, index.kept(rows[mask])), dtype=np.float32)
+        except Exception as exc:  # bad readings cost their lines a read by the editor, nothing more
+            log.warning("scoring the %s reply index's kept readings failed (%s: %s); the editor reads its hits",
+                        plan.persona, type(exc).__name__, exc)
+            return None
+        out = np.full(len(candidates), np.nan, dtype=np.float32)
+        out[mask] = scores
+        plan.stage_ms["kept"] = self._ms_since(began)
+        return out
 
     def filter(self, plan: TurnPlan, candidates: Candidates) -> Candidates:
         """Every text rule (`TextFilter`); stops at the budget's filter deadline, keeping what passed by then."""
@@ -766,24 +796,11 @@ class Engine:
     def _submit(self, plan: TurnPlan, candidates: Candidates) -> ScoringJob | None:
         if self._scheduler is None:
             return None
-        return self._scheduler.submit(plan.context, candidates.texts, plan.budget.scoring_deadline,
-                                      kept=self._kept(plan, candidates))
-
-    def _kept(self, plan: TurnPlan, candidates: Candidates) -> tuple[np.ndarray, np.ndarray] | None:
-        """The reply index's kept readings of the turn's index hits (mask, readings): the editor scores them from
-        those, with no forward pass, so under load the reply is still the editor's best of the index's hits."""
-        index = self.indexes.get(plan.persona)
-        rows = candidates.rows()
-        mask = rows >= 0
-        if index is None or getattr(index, "reads", None) is None or not mask.any():
-            return None
-        try:
-            kept = index.kept(rows[mask])
-        except Exception as exc:  # a damaged mapping: the editor reads the hits as it reads live lines
-            log.warning("the %s reply index's readings failed (%s: %s); the editor reads its hits", plan.persona,
-                        type(exc).__name__, exc)
-            return None
-        return (mask, kept) if kept is not None else None
+        kept = None
+        if candidates.kept is not None:
+            mask = ~np.isnan(candidates.kept)
+            kept = (mask, candidates.kept[mask])
+        return self._scheduler.submit(plan.context, candidates.texts, plan.budget.scoring_deadline, kept=kept)
 
     async def _await(self, job: ScoringJob) -> Scores:
         try:

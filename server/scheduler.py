@@ -93,7 +93,9 @@ class EditorTraits:
 
     @property
     def score_kept(self) -> Callable | None:
-        """Scores candidates from their kept readings (`Editor.score_kept`: a reply index's hits), or None."""
+        """Scores candidates from their kept readings (`Editor.score_kept`: a reply index's hits), or None.
+
+        Thread-safe where present: a turn's own thread calls it beside the scheduler's."""
         score_kept = getattr(self.editor, "score_kept", None)
         return score_kept if callable(score_kept) else None
 
@@ -180,12 +182,12 @@ class ScoringJob:
         self._scored = np.zeros(n, dtype=bool)
         self._pending = np.arange(n)  # the reading order; _pending[_next:] is still to read
         self._next = 0
-        # Candidates the editor scores from kept readings (mask, readings), not by reading them: out of the reading
-        # order until `score_kept` is done with them (or has failed, and they go back to be read).
-        self.kept = kept
+        # Candidates the editor has scored already, from kept readings (mask, scores): never read.
         self._kept_scored: np.ndarray | None = None
         if kept is not None:
-            self._pending = np.flatnonzero(~kept[0])
+            mask, scores = kept
+            self._scores[mask], self._scored[mask], self._kept_scored = scores, True, mask
+            self._pending = np.flatnonzero(~mask)
         self.n_read = 0
         self.context_read = False  # the editor has embedded this job's context (`EditorTraits.read_contexts`)
         self.rounds = 0  # rounds of the worker that read some of this job
@@ -220,20 +222,6 @@ class ScoringJob:
             unread = idx[~read]
             self._next -= len(unread)
             self._pending[self._next : self._next + len(unread)] = unread
-
-    def record_kept(self, scores: np.ndarray | None) -> None:
-        """The kept candidates' scores; None (scoring them failed) puts them back at the front of the reading order."""
-        with self._lock:
-            mask, self.kept = self.kept[0], None
-            if self.future.done():
-                return
-            if scores is not None:
-                self._scores[mask] = scores
-                self._scored[mask] = True
-                self._kept_scored = mask
-                return
-            rest = self._pending[self._next :]
-            self._pending = np.concatenate([self._pending[: self._next], np.flatnonzero(mask), rest])
 
     def scores(self) -> np.ndarray:
         """The scores read so far (NaN where unread), a copy."""
@@ -330,13 +318,12 @@ class ScoringScheduler:
                kept: tuple[np.ndarray, np.ndarray] | None = None) -> ScoringJob:
         """Queue candidates (best first) to be read until `deadline` (a clock instant; inf: read them all).
 
-        `kept` (mask, readings): candidates the editor scores from kept readings once the job's context is read,
-        instead of reading them (ignored by an editor without `score_kept`).
+        `kept` (mask, scores): candidates the editor has scored already, from kept readings; they are not read.
         """
-        if kept is not None and (self.traits.score_kept is None or len(kept[0]) != len(candidates)):
-            kept = None
+        if kept is not None and len(kept[0]) != len(candidates):
+            raise ValueError(f"kept scores for {len(kept[0])} candidates, not {len(candidates)}")
         job = ScoringJob(list(context), list(candidates), deadline, kept)
-        if not candidates or self.clock() >= deadline:
+        if job.remaining == 0 or self.clock() >= deadline:  # nothing to read (none, or all scored from kept readings)
             job.finish()
             return job
         with self._cv:
@@ -407,8 +394,7 @@ class ScoringScheduler:
                     return
                 jobs = list(self._jobs)
             live = self._prune(jobs)
-            if self._read_contexts(live):  # kept readings scored: a job may have nothing left to read
-                live = self._prune(live)
+            self._read_contexts(live)
             now = self.clock()
             ready = self._ready(live, now)
             if ready:
@@ -424,8 +410,7 @@ class ScoringScheduler:
         for job in jobs:
             # Not "nothing more fits by the cost model": a job kept waiting lets the editor try, and an editor that
             # refuses relaxes its estimate; finishing jobs on a stale high estimate would starve it of evidence.
-            waiting_kept = job.kept is not None and now < job.deadline  # its context is read next, then scored
-            if job.done or (job.remaining == 0 and not waiting_kept) or now >= self.read_until(job):
+            if job.done or job.remaining == 0 or now >= self.read_until(job):
                 ended.append(job)
             else:
                 live.append(job)
@@ -448,30 +433,21 @@ class ScoringScheduler:
             log.warning("the editor's refine failed; keeping its first scores", exc_info=True)
             return
 
-    def _read_contexts(self, live: list[ScoringJob]) -> bool:
-        """Embed the contexts of the jobs new since the last round, in one batch, before a round is planned; then
-        score the jobs' kept candidates from their readings. True if any job had kept candidates.
+    def _read_contexts(self, live: list[ScoringJob]) -> None:
+        """Embed the contexts of the jobs new since the last round, in one batch, before a round is planned.
 
         Inside a round their forwards would spend the round's time before its deadline (the earliest of its
         jobs), and the cost model, which knows candidates, would not see them coming.
         """
         new = [job for job in live if not job.context_read]
-        if new and self.traits.read_contexts is not None:
-            try:
-                self.traits.read_contexts([job.context for job in new])
-            except Exception:  # the round reads them again and fails the jobs it must, one by one
-                log.warning("embedding %d contexts failed; the round will try again", len(new), exc_info=True)
+        if not new or self.traits.read_contexts is None:
+            return
+        try:
+            self.traits.read_contexts([job.context for job in new])
+        except Exception:  # the round reads them again and fails the jobs it must, one by one
+            log.warning("embedding %d contexts failed; the round will try again", len(new), exc_info=True)
         for job in new:
             job.context_read = True
-        kept = [job for job in live if job.kept is not None]
-        for job in kept:
-            try:
-                job.record_kept(np.asarray(self.traits.score_kept(job.context, job.kept[1]), dtype=np.float32))
-            except Exception:  # a bad reading costs its candidates a forward, nothing more
-                log.warning("scoring %d kept readings failed; the editor reads them", int(job.kept[0].sum()),
-                            exc_info=True)
-                job.record_kept(None)
-        return bool(kept)
 
     def _ready(self, live: list[ScoringJob], now: float) -> list[ScoringJob]:
         """The jobs this round serves.
