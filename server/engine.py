@@ -626,7 +626,9 @@ class Engine:
         the same text rules and be ordered by the same first stage.
         """
         index = self.indexes.get(plan.persona)
-        k = min(self.config.index_k, max(plan.n_candidates, self.config.min_live_candidates))  # scaled as the live ones
+        k = self.config.index_k
+        if not self._keeps_readings(index):  # hits the editor must read are scaled under load as the live ones
+            k = min(k, max(plan.n_candidates, self.config.min_live_candidates))
         none = Candidates([], [], np.zeros(0))
         if index is None or k < 1:
             return none
@@ -657,8 +659,7 @@ class Engine:
         index = self.indexes.get(plan.persona)
         rows = candidates.rows()
         mask = rows >= 0
-        if (index is None or getattr(index, "reads", None) is None or not mask.any() or self.traits is None
-                or self.traits.score_kept is None):
+        if not mask.any() or not self._keeps_readings(index):
             return None
         began = self.clock()
         try:
@@ -671,6 +672,11 @@ class Engine:
         out[mask] = scores
         plan.stage_ms["kept"] = self._ms_since(began)
         return out
+
+    def _keeps_readings(self, index) -> bool:
+        """Whether the editor can score this index's hits from its kept readings (then they cost no reading)."""
+        return (index is not None and getattr(index, "reads", None) is not None and self.traits is not None
+                and self.traits.score_kept is not None)
 
     def filter(self, plan: TurnPlan, candidates: Candidates) -> Candidates:
         """Every text rule (`TextFilter`); stops at the budget's filter deadline, keeping what passed by then."""
