@@ -6,7 +6,8 @@ verified), then for held-out chitchat contexts (test-split conversations, never 
 - **memory added**: the process's resident memory before loading, after loading, and after all the queries (the
   mapped pages a query touches count once read);
 - **query**: `ReplyIndex.search(context, 256)` as the turn calls it (the context's first-stage vector, the graph
-  search, the lines decoded), p50 and p99 over one query at a time;
+  search, the lines decoded), p50 and p99 over one query at a time; and, where the index keeps the editor's
+  readings, the look-up of the hits' readings the turn scores them from (`ReplyIndex.kept`);
 - **recall@64**: the graph's top 64 against exact inner-product search over the same stored vectors, and the exact
   search's own time (numpy over every vector: the peer a user without a graph index would run).
 
@@ -82,12 +83,21 @@ def main() -> int:
     print(f"index: {len(index):,} entries, loaded (sha256 verified, mapped) in {load_s:.1f} s; "
           f"builds: {index.info.get('builds')}")
 
-    times = []
+    times, kept_times = [], []
     for context in contexts:
         t = time.perf_counter()
-        index.search(context, 256)
+        hits = index.search(context, 256)
         times.append(time.perf_counter() - t)
+        if index.reads is not None:
+            t = time.perf_counter()
+            index.kept(hits.rows)
+            kept_times.append(time.perf_counter() - t)
     queried = rss_mb()
+    if kept_times:
+        kept_ms = [1000 * t for t in kept_times]
+        print(f"readings of the 256 hits (`kept`, {index.reads.shape[1]} f16 values a line, "
+              f"{index.reads.nbytes / 2**20:.0f} MB on disk): p50 {np.percentile(kept_ms, 50):.2f} ms, "
+              f"p99 {np.percentile(kept_ms, 99):.2f} ms")
 
     queries = np.stack([index.query_vector(c) for c in contexts[:200]])
     vectors = np.asarray(index.graph.get(np.arange(len(index), dtype=np.uint64)), dtype=np.float32)
