@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,10 +225,14 @@ class OpenVinoRunner:
         compiled = ov.Core().compile_model(str(graph), "CPU", {
             "INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
         self.request = compiled.create_infer_request()
+        # One request is not safe across threads, and two use it: the scheduler's, and a turn's own when it embeds
+        # its context to score a reply index's kept readings. ONNX Runtime sessions and torch need no lock.
+        self._lock = threading.Lock()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        out = self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
-        return np.array(out[0], dtype=np.float32)  # a copy: the request reuses its output buffer
+        with self._lock:
+            out = self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
+            return np.array(out[0], dtype=np.float32)  # a copy: the request reuses its output buffer
 
 
 def build_runner(model: torch.nn.Module, directory: str | os.PathLike | None, backend: str, *,

@@ -317,10 +317,13 @@ class Editor:
         """
         if len(reading.vecs) == 0:
             return np.zeros((0, len(FEATURES)), dtype=np.float32)
-        with torch.inference_mode():
-            flu = self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
         svecs = unit(reading.sense_vecs) if self.sense is not None else None
-        return self._features(context_vectors, unit(reading.vecs), flu, reading.sense, svecs)
+        return self._features(context_vectors, unit(reading.vecs), self._fluency(reading), reading.sense, svecs)
+
+    def _fluency(self, reading: Reading) -> np.ndarray:
+        """The fluency head's logits (N,) of read candidates."""
+        with torch.inference_mode():
+            return self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
 
     def _features(self, context_vectors: np.ndarray, vecs: np.ndarray, flu: np.ndarray, sense: np.ndarray,
                   svecs: np.ndarray | None) -> np.ndarray:
@@ -347,10 +350,9 @@ class Editor:
         n, h = len(texts), self.biencoder.hidden_size
         if n == 0:
             return np.zeros((0, self.kept_width), dtype=np.float32)
-        with torch.inference_mode():
-            flu = self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
         svecs = unit(reading.sense_vecs) if self.sense is not None else np.zeros((n, h), dtype=np.float32)
-        return np.hstack([unit(reading.vecs), svecs, flu[:, None], reading.sense[:, None]]).astype(np.float32)
+        return np.hstack([unit(reading.vecs), svecs, self._fluency(reading)[:, None], reading.sense[:, None]]
+                         ).astype(np.float32)
 
     def score_kept(self, context: list[str], kept: np.ndarray) -> np.ndarray:
         """Scores (N,) of candidates from their kept readings (`keep`, float16 or float32) against `context`."""

@@ -6,7 +6,8 @@ sense costs a transformer forward per line. The index moves that work out of the
     write   the persona's writer samples lines in chunks; repeats (by dedupe key) and lines the text rules refuse
             (`corpus.text.LineFilter`: URLs, length, blocklists) are dropped
     judge   the editor's sense model gives each line its logit once ("a person said this" > 0); lines under
-            `min_sense` are dropped: the clearly broken share, recorded with the threshold in config.json
+            `min_sense` are dropped: the clearly broken share, recorded with the threshold in config.json. The same
+            read keeps the editor's whole reading of the line (`Editor.keep`), so a turn scores it with no forward
     embed   the first stage's static vector of each line, unit length, kept as float16
     search  usearch's HNSW graph (inner product). The query is the first stage's own mix of the context's vectors,
             so a hit's similarity is its first-stage score: hits and live candidates sort on one scale
@@ -111,11 +112,15 @@ class Hits:
     rows: np.ndarray | None = None  # (k,) int64
 
 
-def fingerprint(path: str | os.PathLike) -> str:
-    """A sha256 over a file, or over a directory's files (names and bytes, sorted): what a model was built from."""
+def fingerprint(path: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> str:
+    """A sha256 over a file, or over a directory's files (names and bytes, sorted): what a model was built from.
+
+    `skip`: subdirectory names left out (a backend's export cache, made on load, is not the model)."""
     path = Path(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+        and not set(p.relative_to(path).parts[:-1]) & set(skip))
     for file in files:
         digest.update(str(file.relative_to(path) if file != path else file.name).encode())
         with open(file, "rb") as f:
@@ -211,7 +216,8 @@ class ReplyIndex:
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _file_sha256(tmp / name)}
                      for name in names}
             settings = {**asdict(self.config), **self.info, "count": len(self), "dim": self.dim, "files": files}
-            modeldir.write(tmp, KIND, FORMAT_VERSION, settings)
+            # An index without readings is what format 1 was: an older riposte can still read it.
+            modeldir.write(tmp, KIND, FORMAT_VERSION if self.reads is not None else 1, settings)
         return directory
 
     @classmethod
@@ -421,6 +427,7 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
     meta_all = np.concatenate(meta) if meta else np.zeros((0, 2), np.float32)
     reads_all = None
     if reader is not None:
+        reads = [r for r in reads if len(r)]  # an empty chunk's (0, 0) would not stack with the others
         reads_all = np.concatenate(reads) if reads else np.zeros((0, 0), np.float16)
     config = IndexConfig(**{**asdict(config), "min_sense": threshold if finite else None})
     index = ReplyIndex(config, graph, bytes(lines), np.asarray(offsets, dtype=np.int64), meta_all, info, reads_all)

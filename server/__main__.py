@@ -121,7 +121,8 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
                          help="a web origin allowed to call the API from a browser (repeatable; RIPOSTE_CORS_ORIGINS)")
     sub.choices["chat"].add_argument("--seed", type=int, default=None, help="seed replies for a reproducible chat")
     p = sub.add_parser("index", help="build or grow a persona's reply index (model_dir/index/PERSONA)",
-                       description="Write a persona's lines in bulk, judge them once with the editor's sense model, "
+                       description="Write a persona's lines in bulk, judge them once with the editor's sense model (keeping "
+                       "the editor's reading of each, so a turn scores them with no forward pass), "
                        "embed them with the first stage and store them in an HNSW index that every turn searches "
                        "(see reranker/index.py). Written atomically: a killed build leaves the previous index.")
     p.add_argument("--model", dest="model_dir", type=Path, help="riposte model dir (RIPOSTE_MODEL_DIR)")

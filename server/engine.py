@@ -9,9 +9,10 @@
     prior     a cheap feature per candidate: the writer's mean log-prob + word overlap with the context + topic bonus
     order     the first stage: a learned model scores every filtered candidate and sets the order the editor reads
               them in (the prior breaks ties); without one, the prior sets it
-    read      the editor reads candidates in that order until the scoring deadline, on the shared scheduler
-              (server/scheduler.py), which batches the reads of every turn in flight
-    pick      argmax (or a top-k sample) of what the editor read; by the order above when it read nothing
+    kept      the index's hits scored by the editor from the index's kept readings of them (no forward pass)
+    read      the editor reads the other candidates in that order until the scoring deadline, on the shared
+              scheduler (server/scheduler.py), which batches the reads of every turn in flight
+    pick      argmax (or a top-k sample) of what the editor scored; by the order above when it scored nothing
 
 `Engine.reply` runs a turn on the caller's thread (the REPL, scripts); `await Engine.areply` runs the CPU stages on
 an executor and awaits the editor without holding a thread (the HTTP routes). `rank`/`arank` score a caller's own
@@ -47,7 +48,10 @@ class FirstStageScorer(Protocol):
 
 
 class ReplySource(Protocol):
-    """What the engine needs from a reply index (see `reranker.index.ReplyIndex`): the k lines nearest a context."""
+    """What the engine needs from a reply index (see `reranker.index.ReplyIndex`): the k lines nearest a context.
+
+    Optional: `.rows` on the answer, with `reads` (not None) and `kept(rows)` on the index, give the editor's kept
+    readings of the hits (`Engine.score_kept`)."""
 
     def search(self, context: list[str], k: int = 256) -> Any: ...  # .texts, .logprob (mean log-prob per token)
 
@@ -523,7 +527,8 @@ class Engine:
             (self._waiting_for_cpu.add if waiting else self._waiting_for_cpu.discard)(id(plan))
 
     def prepare(self, plan: TurnPlan) -> Candidates:
-        """The CPU stages: generate, filter, prior, first stage; the candidates in the order the editor reads them."""
+        """The CPU stages: recall, generate, filter, prior, first stage, kept; the candidates in the order the editor
+        reads them, the index's hits scored already where the index keeps the editor's readings."""
         plan.stage_ms["queued"] = round(plan.budget.elapsed_ms(), 1)  # from the request's arrival to a free thread
         # The index's lines first: under load the filter stops at its deadline keeping what it passed, and the
         # index's lines are the turn's likeliest best (it holds the first stage's top of all a writer wrote).
@@ -659,11 +664,13 @@ class Engine:
         index = self.indexes.get(plan.persona)
         rows = candidates.rows()
         mask = rows >= 0
-        if not mask.any() or not self._keeps_readings(index):
+        if not mask.any() or not self._keeps_readings(index) or self.clock() >= plan.budget.scoring_deadline:
             return None
         began = self.clock()
         try:
             scores = np.asarray(self.traits.score_kept(plan.context, index.kept(rows[mask])), dtype=np.float32)
+            if scores.shape != (int(mask.sum()),):
+                raise ValueError(f"{scores.shape} scores for {int(mask.sum())} readings")
         except Exception as exc:  # bad readings cost their lines a read by the editor, nothing more
             log.warning("scoring the %s reply index's kept readings failed (%s: %s); the editor reads its hits",
                         plan.persona, type(exc).__name__, exc)

@@ -301,7 +301,7 @@ def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
     if not root.is_dir():
         return out
     stage_print = fingerprint(first_stage_dir(Path(model_dir)))  # once, however many personas have an index
-    reader_print = fingerprint_of_reader(Path(model_dir)) if has_editor(Path(model_dir)) else None
+    reader_print = None  # the editor's, hashed once and only if an index keeps readings (~100 MB of weights)
     for name in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             expect = index_fingerprints(model_dir, name, first_stage=stage_print)
@@ -310,10 +310,13 @@ def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
             log.warning("reply index %s not used, the turn writes its candidates live: %s", root / name,
                         exc if isinstance(exc, IndexLoadError) else f"{type(exc).__name__}: {exc}")
             continue
+        if index.reads is not None and reader_print is None:
+            reader_print = fingerprint_of_reader(Path(model_dir)) if has_editor(Path(model_dir)) else "none"
         if index.reads is not None and index.info.get("fingerprints", {}).get("reads") != reader_print:
             # Another editor's readings would score with the wrong vectors: the hits still come, to be read live.
-            log.warning("reply index %s keeps another editor's readings: its hits are read by the editor in the "
-                        "turn (rebuild it with `riposte index` to score them without reading)", root / name)
+            log.warning("reply index %s keeps the readings of %s: its hits are read by the editor in the turn "
+                        "(rebuild it with `riposte index` to score them without reading)", root / name,
+                        "another editor" if reader_print != "none" else "an editor this model dir does not have")
             index.reads = None
         out[name] = index
     for name, model in personas.items():  # an alias (a group chat's "default" is its "all") shares the index
@@ -327,7 +330,8 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
                 max_minutes: float | None = None, drop_share: float | None = None, seed: int = 0,
                 progress: bool = True, rules=None) -> dict:
     """Build (or with `add`, grow) a persona's reply index in `model_dir/index/<persona>`: its writer's lines,
-    judged by the editor's sense model (none: every line kept, judged 0) and embedded by the first stage.
+    judged by the editor's sense model (none: every line kept, judged 0), with the editor's kept readings of them
+    (`Editor.keep`; an index built without them is grown without them) and embedded by the first stage.
 
     `rules` (a `corpus.text.LineRules`, default the served engine's: RIPOSTE_* blocklists and lengths) decide
     which lines may enter, so the index holds no line a turn would refuse on its own.
@@ -364,6 +368,12 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
             return kept[:, -1], kept  # a kept reading's last column is its sense logit, 0 without one (`Editor.keep`)
 
         fingerprints["reads"] = fingerprint_of_reader(model_dir)
+        if add and kept_by(model_dir / INDEX_DIR / persona) is None and (model_dir / INDEX_DIR / persona).is_dir():
+            log.warning("%s keeps no readings of the editor (built before index format 2, or without an editor): "
+                        "its new entries keep none either; rebuild it without --add to keep them",
+                        model_dir / INDEX_DIR / persona)
+            reader = None
+            del fingerprints["reads"]
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0, got {max_minutes}")
     if drop_share is not None and (add or sense is None):
@@ -378,12 +388,21 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
                  config=config, rules=rules, seed=seed, add=add, deadline=deadline, progress=progress, reader=reader)
 
 
+def kept_by(index_dir: Path) -> str | None:
+    """The fingerprint of the editor whose readings an index keeps, None if it keeps none (or cannot be read)."""
+    try:
+        return (read_settings(index_dir).get("fingerprints") or {}).get("reads")
+    except (OSError, ValueError):
+        return None
+
+
 def fingerprint_of_editor(model_dir: Path) -> str:
-    """The editor's fingerprint (its sense model's files): which judge scored an index."""
+    """The editor's fingerprint (its sense model's files, not a backend's export cache): which judge scored an index."""
+    from reranker.backends import CACHE_DIR
     from reranker.index import fingerprint
 
     sense_dir = editor_dir(model_dir) / "sense"
-    return fingerprint(sense_dir if sense_dir.is_dir() else editor_dir(model_dir))
+    return fingerprint(sense_dir if sense_dir.is_dir() else editor_dir(model_dir), skip=(CACHE_DIR,))
 
 
 def fingerprint_of_reader(model_dir: Path) -> str:
@@ -391,8 +410,10 @@ def fingerprint_of_reader(model_dir: Path) -> str:
     an index's readings serve only an editor with the same one."""
     import hashlib
 
+    from reranker.backends import CACHE_DIR
     from reranker.index import fingerprint
 
     root = editor_dir(model_dir)
-    parts = [fingerprint(root / name) for name in ("biencoder", "fluency.safetensors", "sense") if (root / name).exists()]
+    parts = [fingerprint(root / name, skip=(CACHE_DIR,)) for name in ("biencoder", "fluency.safetensors", "sense")
+             if (root / name).exists()]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:32]

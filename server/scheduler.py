@@ -63,7 +63,8 @@ class Editor(Protocol):
     `score` and `score_until` are the contract. The rest is optional (a fake has none of it) and read only through
     `EditorTraits`: `score_many` (several turns in one pass), `refine` with `refine_cost` and `refine_top` (an
     approximate editor's exact rescoring), `cost` (its cost model), `tokens_per_candidate`, `context_speakers` and
-    `tokenizer`.
+    `tokenizer`; and `score_kept` (scores from a reply index's kept readings, which the engine calls from a turn's
+    own thread).
     """
 
     def score(self, context: list[str], candidates: list[str]) -> np.ndarray: ...
@@ -148,7 +149,8 @@ class ScoringError(RuntimeError):
 
 @dataclass(frozen=True)
 class Scores:
-    """What the editor read of one job: scores in the caller's order (NaN where unread) and the read mask."""
+    """What the editor scored of one job: scores in the caller's order (NaN where unscored), the scored mask (read,
+    or scored from kept readings), and which were scored from kept readings."""
 
     scores: np.ndarray  # (n,) float32
     scored: np.ndarray  # (n,) bool
@@ -161,7 +163,7 @@ class Scores:
 
     @property
     def n_scored(self) -> int:
-        """How many candidates the editor read."""
+        """How many candidates the editor scored (read, or from kept readings)."""
         return int(self.scored.sum())
 
 
@@ -223,16 +225,21 @@ class ScoringJob:
             self._next -= len(unread)
             self._pending[self._next : self._next + len(unread)] = unread
 
-    def scores(self) -> np.ndarray:
-        """The scores read so far (NaN where unread), a copy."""
+    def scores(self, *, read_only: bool = False) -> np.ndarray:
+        """The scores so far (NaN where unread), a copy; `read_only`: NaN for those from kept readings too."""
         with self._lock:
-            return self._scores.copy()
+            out = self._scores.copy()
+            if read_only and self._kept_scored is not None:
+                out[self._kept_scored] = np.nan
+            return out
 
     def rescore(self, scores: np.ndarray) -> None:
-        """Replace the scores of the candidates already read (the refine's exact ones); the read mask stays."""
+        """Replace the scores of the candidates read (the refine's exact ones); the read mask and the scores from
+        kept readings (exact already) stay."""
         with self._lock:
             if not self.future.done():
-                self._scores[self._scored] = scores[self._scored]
+                read = self._scored if self._kept_scored is None else self._scored & ~self._kept_scored
+                self._scores[read] = scores[read]
 
     def finish(self, error: BaseException | None = None) -> None:
         """Resolve the future now, with the scores read so far or with the editor's error; later calls do nothing."""
@@ -427,8 +434,10 @@ class ScoringScheduler:
         if not self.refines or job.done or not job.n_read or self.clock() >= job.deadline:
             return
         try:
-            job.rescore(np.asarray(self.traits.refine(job.context, job.candidates, job.scores(), deadline=job.deadline),
-                                   dtype=np.float32))
+            # Only what the editor read: scores from kept readings are exact already, and refining them would
+            # spend the turn's last milliseconds reading index lines again.
+            job.rescore(np.asarray(self.traits.refine(job.context, job.candidates, job.scores(read_only=True),
+                                                      deadline=job.deadline), dtype=np.float32))
         except Exception:  # the approximate scores still make a reply: a failed refine fails nobody
             log.warning("the editor's refine failed; keeping its first scores", exc_info=True)
             return

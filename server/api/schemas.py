@@ -179,7 +179,8 @@ class ReplyStats(BaseModel):
     scorer: Literal["reranker", "prior"] = Field(description="what ranked the candidates")
     persona: str
     stage_ms: dict[str, float] = Field(description="time per stage: queued, generate, index, filter, first_stage, "
-                                       "editor (of which editor_wait: before the scorer's first round with the turn)")
+                                       "kept (the index's hits scored from their kept readings), editor (of which "
+                                       "editor_wait: before the scorer's first round with the turn)")
     editor_rounds: int | None = Field(None, description="the scorer's rounds that read some of this turn's candidates")
     load_scaled: dict[str, int] | None = Field(None, description="under load the turn wrote fewer candidates than "
                                                "requested (about 8 per one the editor had time to read)")

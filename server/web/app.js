@@ -339,7 +339,7 @@
     if (stats.sources && (stats.sources.index > 0 || stats.index)) {
       line.append(stat("from_index", "from the index", stats.sources.index));
     }
-    line.append(stat("scored", "read by the editor", stats.scored));
+    line.append(stat("scored", "scored by the editor", stats.scored));
     if (stats.source === "index" || (stats.source && stats.index)) {
       line.append(stat("source", "reply from", stats.source, stats.source === "index" ? "the index" : "this turn"));
     }

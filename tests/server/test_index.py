@@ -302,7 +302,7 @@ def test_an_index_built_with_the_editor_keeps_its_readings_and_the_turn_scores_h
     with caplog.at_level(logging.WARNING):
         eng = load_engine(root)
     try:
-        assert eng.indexes["default"].reads is None and "another editor's readings" in caplog.text
+        assert eng.indexes["default"].reads is None and "readings of another editor" in caplog.text
         r = eng.reply(["do you like dogs?"], seed=2, budget_ms=5000)
         assert r.stats["sources"]["index_kept"] == 0 and r.stats["sources"]["index_read"] > 0
     finally:
@@ -331,3 +331,19 @@ def test_a_format_1_index_without_readings_still_loads(tmp_path, model_dir):
     config.write_text(json.dumps(data))
     index = ReplyIndex.load(root / "index" / "default")
     assert index.reads is None and index.kept(np.arange(3)) is None and len(index) > 0
+
+
+def test_growing_an_index_that_keeps_no_readings_keeps_none_and_says_so(tmp_path, model_dir, caplog):
+    from reranker.editor import Editor
+    from reranker.index import ReplyIndex
+    from tests.reranker.conftest import write_tiny_bert
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    first = build_index(root, entries=150, progress=False)  # no editor yet: no readings (format 1)
+    Editor.from_backbone(write_tiny_bert(tmp_path / "tiny-bert"), dtype=torch.float32).save(root / "editor")
+    with caplog.at_level(logging.WARNING):
+        grown = build_index(root, entries=80, add=True, progress=False)
+    index = ReplyIndex.load(root / "index" / "default")
+    assert "keeps no readings" in caplog.text and index.reads is None
+    assert len(index) == first["added"] + grown["added"] and grown["added"] > 0

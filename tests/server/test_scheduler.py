@@ -223,6 +223,37 @@ def test_an_approximate_scorer_is_refined_by_the_deadline_and_reading_stops_earl
         sched.close()
 
 
+def test_scores_from_kept_readings_are_never_read_nor_refined_and_a_job_of_them_alone_finishes_at_once():
+    clock = FakeClock()
+
+    class Approximate(ClockedScorer):
+        refine_top = 2
+
+        def refine(self, context, candidates, scores, top_k=None, deadline=math.inf):
+            self.refined = scores.copy()
+            return scores + 100.0  # every score it is given, moved
+
+    scorer = Approximate(clock, per_candidate=1 / 128)
+    scorer.refine_cost = FixedCost(per_token=1 / 16 / 48)
+    sched = ScoringScheduler(scorer, round_ms=125, clock=clock)
+    try:
+        candidates = ["kept a", "dogs", "kept b", "cats"]
+        kept = (np.array([True, False, True, False]), np.array([7.0, 9.0], np.float32))
+        read = sched.wait(sched.submit(["dogs"], candidates, deadline=clock() + 0.5, kept=kept))
+        assert read.scored.all() and read.kept.tolist() == [True, False, True, False]
+        assert scorer.read == ["dogs", "cats"]  # only the live ones were read
+        assert np.isnan(scorer.refined[[0, 2]]).all() and np.isfinite(scorer.refined[[1, 3]]).all()
+        assert read.scores[0] == 7.0 and read.scores[2] == 9.0  # exact already: refine left them alone
+        assert read.scores[1] == scorer.one(["dogs"], "dogs") + 100.0
+        alone = sched.submit(["dogs"], ["kept a", "kept b"], deadline=clock() + 0.5,
+                             kept=(np.array([True, True]), np.array([1.0, 2.0], np.float32)))
+        assert alone.done and alone.close().scores.tolist() == [1.0, 2.0] and len(scorer.read) == 2
+        with pytest.raises(ValueError, match="kept scores for 1 candidates"):
+            sched.submit(["dogs"], ["a", "b"], kept=(np.array([True]), np.array([1.0], np.float32)))
+    finally:
+        sched.close()
+
+
 def test_a_scorer_failure_is_logged_with_its_traceback(caplog):
     from tests.server.conftest import FaultyScorer
 

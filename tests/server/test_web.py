@@ -211,7 +211,7 @@ def test_chat_shows_the_reply_its_runners_up_and_stats(browser, live):
     live_kept = int(stats["filtered"]) - int(stats["from_index"])  # the kept candidates the writer made this turn
     assert 0 < int(stats["scored"]) <= int(stats["filtered"]) and live_kept <= int(stats["unique"]) <= int(stats["generated"])
     assert float(stats["elapsed_ms"]) <= 5000
-    assert "read by the editor" in answer.text and "generated" in answer.text
+    assert "scored by the editor" in answer.text and "generated" in answer.text
     assert one(browser, "#message").get_attribute("value") == ""
     assert js_errors(browser) == []
     screenshot(browser, "web-chat.png")
