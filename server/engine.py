@@ -646,9 +646,9 @@ class Engine:
             plan.stats["index"] = {"hits": 0, "ms": self._ms_since(began), "error": type(exc).__name__}
             return none
         rows = getattr(hits, "rows", None)  # a source without rows (a test's fake) has no kept readings either
-        rows = np.full(len(hits.texts), -1, np.int64) if rows is None else np.asarray(rows, np.int64)
         found = Candidates(list(hits.texts), [words(t) for t in hits.texts], np.asarray(hits.logprob, np.float64),
-                           from_index=np.ones(len(hits.texts), dtype=bool), index_rows=rows)
+                           from_index=np.ones(len(hits.texts), dtype=bool),
+                           index_rows=None if rows is None else np.asarray(rows, np.int64))
         plan.stage_ms["index"] = self._ms_since(began)
         plan.stats["index"] = {"hits": len(found), "ms": plan.stage_ms["index"]}
         return found
