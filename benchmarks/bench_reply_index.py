@@ -8,10 +8,14 @@ verified), then for held-out chitchat contexts (test-split conversations, never 
 - **query**: `ReplyIndex.search(context, 256)` as the turn calls it (the context's first-stage vector, the graph
   search, the lines decoded), p50 and p99 over one query at a time; and, where the index keeps the editor's
   readings, the look-up of the hits' readings the turn scores them from (`ReplyIndex.kept`);
+- **graph top-64**: the graph search alone, one query at a time over every context, in its own loop (interleaved
+  with the exact search below, each query found its caches flushed by a 512 MB matmul, which no turn does), at
+  the index's own search width and at each `--ef` asked for;
 - **recall@64**: the graph's top 64 against exact inner-product search over the same stored vectors, and the exact
   search's own time (numpy over every vector: the peer a user without a graph index would run).
 
     .venv/bin/python benchmarks/bench_reply_index.py --model models/default [--persona default] [--queries 500]
+        [--ef 256 384]
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
     parser.add_argument("--persona", default="default")
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--ef", type=int, nargs="*", default=[],
+                        help="search widths (expansion_search) to time beside the index's own")
     args = parser.parse_args()
 
     from corpus.modeldir import INDEX_DIR
@@ -99,25 +105,41 @@ def main() -> int:
               f"{index.reads.nbytes / 2**20:.0f} MB on disk): p50 {np.percentile(kept_ms, 50):.2f} ms, "
               f"p99 {np.percentile(kept_ms, 99):.2f} ms")
 
-    queries = np.stack([index.query_vector(c) for c in contexts[:200]])
+    queries = np.stack([index.query_vector(c) for c in contexts])
     vectors = np.asarray(index.graph.get(np.arange(len(index), dtype=np.uint64)), dtype=np.float32)
-    recalls, exact_s, graph_s = [], [], []
-    for q in queries:
+    exact_s, truths = [], []
+    for q in queries[:200]:
         t = time.perf_counter()
-        truth = np.argpartition(-(vectors @ q), K)[:K]
+        truths.append(set(np.argpartition(-(vectors @ q), K)[:K].tolist()))
         exact_s.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        rows, _ = index.search_vector(q, K)
-        graph_s.append(time.perf_counter() - t)
-        recalls.append(len(set(rows.tolist()) & set(truth.tolist())) / K)
+    del vectors
+    own = index.graph.expansion_search
+    rows_out = []
+    for ef in dict.fromkeys([own, *args.ef]):
+        index.graph.expansion_search = ef
+        for q in queries[:20]:  # warm: the pages a search touches are mapped in once
+            index.search_vector(q, K)
+        graph_s, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            rows, _ = index.search_vector(q, K)
+            graph_s.append(time.perf_counter() - t)
+            found.append(set(rows.tolist()))
+        recall = np.mean([len(f & t) / K for f, t in zip(found, truths, strict=False)])
+        top64 = [1000 * t for t in graph_s]
+        rows_out.append((ef, np.percentile(top64, 50), np.percentile(top64, 99), np.mean(graph_s), recall))
+    index.graph.expansion_search = own
     graph_ms = [1000 * t for t in times]
-    top64 = [1000 * t for t in graph_s]
     print("\n| entries | memory added: loaded / after queries (MB) | the turn's search(context, 256) p50 / p99 ms "
-          "| graph top-64 p50 / p99 ms | exact top-64 mean ms | recall@64 (n) |\n|---|---|---|---|---|---|")
-    print(f"| {len(index):,} | {loaded - before:.0f} / {queried - before:.0f} | {np.percentile(graph_ms, 50):.2f} / "
-          f"{np.percentile(graph_ms, 99):.2f} | {np.percentile(top64, 50):.2f} / {np.percentile(top64, 99):.2f} | "
-          f"{1000 * np.mean(exact_s):.1f} | {np.mean(recalls):.3f} ({len(recalls)}) |")
-    print(f"exact top-64 / graph top-64 (mean): {np.mean(exact_s) / np.mean(graph_s):.0f}x")
+          f"| exact top-64 mean ms |\n|---|---|---|---|\n| {len(index):,} | {loaded - before:.0f} / "
+          f"{queried - before:.0f} | {np.percentile(graph_ms, 50):.2f} / {np.percentile(graph_ms, 99):.2f} | "
+          f"{1000 * np.mean(exact_s):.1f} |")
+    print(f"\n| search width (ef) | graph top-64 p50 / p99 ms (n {len(queries)}) | recall@64 (n {len(truths)}) "
+          "| exact / graph (mean) |\n|---|---|---|---|")
+    for ef, p50, p99, mean_s, recall in rows_out:
+        mark = " (the index's own)" if ef == own else ""
+        print(f"| {ef}{mark} | {p50:.2f} / {p99:.2f} | {recall:.3f} | "
+              f"{np.mean(exact_s) / mean_s:.0f}x |")
     return 0
 
 

@@ -176,6 +176,28 @@ def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> l
     return list(out.values())[:n]
 
 
+def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed: int = 0,
+                        deadline: float = math.inf, per_context: int = 16, seed_words: int = 4) -> list[str]:
+    """Up to n distinct writer lines written around the context words of contexts drawn from `contexts`, as a
+    turn writes its seeded candidates (`MarkovModel.context_words`, `generate(around=...)`); the engine's
+    filters apply. A writer without a backward table gives plain lines instead."""
+    if getattr(writer, "backward", None) is None:
+        return writer_lines(writer, n, seed, deadline)
+    text_filter, rng = LineFilter(), np.random.default_rng(seed)
+    out: dict[str, str] = {}
+    tries = 0
+    while len(out) < n and tries < 4 * (n // per_context + 1) and contexts and time.monotonic() < deadline:
+        tries += 1
+        around = writer.context_words(list(contexts[rng.integers(len(contexts))]), seed_words)
+        if not around:
+            continue
+        for text in writer.generate(per_context, rng, around=around, max_rounds=3).candidates:
+            kept = text_filter(text)
+            if kept:
+                out.setdefault(dedupe_key(kept), kept)
+    return list(out.values())[:n]
+
+
 def seeded_writer_lines(writer, starts: Sequence[str], n: int, seed: int = 0, deadline: float = math.inf,
                         per_start: int = 24) -> list[str]:
     """Up to n distinct lines of a writer started from words drawn from `starts` (with repeats, so as often as

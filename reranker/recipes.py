@@ -19,6 +19,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, replace
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ class DefaultRecipe:
     # One encoder for relevance and sense: the fine-tuned sense encoder replaces the zero-shot bi-encoder, so the
     # editor reads each candidate once (twice the reads per second) and the first stage is distilled from it.
     shared_encoder: bool = False
+    # Hard negatives for the sense model (SenseTraining.mine_at): the fractions of its stage at which it mines
+    # the writer's lines it finds most human, from lines written around context words as a turn writes them and
+    # plain lines; () trains on random writer lines only.
+    sense_mine_at: tuple[float, ...] = ()
     # The n-gram order of the writer the sense model learns against: the engine's writer's. None: chitchat's
     # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
     writer_order: int | None = None
@@ -449,9 +454,10 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     Held-out pairs are validation-split lines against other writer lines. Returns (None, why) when there is too
     little data or time to train one.
     """
-    from reranker.evaluate import seeded_writer_lines, writer_lines
+    from reranker.evaluate import around_writer_lines, seeded_writer_lines, writer_lines
 
-    training = SenseTraining(seed=recipe.seed, relevance_weight=recipe.relevance_weight)
+    training = SenseTraining(seed=recipe.seed, relevance_weight=recipe.relevance_weight,
+                             mine_at=recipe.sense_mine_at)
     limits = dict(min_words=training.min_words, max_words=training.max_words)
     human = [line.text for doc in splits["train"] for line in doc.lines]
     held_human = [line.text for doc in splits["val"] for line in doc.lines]
@@ -469,6 +475,16 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         fresh = [line for line in lines if dedupe_key(line) not in seen]
         return length_matched_pairs(held_human, fresh, seed=seed, **limits)[: training.held_out_pairs]
 
+    mine_pool: list[str] = []
+    if training.mine_at:  # fresh lines, half as a turn seeds them, half plain; a twentieth of the stage's time
+        n_pool = training.mine_lines * len(training.mine_at)
+        pool_deadline = time.monotonic() + 0.05 * max(0.0, deadline - time.monotonic())
+        train_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
+                          for doc in splits["train"] for i in range(1, len(doc.lines))]
+        around = around_writer_lines(writer, train_contexts, n_pool // 2, recipe.seed + 8, deadline=pool_deadline)
+        plain = writer_lines(writer, n_pool, recipe.seed + 9, deadline=pool_deadline + 1.0)
+        mine_pool = [line for line in dict.fromkeys(x for two in zip_longest(around, plain) for x in two if x) if dedupe_key(line) not in seen]
+        seen.update(dedupe_key(line) for line in mine_pool)  # nor may held-out lines repeat them
     pairs = length_matched_pairs(human, fakes, seed=recipe.seed, **limits)
     held_out = held_pairs(writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 4, deadline=deadline),
                           recipe.seed + 1)
@@ -477,6 +493,11 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
                                                      4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
+    # ... and against lines written around the words of validation contexts: the kind a turn writes and mines.
+    val_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
+                    for doc in splits["val"] for i in range(1, len(doc.lines))]
+    held_around = held_pairs(around_writer_lines(writer, val_contexts, 4 * training.held_out_pairs, recipe.seed + 10,
+                                                 deadline=deadline), recipe.seed + 3)[:SEEDED_HELD_OUT_PAIRS]
     if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)
@@ -487,11 +508,14 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
             contexts.setdefault(doc.lines[i].text,
                                 sense.encoder.context_text([line.text for line in doc.lines[:i]]))
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
-                         contexts=contexts)
+                         contexts=contexts, mine_pool=mine_pool)
     report["seeded_lines"] = len(seeded)
     if held_seeded:  # read after the stage's deadline, as the plain AUC is: fewer pairs keep that short
         report["held_out_auc_seeded"] = round(held_out_auc(sense, held_seeded), 4)
         report["held_out_pairs_seeded"] = len(held_seeded)
+    if held_around:
+        report["held_out_auc_around"] = round(held_out_auc(sense, held_around), 4)
+        report["held_out_pairs_around"] = len(held_around)
     if bf16_supported(sense.encoder.device):  # served as the bi-encoder is: bf16 where the CPU has it
         sense.encoder.model.to(torch.bfloat16)
     return sense, report

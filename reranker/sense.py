@@ -62,6 +62,15 @@ class SenseTraining:
     # a random batch spends most of its tokens on padding. A window of this many batches is sorted by length, cut
     # into batches, and the batches shuffled (0: random batches).
     bucket_batches: int = 32
+    # Hard negatives, mined from the writer as training goes: at each of these fractions of the run (of the time
+    # budget, or of max_steps), the model reads `mine_lines` fresh writer lines from the pool it is given, keeps
+    # the `mine_top` share it finds most human at each word count (the lines an editor would pick), and pairs
+    # them with human lines of the same length; from then on `mine_share` of the batches come from those pairs.
+    # Empty: no mining (random writer lines only).
+    mine_at: tuple[float, ...] = ()
+    mine_lines: int = 8192
+    mine_top: float = 0.25
+    mine_share: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +80,11 @@ class SenseTraining:
             raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
         if self.bucket_batches < 0:
             raise ValueError(f"bucket_batches must be >= 0, got {self.bucket_batches}")
+        if any(not 0.0 < f < 1.0 for f in self.mine_at) or list(self.mine_at) != sorted(self.mine_at):
+            raise ValueError(f"mine_at must be increasing fractions within (0, 1), got {self.mine_at}")
+        if not 0.0 < self.mine_top <= 1.0 or not 0.0 <= self.mine_share <= 1.0 or self.mine_lines < 1:
+            raise ValueError(f"need 0 < mine_top <= 1, 0 <= mine_share <= 1 and mine_lines >= 1, got "
+                             f"{self.mine_top}, {self.mine_share}, {self.mine_lines}")
         if self.relevance_weight < 0 or self.relevance_scale <= 0:
             raise ValueError(f"need relevance_weight >= 0 and relevance_scale > 0, got {self.relevance_weight}, "
                              f"{self.relevance_scale}")
@@ -215,9 +229,57 @@ def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
     return roc_auc(model.logits(texts), labels)
 
 
+class PairStream:
+    """Batches of length-matched pairs without end: epochs of `batch_order`, the short batch of each dropped."""
+
+    def __init__(self, pairs: list[tuple[str, str]], size: int, window: int, rng: np.random.Generator) -> None:
+        self.pairs, self.size, self.window, self.rng = pairs, size, window, rng
+        self.lengths = np.asarray([len(words(h)) for h, _ in pairs])  # a pair's two lines have one word count
+        self.batches: list[np.ndarray] = []
+
+    def next(self) -> list[tuple[str, str]]:
+        """The next batch of `size` pairs (a new epoch when one runs out)."""
+        if not self.batches:
+            self.batches = [b for b in batch_order(self.lengths, self.size, self.window, self.rng)
+                            if len(b) == self.size]
+        return [self.pairs[i] for i in self.batches.pop()]
+
+
+@torch.no_grad()
+def mine_hard(model: SenseModel, lines: list[str], *, top: float, max_length: int, bf16: bool,
+              batch_size: int = 256) -> list[str]:
+    """The `top` share of `lines` the model (mid-training: fp32 weights, read under bf16 autocast where the CPU
+    has it) finds most human, taken at each word count so every length stays represented."""
+    encoder, net = model.encoder, model.encoder.model
+    was_training = net.training
+    net.eval()
+    cut = max_length - 2
+    ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(lines)]
+    logits = np.empty(len(lines), dtype=np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")  # like lengths together: little padding
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, attention_mask = pad_batch([ids[i] for i in rows], encoder.pad_id, encoder.device)
+            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
+                hidden = net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits[rows] = model.head(mean_pool(hidden, attention_mask).float())[:, 0].float().cpu().numpy()
+    finally:
+        net.train(was_training)
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, line in enumerate(lines):
+        by_length[len(words(line))].append(i)
+    hard = []
+    for rows in by_length.values():
+        rows.sort(key=lambda i: -logits[i])
+        hard += [lines[i] for i in rows[: math.ceil(top * len(rows))]]
+    return hard
+
+
 def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[tuple[str, str]], *,
                 deadline: float, training: SenseTraining | None = None, progress: bool = True,
-                contexts: dict[str, str] | None = None, max_steps: int | None = None) -> dict:
+                contexts: dict[str, str] | None = None, max_steps: int | None = None,
+                mine_pool: list[str] | None = None) -> dict:
     """Fine-tune the encoder and the head on length-matched (human, writer) pairs until `deadline` (or after
     `max_steps` steps, whichever comes first: a step count makes a run independent of the machine's speed).
 
@@ -225,8 +287,12 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     teaches the encoder relevance: the context's vector ranks its line above the batch's other lines, writer
     lines included (in-batch negatives plus the writer's, the choice the editor faces).
 
+    With `mine_pool` (writer lines the pairs do not hold) and `training.mine_at`, hard negatives are mined from
+    it as training goes (`mine_hard`): the writer's lines the model itself finds most human, which are the ones
+    an editor picks, paired with human lines of the same length.
+
     Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
-    dtype used, and a history of the loss every few steps.
+    dtype used, the mining rounds, and a history of the loss every few steps.
     """
     training = training or SenseTraining()
     if len(pairs) < training.batch_size // 2:
@@ -250,8 +316,11 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     started = time.monotonic()
     total = max(deadline - started, 1e-6)
     step = seen = 0
-    lengths = np.asarray([len(words(h)) for h, _ in pairs])  # a pair's two lines have the same word count
-    batches: list[np.ndarray] = []
+    stream = PairStream(pairs, half, training.bucket_batches, rng)
+    hard_stream: PairStream | None = None
+    mine_at = list(training.mine_at) if mine_pool else []
+    human = [h for h, _ in pairs]
+    mined: list[dict] = []
     net.train()
     model.head.train()
     cut = training.max_length - 2
@@ -260,14 +329,26 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     bar = progress_bar(desc="sense (human or writer?)", unit=" lines", disable=not progress)
     try:
         while time.monotonic() < deadline and (max_steps is None or step < max_steps):
-            if not batches:  # a new epoch; its short batch is dropped
-                batches = [b for b in batch_order(lengths, half, training.bucket_batches, rng) if len(b) == half]
-            batch = [pairs[i] for i in batches.pop()]
+            # Linear warmup, then cosine decay over the time budget (the step count is not known in advance).
+            frac = min(step / max_steps if max_steps else (time.monotonic() - started) / total, 1.0)
+            if mine_at and frac >= mine_at[0]:
+                mine_at.pop(0)
+                began = time.monotonic()
+                chunk, mine_pool = mine_pool[: training.mine_lines], mine_pool[training.mine_lines :]
+                hard = mine_hard(model, chunk, top=training.mine_top, max_length=training.max_length, bf16=bf16)
+                hard_pairs = length_matched_pairs(human, hard, min_words=training.min_words,
+                                                  max_words=training.max_words, seed=training.seed + len(mined) + 1)
+                if len(hard_pairs) >= half:
+                    hard_stream = PairStream(hard_pairs, half, training.bucket_batches, rng)
+                mined.append({"step": step, "read": len(chunk), "kept": len(hard), "pairs": len(hard_pairs),
+                              "seconds": round(time.monotonic() - began, 1)})
+                history.append({"event": "mine", "stage": "sense", **mined[-1]})
+                mine_at = mine_at if mine_pool else []
+            use_hard = hard_stream is not None and rng.random() < training.mine_share
+            batch = (hard_stream if use_hard else stream).next()
             texts = [h for h, _ in batch] + [w for _, w in batch]
             ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(texts)]
             input_ids, attention_mask = pad_batch(ids, encoder.pad_id, device)
-            # Linear warmup, then cosine decay over the time budget (the step count is not known in advance).
-            frac = min(step / max_steps if max_steps else (time.monotonic() - started) / total, 1.0)
             scale = min(1.0, (step + 1) / training.warmup_steps) * 0.5 * (1.0 + math.cos(math.pi * frac))
             for group, lr in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * max(scale, 0.05)
@@ -314,5 +395,5 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     return {"steps": step, "lines": seen, "seconds": round(seconds, 1),
             "lines_per_s": round(seen / max(seconds, 1e-9), 1), "bf16": bf16, "pairs": len(pairs),
             "held_out_pairs": len(held_out), "held_out_auc_before": round(auc_before, 4),
-            "relevance": bool(relevance_losses),
+            "relevance": bool(relevance_losses), "mined": mined,
             "held_out_auc": round(auc_after, 4), "history": history}

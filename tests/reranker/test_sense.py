@@ -19,6 +19,7 @@ from reranker.sense import (
     batch_order,
     held_out_auc,
     length_matched_pairs,
+    mine_hard,
     train_sense,
 )
 
@@ -109,6 +110,75 @@ def test_training_with_contexts_learns_relevance_in_the_same_encoder(tiny_bert):
     off = train_sense(SenseModel.from_backbone(tiny_bert), pairs, [], deadline=time.monotonic() + 1.0,
                       contexts=contexts, progress=False, training=SenseTraining(batch_size=32, relevance_weight=0))
     assert not off["relevance"]
+
+
+def test_mining_keeps_the_lines_the_model_finds_most_human_at_each_length(tiny_bert):
+    torch.manual_seed(0)
+    model = SenseModel.from_backbone(tiny_bert)
+    with torch.no_grad():
+        model.head.weight.normal_()
+    model.refresh()
+    pool = lines(HUMAN_WORDS + WRITER_WORDS, 300, 5)
+    hard = mine_hard(model, pool, top=0.25, max_length=40, bf16=False)
+    logits = dict(zip(pool, model.logits(pool).tolist(), strict=True))
+    by_length: dict[int, list[str]] = {}
+    for line in pool:
+        by_length.setdefault(len(words(line)), []).append(line)
+    assert set(hard) <= set(pool) and len(hard) == sum(math.ceil(0.25 * len(v)) for v in by_length.values())
+    for n, group in by_length.items():  # every word count keeps its own top quarter, by the model's logits
+        kept = [line for line in hard if len(words(line)) == n]
+        assert kept and min(logits[k] for k in kept) >= max(logits[g] for g in group if g not in kept) - 1e-4
+    assert model.encoder.model.training is False  # mining leaves the train/eval mode as it found it
+
+
+def test_mined_negatives_teach_what_random_writer_lines_never_show(tiny_bert):
+    # Human lines use HUMAN_WORDS. The paired writer lines are human lines with one word turned into a
+    # WRITER_WORDS word (easy). A tenth of the mining pool has "coffee" there instead (never in a human line nor
+    # in a paired writer line): those look human to a model trained on the easy pairs, so mining picks them, and
+    # only training on them teaches that "coffee" marks the writer.
+    rng = np.random.default_rng(9)
+
+    def marked(texts: list[str], marks: list[str]) -> list[str]:
+        out = []
+        for text in texts:
+            ws = text.split()
+            ws[int(rng.integers(len(ws)))] = str(rng.choice(marks))
+            out.append(" ".join(ws))
+        return out
+
+    pairs = length_matched_pairs(lines(HUMAN_WORDS, 800, 1), marked(lines(HUMAN_WORDS, 2000, 2), WRITER_WORDS),
+                                 seed=0)
+    pool = marked(lines(HUMAN_WORDS, 1800, 6), WRITER_WORDS) + marked(lines(HUMAN_WORDS, 200, 7), ["coffee"])
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    held = length_matched_pairs(lines(HUMAN_WORDS, 300, 3), marked(lines(HUMAN_WORDS, 600, 8), ["coffee"]), seed=1)
+    training = dict(batch_size=32, lr=1e-3, head_lr=1e-2, warmup_steps=2, relevance_weight=0)
+
+    def run(mine_at: tuple[float, ...]) -> tuple[SenseModel, dict]:
+        torch.manual_seed(0)
+        model = SenseModel.from_backbone(tiny_bert)
+        report = train_sense(model, pairs, held, deadline=math.inf, max_steps=STEPS, progress=False,
+                             mine_pool=pool, training=SenseTraining(**training, mine_at=mine_at, mine_lines=2000))
+        return model, report
+
+    plain_model, plain = run(())
+    _, mined = run((0.3,))
+    assert plain["mined"] == [] and [r["step"] for r in mined["mined"]] == [18]
+    assert mined["mined"][0]["read"] == 2000 and mined["mined"][0]["pairs"] > 16
+    assert any(h["event"] == "mine" for h in mined["history"])
+    # what mining finds: the coffee lines are a tenth of the pool and well over a fifth of what the model mines
+    hard = mine_hard(plain_model, pool, top=0.25, max_length=40, bf16=False)
+    assert sum("coffee" in h.split() for h in hard) > 0.2 * len(hard)
+    # and what training on them does: human lines told from coffee lines with a tenth of the errors, or fewer
+    assert 1 - mined["held_out_auc"] < 0.25 * (1 - plain["held_out_auc"])
+
+
+def test_mining_settings_are_checked():
+    with pytest.raises(ValueError, match="mine_at"):
+        SenseTraining(mine_at=(0.7, 0.4))
+    with pytest.raises(ValueError, match="mine_at"):
+        SenseTraining(mine_at=(1.0,))
+    with pytest.raises(ValueError, match="mine_top"):
+        SenseTraining(mine_top=0.0)
 
 
 def test_too_few_pairs_is_a_clear_error(tiny_bert):
