@@ -6,6 +6,10 @@ the zero-shot bi-encoder beside it on the same cases. With --ood PATH..., each e
 dialogue it never saw (every document held out, writers built from the other documents).
 
     .venv/bin/python benchmarks/editor_curve.py --minutes 2.5 5 10 20 [--ood ../shared/samples/srt ...]
+
+With --append the new points join the ones already in OUT.json (a point of the same budget is replaced), so a
+long budget can be run in a later session; each row names the day and the CPU it ran on, and only rows of one
+machine kind belong on one curve.
 """
 
 from __future__ import annotations
@@ -29,15 +33,20 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[2.5, 5, 10, 20])
     parser.add_argument("--ood", nargs="*", default=[], help="held-out dialogue paths (SRT, OPUS XML folders or files)")
     parser.add_argument("--out", default="benchmarks/editor_curve", help="prefix of the .json and .png written")
+    parser.add_argument("--append", action="store_true", help="keep OUT.json's other points (see above)")
     args = parser.parse_args()
 
+    earlier = json.loads(Path(args.out + ".json").read_text()) if args.append and Path(args.out + ".json").is_file() \
+        else []
+    earlier = [r for r in earlier if r["minutes"] not in args.minutes]
     rows = []
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.monotonic()
             recipe = DefaultRecipe.preset("large" if minutes >= 30 else "default", max_minutes=minutes)
             out = train_default(Path(tmp) / "editor", recipe=recipe, progress=False)
-            row = {"minutes": minutes, "wall_s": round(time.monotonic() - started, 1),
+            row = {"minutes": minutes, "wall_s": round(time.monotonic() - started, 1), "machine": machine(),
+                   "date": time.strftime("%Y-%m-%d"),
                    "train": json.loads((out / "train.json").read_text()),
                    "chitchat": json.loads((out / "eval.json").read_text())["scorers"]}
             if args.ood:
@@ -61,9 +70,21 @@ def main() -> None:
               + "; ".join(f"{label} {m[k]['r@1']:.3f} (bi-encoder {b[k]['r@1']:.3f}, n {m[k]['n']})"
                           for k, label in MEASURES if k in m),
               flush=True)
+    rows = sorted(earlier + rows, key=lambda r: r["minutes"])
     Path(args.out + ".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     plot(rows, args.out + ".png")
     print(f"wrote {args.out}.json and {args.out}.png")
+
+
+def machine() -> str:
+    """The CPU's model name, its cores and whether it has AMX: the curve's figures hold for that machine kind."""
+    import os
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    extra = "AMX" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "no bf16"
+    return f"{name}, {os.cpu_count()} cores, {extra}"
 
 
 def plot(rows: list[dict], path: str) -> None:
