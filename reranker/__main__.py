@@ -82,6 +82,10 @@ def _add_train(sub) -> None:
     p.add_argument("--markov-ratio", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=None, help="processes for preparing the dump")
     p.add_argument("--eval-cases", type=int, default=300, help="held-out cases per measure in the final evaluation")
+    p.add_argument("--sense-mine-at", type=float, nargs="+", default=None, metavar="FRACTION",
+                   help="editor recipes: mine hard negatives for the sense model at these fractions of its stage "
+                        "(e.g. 0.35 0.65): the writer's lines it finds most human; off by default (no gain measured "
+                        "in 10 CPU minutes, benchmarks/RESULTS.md)")
     p.add_argument("--hold-out", action="append", default=[], metavar="PATTERN",
                    help="--recipe editor: files matching this pattern (fnmatch on the path or file name, e.g. "
                         "'s09e*.txt' or 'test.txt'; repeatable) are the test split, never trained on; without it "
@@ -225,9 +229,10 @@ def cmd_train(args) -> int:
 
         out = Path(args.out) if args.out else editor_dir("models/default")  # reranker/ in an older model dir
         t0 = time.monotonic()
-        recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
-                                      base_model=args.base_model, eval_cases=args.eval_cases)
         try:
+            recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
+                                          base_model=args.base_model, eval_cases=args.eval_cases,
+                                          sense_mine_at=tuple(args.sense_mine_at) if args.sense_mine_at else None)
             train_default(out, recipe=recipe, progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -253,7 +258,8 @@ def cmd_train(args) -> int:
                 raise ValueError(f"reading the dump took {time.monotonic() - started:.0f} s of the {budget:g}-minute "
                                  "budget: raise --max-minutes")
             recipe = DefaultRecipe.preset(args.preset, max_minutes=left, seed=args.seed,
-                                          base_model=args.base_model, eval_cases=args.eval_cases)
+                                          base_model=args.base_model, eval_cases=args.eval_cases,
+                                          sense_mine_at=tuple(args.sense_mine_at) if args.sense_mine_at else None)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:

@@ -94,6 +94,8 @@ class DefaultRecipe:
             raise ValueError(f"max_train_lines must be at least 100, got {self.max_train_lines}")
         if not 0.0 <= self.sense_seeded_share <= 1.0:
             raise ValueError(f"sense_seeded_share must be within [0, 1], got {self.sense_seeded_share}")
+        if any(not 0.0 < f < 1.0 for f in self.sense_mine_at) or list(self.sense_mine_at) != sorted(self.sense_mine_at):
+            raise ValueError(f"sense_mine_at must be increasing fractions within (0, 1), got {self.sense_mine_at}")
         if not 0.0 <= self.sense_share < 0.9:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 
@@ -400,6 +402,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                             f"{sense_report.get('lines', 0):,} length-matched human and writer lines"
                             + (f" ({sense_report['seeded_lines']:,} of the writer's begun at a topic word, mid-"
                                "sentence)" if sense_report.get("seeded_lines") else "")
+                            + (f", with the writer's lines it found most human mined {len(sense_report['mined'])} "
+                               "times as it trained" if sense_report.get("mined") else "")
                             + (", each human line also ranked above the batch's other lines for its context"
                                if sense_report.get("relevance") else "") + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "

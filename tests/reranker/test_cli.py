@@ -124,7 +124,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
 
     splits = {name: read_split(dump, name)[0] for name in ("train", "val", "test")}
     recipe = DefaultRecipe(max_minutes=2, max_train_lines=400, mix_cases=20, mix_negatives=4, eval_cases=6,
-                           base_model=tiny_bert, sense_share=0.05)
+                           base_model=tiny_bert, sense_share=0.05, sense_mine_at=(0.3,))
     out = train_editor(splits, tmp_path / "editor", recipe=recipe, data_name="tiny dump", progress=False)
     editor = Reranker.load(out, warmup=False)
     assert isinstance(editor, Editor)
@@ -149,6 +149,11 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert editor.sense is not None and train["sense"]["steps"] > 0 and 0.0 <= train["sense"]["held_out_auc"] <= 1.0
     # half its writer lines were begun at topic words, fragments begun mid-sentence, and it is judged against those too
     assert train["sense"]["seeded_lines"] > 0 and 0.0 <= train["sense"]["held_out_auc_seeded"] <= 1.0
+    # ... and against lines written around context words, as a turn writes them
+    assert 0.0 <= train["sense"]["held_out_auc_around"] <= 1.0 and train["sense"]["held_out_pairs_around"] > 0
+    # hard negatives were mined once, 30% into the stage, from fresh writer lines, and the card says so
+    [mined] = train["sense"]["mined"]
+    assert mined["read"] > 0 and 0 < mined["kept"] <= mined["read"] and "mined 1 times" in card
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)

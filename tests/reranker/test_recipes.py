@@ -80,6 +80,18 @@ def test_presets_and_their_overrides():
     assert DefaultRecipe.preset("default", max_minutes=2.5).max_minutes == 2.5
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         DefaultRecipe.preset("huge")
+    assert DefaultRecipe().sense_mine_at == () and DefaultRecipe.preset("large", sense_mine_at=None).sense_mine_at == ()
+    assert DefaultRecipe.preset("default", sense_mine_at=(0.35, 0.65)).sense_mine_at == (0.35, 0.65)
+    with pytest.raises(ValueError, match="sense_mine_at must be increasing fractions"):
+        DefaultRecipe.preset("default", sense_mine_at=(0.65, 0.35))
+
+
+def test_a_bad_mining_schedule_is_a_clear_cli_error(tmp_path, capsys):
+    from reranker.__main__ import main
+
+    assert main(["train", "--default", "--sense-mine-at", "1.5", "--out", str(tmp_path / "editor")]) == 2
+    assert "sense_mine_at must be increasing fractions within (0, 1), got (1.5,)" in capsys.readouterr().err
+    assert not (tmp_path / "editor").exists()
 
 
 def figures(model: tuple[float, float], bi: tuple[float, float], n: int = 100) -> dict:
