@@ -8,9 +8,9 @@ verified), then for held-out chitchat contexts (test-split conversations, never 
 - **query**: `ReplyIndex.search(context, 256)` as the turn calls it (the context's first-stage vector, the graph
   search, the lines decoded), p50 and p99 over one query at a time; and, where the index keeps the editor's
   readings, the look-up of the hits' readings the turn scores them from (`ReplyIndex.kept`);
-- **graph top-64**: the graph search alone, one query at a time over every context, in its own loop (interleaved
-  with the exact search below, each query found its caches flushed by a 512 MB matmul, which no turn does), at
-  the index's own search width and at each `--ef` asked for;
+- **graph top-64**: the graph search alone, one query at a time over every context, in its own loop, at the
+  index's own search width and at each `--ef` asked for (timed right after each query's exact search, as this
+  script once did, every graph query found its caches flushed by a 512 MB product, which no turn does);
 - **recall@64**: the graph's top 64 against exact inner-product search over the same stored vectors, and the exact
   search's own time (numpy over every vector: the peer a user without a graph index would run).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,9 @@ def main() -> None:
     earlier = json.loads(Path(args.out + ".json").read_text()) if args.append and Path(args.out + ".json").is_file() \
         else []
     earlier = [r for r in earlier if r["minutes"] not in args.minutes]
+    if any(r.get("machine", machine()) != machine() for r in earlier):
+        print(f"warning: {args.out}.json holds points of another machine than this one ({machine()}); a curve "
+              "compares one machine kind's points only", file=sys.stderr)
     rows = []
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -78,8 +82,6 @@ def main() -> None:
 
 def machine() -> str:
     """The CPU's model name, its cores and whether it has AMX: the curve's figures hold for that machine kind."""
-    import os
-
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
     flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
@@ -94,10 +96,12 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = [("chitchat", "held-out chitchat")] + ([("ood", "unseen subtitles")] if "ood" in rows[0] else [])
-    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4), squeeze=False)
+    # the unseen-subtitles panel only where every point has it (--append may join runs with and without --ood)
+    sets = [("chitchat", "held-out chitchat")] + ([("ood", "unseen subtitles")] if all("ood" in r for r in rows) else [])
+    sense = [r for r in rows if r["train"].get("sense", {}).get("held_out_auc") is not None]
+    fig, axes = plt.subplots(1, len(sets) + bool(sense), figsize=(6 * (len(sets) + bool(sense)), 4), squeeze=False)
     minutes = [r["minutes"] for r in rows]
-    for ax, (key, title) in zip(axes[0], sets, strict=True):
+    for ax, (key, title) in zip(axes[0], sets, strict=False):  # the sense panel, last, is drawn below
         for (measure, label), color in zip(MEASURES, ("C0", "C1", "C2"), strict=True):
             if measure not in rows[0][key]["model"]:
                 continue
@@ -106,11 +110,24 @@ def plot(rows: list[dict], path: str) -> None:
                         capsize=3, label=f"editor: {label}")
             ax.plot(minutes, [r[key]["bi-encoder"][measure]["r@1"] for r in rows], color=color, ls="--",
                     label=f"zero-shot bi-encoder: {label}")
-        ax.set_xscale("log")
-        ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
-        ax.set_xlabel("build budget (minutes, 2-core CPU)")
         ax.set_ylabel("R@1")
         ax.set_title(title)
+    if sense:  # the sense model ("human or writer?"), held-out length-matched AUC against each kind of writer line
+        ax = axes[0][-1]
+        for key, label, color in (("held_out_auc", "plain writer lines", "C3"),
+                                  ("held_out_auc_seeded", "lines begun at a topic word", "C4"),
+                                  ("held_out_auc_around", "lines written around context words", "C5")):
+            points = [(r["minutes"], r["train"]["sense"][key]) for r in sense if key in r["train"]["sense"]]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=color, marker="o", label=f"against {label}")
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set_ylabel("held-out length-matched AUC")
+        ax.set_title("the sense model")
+    for ax in axes[0]:
+        ax.set_xscale("log")
+        ax.minorticks_off()  # the log axis' minor labels ("3 x 10^0") crowd the budgets' own
+        ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
+        ax.set_xlabel("build budget (minutes, 2-core CPU)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -223,6 +223,18 @@ def cmd_train(args) -> int:
     from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
+    if args.sense_mine_at:  # checked before a dump is read, which can take minutes
+        from reranker.recipes import DefaultRecipe
+
+        if not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model)):
+            print("error: --sense-mine-at applies to the editor recipes (--default, --recipe editor), not to a "
+                  "cross-encoder", file=sys.stderr)
+            return 2
+        try:
+            DefaultRecipe(sense_mine_at=tuple(args.sense_mine_at))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.default:
         from corpus.modeldir import editor_dir
         from reranker.recipes import DefaultRecipe, train_default

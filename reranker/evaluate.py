@@ -180,9 +180,9 @@ def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed:
                         deadline: float = math.inf, per_context: int = 16, seed_words: int = 4) -> list[str]:
     """Up to n distinct writer lines written around the context words of contexts drawn from `contexts`, as a
     turn writes its seeded candidates (`MarkovModel.context_words`, `generate(around=...)`); the engine's
-    filters apply. A writer without a backward table gives plain lines instead."""
+    filters apply. A writer without a backward table (saved before format 4) cannot: none."""
     if getattr(writer, "backward", None) is None:
-        return writer_lines(writer, n, seed, deadline)
+        return []
     text_filter, rng = LineFilter(), np.random.default_rng(seed)
     out: dict[str, str] = {}
     tries = 0

@@ -402,8 +402,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                             f"{sense_report.get('lines', 0):,} length-matched human and writer lines"
                             + (f" ({sense_report['seeded_lines']:,} of the writer's begun at a topic word, mid-"
                                "sentence)" if sense_report.get("seeded_lines") else "")
-                            + (f", with the writer's lines it found most human mined {len(sense_report['mined'])} "
-                               "times as it trained" if sense_report.get("mined") else "")
+                            + (f", with hard negatives (the writer's lines it found most human) mined in "
+                               f"{len(sense_report['mined'])} round(s) as it trained" if sense_report.get("mined")
+                               else "")
                             + (", each human line also ranked above the batch's other lines for its context"
                                if sense_report.get("relevance") else "") + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
@@ -479,16 +480,6 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         fresh = [line for line in lines if dedupe_key(line) not in seen]
         return length_matched_pairs(held_human, fresh, seed=seed, **limits)[: training.held_out_pairs]
 
-    mine_pool: list[str] = []
-    if training.mine_at:  # fresh lines, half as a turn seeds them, half plain; a twentieth of the stage's time
-        n_pool = training.mine_lines * len(training.mine_at)
-        pool_deadline = time.monotonic() + 0.05 * max(0.0, deadline - time.monotonic())
-        train_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
-                          for doc in splits["train"] for i in range(1, len(doc.lines))]
-        around = around_writer_lines(writer, train_contexts, n_pool // 2, recipe.seed + 8, deadline=pool_deadline)
-        plain = writer_lines(writer, n_pool, recipe.seed + 9, deadline=pool_deadline + 1.0)
-        mine_pool = [line for line in dict.fromkeys(x for two in zip_longest(around, plain) for x in two if x) if dedupe_key(line) not in seen]
-        seen.update(dedupe_key(line) for line in mine_pool)  # nor may held-out lines repeat them
     pairs = length_matched_pairs(human, fakes, seed=recipe.seed, **limits)
     held_out = held_pairs(writer_lines(writer, 4 * training.held_out_pairs, recipe.seed + 4, deadline=deadline),
                           recipe.seed + 1)
@@ -497,11 +488,24 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
                                                      4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
-    # ... and against lines written around the words of validation contexts: the kind a turn writes and mines.
+    # ... and against lines written around the words of validation contexts, the kind a turn writes (and mining
+    # reads): enough for the pairs kept, in at most a twentieth of the stage's time.
     val_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
                     for doc in splits["val"] for i in range(1, len(doc.lines))]
-    held_around = held_pairs(around_writer_lines(writer, val_contexts, 4 * training.held_out_pairs, recipe.seed + 10,
-                                                 deadline=deadline), recipe.seed + 3)[:SEEDED_HELD_OUT_PAIRS]
+    around_deadline = time.monotonic() + 0.05 * max(0.0, deadline - time.monotonic())
+    held_around = held_pairs(around_writer_lines(writer, val_contexts, 4 * SEEDED_HELD_OUT_PAIRS, recipe.seed + 10,
+                                                 deadline=around_deadline), recipe.seed + 3)[:SEEDED_HELD_OUT_PAIRS]
+    mine_pool: list[str] = []
+    if training.mine_at:  # fresh lines, half written around context words, half plain; a twentieth of the time
+        n_half = training.mine_lines * len(training.mine_at) // 2
+        pool_deadline = time.monotonic() + 0.05 * max(0.0, deadline - time.monotonic())
+        train_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
+                          for doc in splits["train"] for i in range(1, len(doc.lines))]
+        around = around_writer_lines(writer, train_contexts, n_half, recipe.seed + 8, deadline=pool_deadline)
+        plain = writer_lines(writer, 2 * n_half - len(around), recipe.seed + 9, deadline=pool_deadline + 1.0)
+        held = {dedupe_key(line) for pairs_ in (held_out, held_seeded, held_around) for _, line in pairs_}
+        pool = {dedupe_key(x): x for two in zip_longest(around, plain) for x in two if x}  # the two kinds alternate
+        mine_pool = [line for key, line in pool.items() if key not in seen and key not in held]
     if len(pairs) < training.batch_size or time.monotonic() > deadline - 1.0:
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)

@@ -247,19 +247,24 @@ class PairStream:
 
 @torch.no_grad()
 def mine_hard(model: SenseModel, lines: list[str], *, top: float, max_length: int, bf16: bool,
-              batch_size: int = 256) -> list[str]:
+              batch_size: int = 256, deadline: float = math.inf) -> tuple[list[str], int]:
     """The `top` share of `lines` the model (mid-training: fp32 weights, read under bf16 autocast where the CPU
-    has it) finds most human, taken at each word count so every length stays represented."""
+    has it) finds most human, taken at each word count so every length stays represented, and how many lines it
+    read: past `deadline` (time.monotonic()) the lines not read yet are left out."""
     encoder, net = model.encoder, model.encoder.model
     was_training = net.training
     net.eval()
     cut = max_length - 2
     ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(lines)]
-    logits = np.empty(len(lines), dtype=np.float32)
-    order = np.argsort([len(x) for x in ids], kind="stable")  # like lengths together: little padding
+    logits = np.full(len(lines), np.nan, dtype=np.float32)
+    # Like lengths together (little padding), the batches in a random order so a deadline cuts every length alike.
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for b in np.random.default_rng(len(lines)).permutation(len(batches)):
+            if time.monotonic() > deadline:
+                break
+            rows = batches[b]
             input_ids, attention_mask = pad_batch([ids[i] for i in rows], encoder.pad_id, encoder.device)
             with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
                 hidden = net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -268,12 +273,13 @@ def mine_hard(model: SenseModel, lines: list[str], *, top: float, max_length: in
         net.train(was_training)
     by_length: dict[int, list[int]] = defaultdict(list)
     for i, line in enumerate(lines):
-        by_length[len(words(line))].append(i)
+        if not np.isnan(logits[i]):
+            by_length[len(words(line))].append(i)
     hard = []
     for rows in by_length.values():
         rows.sort(key=lambda i: -logits[i])
         hard += [lines[i] for i in rows[: math.ceil(top * len(rows))]]
-    return hard
+    return hard, int((~np.isnan(logits)).sum())
 
 
 def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[tuple[str, str]], *,
@@ -335,12 +341,14 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
                 mine_at.pop(0)
                 began = time.monotonic()
                 chunk, mine_pool = mine_pool[: training.mine_lines], mine_pool[training.mine_lines :]
-                hard = mine_hard(model, chunk, top=training.mine_top, max_length=training.max_length, bf16=bf16)
+                # at most half the time left: the mined lines must still be trained on
+                hard, read = mine_hard(model, chunk, top=training.mine_top, max_length=training.max_length, bf16=bf16,
+                                 deadline=began + 0.5 * max(0.0, deadline - began))
                 hard_pairs = length_matched_pairs(human, hard, min_words=training.min_words,
                                                   max_words=training.max_words, seed=training.seed + len(mined) + 1)
                 if len(hard_pairs) >= half:
                     hard_stream = PairStream(hard_pairs, half, training.bucket_batches, rng)
-                mined.append({"step": step, "read": len(chunk), "kept": len(hard), "pairs": len(hard_pairs),
+                mined.append({"step": step, "offered": len(chunk), "read": read, "kept": len(hard), "pairs": len(hard_pairs),
                               "seconds": round(time.monotonic() - began, 1)})
                 history.append({"event": "mine", "stage": "sense", **mined[-1]})
                 mine_at = mine_at if mine_pool else []

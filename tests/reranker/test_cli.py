@@ -153,7 +153,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert 0.0 <= train["sense"]["held_out_auc_around"] <= 1.0 and train["sense"]["held_out_pairs_around"] > 0
     # hard negatives were mined once, 30% into the stage, from fresh writer lines, and the card says so
     [mined] = train["sense"]["mined"]
-    assert mined["read"] > 0 and 0 < mined["kept"] <= mined["read"] and "mined 1 times" in card
+    assert mined["read"] > 0 and 0 < mined["kept"] <= mined["read"] and "mined in 1 round(s)" in card
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)

@@ -92,6 +92,11 @@ def test_a_bad_mining_schedule_is_a_clear_cli_error(tmp_path, capsys):
     assert main(["train", "--default", "--sense-mine-at", "1.5", "--out", str(tmp_path / "editor")]) == 2
     assert "sense_mine_at must be increasing fractions within (0, 1), got (1.5,)" in capsys.readouterr().err
     assert not (tmp_path / "editor").exists()
+    # a dump is not read when the flag is wrong, nor does a cross-encoder take it
+    assert main(["train", "--dump", str(tmp_path / "none"), "--sense-mine-at", "0.5", "0.2"]) == 2
+    assert "increasing fractions" in capsys.readouterr().err
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--sense-mine-at", "0.5"]) == 2
+    assert "applies to the editor recipes" in capsys.readouterr().err
 
 
 def figures(model: tuple[float, float], bi: tuple[float, float], n: int = 100) -> dict:
