@@ -249,6 +249,36 @@ def test_when_the_editor_reads_nothing_the_index_hits_are_still_scored_from_thei
         eng.close()
 
 
+def test_a_turn_that_reaches_its_filter_late_still_passes_every_index_hit(tiny_markov):
+    # Under load a turn waits for a thread and reaches its filter past the deadline: the filter then stops at its
+    # first chunk of 64. The index's hits come first and cost the editor nothing, so all of them go through.
+    clock = FakeClock()
+    editor = KeptScorer(clock, per_candidate=10.0)  # reads nothing
+    lines = [f"filler line number {i} about nothing" for i in range(300)]
+    lines[200] = "i love pizza on sundays."  # the editor's best, by its kept reading, far past the first chunk
+    index = KeptIndex(lines, [9.0 if i == 200 else 0.0 for i in range(300)])
+    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64, index_k=300),
+                 first_stage=FirstStageWords(), indexes={"default": index}, clock=clock)
+    try:
+        r = eng.reply(HISTORY, seed=1, budget_ms=1000, started=clock() - 0.7)  # 700 of 1000 ms gone: filter's passed
+        assert r.stats["filtered"] >= 300 and r.stats["sources"]["index"] == 300
+        assert r.reply == "i love pizza on sundays." and r.stats["source"] == "index" and r.score == 9.0
+    finally:
+        eng.close()
+
+
+def test_the_filter_deadline_spares_the_first_candidates_it_must_pass():
+    from server.engine import Candidates, TextFilter, Turn
+
+    ticks = iter(range(10**6))
+    candidates = Candidates([f"dogs are nice {i}" for i in range(1000)],
+                            [["dogs", "are", "nice", str(i)] for i in range(1000)], np.zeros(1000))
+    kept = TextFilter(EngineConfig()).apply(candidates, [Turn("user", "hi")], stop_at=0, always=300,
+                                            clock=lambda: next(ticks))
+    # past the deadline from the start: the first 300 pass all the same, then it stops at the next check (n = 319)
+    assert kept.texts == candidates.texts[:319]
+
+
 def test_kept_readings_that_fail_to_score_are_read_by_the_editor_instead(tiny_markov, caplog):
     clock = FakeClock()
     editor = KeptScorer(clock, per_candidate=0.001, fail=True)
