@@ -158,6 +158,9 @@ def main() -> int:
     parser.add_argument("--context-share", type=float, action="append", default=[],
                         help="run each --model once per value of EngineConfig.context_share (the share of candidates "
                         "written around the context's words); default: the engine's own setting")
+    parser.add_argument("--index-k", type=int, action="append", default=[],
+                        help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
+                        "from a reply index that keeps the editor's readings); default: the engine's own setting")
     parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (`areply` on one event loop, "
                         "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
     args = parser.parse_args()
@@ -182,12 +185,12 @@ def main() -> int:
     engines = {"engine, zero-shot bi-encoder editor": zero_shot}
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
-        if not args.context_share:
-            engines[f"engine, {m}"] = engine
-        for share in args.context_share:
-            engines[f"engine, {m}, context_share {share}"] = type(engine)(
-                engine.personas, engine.editor, dataclasses.replace(engine.config, context_share=share),
-                first_stage=engine.first_stage, indexes=engine.indexes)
+        for share in args.context_share or [None]:
+            for k in args.index_k or [None]:
+                changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k)) if v is not None}
+                engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(
+                    engine.personas, engine.editor, dataclasses.replace(engine.config, **changes),
+                    first_stage=engine.first_stage, indexes=engine.indexes) if changes else engine
     for name, engine in engines.items():
         started = time.perf_counter()
 

@@ -87,7 +87,11 @@ class EngineConfig(LineRules):
     context_seed_words: int = 4  # at most this many of those words, the rarest in the writer's corpus first
     context_seed_lines: int = 2  # ... of the newest this many lines
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
-    index_k: int = 256  # lines a persona's reply index adds to a turn (0: none)
+    index_k: int = 256  # lines a persona's reply index adds to a turn, for the editor to read (0: no index)
+    # ... from an index that keeps the editor's readings of its lines: they are scored without a read, so a turn
+    # can take more. At 16 clients x 500 ms (1M entries) 512 lifted judged human 0.70-0.74 -> 0.77 and parses
+    # 0.63-0.65 -> 0.73 over 256, where 768 and 1,024 fell back (benchmarks/RESULTS.md, "Sixteen clients").
+    index_k_kept: int = 512
     # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
     # min_live_candidates): see `Engine.live_candidates`. 0 turns the scaling off.
     live_per_read: float = 8.0
@@ -107,8 +111,8 @@ class EngineConfig(LineRules):
             raise ValueError(
                 f"need 0 <= generation_share ({self.generation_share}) <= filter_share ({self.filter_share}) <= 1"
             )
-        if self.index_k < 0:
-            raise ValueError(f"index_k must be >= 0, got {self.index_k}")
+        if self.index_k < 0 or self.index_k_kept < 0:
+            raise ValueError(f"index_k and index_k_kept must be >= 0, got {self.index_k}, {self.index_k_kept}")
         if self.live_per_read < 0 or self.min_live_candidates < 1:
             raise ValueError("live_per_read must be >= 0 and min_live_candidates >= 1")
         if not 0.0 <= self.topic_share <= 1.0 or not 0.0 <= self.context_share <= 1.0:
@@ -627,14 +631,17 @@ class Engine:
         return Candidates([v[0] for v in values], [v[2] for v in values], np.asarray([v[1] for v in values], np.float64))
 
     def recall(self, plan: TurnPlan) -> Candidates:
-        """The persona's reply index's `index_k` lines nearest the context (none without an index).
+        """The persona's reply index's `index_k` lines nearest the context (`index_k_kept` where the index keeps
+        the editor's readings; none without an index, or with `index_k` 0).
 
         They were judged and embedded when the index was built; here they only join the live candidates, to pass
         the same text rules and be ordered by the same first stage.
         """
         index = self.indexes.get(plan.persona)
         k = self.config.index_k
-        if not self._keeps_readings(index):  # hits the editor must read are scaled under load as the live ones
+        if k and self._keeps_readings(index):
+            k = self.config.index_k_kept
+        elif k:  # hits the editor must read are scaled under load as the live ones
             k = min(k, max(plan.n_candidates, self.config.min_live_candidates))
         none = Candidates([], [], np.zeros(0))
         if index is None or k < 1:

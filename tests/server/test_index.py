@@ -257,7 +257,7 @@ def test_a_turn_that_reaches_its_filter_late_still_passes_every_index_hit(tiny_m
     lines = [f"filler line number {i} about nothing" for i in range(300)]
     lines[200] = "i love pizza on sundays."  # the editor's best, by its kept reading, far past the first chunk
     index = KeptIndex(lines, [9.0 if i == 200 else 0.0 for i in range(300)])
-    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64, index_k=300),
+    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64, index_k_kept=300),
                  first_stage=FirstStageWords(), indexes={"default": index}, clock=clock)
     try:
         r = eng.reply(HISTORY, seed=1, budget_ms=1000, started=clock() - 0.7)  # 700 of 1000 ms gone: filter's passed
@@ -265,6 +265,31 @@ def test_a_turn_that_reaches_its_filter_late_still_passes_every_index_hit(tiny_m
         assert r.reply == "i love pizza on sundays." and r.stats["source"] == "index" and r.score == 9.0
     finally:
         eng.close()
+
+
+def test_an_index_with_kept_readings_offers_index_k_kept_hits_and_one_without_index_k(tiny_markov):
+    clock = FakeClock()
+    lines = [f"filler line number {i} about nothing" for i in range(1000)]
+    kept, plain = KeptIndex(lines, np.zeros(1000)), FakeIndex(lines)
+    config = EngineConfig(n_candidates=64)
+    assert (config.index_k, config.index_k_kept) == (256, 512)
+    for index, k in ((kept, 512), (plain, 64)):  # hits the editor must read are scaled as the live ones (64 here)
+        eng = Engine({"default": tiny_markov}, KeptScorer(clock, per_candidate=10.0), config,
+                     first_stage=FirstStageWords(), indexes={"default": index}, clock=clock)
+        try:
+            eng.reply(HISTORY, seed=1, budget_ms=100)
+            assert index.calls[-1][1] == k
+        finally:
+            eng.close()
+    eng = Engine({"default": tiny_markov}, KeptScorer(clock, per_candidate=10.0), EngineConfig(index_k=0),
+                 first_stage=FirstStageWords(), indexes={"default": kept}, clock=clock)
+    try:  # index_k 0 turns the index off, kept readings or not
+        calls = len(kept.calls)
+        assert eng.reply(HISTORY, seed=1, budget_ms=100).stats["sources"]["index"] == 0 and len(kept.calls) == calls
+    finally:
+        eng.close()
+    with pytest.raises(ValueError, match="index_k_kept"):
+        EngineConfig(index_k_kept=-1)
 
 
 def test_the_filter_deadline_spares_the_first_candidates_it_must_pass():
