@@ -5,7 +5,8 @@ verified), then for held-out chitchat contexts (test-split conversations, never 
 
 - **memory added**: the process's resident memory before loading, after loading, and after all the queries (the
   mapped pages a query touches count once read);
-- **query**: `ReplyIndex.search(context, 256)` as the turn calls it (the context's first-stage vector, the graph
+- **query**: `ReplyIndex.search(context, k)` as the turn calls it (k: `EngineConfig.index_k_kept` where the index
+  keeps the editor's readings, else `index_k`; the context's first-stage vector, the graph
   search, the lines decoded), p50 and p99 over one query at a time; and, where the index keeps the editor's
   readings, the look-up of the hits' readings the turn scores them from (`ReplyIndex.kept`);
 - **graph top-64**: the graph search alone, one query at a time over every context, in its own loop, at the
@@ -89,10 +90,13 @@ def main() -> int:
     print(f"index: {len(index):,} entries, loaded (sha256 verified, mapped) in {load_s:.1f} s; "
           f"builds: {index.info.get('builds')}")
 
+    from server.engine import EngineConfig
+
+    k = EngineConfig().index_k_kept if index.reads is not None else EngineConfig().index_k  # as the turn asks
     times, kept_times = [], []
     for context in contexts:
         t = time.perf_counter()
-        hits = index.search(context, 256)
+        hits = index.search(context, k)
         times.append(time.perf_counter() - t)
         if index.reads is not None:
             t = time.perf_counter()
@@ -101,7 +105,7 @@ def main() -> int:
     queried = rss_mb()
     if kept_times:
         kept_ms = [1000 * t for t in kept_times]
-        print(f"readings of the 256 hits (`kept`, {index.reads.shape[1]} f16 values a line, "
+        print(f"readings of the {k} hits (`kept`, {index.reads.shape[1]} f16 values a line, "
               f"{index.reads.nbytes / 2**20:.0f} MB on disk): p50 {np.percentile(kept_ms, 50):.2f} ms, "
               f"p99 {np.percentile(kept_ms, 99):.2f} ms")
 
@@ -130,7 +134,7 @@ def main() -> int:
         rows_out.append((ef, np.percentile(top64, 50), np.percentile(top64, 99), np.mean(graph_s), recall))
     index.graph.expansion_search = own
     graph_ms = [1000 * t for t in times]
-    print("\n| entries | memory added: loaded / after queries (MB) | the turn's search(context, 256) p50 / p99 ms "
+    print(f"\n| entries | memory added: loaded / after queries (MB) | the turn's search(context, {k}) p50 / p99 ms "
           f"| exact top-64 mean ms |\n|---|---|---|---|\n| {len(index):,} | {loaded - before:.0f} / "
           f"{queried - before:.0f} | {np.percentile(graph_ms, 50):.2f} / {np.percentile(graph_ms, 99):.2f} | "
           f"{1000 * np.mean(exact_s):.1f} |")
