@@ -223,15 +223,16 @@ def cmd_train(args) -> int:
     from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
-    if args.sense_mine_at:  # checked before a dump is read, which can take minutes
-        from reranker.recipes import DefaultRecipe
+    mine_at = tuple(args.sense_mine_at) if args.sense_mine_at else None
+    if mine_at:  # checked before a dump is read, which can take minutes
+        from reranker.sense import check_schedule
 
         if not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model)):
             print("error: --sense-mine-at applies to the editor recipes (--default, --recipe editor), not to a "
                   "cross-encoder", file=sys.stderr)
             return 2
         try:
-            DefaultRecipe(sense_mine_at=tuple(args.sense_mine_at))
+            check_schedule("sense_mine_at", mine_at)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -244,7 +245,7 @@ def cmd_train(args) -> int:
         try:
             recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=tuple(args.sense_mine_at) if args.sense_mine_at else None)
+                                          sense_mine_at=mine_at)
             train_default(out, recipe=recipe, progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -271,7 +272,7 @@ def cmd_train(args) -> int:
                                  "budget: raise --max-minutes")
             recipe = DefaultRecipe.preset(args.preset, max_minutes=left, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=tuple(args.sense_mine_at) if args.sense_mine_at else None)
+                                          sense_mine_at=mine_at)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:

@@ -32,7 +32,14 @@ from corpus.text import content_words, dedupe_key, words
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
-from reranker.sense import SenseModel, SenseTraining, held_out_auc, length_matched_pairs, train_sense
+from reranker.sense import (
+    SenseModel,
+    SenseTraining,
+    check_schedule,
+    held_out_auc,
+    length_matched_pairs,
+    train_sense,
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,7 @@ class DefaultRecipe:
             raise ValueError(f"max_train_lines must be at least 100, got {self.max_train_lines}")
         if not 0.0 <= self.sense_seeded_share <= 1.0:
             raise ValueError(f"sense_seeded_share must be within [0, 1], got {self.sense_seeded_share}")
-        if any(not 0.0 < f < 1.0 for f in self.sense_mine_at) or list(self.sense_mine_at) != sorted(self.sense_mine_at):
-            raise ValueError(f"sense_mine_at must be increasing fractions within (0, 1), got {self.sense_mine_at}")
+        check_schedule("sense_mine_at", self.sense_mine_at)
         if not 0.0 <= self.sense_share < 0.9:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 
@@ -488,20 +494,21 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
                                                      4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
+    def seed_contexts(docs: list) -> list[list[str]]:  # each line's newest two before it, as a turn seeds from
+        return [[line.text for line in doc.lines[max(0, i - 2) : i]] for doc in docs for i in range(1, len(doc.lines))]
+
     # ... and against lines written around the words of validation contexts, the kind a turn writes (and mining
     # reads): enough for the pairs kept, in at most a twentieth of the stage's time.
-    val_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
-                    for doc in splits["val"] for i in range(1, len(doc.lines))]
     around_deadline = time.monotonic() + 0.05 * max(0.0, deadline - time.monotonic())
-    held_around = held_pairs(around_writer_lines(writer, val_contexts, 4 * SEEDED_HELD_OUT_PAIRS, recipe.seed + 10,
-                                                 deadline=around_deadline), recipe.seed + 3)[:SEEDED_HELD_OUT_PAIRS]
+    around_val = around_writer_lines(writer, seed_contexts(splits["val"]), 4 * SEEDED_HELD_OUT_PAIRS,
+                                     recipe.seed + 10, deadline=around_deadline)
+    held_around = held_pairs(around_val, recipe.seed + 3)[:SEEDED_HELD_OUT_PAIRS]
     mine_pool: list[str] = []
     if training.mine_at:  # fresh lines, half written around context words, half plain; a twentieth of the time
         n_half = training.mine_lines * len(training.mine_at) // 2
         pool_deadline = time.monotonic() + 0.05 * max(0.0, deadline - time.monotonic())
-        train_contexts = [[line.text for line in doc.lines[max(0, i - 2) : i]]
-                          for doc in splits["train"] for i in range(1, len(doc.lines))]
-        around = around_writer_lines(writer, train_contexts, n_half, recipe.seed + 8, deadline=pool_deadline)
+        around = around_writer_lines(writer, seed_contexts(splits["train"]), n_half, recipe.seed + 8,
+                                     deadline=pool_deadline)
         plain = writer_lines(writer, 2 * n_half - len(around), recipe.seed + 9, deadline=pool_deadline + 1.0)
         held = {dedupe_key(line) for pairs_ in (held_out, held_seeded, held_around) for _, line in pairs_}
         pool = {dedupe_key(x): x for two in zip_longest(around, plain) for x in two if x}  # the two kinds alternate

@@ -80,14 +80,19 @@ class SenseTraining:
             raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
         if self.bucket_batches < 0:
             raise ValueError(f"bucket_batches must be >= 0, got {self.bucket_batches}")
-        if any(not 0.0 < f < 1.0 for f in self.mine_at) or list(self.mine_at) != sorted(self.mine_at):
-            raise ValueError(f"mine_at must be increasing fractions within (0, 1), got {self.mine_at}")
+        check_schedule("mine_at", self.mine_at)
         if not 0.0 < self.mine_top <= 1.0 or not 0.0 <= self.mine_share <= 1.0 or self.mine_lines < 1:
             raise ValueError(f"need 0 < mine_top <= 1, 0 <= mine_share <= 1 and mine_lines >= 1, got "
                              f"{self.mine_top}, {self.mine_share}, {self.mine_lines}")
         if self.relevance_weight < 0 or self.relevance_scale <= 0:
             raise ValueError(f"need relevance_weight >= 0 and relevance_scale > 0, got {self.relevance_weight}, "
                              f"{self.relevance_scale}")
+
+
+def check_schedule(name: str, fractions: tuple[float, ...]) -> None:
+    """Raise ValueError unless `fractions` increase within (0, 1): points of a run, such as when to mine."""
+    if any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(fractions):
+        raise ValueError(f"{name} must be increasing fractions within (0, 1), got {fractions}")
 
 
 class SenseModel:
@@ -342,8 +347,8 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
                 began = time.monotonic()
                 chunk, mine_pool = mine_pool[: training.mine_lines], mine_pool[training.mine_lines :]
                 # at most half the time left: the mined lines must still be trained on
-                hard, read = mine_hard(model, chunk, top=training.mine_top, max_length=training.max_length, bf16=bf16,
-                                 deadline=began + 0.5 * max(0.0, deadline - began))
+                hard, read = mine_hard(model, chunk, top=training.mine_top, max_length=training.max_length,
+                                       bf16=bf16, deadline=began + 0.5 * max(0.0, deadline - began))
                 hard_pairs = length_matched_pairs(human, hard, min_words=training.min_words,
                                                   max_words=training.max_words, seed=training.seed + len(mined) + 1)
                 if len(hard_pairs) >= half:

@@ -698,12 +698,13 @@ class Engine:
         """Every text rule (`TextFilter`); stops at the budget's filter deadline, keeping what passed by then, but
         never before the reply index's hits (they come first, at most `index_k`) are through."""
         began = self.clock()
+        hits = np.flatnonzero(candidates.sources())
         # A turn that waited for a thread reaches its filter past the deadline. Cut at its first chunk, it kept 63
         # of 256 hits whose scores cost nothing (the index's kept readings): at 16 clients, judged and parsed
         # replies from a quarter of what the index offered. The hits are a few hundred cheap checks.
         kept = self.text_filter.apply(
             candidates, plan.turns, plan.speaker, stop_at=plan.budget.filter_deadline, clock=self.clock,
-            always=int(np.flatnonzero(candidates.sources())[-1]) + 1 if candidates.sources().any() else 0,
+            always=int(hits[-1]) + 1 if len(hits) else 0,
         )
         plan.stats["filtered"] = len(kept)
         plan.stage_ms["filter"] = self._ms_since(began)
