@@ -1,11 +1,17 @@
-"""How the default editor's quality grows with its build budget: held-out R@1 against minutes, and a PNG.
+"""How an editor's quality grows with its build budget: held-out R@1 against minutes, and a PNG.
 
 Each budget builds the editor from scratch with `train_default` (prep, the sense model's fine-tune, embedding,
-fluency head, mix and the evaluation all inside the budget; the sense model's held-out AUC is printed too) and reads back the figures it measured on the held-out chitchat conversations,
-the zero-shot bi-encoder beside it on the same cases. With --ood PATH..., each editor is also evaluated on
-dialogue it never saw (every document held out, writers built from the other documents).
+fluency head, mix and the evaluation all inside the budget; the sense model's held-out AUC is printed too) and
+reads back the figures it measured on the held-out chitchat conversations, the zero-shot bi-encoder beside it on
+the same cases. With --dump PATH... (and --hold-out patterns) it builds the dialogue editor of
+`train --dump ... --recipe editor` instead, from a dump read once before the first budget (the reading time is
+printed, not counted in the budget), and its own held-out figures are the held-out documents'. With --ood
+PATH..., each editor is also evaluated on dialogue it never saw (every document held out, writers built from the
+other documents).
 
     .venv/bin/python benchmarks/editor_curve.py --minutes 2.5 5 10 20 [--ood ../shared/samples/srt ...]
+    .venv/bin/python benchmarks/editor_curve.py --dump ../shared/data --hold-out 's09e*.txt' 's10e*.txt' test.txt \
+        --minutes 2 5 10 30 60 --ood ../shared/samples/srt ../shared/samples/opus_xml --out benchmarks/dialogue_curve
 
 With --append the new points join the ones already in OUT.json (a point of the same budget is replaced), so a
 long budget can be run in a later session; each row names the day and the CPU it ran on, and only rows of one
@@ -24,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reranker.recipes import DefaultRecipe, train_default  # noqa: E402
+from reranker.recipes import DefaultRecipe, train_default, train_editor  # noqa: E402
 
 MEASURES = (("select100", "R@1 of 100"), ("writer99", "R@1 vs 99 writer lines"), ("select10", "R@1 of 10"))
 
@@ -35,6 +41,9 @@ def main() -> None:
     parser.add_argument("--ood", nargs="*", default=[], help="held-out dialogue paths (SRT, OPUS XML folders or files)")
     parser.add_argument("--out", default="benchmarks/editor_curve", help="prefix of the .json and .png written")
     parser.add_argument("--append", action="store_true", help="keep OUT.json's other points (see above)")
+    parser.add_argument("--dump", nargs="*", default=[], help="build the dialogue editor from this dump, not chitchat")
+    parser.add_argument("--hold-out", nargs="*", default=[], help="with --dump: file patterns held out as the test split")
+    parser.add_argument("--keep", help="save the editor of the longest budget here (it is deleted otherwise)")
     args = parser.parse_args()
 
     earlier = json.loads(Path(args.out + ".json").read_text()) if args.append and Path(args.out + ".json").is_file() \
@@ -43,16 +52,31 @@ def main() -> None:
     if any(r.get("machine", machine()) != machine() for r in earlier):
         print(f"warning: {args.out}.json holds points of another machine than this one ({machine()}); a curve "
               "compares one machine kind's points only", file=sys.stderr)
+    own = "own" if args.dump else "chitchat"  # the key of the editor's own held-out figures in a row
+    splits = None
+    if args.dump:
+        from reranker.__main__ import read_split
+
+        started = time.monotonic()
+        splits = {name: read_split(args.dump, name, hold_out=tuple(args.hold_out))[0]
+                  for name in ("train", "val", "test")}
+        print(f"read {' '.join(args.dump)} in {time.monotonic() - started:.0f} s: "
+              + ", ".join(f"{name} {len(docs):,} documents" for name, docs in splits.items()), flush=True)
     rows = []
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.monotonic()
             recipe = DefaultRecipe.preset("large" if minutes >= 30 else "default", max_minutes=minutes)
-            out = train_default(Path(tmp) / "editor", recipe=recipe, progress=False)
+            keep = args.keep and minutes == max(args.minutes)
+            out = Path(args.keep) if keep else Path(tmp) / "editor"
+            if splits is None:
+                train_default(out, recipe=recipe, progress=False)
+            else:
+                train_editor(splits, out, recipe=recipe, data_name=" ".join(args.dump), progress=False)
             row = {"minutes": minutes, "wall_s": round(time.monotonic() - started, 1), "machine": machine(),
-                   "date": time.strftime("%Y-%m-%d"),
+                   "date": time.strftime("%Y-%m-%d"), "data": " ".join(args.dump) or "chitchat",
                    "train": json.loads((out / "train.json").read_text()),
-                   "chitchat": json.loads((out / "eval.json").read_text())["scorers"]}
+                   own: json.loads((out / "eval.json").read_text())["scorers"]}
             if args.ood:
                 from reranker import Reranker
                 from reranker.__main__ import evaluate_on, read_split
@@ -60,14 +84,17 @@ def main() -> None:
                 docs, _ = read_split(args.ood, "all")
                 row["ood"] = evaluate_on(Reranker.load(out), args.ood, docs, split="all", baseline=True, writer=None,
                                          seed=0, progress=False)["scorers"]
-        for scorers in (row["chitchat"], row.get("ood", {})):
+        for scorers in (row[own], row.get("ood", {})):
             for figures in scorers.values():
                 for m in figures.values():
                     if isinstance(m, dict):
                         m.pop("ranks", None)
                         m.pop("wins", None)
         rows.append(row)
-        m, b = row["chitchat"]["model"], row["chitchat"]["bi-encoder"]
+        # written after each budget, so a session cut short keeps the points it finished
+        Path(args.out + ".json").write_text(json.dumps(sorted(earlier + rows, key=lambda r: r["minutes"]), indent=1),
+                                            encoding="utf-8")
+        m, b = row[own]["model"], row[own]["bi-encoder"]
         sense = row["train"].get("sense", {})
         print(f"{minutes:5.1f} min ({row['wall_s']:.0f} s wall): sense {sense.get('lines', 0):,} lines, held-out AUC "
               f"{sense.get('held_out_auc', float('nan')):.3f}; fluency lines {row['train']['fluency'].get('n_train', 0):,}; "
@@ -75,7 +102,6 @@ def main() -> None:
                           for k, label in MEASURES if k in m),
               flush=True)
     rows = sorted(earlier + rows, key=lambda r: r["minutes"])
-    Path(args.out + ".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     plot(rows, args.out + ".png")
     print(f"wrote {args.out}.json and {args.out}.png")
 
@@ -97,7 +123,8 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     # the unseen-subtitles panel only where every point has it (--append may join runs with and without --ood)
-    sets = [("chitchat", "held-out chitchat")] + ([("ood", "unseen subtitles")] if all("ood" in r for r in rows) else [])
+    own = ("own", "its own held-out documents") if "own" in rows[0] else ("chitchat", "held-out chitchat")
+    sets = [own] + ([("ood", "unseen subtitles")] if all("ood" in r for r in rows) else [])
     sense = [r for r in rows if r["train"].get("sense", {}).get("held_out_auc") is not None]
     fig, axes = plt.subplots(1, len(sets) + bool(sense), figsize=(6 * (len(sets) + bool(sense)), 4), squeeze=False)
     minutes = [r["minutes"] for r in rows]
