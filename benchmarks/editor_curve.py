@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reranker import Reranker  # noqa: E402
+from reranker.__main__ import evaluate_on, read_split  # noqa: E402
 from reranker.recipes import DefaultRecipe, train_default, train_editor  # noqa: E402
 
 MEASURES = (("select100", "R@1 of 100"), ("writer99", "R@1 vs 99 writer lines"), ("select10", "R@1 of 10"))
@@ -55,8 +57,6 @@ def main() -> None:
     own = "own" if args.dump else "chitchat"  # the key of the editor's own held-out figures in a row
     splits = None
     if args.dump:
-        from reranker.__main__ import read_split
-
         started = time.monotonic()
         splits = {name: read_split(args.dump, name, hold_out=tuple(args.hold_out))[0]
                   for name in ("train", "val", "test")}
@@ -78,9 +78,6 @@ def main() -> None:
                    "train": json.loads((out / "train.json").read_text()),
                    own: json.loads((out / "eval.json").read_text())["scorers"]}
             if args.ood:
-                from reranker import Reranker
-                from reranker.__main__ import evaluate_on, read_split
-
                 docs, _ = read_split(args.ood, "all")
                 row["ood"] = evaluate_on(Reranker.load(out), args.ood, docs, split="all", baseline=True, writer=None,
                                          seed=0, progress=False)["scorers"]

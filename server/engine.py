@@ -696,7 +696,7 @@ class Engine:
 
     def filter(self, plan: TurnPlan, candidates: Candidates) -> Candidates:
         """Every text rule (`TextFilter`); stops at the budget's filter deadline, keeping what passed by then, but
-        never before the reply index's hits (they come first, at most `index_k`) are through."""
+        never before the reply index's hits (they come first, at most `index_k_kept`) are through."""
         began = self.clock()
         hits = np.flatnonzero(candidates.sources())
         # A turn that waited for a thread reaches its filter past the deadline. Cut at its first chunk, it kept 63
