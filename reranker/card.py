@@ -217,6 +217,25 @@ def measures_worse(metrics: dict, model: str = "model", baseline: str = "bi-enco
                      for m, x, y in zip(HEADLINE, mine, theirs, strict=True))
 
 
+def headline_gap(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> tuple[float, float, int] | None:
+    """How far `model`'s mean R@1 over the HEADLINE measures lies below `baseline`'s, its standard error (paired
+    where the per-case ranks were kept) and the fewest cases of a measure; None when a measure is missing."""
+    scorers = metrics.get("scorers", {})
+    a, b = scorers.get(model), scorers.get(baseline)
+    if not a or not b or not all(a.get(m, {}).get("n") and b.get(m, {}).get("n") for m in HEADLINE):
+        return None
+    gaps, variances = [], []
+    for m in HEADLINE:
+        gaps.append(b[m]["r@1"] - a[m]["r@1"])
+        hits_a, hits_b = _hits(a[m], m), _hits(b[m], m)
+        if hits_a is not None and hits_b is not None and len(hits_a) == len(hits_b):
+            variances.append(standard_error(hits_a - hits_b) ** 2)
+        else:
+            variances.append(a[m]["r@1_se"] ** 2 + b[m]["r@1_se"] ** 2)
+    # the measures' cases are drawn apart, so the variance of their mean is the mean of variances over the count
+    return float(np.mean(gaps)), float(np.sqrt(np.sum(variances)) / len(HEADLINE)), min(a[m]["n"] for m in HEADLINE)
+
+
 def _hits(figures: dict, measure: str) -> np.ndarray | None:
     """Per-case 0/1 successes of a measure's figures (true line first, or swap won), if they were kept."""
     if measure == "swap":

@@ -120,6 +120,35 @@ def test_measures_worse_compares_the_mean_of_the_headline_measures():
     assert measures_worse({"scorers": {"model": {}, "bi-encoder": {}}}) is None  # nothing measured: nothing said
 
 
+def test_headline_gap_is_paired_where_the_ranks_were_kept():
+    from reranker.card import headline_gap
+
+    figs = figures((0.30, 0.38), (0.31, 0.40))  # no ranks kept: unpaired errors, sqrt(4 * 0.03**2) / 2
+    gap, se, n = headline_gap(figs)
+    assert gap == pytest.approx(0.015) and se == pytest.approx(0.03) and n == 100
+    for scorer, ranks in (("model", [1, 1, 2, 3]), ("bi-encoder", [1, 2, 2, 1])):  # per-case hits 1100 / 1001
+        for m in ("select100", "writer99"):
+            figs["scorers"][scorer][m].update(ranks=ranks, n=4)
+    gap, se, n = headline_gap(figs)  # differences 0, 1, 0, -1 on each measure: SE 0.408, of the mean 0.289
+    assert se == pytest.approx(np.std([0, 1, 0, -1], ddof=1) / 2 * np.sqrt(2) / 2) and n == 4
+    assert headline_gap({"scorers": {"model": {}, "bi-encoder": {}}}) is None
+
+
+def test_a_close_call_is_called_one_when_the_scorer_falls_back(tmp_path, capsys):
+    from reranker.recipes import fall_back_if_worse
+
+    for model, noisy in (((0.30, 0.38), True), ((0.05, 0.05), False)):  # 0.015 below (SE 0.03), then 0.095
+        out = tmp_path / "editor"
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+        assert fall_back_if_worse(out, figures(model, (0.31, 0.40)), keep_worse=True) is None
+        err = capsys.readouterr().err
+        assert "WORSE than the zero-shot bi-encoder" in err
+        assert ("within noise" in err) is noisy and ("as few as 100 cases" in err) is noisy
+        (out / "config.json").unlink()
+        out.rmdir()
+
+
 def test_a_worse_scorer_moves_aside_and_the_zero_shot_biencoder_takes_its_place(tmp_path, capsys):
     import json
 
