@@ -277,7 +277,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     """
     from markov import MarkovModel
     from reranker.card import format_table, model_card, verdict
-    from reranker.evaluate import WriterPools, baselines, evaluate_documents
+    from reranker.evaluate import WriterPools, baselines, evaluate_documents, remember_readings
     from reranker.evaluate import writer_lines as sample_writer
 
     started = time.monotonic()
@@ -345,6 +345,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         fluency = train_fluency(editor.fluency, x, y, seed=recipe.seed, time_limit_s=max(10.0, 0.1 * reserve))
         say(f"fluency head: held-out accuracy {fluency['accuracy']:.3f}, AUC {fluency['auc']:.3f} "
             f"on {fluency['n_val']} lines")
+        remember_readings(editor)  # the mix's writer negatives come from one pool; the evaluation's too
         feats = mix_features(editor, splits["val"], pool, n_cases=recipe.mix_cases, negatives=recipe.mix_negatives,
                              writer_negatives=recipe.mix_writer_negatives, seed=recipe.seed, writer=writer,
                              seeded_negatives=recipe.mix_seeded_negatives,

@@ -349,3 +349,43 @@ def test_kept_readings_score_as_reading_does_for_any_context(sensible_editor, wi
     assert editor.score_kept(CONTEXT, kept[:0]).shape == (0,)
     with pytest.raises(ValueError, match="kept readings must be"):
         editor.score_kept(CONTEXT, kept[:, :-1])
+
+
+def test_evaluation_reads_each_text_once_per_encoder_and_scores_as_without_a_cache(tiny_bert):
+    from corpus.documents import Document, Line
+    from reranker.evaluate import WriterPools, evaluate_documents
+
+    def fresh() -> Editor:  # not the module's editor: the caches this test turns on must not reach other tests
+        torch.manual_seed(0)
+        sense = SenseModel.from_backbone(tiny_bert)
+        with torch.no_grad():
+            sense.head.weight.normal_()
+        sense.refresh()
+        return Editor.from_backbone(tiny_bert, dtype=torch.float32).with_sense(sense).with_config(
+            EditorConfig(weights=(5.0, 1.0, 0.5, 2.0, 1.5)))
+
+    vocab = HUMAN_WORDS + WRITER_WORDS
+    docs = [Document(f"d{d}", [Line(t) for t in lines(vocab, 10, seed=d)]) for d in range(6)]
+    pool = WriterPools([lines(WRITER_WORDS, 30, seed=99)], [0] * len(docs))
+    counts = dict(writer=pool, n_select10=8, n_select100=6, n_writer=8, n_swap=6, progress=False)
+
+    plain = fresh()
+    reads = {"biencoder": [], "sense": []}
+    for name, encoder in (("biencoder", plain.biencoder), ("sense", plain.sense.encoder)):
+        encoder._forward = (lambda real, log: lambda batch: log.extend(batch) or real(batch))(encoder._forward, reads[name])
+    cached = evaluate_documents(plain, docs, **counts)["scorers"]["model"]
+    assert plain.biencoder.cache and plain.sense.encoder.cache  # evaluation turned them on
+    caches = {"biencoder": plain.biencoder.cache, "sense": plain.sense.encoder.cache}
+    for name in reads:  # every text read (a candidate, or a context cut at its end) was read once, and kept
+        assert len(reads[name]) == len(caches[name]), name
+
+    uncached = fresh()
+    real = uncached.biencoder.embed_until  # as if no encoder had a cache: every text read anew
+    uncached.biencoder.embed_until = lambda *a, **k: (setattr(uncached.biencoder, "cache", None), real(*a, **k))[1]
+    sense_real = uncached.sense.encoder.embed_until
+    uncached.sense.encoder.embed_until = lambda *a, **k: (setattr(uncached.sense.encoder, "cache", None),
+                                                          sense_real(*a, **k))[1]
+    again = evaluate_documents(uncached, docs, **counts)["scorers"]["model"]
+    for measure in ("select10", "select100", "writer99"):
+        assert cached[measure]["ranks"] == again[measure]["ranks"], measure
+    np.testing.assert_array_equal(cached["swap"]["wins"], again["swap"]["wins"])
