@@ -232,7 +232,8 @@ def headline_gap(metrics: dict, model: str = "model", baseline: str = "bi-encode
             variances.append(standard_error(hits_a - hits_b) ** 2)
         else:
             variances.append(a[m]["r@1_se"] ** 2 + b[m]["r@1_se"] ** 2)
-    # the measures' cases are drawn apart, so the variance of their mean is the mean of variances over the count
+    # the measures' cases are drawn separately (a context both happen to draw is ignored): the variance of their
+    # mean is the sum of their variances over the count squared
     return float(np.mean(gaps)), float(np.sqrt(np.sum(variances)) / len(HEADLINE)), min(a[m]["n"] for m in HEADLINE)
 
 

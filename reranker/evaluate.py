@@ -121,7 +121,8 @@ def baselines(docs: Sequence, *, context_lines: int = 3, share_with=None) -> dic
 def remember_readings(scorer) -> None:
     """Give each encoder of a scorer (a bi-encoder, an editor's bi-encoder and sense encoder) a cache of the texts
     it reads, where it has none: evaluation cases reuse their candidate lines many times over (the 99 writer lines
-    of every case come from one pool of 2,000). Only exact vectors enter a cache, so scores are unchanged."""
+    of every case come from one pool of 2,000). Only exact vectors enter a cache, so scores are unchanged up to
+    float rounding (a text read in another batch pads differently)."""
     sense = getattr(scorer, "sense", None)
     for encoder in (scorer, getattr(scorer, "biencoder", None), getattr(sense, "encoder", None)):
         if encoder is not None and hasattr(encoder, "cache") and encoder.cache is None:

@@ -363,7 +363,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         kept = [t for t, d in zip(texts, done, strict=True) if d]
         targets = vecs[done]
         if encoder is not editor.biencoder:
+            cache, encoder.cache = encoder.cache, None  # lines read once: keeping them would only crowd the cache
             targets, _, read = embed_with_progress(encoder, kept, end - 0.5 * reserve, progress, "embed lines (sense)")
+            encoder.cache = cache
             kept, targets = [t for t, r in zip(kept, read, strict=True) if r], targets[read]
         first_stage, first_stage_report = train_first_stage(
             editor, kept, targets, seed=recipe.seed, time_limit_s=max(10.0, 0.3 * reserve), progress=progress)
