@@ -181,12 +181,7 @@ def verdict(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -
             continue
         key = "accuracy" if measure == "swap" else "r@1"
         x, y = a[measure][key], b[measure][key]
-        hits_a = _hits(a[measure], measure)
-        hits_b = _hits(b[measure], measure)
-        if hits_a is not None and hits_b is not None and len(hits_a) == len(hits_b):
-            se, kind = standard_error(hits_a - hits_b), "paired SE"
-        else:  # figures from another run: only unpaired errors are known
-            se, kind = float(np.hypot(a[measure][key + "_se"], b[measure][key + "_se"])), "unpaired SE"
+        se, kind = difference_se(a[measure], b[measure], measure)
         if a[measure]["n"] < 10:
             out.append(f"- {LABELS.get(measure, measure)}: too few cases ({a[measure]['n']}) to compare.")
             continue
@@ -202,13 +197,22 @@ def verdict(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -
 HEADLINE = ("select100", "writer99")
 
 
-def measures_worse(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> str | None:
-    """Why `model` measures worse than `baseline` (a lower mean R@1 over the HEADLINE measures, on the same
-    cases), as one line; None when it does not, or when the figures to say so are missing."""
+def _headline_figures(metrics: dict, model: str, baseline: str) -> tuple[dict, dict] | None:
+    """The two scorers' figures when both have every HEADLINE measure, else None."""
     scorers = metrics.get("scorers", {})
     a, b = scorers.get(model), scorers.get(baseline)
     if not a or not b or not all(a.get(m, {}).get("n") and b.get(m, {}).get("n") for m in HEADLINE):
         return None
+    return a, b
+
+
+def measures_worse(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> str | None:
+    """Why `model` measures worse than `baseline` (a lower mean R@1 over the HEADLINE measures, on the same
+    cases), as one line; None when it does not, or when the figures to say so are missing."""
+    figures = _headline_figures(metrics, model, baseline)
+    if figures is None:
+        return None
+    a, b = figures
     mine = [a[m]["r@1"] for m in HEADLINE]
     theirs = [b[m]["r@1"] for m in HEADLINE]
     if np.mean(mine) >= np.mean(theirs):
@@ -220,21 +224,25 @@ def measures_worse(metrics: dict, model: str = "model", baseline: str = "bi-enco
 def headline_gap(metrics: dict, model: str = "model", baseline: str = "bi-encoder") -> tuple[float, float, int] | None:
     """How far `model`'s mean R@1 over the HEADLINE measures lies below `baseline`'s, its standard error (paired
     where the per-case ranks were kept) and the fewest cases of a measure; None when a measure is missing."""
-    scorers = metrics.get("scorers", {})
-    a, b = scorers.get(model), scorers.get(baseline)
-    if not a or not b or not all(a.get(m, {}).get("n") and b.get(m, {}).get("n") for m in HEADLINE):
+    figures = _headline_figures(metrics, model, baseline)
+    if figures is None:
         return None
-    gaps, variances = [], []
-    for m in HEADLINE:
-        gaps.append(b[m]["r@1"] - a[m]["r@1"])
-        hits_a, hits_b = _hits(a[m], m), _hits(b[m], m)
-        if hits_a is not None and hits_b is not None and len(hits_a) == len(hits_b):
-            variances.append(standard_error(hits_a - hits_b) ** 2)
-        else:
-            variances.append(a[m]["r@1_se"] ** 2 + b[m]["r@1_se"] ** 2)
+    a, b = figures
+    gaps = [b[m]["r@1"] - a[m]["r@1"] for m in HEADLINE]
     # the measures' cases are drawn separately (a context both happen to draw is ignored): the variance of their
     # mean is the sum of their variances over the count squared
-    return float(np.mean(gaps)), float(np.sqrt(np.sum(variances)) / len(HEADLINE)), min(a[m]["n"] for m in HEADLINE)
+    se = float(np.linalg.norm([difference_se(a[m], b[m], m)[0] for m in HEADLINE]) / len(HEADLINE))
+    return float(np.mean(gaps)), se, min(a[m]["n"] for m in HEADLINE)
+
+
+def difference_se(a: dict, b: dict, measure: str) -> tuple[float, str]:
+    """The standard error of the difference between two scorers' figures on a measure, and its kind: paired where
+    both kept their per-case results on the same cases, else unpaired (figures from another run)."""
+    key = "accuracy" if measure == "swap" else "r@1"
+    hits_a, hits_b = _hits(a, measure), _hits(b, measure)
+    if hits_a is not None and hits_b is not None and len(hits_a) == len(hits_b):
+        return standard_error(hits_a - hits_b), "paired SE"
+    return float(np.hypot(a[key + "_se"], b[key + "_se"])), "unpaired SE"
 
 
 def _hits(figures: dict, measure: str) -> np.ndarray | None:

@@ -112,8 +112,7 @@ def baselines(docs: Sequence, *, context_lines: int = 3, share_with=None) -> dic
     bi.cache = {}  # the cases reuse their candidate lines many times over
     own = getattr(share_with, "biencoder", None)
     if own is not None and same_weights(own.model, bi.model) and own.config == bi.config and own.dtype == bi.dtype:
-        if own.cache is None:
-            own.cache = {}
+        remember_readings(share_with)
         bi.cache = own.cache
     return {"bi-encoder": bi, "tf-idf": TfidfScorer([line.text for doc in docs for line in doc.lines], context_lines)}
 

@@ -351,7 +351,8 @@ def test_kept_readings_score_as_reading_does_for_any_context(sensible_editor, wi
         editor.score_kept(CONTEXT, kept[:, :-1])
 
 
-def test_evaluation_reads_each_text_once_per_encoder_and_scores_as_without_a_cache(tiny_bert):
+def test_evaluation_reads_each_text_once_per_encoder_and_scores_as_without_a_cache(tiny_bert, monkeypatch):
+    import reranker.evaluate
     from corpus.documents import Document, Line
     from reranker.evaluate import WriterPools, evaluate_documents
 
@@ -380,12 +381,9 @@ def test_evaluation_reads_each_text_once_per_encoder_and_scores_as_without_a_cac
         assert len(reads[name]) == len(caches[name]), name
 
     uncached = fresh()
-    real = uncached.biencoder.embed_until  # as if no encoder had a cache: every text read anew
-    uncached.biencoder.embed_until = lambda *a, **k: (setattr(uncached.biencoder, "cache", None), real(*a, **k))[1]
-    sense_real = uncached.sense.encoder.embed_until
-    uncached.sense.encoder.embed_until = lambda *a, **k: (setattr(uncached.sense.encoder, "cache", None),
-                                                          sense_real(*a, **k))[1]
+    monkeypatch.setattr(reranker.evaluate, "remember_readings", lambda scorer: None)  # every text read anew
     again = evaluate_documents(uncached, docs, **counts)["scorers"]["model"]
+    assert uncached.biencoder.cache is None and uncached.sense.encoder.cache is None
     for measure in ("select10", "select100", "writer99"):
         assert cached[measure]["ranks"] == again[measure]["ranks"], measure
     np.testing.assert_array_equal(cached["swap"]["wins"], again["swap"]["wins"])
