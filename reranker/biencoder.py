@@ -98,8 +98,8 @@ class BiEncoder:
             self.batch_tokens = 4096 if cpu_has_bf16() else 1024
         self.cost = CostModel()
         self.exact_cost = CostModel()  # the fp32 forward behind `exact=True` on an approximate backend
-        # (keep_end, text) -> (vector, tokens); set by evaluation. Like the cost model, meant for one thread at a time.
-        self.cache: dict[tuple[bool, str], tuple[np.ndarray, int]] | None = None
+        # (exact, keep_end, text) -> (vector, tokens); set by evaluation. Like the cost model, meant for one thread at a time.
+        self.cache: dict[tuple[bool, bool, str], tuple[np.ndarray, int]] | None = None
         self.cache_limit = 200_000
 
     @property
@@ -191,7 +191,7 @@ class BiEncoder:
 
         Cached texts are free; the rest go through `run_budgeted` (windows of a few batches, front to back).
         With `exact` on an approximate backend an fp32 forward runs instead, with its own cost model, so neither
-        learns from the other path; only exact vectors enter the cache.
+        learns from the other path; the cache keeps exact and approximate vectors apart.
         """
         n = len(texts)
         vecs = np.zeros((n, self.hidden_size), dtype=np.float32)
@@ -200,9 +200,11 @@ class BiEncoder:
         todo = []
         reference = exact and self.approximate
         forward, cost = (self._forward_exact, self.exact_cost) if reference else (self._forward, self.cost)
-        # The cache holds exact vectors only: evaluation shares it with the zero-shot torch bi-encoder.
-        cache = self.cache if reference or not self.approximate else None
-        keys = [(keep_end, text) for text in texts]  # a text cut at its end embeds differently
+        # An approximate (int8) vector is kept apart from the exact one of the same text: evaluation shares the
+        # exact ones with the zero-shot torch bi-encoder, and a saved editor's int8 reads are what it serves.
+        exact_vectors = reference or not self.approximate
+        cache = self.cache
+        keys = [(exact_vectors, keep_end, text) for text in texts]  # a text cut at its end embeds differently
         for i, key in enumerate(keys):
             hit = cache.get(key) if cache is not None else None
             if hit is None:

@@ -24,6 +24,7 @@ from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, dedupe_key
 
 MEASURES = ("select10", "select100", "writer99")
+POOL_LINES = 2000  # a case draws its distractors, other people's lines or writer lines, from a pool this size
 LABELS = {"select10": "R@1 of 10", "select100": "R@1 of 100", "writer99": "R@1 vs 99 writer lines"}
 
 
@@ -119,9 +120,9 @@ def baselines(docs: Sequence, *, context_lines: int = 3, share_with=None) -> dic
 
 def remember_readings(scorer) -> None:
     """Give each encoder of a scorer (a bi-encoder, an editor's bi-encoder and sense encoder) a cache of the texts
-    it reads, where it has none: evaluation cases reuse their candidate lines many times over (the 99 writer lines
-    of every case come from one pool of 2,000). Only exact vectors enter a cache, so scores are unchanged up to
-    float rounding (a text read in another batch pads differently)."""
+    it reads, where it has none: evaluation cases reuse their candidate lines many times over (every case draws its
+    distractors from pools of POOL_LINES lines). A cache keeps exact and int8 vectors apart, so scores are unchanged
+    up to the batch a text was read in (padding; int8 scales its activations per batch)."""
     sense = getattr(scorer, "sense", None)
     for encoder in (scorer, getattr(scorer, "biencoder", None), getattr(sense, "encoder", None)):
         if encoder is not None and hasattr(encoder, "cache") and encoder.cache is None:
@@ -155,12 +156,12 @@ class WriterPools:
         return [pool[i] for i in picks if pool[i] != exclude][:k]
 
     @classmethod
-    def from_writer(cls, writer, n_docs: int, *, pool_size: int = 2000, seed: int = 0) -> WriterPools:
+    def from_writer(cls, writer, n_docs: int, *, pool_size: int = POOL_LINES, seed: int = 0) -> WriterPools:
         """One writer (a MarkovModel that saw none of the held-out documents) for every case."""
         return cls([writer_lines(writer, pool_size, seed)], [0] * n_docs)
 
     @classmethod
-    def leave_out(cls, docs: Sequence, *, folds: int = 8, pool_size: int = 2000, seed: int = 0) -> WriterPools:
+    def leave_out(cls, docs: Sequence, *, folds: int = 8, pool_size: int = POOL_LINES, seed: int = 0) -> WriterPools:
         """For held-out data only: document d's writer is built from the documents of the other folds."""
         from markov import MarkovModel
 
@@ -250,32 +251,54 @@ def _positions(docs: list, rng: np.random.Generator, n: int, context_lines: int)
     return [eligible[p] for p in picks]
 
 
-def _other_lines(docs: list, d: int, k: int, rng: np.random.Generator, true_text: str) -> list[str]:
-    """k lines drawn from documents other than d, none equal to the true line."""
-    out: list[str] = []
-    for _ in range(100 * k):
-        if len(out) == k:
-            break
-        e = int(rng.integers(len(docs)))
-        if e == d or not docs[e].lines:
-            continue
-        text = docs[e].lines[int(rng.integers(len(docs[e].lines)))].text
-        if text != true_text:
-            out.append(text)
-    return out
+class OtherLines:
+    """A fixed pool of lines from the documents, each with its document: the distractors of next-line selection.
+
+    Every case draws its distractors from one pool, as its writer lines come from one pool (`WriterPools`), so an encoder
+    reads each pool line once and serves later cases from its cache (`remember_readings`): 300 cases of R@1 of 100
+    cost little more than 30. A line is drawn as before, a document at random and then a line of it."""
+
+    def __init__(self, docs: Sequence, size: int, rng: np.random.Generator) -> None:
+        sizes = np.array([len(doc.lines) for doc in docs])
+        if sizes.sum() <= size:  # a small split: every line once
+            picked = [(d, i) for d, n in enumerate(sizes) for i in range(n)]
+        else:
+            with_lines = np.flatnonzero(sizes)
+            seen: set[tuple[int, int]] = set()
+            for _ in range(100 * size):
+                if len(seen) == size:
+                    break
+                d = int(with_lines[rng.integers(len(with_lines))])
+                seen.add((d, int(rng.integers(sizes[d]))))
+            picked = sorted(seen)
+        self.doc = np.array([d for d, _ in picked], dtype=np.int64)
+        self.text = np.array([docs[d].lines[i].text for d, i in picked], dtype=object)
+
+    def __call__(self, d: int, k: int, rng: np.random.Generator, exclude: str = "") -> list[str]:
+        """k pool lines from documents other than d, none equal to `exclude` (repeats only where a small split has
+        fewer such lines than k); none if it has none."""
+        eligible = np.flatnonzero((self.doc != d) & (self.text != exclude))
+        if len(eligible) == 0:
+            return []
+        picks = rng.choice(eligible, size=k, replace=len(eligible) < k)
+        return [str(self.text[i]) for i in picks]
 
 
 def build_cases(docs: list, *, writer: Callable | None = None, seed: int = 0, n_select10: int = 300,
-                n_select100: int = 300, n_writer: int = 300, n_swap: int = 500, context_lines: int = 3) -> dict:
-    """The cases every scorer is measured on: {measure: [(context, candidates with the true one first)]}, swaps."""
+                n_select100: int = 300, n_writer: int = 300, n_swap: int = 500, context_lines: int = 3,
+                pool_size: int = POOL_LINES) -> dict:
+    """The cases every scorer is measured on: {measure: [(context, candidates with the true one first)]}, swaps.
+
+    The distractors of next-line selection come from one pool of `pool_size` lines (`OtherLines`)."""
     rng = np.random.default_rng(seed)
+    others_of = OtherLines(docs, pool_size, rng)
     cases: dict = {}
     for name, k, n in (("select10", 10, n_select10), ("select100", 100, n_select100)):
         cases[name] = []
         for d, i in _positions(docs, rng, n, context_lines):
             context = [line.text for line in docs[d].lines[max(0, i - context_lines) : i]]
             true = docs[d].lines[i].text
-            others = _other_lines(docs, d, k - 1, rng, true)
+            others = others_of(d, k - 1, rng, exclude=true)
             if len(others) == k - 1:
                 cases[name].append((context, [true, *others]))
     cases["writer99"] = []

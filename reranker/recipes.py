@@ -221,13 +221,13 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
     line, other people's lines, writer lines (`writer_negatives` of them, default as many as the others) and
     `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`).
 
-    The other lines come from the other documents of `docs` and from `other_docs` (a small validation split
-    may hold a single document). A case whose writer gives too few seeded lines is padded from the pool.
+    The other lines come from one pool (`OtherLines`) of the other documents of `docs` and of `other_docs` (a small
+    validation split may hold a single document). A case whose writer gives too few seeded lines is padded from the pool.
     """
-    from reranker.evaluate import _other_lines, _positions
+    from reranker.evaluate import POOL_LINES, OtherLines, _positions
 
     rng = np.random.default_rng(seed)
-    pool_docs = list(docs) + list(other_docs or [])
+    others_of = OtherLines(list(docs) + list(other_docs or []), POOL_LINES, rng)  # read once, then cached
     context_lines = editor.biencoder.config.context_lines
     out = []
     for d, i in progress_bar(_positions(docs, rng, n_cases, context_lines), desc="mix cases", disable=not progress, leave=False):
@@ -235,7 +235,7 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
             break
         context = [line.text for line in docs[d].lines[max(0, i - context_lines) : i]]
         true = docs[d].lines[i].text
-        others = _other_lines(pool_docs, d, negatives, rng, true)
+        others = others_of(d, negatives, rng, exclude=true)
         n_fakes = negatives if writer_negatives is None else writer_negatives
         fakes = [writer_pool[j] for j in rng.choice(len(writer_pool), min(n_fakes, len(writer_pool)), replace=False)]
         if len(others) < negatives:
@@ -277,7 +277,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     """
     from markov import MarkovModel
     from reranker.card import format_table, model_card, verdict
-    from reranker.evaluate import WriterPools, baselines, evaluate_documents, remember_readings
+    from reranker.evaluate import POOL_LINES, WriterPools, baselines, evaluate_documents, remember_readings
     from reranker.evaluate import writer_lines as sample_writer
 
     started = time.monotonic()
@@ -329,7 +329,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
     vecs, tokens, done = embed_with_progress(editor.biencoder, texts, end - reserve, progress, "embed lines")
     x = fluency_inputs(vecs[done], tokens[done])
     y = np.asarray(labels, dtype=np.float32)[done]
-    pool = sample_writer(writer, 2000, recipe.seed + 1, deadline=end - 0.7 * reserve)
+    pool = sample_writer(writer, POOL_LINES, recipe.seed + 1, deadline=end - 0.7 * reserve)
     if int(y.sum()) < 100 or int((1 - y).sum()) < 100 or len(pool) < recipe.mix_negatives:
         # Too little time or text to learn anything: ship the untrained editor, which ranks as the bi-encoder does.
         fluency = {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"), "epoch": 0,

@@ -230,11 +230,19 @@ def test_budget_logic_works_on_a_fast_backend(saved_editor):
     assert cost.per_token != start  # the cost model learned this backend's speed
 
 
-def test_only_exact_vectors_enter_the_cache(saved):
+def test_the_cache_keeps_exact_and_int8_vectors_apart(saved):
     fast = BiEncoder.load(saved, backend="onnx-int8")
     fast.cache = {}  # as evaluation sets it, shared with the zero-shot torch bi-encoder
-    fast.embed(TEXTS)
-    assert fast.cache == {}
+    approximate, _ = fast.embed(TEXTS)
+    assert sorted(fast.cache) == sorted((False, False, t) for t in TEXTS)
     exact, _ = fast.embed(TEXTS, exact=True)
-    assert len(fast.cache) == len(TEXTS)
-    np.testing.assert_array_equal(np.stack([fast.cache[(False, t)][0] for t in TEXTS]), exact)
+    assert len(fast.cache) == 2 * len(TEXTS)
+    np.testing.assert_array_equal(np.stack([fast.cache[(True, False, t)][0] for t in TEXTS]), exact)
+    np.testing.assert_array_equal(np.stack([fast.cache[(False, False, t)][0] for t in TEXTS]), approximate)
+    assert not np.array_equal(approximate, exact)  # int8 differs: one must never be served for the other
+    calls = []
+    real = fast._runner
+    fast._runner = lambda *a: calls.append(a) or real(*a)
+    again, _ = fast.embed(TEXTS)
+    assert not calls
+    np.testing.assert_array_equal(again, approximate)

@@ -162,7 +162,7 @@ def test_biencoder_pairs_and_cache_give_the_same_scores(tiny_bert):
     assert expected[-1] == 0.0
     bi.cache = {}
     first = bi.score(CONTEXT, CANDIDATES)
-    assert (True, " ".join(CONTEXT)) in bi.cache and (False, CANDIDATES[0]) in bi.cache
+    assert (True, True, " ".join(CONTEXT)) in bi.cache and (True, False, CANDIDATES[0]) in bi.cache
     calls = []
     real = bi._forward
     bi._forward = lambda batch: calls.append(batch) or real(batch)

@@ -10,6 +10,7 @@ import pytest
 from corpus.documents import Document, Line
 from reranker.card import format_table, verdict
 from reranker.evaluate import (
+    OtherLines,
     TfidfScorer,
     WriterPools,
     evaluate_documents,
@@ -125,6 +126,48 @@ def test_cases_are_reproducible_under_a_seed():
         evaluate_documents(rec, _docs(), n_swap=5, n_select10=8, n_select100=4, seed=seed, progress=False)
     assert a.seen == b.seen and a.seen != c.seen
     assert all(len(ctx) == 3 for ctx, _ in a.seen)  # three context lines, as the figures use
+
+
+def test_distractors_come_from_one_pool_of_other_documents_lines():
+    docs = _docs(n_docs=30, n_lines=40)  # 1,200 lines, a pool of 200
+    pool = OtherLines(docs, 200, np.random.default_rng(0))
+    assert len(set(pool.text)) == 200
+    rng = np.random.default_rng(1)
+    drawn: set[str] = set()
+    for d in range(30):
+        others = pool(d, 99, rng, exclude="d5 l3")
+        assert len(others) == 99 and len(set(others)) == 99  # without repeats when the pool has enough
+        assert all(_parse(t)[0] != d for t in others) and "d5 l3" not in others
+        drawn.update(others)
+    assert drawn <= set(pool.text)  # 2,970 draws read at most the pool's 200 lines
+    again = OtherLines(docs, 200, np.random.default_rng(0))
+    assert list(again.text) == list(pool.text) and list(again.doc) == list(pool.doc)
+
+
+def test_a_small_split_pools_every_line_and_repeats_only_when_it_must():
+    docs = _docs(n_docs=3, n_lines=5)
+    pool = OtherLines(docs, 2000, np.random.default_rng(0))
+    assert sorted(pool.text) == sorted(line.text for doc in docs for line in doc.lines)
+    others = pool(0, 20, np.random.default_rng(0))  # 10 lines in the other documents: 20 draws repeat some
+    assert len(others) == 20 and set(others) <= {f"d{d} l{i}" for d in (1, 2) for i in range(5)}
+    assert OtherLines(docs[:1], 10, np.random.default_rng(0))(0, 5, np.random.default_rng(0)) == []
+
+
+def test_an_evaluation_reads_each_pooled_distractor_once_whatever_the_case_count():
+    class Reader(Constant):
+        def __init__(self):
+            self.read: set[str] = set()
+
+        def score(self, context, candidates):
+            self.read.update(candidates[1:])  # the distractors; the true line is first
+            return super().score(context, candidates)
+
+    few, many = Reader(), Reader()
+    docs = _docs(n_docs=40, n_lines=60)  # 2,400 lines
+    evaluate_documents(few, docs, n_swap=2, n_select10=0, n_select100=10, progress=False)
+    evaluate_documents(many, docs, n_swap=2, n_select10=0, n_select100=200, progress=False)
+    assert len(few.read) > 500  # 10 cases draw ~990 lines ...
+    assert 1900 < len(many.read) <= 2000  # ... and 200 cases (19,800 draws) no more than the pool holds
 
 
 def test_too_few_documents_is_a_clear_error():
