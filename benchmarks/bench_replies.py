@@ -179,7 +179,7 @@ def main() -> int:
     topic_model = BiEncoder.from_backbone()
     rows: dict[str, list[str]] = {"true next line": [true for _, true in cases]}
     first = load_engine(models[0])
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng([3, args.seed])  # fresh random lines for fresh contexts
     rows["random writer line"] = [first.personas["default"].generate(64, rng).candidates[0] for _ in cases]
     zero_shot = type(first)(first.personas, Editor.from_backbone(), first.config, first_stage=first.first_stage)
     engines = {"engine, zero-shot bi-encoder editor": zero_shot}

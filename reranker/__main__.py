@@ -73,6 +73,10 @@ def _add_train(sub) -> None:
     p.add_argument("--keep-worse", action="store_true",
                    help="keep the trained scorer in --out even when it measures worse than the zero-shot bi-encoder "
                         "on its held-out cases (by default it moves to OUT-worse and the bi-encoder takes its place)")
+    p.add_argument("--fallback-margin", type=float, default=None, metavar="SE",
+                   help="how many standard errors of the gap a trained scorer may measure below the zero-shot "
+                        "bi-encoder and still stay (default 1: within it the cases cannot tell them apart; 0 falls "
+                        "back on any gap)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     add_config_flags(p, TrainConfig, TRAIN_FLAGS)
     p.add_argument("--pooling", choices=("mean", "cls", "pair"), default=None,
@@ -223,6 +227,10 @@ def cmd_train(args) -> int:
     from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
+    if args.fallback_margin is not None and not args.fallback_margin >= 0:  # checked before minutes of training
+        print(f"error: --fallback-margin must be 0 or more standard errors, got {args.fallback_margin}", file=sys.stderr)
+        return 2
+    margin = {} if args.fallback_margin is None else {"margin_se": args.fallback_margin}
     mine_at = tuple(args.sense_mine_at) if args.sense_mine_at else None
     if mine_at:  # checked before a dump is read, which can take minutes
         from reranker.sense import check_schedule
@@ -251,7 +259,7 @@ def cmd_train(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
-                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out))
+                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out), **margin)
         print(f"saved {out} in {time.monotonic() - t0:.0f} s")
         return 0
 
@@ -279,7 +287,7 @@ def cmd_train(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
-                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out))
+                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out), **margin)
         print(f"saved {out} in {time.monotonic() - started:.0f} s")
         return 0
 
@@ -363,7 +371,7 @@ def cmd_train(args) -> int:
     if log.is_file():
         extras[LOG_FILE] = log.read_text(encoding="utf-8")
     final.save(out, model_card=card, extra_files=extras)
-    fall_back_if_worse(out, metrics, keep_worse=args.keep_worse)
+    fall_back_if_worse(out, metrics, keep_worse=args.keep_worse, **margin)
     print(f"saved {out} in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -99,6 +99,15 @@ def test_a_bad_mining_schedule_is_a_clear_cli_error(tmp_path, capsys):
     assert "applies to the editor recipes" in capsys.readouterr().err
 
 
+def test_a_negative_fallback_margin_is_a_clear_cli_error_before_any_training(tmp_path, capsys):
+    from reranker.__main__ import main
+
+    for bad in ("-0.5", "nan"):
+        assert main(["train", "--default", "--fallback-margin", bad, "--out", str(tmp_path / "editor")]) == 2
+        assert "--fallback-margin must be 0 or more standard errors" in capsys.readouterr().err
+    assert not (tmp_path / "editor").exists()
+
+
 def figures(model: tuple[float, float], bi: tuple[float, float], n: int = 100) -> dict:
     """Metrics with R@1 of 100 and vs writer lines for the model and the bi-encoder (hand values)."""
     def scorer(r100, rw):
@@ -137,16 +146,45 @@ def test_headline_gap_is_paired_where_the_ranks_were_kept():
 def test_a_close_call_is_called_one_when_the_scorer_falls_back(tmp_path, capsys):
     from reranker.recipes import fall_back_if_worse
 
-    for model, noisy in (((0.30, 0.38), True), ((0.05, 0.05), False)):  # 0.015 below (SE 0.03), then 0.305
+    for model, close in (((0.27, 0.36), True), ((0.05, 0.05), False)):  # 0.040 below (1.3 SE of 0.03), then 0.305
         out = tmp_path / "editor"
         out.mkdir()
         (out / "config.json").write_text("{}")
         assert fall_back_if_worse(out, figures(model, (0.31, 0.40)), keep_worse=True) is None
         err = capsys.readouterr().err
-        assert "WORSE than the zero-shot bi-encoder" in err
-        assert ("within noise" in err) is noisy and ("as few as 100 cases" in err) is noisy
+        assert "WORSE than the zero-shot bi-encoder" in err and "--keep-worse" in err
+        assert ("a close call" in err) is close and ("as few as 100 cases" in err) is close
         (out / "config.json").unlink()
         out.rmdir()
+
+
+def test_a_gap_within_the_margin_keeps_the_scorer_and_its_card_says_where_it_loses(tmp_path, capsys):
+    import json
+
+    from reranker.recipes import fall_back_if_worse
+
+    out = tmp_path / "editor"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "README.md").write_text("# riposte editor\n")
+    metrics = figures((0.30, 0.38), (0.31, 0.40))  # 0.015 below, SE 0.03: half a standard error
+    (out / "eval.json").write_text(json.dumps(metrics))
+    assert fall_back_if_worse(out, metrics) is None
+    assert (out / "config.json").read_text() == "{}" and not (tmp_path / "editor-worse").exists()
+    err = capsys.readouterr().err
+    assert "WORSE than the zero-shot bi-encoder" in err and "within 1 standard error" in err
+    card = (out / "README.md").read_text()
+    assert card.startswith("# riposte editor\n") and "## Where it loses" in card
+    assert "The headline figures: R@1 of 100 0.300 against the bi-encoder's 0.310 (n 100)" in card and "0.015 below" in card
+    kept = json.loads((out / "eval.json").read_text())
+    assert kept["scorers"] == metrics["scorers"]  # nothing lost
+    assert kept["kept_within_noise"]["gap"] == pytest.approx(0.015) and kept["kept_within_noise"]["se"] == pytest.approx(0.03)
+
+    moved = fall_back_if_worse(out, metrics, margin_se=0.0)  # no margin: any gap falls back
+    assert moved == tmp_path / "editor-worse" and (moved / "config.json").read_text() == "{}"
+    assert "saved the zero-shot bi-encoder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="0 or more standard errors"):
+        fall_back_if_worse(out, metrics, margin_se=-1.0)
 
 
 def test_a_worse_scorer_moves_aside_and_the_zero_shot_biencoder_takes_its_place(tmp_path, capsys):
