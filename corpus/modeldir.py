@@ -23,6 +23,21 @@ from dataclasses import fields
 from pathlib import Path
 
 
+def write_file_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write a text file whole or not at all: a temporary sibling, synced, then renamed over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `target` by rename, on error it is removed."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus.progress import quiet_library_bars
+from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 
 # Help for the TrainConfig fields that become flags; their defaults come from the dataclass, written once there.
 TRAIN_FLAGS = {
@@ -72,11 +73,12 @@ def _add_train(sub) -> None:
                         "minutes measured worse than the zero-shot bi-encoder")
     p.add_argument("--keep-worse", action="store_true",
                    help="keep the trained scorer in --out even when it measures worse than the zero-shot bi-encoder "
-                        "on its held-out cases (by default it moves to OUT-worse and the bi-encoder takes its place)")
-    p.add_argument("--fallback-margin", type=float, default=None, metavar="SE",
+                        "on its held-out cases beyond --fallback-margin (by default it then moves to OUT-worse and "
+                        "the bi-encoder takes its place)")
+    p.add_argument("--fallback-margin", type=margin_arg, default=FALLBACK_MARGIN_SE, metavar="SE",
                    help="how many standard errors of the gap a trained scorer may measure below the zero-shot "
-                        "bi-encoder and still stay (default 1: within it the cases cannot tell them apart; 0 falls "
-                        "back on any gap)")
+                        f"bi-encoder and still stay, its card saying where it loses (default {FALLBACK_MARGIN_SE:g}: "
+                        "within it the cases cannot tell them apart; 0 falls back on any gap)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     add_config_flags(p, TrainConfig, TRAIN_FLAGS)
     p.add_argument("--pooling", choices=("mean", "cls", "pair"), default=None,
@@ -221,16 +223,20 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def margin_arg(text: str) -> float:
+    """--fallback-margin, checked when the command line is read (before minutes of training)."""
+    try:
+        return fallback_margin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_train(args) -> int:
     from reranker.cross_encoder import CrossEncoder
     from reranker.recipes import fall_back_if_worse, zero_shot_first_stage
     from reranker.runtime import BackboneNotFoundError, default_backbone, resolve_backbone
     from reranker.train import TrainConfig, evaluate_samples, train
 
-    if args.fallback_margin is not None and not args.fallback_margin >= 0:  # checked before minutes of training
-        print(f"error: --fallback-margin must be 0 or more standard errors, got {args.fallback_margin}", file=sys.stderr)
-        return 2
-    margin = {} if args.fallback_margin is None else {"margin_se": args.fallback_margin}
     mine_at = tuple(args.sense_mine_at) if args.sense_mine_at else None
     if mine_at:  # checked before a dump is read, which can take minutes
         from reranker.sense import check_schedule
@@ -246,7 +252,7 @@ def cmd_train(args) -> int:
             return 2
     if args.default:
         from corpus.modeldir import editor_dir
-        from reranker.recipes import DefaultRecipe, train_default
+        from reranker.recipes import DefaultRecipe, build_default
 
         out = Path(args.out) if args.out else editor_dir("models/default")  # reranker/ in an older model dir
         t0 = time.monotonic()
@@ -254,12 +260,11 @@ def cmd_train(args) -> int:
             recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
                                           sense_mine_at=mine_at)
-            train_default(out, recipe=recipe, progress=not args.no_progress)
+            build_default(out, recipe=recipe, progress=not args.no_progress, keep_worse=args.keep_worse,
+                          margin_se=args.fallback_margin)
         except (BackboneNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
-                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out), **margin)
         print(f"saved {out} in {time.monotonic() - t0:.0f} s")
         return 0
 
@@ -287,7 +292,8 @@ def cmd_train(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         fall_back_if_worse(out, json.loads((out / "eval.json").read_text()), keep_worse=args.keep_worse,
-                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out), **margin)
+                           first_stage_ok=args.base_model is None and zero_shot_first_stage(out),
+                           margin_se=args.fallback_margin)
         print(f"saved {out} in {time.monotonic() - started:.0f} s")
         return 0
 
@@ -371,7 +377,7 @@ def cmd_train(args) -> int:
     if log.is_file():
         extras[LOG_FILE] = log.read_text(encoding="utf-8")
     final.save(out, model_card=card, extra_files=extras)
-    fall_back_if_worse(out, metrics, keep_worse=args.keep_worse, **margin)
+    fall_back_if_worse(out, metrics, keep_worse=args.keep_worse, margin_se=args.fallback_margin)
     print(f"saved {out} in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -98,7 +98,8 @@ class BiEncoder:
             self.batch_tokens = 4096 if cpu_has_bf16() else 1024
         self.cost = CostModel()
         self.exact_cost = CostModel()  # the fp32 forward behind `exact=True` on an approximate backend
-        # (exact, keep_end, text) -> (vector, tokens); set by evaluation. Like the cost model, meant for one thread at a time.
+        # (exact vector?, keep_end, text) -> (vector, tokens); set by evaluation and a build's mix. Like the cost
+        # model, meant for one thread at a time.
         self.cache: dict[tuple[bool, bool, str], tuple[np.ndarray, int]] | None = None
         self.cache_limit = 200_000
 

@@ -256,25 +256,24 @@ def _positions(docs: list, rng: np.random.Generator, n: int, context_lines: int)
 class OtherLines:
     """A fixed pool of lines from the documents, each with its document: the distractors of next-line selection.
 
-    Every case draws its distractors from one pool, as its writer lines come from one pool (`WriterPools`), so an encoder
-    reads each pool line once and serves later cases from its cache (`remember_readings`): 300 cases of R@1 of 100
-    cost little more than 30. A line is drawn as before, a document at random and then a line of it."""
+    Every case draws its distractors from one pool, as its writer lines come from one pool (`WriterPools`), so an
+    encoder reads each pool line once and serves later cases from its cache (`remember_readings`). The pool is drawn
+    as a case used to draw a line, a document at random and then a line of it, without repeats; a split of no more
+    lines than `size` gives every line once."""
 
     def __init__(self, docs: Sequence, size: int, rng: np.random.Generator) -> None:
-        sizes = np.array([len(doc.lines) for doc in docs])
-        if sizes.sum() <= size:  # a small split: every line once
-            picked = [(d, i) for d, n in enumerate(sizes) for i in range(n)]
-        else:
-            with_lines = np.flatnonzero(sizes)
-            seen: set[tuple[int, int]] = set()
-            for _ in range(100 * size):
-                if len(seen) == size:
-                    break
-                d = int(with_lines[rng.integers(len(with_lines))])
-                seen.add((d, int(rng.integers(sizes[d]))))
-            picked = sorted(seen)
-        self.doc = np.array([d for d, _ in picked], dtype=np.int64)
-        self.text = np.array([docs[d].lines[i].text for d, i in picked], dtype=object)
+        sizes = np.array([len(doc.lines) for doc in docs], dtype=np.int64)
+        total = int(sizes.sum())
+        if total <= size:
+            picks = np.arange(total)
+        else:  # each line weighs 1 / (documents with lines x its document's lines)
+            per_line = np.repeat(1.0 / (np.count_nonzero(sizes) * np.maximum(sizes, 1)), sizes)
+            picks = np.sort(rng.choice(total, size=size, replace=False, p=per_line / per_line.sum()))
+        doc_of = np.repeat(np.arange(len(docs)), sizes)[picks]
+        starts = np.cumsum(sizes) - sizes
+        self.doc = doc_of.astype(np.int64)
+        self.text = np.array([docs[d].lines[i].text for d, i in zip(doc_of, picks - starts[doc_of], strict=True)],
+                             dtype=object)
 
     def __call__(self, d: int, k: int, rng: np.random.Generator, exclude: str = "") -> list[str]:
         """k pool lines from documents other than d, none equal to `exclude` (repeats only where a small split has
@@ -287,13 +286,12 @@ class OtherLines:
 
 
 def build_cases(docs: list, *, writer: Callable | None = None, seed: int = 0, n_select10: int = 300,
-                n_select100: int = 300, n_writer: int = 300, n_swap: int = 500, context_lines: int = 3,
-                pool_size: int = POOL_LINES) -> dict:
+                n_select100: int = 300, n_writer: int = 300, n_swap: int = 500, context_lines: int = 3) -> dict:
     """The cases every scorer is measured on: {measure: [(context, candidates with the true one first)]}, swaps.
 
-    The distractors of next-line selection come from one pool of `pool_size` lines (`OtherLines`)."""
+    The distractors of next-line selection come from one pool of POOL_LINES lines (`OtherLines`)."""
     rng = np.random.default_rng(seed)
-    others_of = OtherLines(docs, pool_size, rng)
+    others_of = OtherLines(docs, POOL_LINES, rng)
     cases: dict = {}
     for name, k, n in (("select10", 10, n_select10), ("select100", 100, n_select100)):
         cases[name] = []

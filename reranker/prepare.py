@@ -32,7 +32,7 @@ import numpy as np
 
 from corpus.clean import CleanConfig, clean_document
 from corpus.dump import Member, ReadConfig, dump_size, iter_members, parse_member
-from corpus.modeldir import DEFAULT_PERSONA, atomic_directory
+from corpus.modeldir import DEFAULT_PERSONA, atomic_directory, write_file_atomically
 from corpus.progress import progress as progress_bar
 from corpus.report import Report
 from reranker.pairs import delimiter_id, encode_lines, encode_pair
@@ -219,11 +219,7 @@ def _shard_done(out_dir: Path, index: int) -> dict | None:
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomically(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _check_settings(out_dir: Path, settings: dict, overwrite: bool) -> None:

@@ -27,8 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from corpus.modeldir import write_file_atomically
 from corpus.progress import progress as progress_bar
 from corpus.text import content_words, dedupe_key, words
+from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
@@ -266,6 +268,18 @@ def train_default(out_dir: str | Path, *, max_minutes: float | None = None, seed
     recipe = replace(recipe, writer_order=recipe.writer_order or CHITCHAT_ORDER)  # the engine's chitchat writer
     return train_editor(splits, out_dir, recipe=recipe,
                         data_name="chitchat-dataset conversations", progress=progress)
+
+
+def build_default(out_dir: str | Path, *, max_minutes: float | None = None, seed: int = 0, progress: bool = True,
+                  recipe: DefaultRecipe | None = None, keep_worse: bool = False,
+                  margin_se: float = FALLBACK_MARGIN_SE) -> Path:
+    """The default editor as `make train-default` and a server's first run build it: `train_default`, then the
+    fallback rule (`fall_back_if_worse`) on what it saved."""
+    out = Path(train_default(out_dir, max_minutes=max_minutes, seed=seed, progress=progress, recipe=recipe))
+    zero_shot_backbone = recipe is None or recipe.base_model is None
+    fall_back_if_worse(out, json.loads((out / "eval.json").read_text(encoding="utf-8")), keep_worse=keep_worse,
+                       first_stage_ok=zero_shot_backbone and zero_shot_first_stage(out), margin_se=margin_se)
+    return out
 
 
 def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: DefaultRecipe, data_name: str,
@@ -603,13 +617,6 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
 
 
 WORSE_SUFFIX = "-worse"
-# How many standard errors of the headline gap a trained scorer may lie below the zero-shot bi-encoder and still
-# ship. Within one, the two are level as far as the cases can tell (the card's verdict calls up to two a tie), and
-# the trained scorer carries what these measures do not read: on an AVX2-only CPU two 10-minute defaults that fell
-# back on gaps of 0.2 and 0.5 SE wrote replies a held-out judge called human 0.55 and 0.59 of the time, against the
-# fallback's 0.46 (benchmarks/RESULTS.md, "Tenth pass"). A genuinely worse scorer (the issue's dump: 3 SE) still
-# falls back, and one 1 to 2 SE below it falls back with a warning that it was a close call.
-FALLBACK_MARGIN_SE = 1.0
 
 
 def zero_shot_first_stage(editor_dir: str | Path) -> bool:
@@ -636,10 +643,9 @@ def fall_back_if_worse(out_dir: str | Path, metrics: dict, *, keep_worse: bool =
     import shutil
     import sys
 
-    from reranker.card import headline_gap, measures_worse, model_card
+    from reranker.card import headline_gap, measures_worse, model_card, with_section
 
-    if margin_se < 0:
-        raise ValueError(f"the fallback margin must be 0 or more standard errors, got {margin_se}")
+    margin_se = fallback_margin(margin_se)
     why = measures_worse(metrics)
     if why is None:
         return None
@@ -647,22 +653,21 @@ def fall_back_if_worse(out_dir: str | Path, metrics: dict, *, keep_worse: bool =
     print(f"\nWARNING: the trained scorer measures WORSE than the zero-shot bi-encoder on its held-out cases: {why}.",
           file=sys.stderr)
     gap, se, n = headline_gap(metrics)
+    gap_said = f"{gap:.3f} of mean R@1 below it, standard error {se:.3f}, on as few as {n} cases a measure"
+    read_more = "A longer --max-minutes reads more held-out cases (and trains longer)"
     if gap <= margin_se * se:
-        note = (f"Measured below the zero-shot bi-encoder within noise, and kept: mean R@1 over the headline measures "
-                f"{gap:.3f} below it, within {margin_se:g} standard error ({se:.3f}) on as few as {n} cases a measure. "
-                f"The headline figures: {why}.")
-        print(f"WARNING: the gap is within {margin_se:g} standard error ({gap:.3f} below, SE {se:.3f}, as few as {n} "
-              "cases a measure): the trained scorer stays, and its card says where it loses. A longer --max-minutes "
-              "reads more held-out cases; --fallback-margin 0 falls back on any gap.", file=sys.stderr)
-        with open(out_dir / "README.md", "a", encoding="utf-8") as card:
-            card.write(f"\n## Where it loses\n\n{note}\n")
-        (out_dir / "eval.json").write_text(json.dumps(
-            {**metrics, "kept_within_noise": {"gap": gap, "se": se, "margin_se": margin_se, "reason": why}},
-            indent=1), encoding="utf-8")
+        print(f"WARNING: within {margin_se:g} standard error ({gap_said}): the trained scorer stays, and its card says "
+              f"where it loses. {read_more}; --fallback-margin 0 falls back on any gap.", file=sys.stderr)
+        card = out_dir / "README.md"
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+        write_file_atomically(card, with_section(text, "Where it loses", (
+            f"Measured below the zero-shot bi-encoder within noise, and kept: {gap_said} (a margin of {margin_se:g} "
+            f"standard error; `--fallback-margin`). The headline figures: {why}.")))
+        write_file_atomically(out_dir / "eval.json", json.dumps(
+            {**metrics, "kept_within_noise": {"gap": gap, "se": se, "margin_se": margin_se, "reason": why}}, indent=1))
         return None
     if gap < 2 * se:  # a slow CPU leaves the evaluation few cases: say the verdict is a close call, not a failure
-        print(f"WARNING: a close call: {gap:.3f} of mean R@1 below it, standard error {se:.3f}, on as few as {n} cases "
-              "a measure. A longer --max-minutes reads more held-out cases (and trains longer).", file=sys.stderr)
+        print(f"WARNING: a close call: {gap_said}. {read_more}.", file=sys.stderr)
     if keep_worse:
         print(f"WARNING: kept in {out_dir} as asked (--keep-worse); the zero-shot bi-encoder would rank better.",
               file=sys.stderr)

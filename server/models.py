@@ -165,14 +165,14 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
             status.finish()
             log.info("Markov model built in %.0f s", time.monotonic() - began)
         if "editor" in stages:
-            from reranker.recipes import train_default
+            from reranker.recipes import build_default
 
             minutes = max(1.0, FIRST_RUN_MINUTES - (time.monotonic() - began) / 60.0)
             editor = editor_dir(model_dir)
             status.begin(f"training the default editor in {editor} (up to {minutes:.0f} minutes)",
                          expected_s=minutes * 60.0)
             start = time.monotonic()
-            train_default(editor, max_minutes=minutes, progress=progress)
+            build_default(editor, max_minutes=minutes, progress=progress)  # falls back as `make train-default` does
             status.finish()
             log.info("editor trained in %.0f s", time.monotonic() - start)
             first_run_index(model_dir, max(0.5, FIRST_RUN_MINUTES + 1.0 - (time.monotonic() - began) / 60.0),

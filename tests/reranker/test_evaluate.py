@@ -153,7 +153,7 @@ def test_a_small_split_pools_every_line_and_repeats_only_when_it_must():
     assert OtherLines(docs[:1], 10, np.random.default_rng(0))(0, 5, np.random.default_rng(0)) == []
 
 
-def test_an_evaluation_reads_each_pooled_distractor_once_whatever_the_case_count():
+def test_an_evaluation_draws_no_more_distinct_distractors_than_its_pool_whatever_the_case_count():
     class Reader(Constant):
         def __init__(self):
             self.read: set[str] = set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -99,13 +101,33 @@ def test_a_bad_mining_schedule_is_a_clear_cli_error(tmp_path, capsys):
     assert "applies to the editor recipes" in capsys.readouterr().err
 
 
-def test_a_negative_fallback_margin_is_a_clear_cli_error_before_any_training(tmp_path, capsys):
+def test_a_bad_fallback_margin_is_a_clear_cli_error_before_any_training(tmp_path, capsys):
     from reranker.__main__ import main
 
-    for bad in ("-0.5", "nan"):
-        assert main(["train", "--default", "--fallback-margin", bad, "--out", str(tmp_path / "editor")]) == 2
-        assert "--fallback-margin must be 0 or more standard errors" in capsys.readouterr().err
+    for bad in ("-0.5", "nan", "inf", "one"):
+        with pytest.raises(SystemExit) as stop:
+            main(["train", "--default", "--fallback-margin", bad, "--out", str(tmp_path / "editor")])
+        assert stop.value.code == 2
+        assert "--fallback-margin" in capsys.readouterr().err
     assert not (tmp_path / "editor").exists()
+
+
+def test_the_fallback_margin_reaches_the_rule_and_defaults_to_one_se(tmp_path, monkeypatch):
+    import reranker.recipes as recipes
+    from reranker.__main__ import main
+
+    seen = []
+
+    def fake_train_default(out, **kwargs):
+        Path(out).mkdir(parents=True)
+        (Path(out) / "eval.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(recipes, "train_default", fake_train_default)
+    monkeypatch.setattr(recipes, "fall_back_if_worse", lambda out, metrics, **kw: seen.append(kw["margin_se"]))
+    assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--default", "--fallback-margin", "0", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [1.0, 0.0]
 
 
 def figures(model: tuple[float, float], bi: tuple[float, float], n: int = 100) -> dict:
@@ -175,16 +197,44 @@ def test_a_gap_within_the_margin_keeps_the_scorer_and_its_card_says_where_it_los
     assert "WORSE than the zero-shot bi-encoder" in err and "within 1 standard error" in err
     card = (out / "README.md").read_text()
     assert card.startswith("# riposte editor\n") and "## Where it loses" in card
-    assert "The headline figures: R@1 of 100 0.300 against the bi-encoder's 0.310 (n 100)" in card and "0.015 below" in card
+    assert "The headline figures: R@1 of 100 0.300 against the bi-encoder's 0.310 (n 100)" in card and "0.015 of mean R@1 below" in card
     kept = json.loads((out / "eval.json").read_text())
     assert kept["scorers"] == metrics["scorers"]  # nothing lost
     assert kept["kept_within_noise"]["gap"] == pytest.approx(0.015) and kept["kept_within_noise"]["se"] == pytest.approx(0.03)
 
+    assert fall_back_if_worse(out, metrics) is None  # a second time: one section, not two
+    assert (out / "README.md").read_text().count("## Where it loses") == 1
+    edge = figures((0.28, 0.40), (0.31, 0.40))  # 0.015 below, SE 0.016 (unpaired, 0.016 each): just within one SE
+    for scorer in edge["scorers"].values():
+        for m in scorer.values():
+            m["r@1_se"] = 0.016
+    assert fall_back_if_worse(out, edge) is None and not (tmp_path / "editor-worse").exists()
+
     moved = fall_back_if_worse(out, metrics, margin_se=0.0)  # no margin: any gap falls back
     assert moved == tmp_path / "editor-worse" and (moved / "config.json").read_text() == "{}"
     assert "saved the zero-shot bi-encoder" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="0 or more standard errors"):
-        fall_back_if_worse(out, metrics, margin_se=-1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="0 or more standard errors"):
+            fall_back_if_worse(out, metrics, margin_se=bad)
+
+
+def test_equal_means_are_a_tie_whatever_the_float_rounding():
+    from reranker.card import measures_worse
+
+    assert (0.1 + 0.7) / 2 != (0.3 + 0.5) / 2  # the two means differ in the last bit
+    assert measures_worse(figures((0.1, 0.7), (0.3, 0.5))) is None
+
+
+def test_a_section_goes_before_the_note_on_other_libraries_once():
+    from reranker.card import EDITOR_ELSEWHERE, with_loading_note, with_section
+
+    card = with_loading_note("# riposte editor\n\n## Figures\n\nR@1 0.3\n")
+    once = with_section(card, "Where it loses", "below within noise")
+    assert once.index("## Figures") < once.index("## Where it loses") < once.index(EDITOR_ELSEWHERE[:40])
+    again = with_section(once, "Where it loses", "below again")
+    assert again.count("## Where it loses") == 1 and "below again" in again and "below within noise" not in again
+    assert again.endswith(EDITOR_ELSEWHERE) and "## Figures\n\nR@1 0.3" in again
+    assert with_section("# plain\n", "Where it loses", "x") == "# plain\n\n## Where it loses\n\nx\n"
 
 
 def test_a_worse_scorer_moves_aside_and_the_zero_shot_biencoder_takes_its_place(tmp_path, capsys):

@@ -35,7 +35,7 @@ def test_ensure_models_builds_only_what_is_missing(tmp_path, monkeypatch, tiny_m
         return out_dir
 
     monkeypatch.setattr(bootstrap, "build_default_markov", fake_markov)
-    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(train_default=fake_train))
+    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(build_default=fake_train))
 
     assert ensure_models(tmp_path, build=False) == tmp_path and not built and not trained
     ensure_models(tmp_path)
@@ -91,7 +91,7 @@ def test_build_status_counts_stages_and_missing_lists_them(tmp_path, monkeypatch
         return out_dir
 
     monkeypatch.setattr(bootstrap, "build_default_markov", fake_markov)
-    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(train_default=fake_train))
+    monkeypatch.setitem(sys.modules, "reranker.recipes", types.SimpleNamespace(build_default=fake_train))
     status = bootstrap.BuildStatus()
     ensure_models(tmp_path, status=status)
     assert [(s["done"], s["total"]) for s in seen] == [(0, 2), (1, 2)]
