@@ -411,7 +411,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                  "writer's lines of the same length. Load with `from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "
-                 "is the scorer measured best."),
+                 "builds on that bi-encoder instead."),
         parts={
             "data": f"{data_name}: {len(splits['train'])} train, {len(splits['val'])} validation and "
                     f"{len(test_docs)} test documents",
