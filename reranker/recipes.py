@@ -223,8 +223,9 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
     line, other people's lines, writer lines (`writer_negatives` of them, default as many as the others) and
     `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`).
 
-    The other lines come from one pool (`OtherLines`) of the other documents of `docs` and of `other_docs` (a small
-    validation split may hold a single document). A case whose writer gives too few seeded lines is padded from the pool.
+    The other lines come from one pool (`OtherLines`) of the other documents of `docs` and of `other_docs` (a
+    small validation split may hold a single document). A case whose writer gives too few seeded lines is padded
+    from the writer pool.
     """
     from reranker.evaluate import POOL_LINES, OtherLines, _positions
 

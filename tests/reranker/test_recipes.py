@@ -197,10 +197,12 @@ def test_a_gap_within_the_margin_keeps_the_scorer_and_its_card_says_where_it_los
     assert "WORSE than the zero-shot bi-encoder" in err and "within 1 standard error" in err
     card = (out / "README.md").read_text()
     assert card.startswith("# riposte editor\n") and "## Where it loses" in card
-    assert "The headline figures: R@1 of 100 0.300 against the bi-encoder's 0.310 (n 100)" in card and "0.015 of mean R@1 below" in card
+    assert "The headline figures: R@1 of 100 0.300 against the bi-encoder's 0.310 (n 100)" in card
+    assert "0.015 of mean R@1 below" in card
     kept = json.loads((out / "eval.json").read_text())
     assert kept["scorers"] == metrics["scorers"]  # nothing lost
-    assert kept["kept_within_noise"]["gap"] == pytest.approx(0.015) and kept["kept_within_noise"]["se"] == pytest.approx(0.03)
+    noted = kept["kept_within_noise"]
+    assert noted["gap"] == pytest.approx(0.015) and noted["se"] == pytest.approx(0.03) and noted["margin_se"] == 1.0
 
     assert fall_back_if_worse(out, metrics) is None  # a second time: one section, not two
     assert (out / "README.md").read_text().count("## Where it loses") == 1
