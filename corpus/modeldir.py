@@ -23,10 +23,13 @@ from dataclasses import fields
 from pathlib import Path
 
 
-def write_file_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write a text file whole or not at all: a temporary sibling, synced, then renamed over `path`."""
+def write_file_atomically(path: str | os.PathLike, text: str, *, private: bool = False) -> None:
+    """Write a text file whole or not at all: a temporary sibling, synced, then renamed over `path`.
+
+    The file gets the mode any new file gets (the umask's), or, `private`, its owner's alone (0600)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -34,7 +37,7 @@ def write_file_atomically(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

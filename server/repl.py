@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TextIO
 
+from corpus.modeldir import write_file_atomically
 from server.engine import DEFAULT_PERSONA, Engine, Reply, Turn, UnknownPersonaError, topic_terms
 from server.group import Conversation
 from server.limits import (
@@ -246,14 +246,7 @@ class History:
         kept = [line for line in lines if line.strip() and "\n" not in line and "\r" not in line][-self.length:]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # mode 0600
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write("".join(line + "\n" for line in kept))
-                os.replace(tmp, self.path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            write_file_atomically(self.path, "".join(line + "\n" for line in kept), private=True)
         except OSError as exc:
             self.warn("write", exc)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from corpus import modeldir
-from corpus.modeldir import editor_dir
+from corpus.modeldir import editor_dir, write_file_atomically
 
 
 def test_write_then_read_gives_the_section_with_kind_and_version(tmp_path):
@@ -51,3 +52,18 @@ def test_the_editor_lives_in_editor_or_in_an_older_dirs_reranker(tmp_path):
     assert editor_dir(tmp_path) == tmp_path / "reranker"  # a dir made before the rename
     (tmp_path / "editor").mkdir()
     assert editor_dir(tmp_path) == tmp_path / "editor"  # both: the new one wins
+
+
+def test_a_file_written_atomically_is_whole_has_the_umask_mode_or_is_private(tmp_path):
+    path = tmp_path / "eval.json"
+    old = os.umask(0o022)
+    try:
+        write_file_atomically(path, "first")
+        assert path.read_text() == "first" and path.stat().st_mode & 0o777 == 0o644  # shared as any new file
+        write_file_atomically(path, "second", private=True)
+        assert path.read_text() == "second" and path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    with pytest.raises(TypeError):
+        write_file_atomically(path, None)  # fails mid-write: the old file stays whole, no temporary is left
+    assert path.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["eval.json"]
