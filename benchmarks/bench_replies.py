@@ -16,7 +16,9 @@ not use:
 - **echo**: the share of the reply's content words found in the last context line;
 - **words**: the reply's length.
 
-Rows: the true next line, a random line of the writer, and each engine (with its reply indexes, where the model dir
+Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
+(chitchat's test split: perfect sense in the writer's own chat style, the parse rate a flawless pick from a chitchat
+writer could expect; `--people-lines none` leaves it out), and each engine (with its reply indexes, where the model dir
 has them: `riposte index`): the zero-shot bi-encoder as the editor (the
 baseline every figure stands beside) and each `--model` dir's own editor, on the same contexts and seeds.
 
@@ -58,6 +60,15 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3) 
         i = int(rng.integers(context_lines, len(doc.lines)))
         out.append(([line.text for line in doc.lines[i - context_lines : i]], doc.lines[i].text))
     return out
+
+
+def people_lines(n: int, seed: int) -> list[str]:
+    """n random lines people wrote in chitchat's test split (never in the default writer's table)."""
+    from corpus.chitchat import read_chitchat
+    from reranker.windows import split_of
+
+    lines = [line.text for doc in read_chitchat() if split_of(doc.source_id) == "test" for line in doc.lines]
+    return [lines[i] for i in np.random.default_rng([4, seed]).choice(len(lines), size=n, replace=False)]
 
 
 def judge(dailydialog: Path):
@@ -161,6 +172,9 @@ def main() -> int:
     parser.add_argument("--index-k", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
                         "from a reply index that keeps the editor's readings); default: the engine's own setting")
+    parser.add_argument("--people-lines", choices=("chitchat", "none"), default="chitchat",
+                        help="a row of random lines people wrote in the default writer's corpus (chitchat's test "
+                        "split), or none")
     parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (`areply` on one event loop, "
                         "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
     args = parser.parse_args()
@@ -181,6 +195,8 @@ def main() -> int:
     first = load_engine(models[0])
     rng = np.random.default_rng([3, args.seed])  # fresh random lines for fresh contexts
     rows["random writer line"] = [first.personas["default"].generate(64, rng).candidates[0] for _ in cases]
+    if args.people_lines == "chitchat":
+        rows["a person's chat line (chitchat test split)"] = people_lines(len(cases), args.seed)
     zero_shot = type(first)(first.personas, Editor.from_backbone(), first.config, first_stage=first.first_stage)
     engines = {"engine, zero-shot bi-encoder editor": zero_shot}
     for i, m in enumerate(models):
