@@ -92,6 +92,11 @@ def _add_train(sub) -> None:
                    help="editor recipes: mine hard negatives for the sense model at these fractions of its stage "
                         "(e.g. 0.35 0.65): the writer's lines it finds most human; off by default (no gain measured "
                         "in 10 CPU minutes, benchmarks/RESULTS.md)")
+    p.add_argument("--relevance-around", action="store_true", default=None,
+                   help="editor recipes: the sense model's relevance loss also ranks each line above a writer line "
+                        "written around its context's own words (the lines that pack a context's words together); "
+                        "off by default (a gain among such lines, but not in a whole 10-minute build on an AVX2 "
+                        "CPU, benchmarks/RESULTS.md, \"Eleventh pass\")")
     p.add_argument("--hold-out", action="append", default=[], metavar="PATTERN",
                    help="--recipe editor: files matching this pattern (fnmatch on the path or file name, e.g. "
                         "'s09e*.txt' or 'test.txt'; repeatable) are the test split, never trained on; without it "
@@ -238,13 +243,15 @@ def cmd_train(args) -> int:
     from reranker.train import TrainConfig, evaluate_samples, train
 
     mine_at = tuple(args.sense_mine_at) if args.sense_mine_at else None
-    if mine_at:  # checked before a dump is read, which can take minutes
-        from reranker.sense import check_schedule
-
-        if not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model)):
-            print("error: --sense-mine-at applies to the editor recipes (--default, --recipe editor), not to a "
+    cross = not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model))
+    for flag, given in (("--sense-mine-at", mine_at), ("--relevance-around", args.relevance_around)):
+        if given and cross:  # checked before a dump is read, which can take minutes
+            print(f"error: {flag} applies to the editor recipes (--default, --recipe editor), not to a "
                   "cross-encoder", file=sys.stderr)
             return 2
+    if mine_at:
+        from reranker.sense import check_schedule
+
         try:
             check_schedule("sense_mine_at", mine_at)
         except ValueError as exc:
@@ -259,7 +266,7 @@ def cmd_train(args) -> int:
         try:
             recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=mine_at)
+                                          sense_mine_at=mine_at, relevance_around=args.relevance_around)
             build_default(out, recipe=recipe, progress=not args.no_progress, keep_worse=args.keep_worse,
                           margin_se=args.fallback_margin)
         except (BackboneNotFoundError, ValueError) as exc:
@@ -285,7 +292,7 @@ def cmd_train(args) -> int:
                                  "budget: raise --max-minutes")
             recipe = DefaultRecipe.preset(args.preset, max_minutes=left, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=mine_at)
+                                          sense_mine_at=mine_at, relevance_around=args.relevance_around)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:

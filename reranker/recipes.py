@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from corpus.modeldir import write_file_atomically
 from corpus.progress import progress as progress_bar
-from corpus.text import content_words, dedupe_key, words
+from corpus.text import LineFilter, content_words, dedupe_key, words
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
@@ -69,6 +70,12 @@ class DefaultRecipe:
     # the writer's lines it finds most human, from lines written around context words as a turn writes them and
     # plain lines; () trains on random writer lines only.
     sense_mine_at: tuple[float, ...] = ()
+    # The relevance loss also ranks each train line above a writer line written around its context's own words
+    # (a turn's seeded candidates, the lines that pack the context's words together); False: the batch's lines only.
+    # Same 330 s on a 2-core AVX2 EPYC: the true line among 99 such lines rose 4.3 ranks (± 0.5; R@1 0.075 -> 0.090),
+    # level elsewhere, for a quarter fewer lines read; but the one whole 10-minute build with it there measured
+    # worse among plain writer lines and fell back, so it stays off (benchmarks/RESULTS.md, "Eleventh pass").
+    relevance_around: bool = False
     # The n-gram order of the writer the sense model learns against: the engine's writer's. None: chitchat's
     # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
     writer_order: int | None = None
@@ -405,11 +412,12 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         print(format_table(metrics))
     card = model_card(
         title="riposte editor",
-        summary=("This editor scores a candidate reply to a context as a learned mix of four signals: the "
+        summary=("This editor scores a candidate reply to a context as a learned mix of five signals: the "
                  "zero-shot all-MiniLM-L6-v2 bi-encoder's cosine with the joined context, its cosine with the last "
                  "line, a fluency head (\"human or writer?\") on the candidate's embedding, and a sense model: a "
                  "copy of the encoder fine-tuned end to end to tell the training documents' lines from a Markov "
-                 "writer's lines of the same length. Load with `from reranker import Reranker; Reranker.load(dir)`. It is not a "
+                 "writer's lines of the same length (its logit) and to rank each line first for the context it "
+                 "answered (its cosine with the context, the learned relevance). Load with `from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "
                  "builds on that bi-encoder instead."),
@@ -430,7 +438,10 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                                f"{len(sense_report['mined'])} round(s) as it trained" if sense_report.get("mined")
                                else "")
                             + (", each human line also ranked above the batch's other lines for its context"
-                               if sense_report.get("relevance") else "") + "; held-out AUC "
+                               if sense_report.get("relevance") else "")
+                            + (f" and above {sense_report['around_negatives']:,} writer lines written around its "
+                               "context's own words" if sense_report.get("around_negatives") else "")
+                            + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"
                             + (f", {sense_report['held_out_auc_seeded']:.3f} against lines begun at a topic word"
@@ -540,8 +551,9 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         for i in range(1, len(doc.lines)):
             contexts.setdefault(doc.lines[i].text,
                                 sense.encoder.context_text([line.text for line in doc.lines[:i]]))
+    around = around_negatives(writer, splits["train"], recipe.seed + 11) if recipe.relevance_around else None
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
-                         contexts=contexts, mine_pool=mine_pool)
+                         contexts=contexts, mine_pool=mine_pool, around=around)
     report["seeded_lines"] = len(seeded)
     if held_seeded:  # read after the stage's deadline, as the plain AUC is: fewer pairs keep that short
         report["held_out_auc_seeded"] = round(held_out_auc(sense, held_seeded), 4)
@@ -552,6 +564,30 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     if bf16_supported(sense.encoder.device):  # served as the bi-encoder is: bf16 where the CPU has it
         sense.encoder.model.to(torch.bfloat16)
     return sense, report
+
+
+def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4) -> Callable[[str], str | None]:
+    """line -> a fresh writer line written around the context words of the lines before it (its newest two, as a
+    turn seeds from; the first time it was said), or None where the writer finds none. Lines are written when
+    asked (a few ms each), so a short training run pays only for the lines it reads."""
+    before: dict[str, list[str]] = {}
+    for doc in docs:
+        for i in range(1, len(doc.lines)):
+            before.setdefault(doc.lines[i].text, [line.text for line in doc.lines[max(0, i - 2) : i]])
+    text_filter, rng = LineFilter(), np.random.default_rng(seed)
+
+    def around(line: str) -> str | None:
+        context = before.get(line)
+        words_ = writer.context_words(context, seed_words) if context else []
+        if not words_:
+            return None
+        for text in writer.generate(2, rng, around=words_, max_rounds=2).candidates:
+            kept = text_filter(text)
+            if kept and kept != line:
+                return kept
+        return None
+
+    return around
 
 
 def topic_starts(lines: list[str], seed: int = 0, n: int = 50_000) -> list[str]:

@@ -21,6 +21,7 @@ import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,7 +291,7 @@ def mine_hard(model: SenseModel, lines: list[str], *, top: float, max_length: in
 def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[tuple[str, str]], *,
                 deadline: float, training: SenseTraining | None = None, progress: bool = True,
                 contexts: dict[str, str] | None = None, max_steps: int | None = None,
-                mine_pool: list[str] | None = None) -> dict:
+                mine_pool: list[str] | None = None, around: Callable[[str], str | None] | None = None) -> dict:
     """Fine-tune the encoder and the head on length-matched (human, writer) pairs until `deadline` (or after
     `max_steps` steps, whichever comes first: a step count makes a run independent of the machine's speed).
 
@@ -301,6 +302,10 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     With `mine_pool` (writer lines the pairs do not hold) and `training.mine_at`, hard negatives are mined from
     it as training goes (`mine_hard`): the writer's lines the model itself finds most human, which are the ones
     an editor picks, paired with human lines of the same length.
+
+    With `around` (a human line -> a writer line written around the words of the context it answered, or None),
+    the relevance loss also ranks the line above that writer line: the lines that pack a context's own words
+    together, which an editor rewarding topic picks.
 
     Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
     dtype used, the mining rounds, and a history of the loss every few steps.
@@ -337,6 +342,8 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     cut = training.max_length - 2
     contexts = contexts if training.relevance_weight > 0 else None
     relevance_losses: list[float] = []
+    around_read = 0
+    around = around if contexts else None
     bar = progress_bar(desc="sense (human or writer?)", unit=" lines", disable=not progress)
     try:
         while time.monotonic() < deadline and (max_steps is None or step < max_steps):
@@ -379,7 +386,17 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
                     ctx_hidden = net(input_ids=ctx_input, attention_mask=ctx_mask).last_hidden_state
                 query = nn.functional.normalize(mean_pool(ctx_hidden, ctx_mask).float(), dim=-1)
                 keys = nn.functional.normalize(pooled.float(), dim=-1)  # every line of the batch, writer's too
-                sims = training.relevance_scale * query @ keys.T  # (R, B)
+                if around is not None:  # ... and writer lines written around each context's own words
+                    extra = [line for line in (around(batch[i][0]) for i in rows) if line]
+                    if extra:
+                        ex_ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(extra)]
+                        ex_input, ex_mask = pad_batch(ex_ids, encoder.pad_id, device)
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                            ex_hidden = net(input_ids=ex_input, attention_mask=ex_mask).last_hidden_state
+                        keys = torch.cat([keys, nn.functional.normalize(mean_pool(ex_hidden, ex_mask).float(),
+                                                                        dim=-1)])
+                        around_read += len(extra)
+                sims = training.relevance_scale * query @ keys.T  # (R, B [+ around lines])
                 relevance = nn.functional.cross_entropy(sims, torch.tensor(rows, device=device))
                 loss = loss + training.relevance_weight * relevance
                 relevance_losses.append(relevance.item())
@@ -408,5 +425,5 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     return {"steps": step, "lines": seen, "seconds": round(seconds, 1),
             "lines_per_s": round(seen / max(seconds, 1e-9), 1), "bf16": bf16, "pairs": len(pairs),
             "held_out_pairs": len(held_out), "held_out_auc_before": round(auc_before, 4),
-            "relevance": bool(relevance_losses), "mined": mined,
+            "relevance": bool(relevance_losses), "mined": mined, "around_negatives": around_read,
             "held_out_auc": round(auc_after, 4), "history": history}

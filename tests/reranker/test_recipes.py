@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from corpus.documents import Document, Line
 from reranker.editor import FluencyHead
-from reranker.recipes import DefaultRecipe, fit_mix, topic_starts, train_fluency
+from reranker.recipes import DefaultRecipe, around_negatives, fit_mix, topic_starts, train_fluency
 
 
 def test_fluency_head_learns_a_separable_problem_and_reports_held_out_figures():
@@ -73,6 +74,24 @@ def test_topic_starts_are_content_words_as_often_as_said():
     assert set(starts) == {"like", "pizza", "likes", "movie", "great", "ok", "cats"}  # no stopwords, no numbers
     assert starts.count("pizza") == 10 and starts.count("movie") == 5
     assert topic_starts(lines, seed=0) == starts and len(topic_starts(lines, seed=0, n=3)) == 3
+
+
+def test_around_negatives_are_writer_lines_through_the_words_before_a_line():
+    from markov import MarkovModel
+
+    talk = [["we went hiking in the mountains", "the mountains were cold and windy", "did you see any bears"],
+            ["my sister plays the violin", "the violin sounds lovely at night", "she practises every evening"]]
+    docs = [Document(f"d{d}", [Line(t) for t in lines]) for d, lines in enumerate(talk * 3)]
+    writer = MarkovModel.build((t, 1.0) for lines in talk for t in lines)
+    around = around_negatives(writer, docs, seed=0)
+    line = around("did you see any bears")  # its context: the two lines about the mountains
+    assert line is not None and line != "did you see any bears"
+    assert {"mountains", "cold", "windy", "hiking", "went"} & set(line.lower().split())
+    assert around("we went hiking in the mountains") is None  # a conversation's first line has no context
+    assert around("a line no conversation holds") is None
+    one, two = around_negatives(writer, docs, seed=3), around_negatives(writer, docs, seed=3)
+    asked = ["she practises every evening", "did you see any bears"] * 3
+    assert [one(x) for x in asked] == [two(x) for x in asked]  # seeded
 
 
 def test_presets_and_their_overrides():
@@ -286,3 +305,25 @@ def test_only_a_first_stage_distilled_from_the_biencoder_fits_a_zero_shot_fallba
     assert not zero_shot_first_stage(editor_dir("sense", {"distilled_from": "sense", "words": 3}))
     assert zero_shot_first_stage(editor_dir("older", {"words": 3}))  # before the key: always the bi-encoder
     assert not zero_shot_first_stage(tmp_path / "nothing")  # no train.json: nothing to vouch for it
+
+
+def test_the_relevance_around_flag_reaches_the_recipe_and_is_off_by_default(tmp_path, monkeypatch, capsys):
+    import reranker.recipes as recipes
+    from reranker.__main__ import main
+
+    seen = []
+
+    def fake_train_default(out, recipe=None, **kwargs):
+        seen.append(recipe.relevance_around)
+        Path(out).mkdir(parents=True)
+        (Path(out) / "eval.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(recipes, "train_default", fake_train_default)
+    monkeypatch.setattr(recipes, "fall_back_if_worse", lambda out, metrics, **kw: None)
+    assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--default", "--relevance-around", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [False, True]
+    # a cross-encoder has no sense stage: refused before its dump is read
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--relevance-around"]) == 2
+    assert "--relevance-around applies to the editor recipes" in capsys.readouterr().err

@@ -112,6 +112,43 @@ def test_training_with_contexts_learns_relevance_in_the_same_encoder(tiny_bert):
     assert not off["relevance"]
 
 
+def test_around_negatives_teach_that_a_line_of_the_contexts_own_words_is_not_its_reply(tiny_bert):
+    # Replies use the context's words mapped through a permutation; the "around" line of a context is its own words
+    # and one more that no batch line holds: a line that packs the context's words together. Untrained, and trained
+    # on the batch's lines alone, the encoder often ranks it above the reply; only the around negatives say it is not.
+    vocab = HUMAN_WORDS
+    mapped = dict(zip(vocab, np.random.default_rng(7).permutation(vocab), strict=True))
+    human = lines(vocab, 800, 1)
+    contexts = {h: " ".join(mapped[w] for w in h.split()) for h in human}
+    pairs = length_matched_pairs(human, lines(WRITER_WORDS, 2000, 2), seed=0)
+    held = [h for h in lines(vocab, 400, 3) if h not in contexts][:200]
+
+    def echo(context: str) -> str:
+        return " ".join([*context.split(), "pizza"])
+
+    def reply_beats_echo(model: SenseModel) -> float:
+        ctx = [" ".join(mapped[w] for w in h.split()) for h in held]
+        c = np.stack([model.context_vector([x]) for x in ctx])
+        true, fake = unit(model.encoder.embed(held)[0]), unit(model.encoder.embed([echo(x) for x in ctx])[0])
+        return float(np.mean((c * true).sum(1) > (c * fake).sum(1)))
+
+    training = SenseTraining(batch_size=32, lr=2e-3, head_lr=1e-2, warmup_steps=2)
+    shares, reports = {}, {}
+    for name, around in (("without", None), ("with", lambda h: echo(contexts[h]) if h in contexts else None)):
+        torch.manual_seed(0)
+        model = SenseModel.from_backbone(tiny_bert)
+        reports[name] = train_sense(model, pairs, [], deadline=math.inf, max_steps=STEPS, contexts=contexts,
+                                    progress=False, training=training, around=around)
+        shares[name] = reply_beats_echo(model)
+    assert reports["without"]["around_negatives"] == 0
+    assert reports["with"]["around_negatives"] == 16 * STEPS  # one per human line of every batch
+    assert shares["with"] > max(0.8, shares["without"] + 0.2)
+    # without contexts there is no relevance loss, and the around lines are not read
+    off = train_sense(SenseModel.from_backbone(tiny_bert), pairs, [], deadline=math.inf, max_steps=2,
+                      progress=False, training=training, around=lambda h: "a line")
+    assert off["around_negatives"] == 0
+
+
 def test_mining_keeps_the_lines_the_model_finds_most_human_at_each_length(tiny_bert):
     torch.manual_seed(0)
     model = SenseModel.from_backbone(tiny_bert)
