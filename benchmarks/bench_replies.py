@@ -63,7 +63,8 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3) 
 
 
 def people_lines(n: int, seed: int) -> list[str]:
-    """n random lines people wrote in chitchat's test split (never in the default writer's table)."""
+    """n random lines people wrote in chitchat's test split (held out from every editor recipe; the served writer's
+    table holds them, but it never says a corpus line verbatim)."""
     from corpus.chitchat import read_chitchat
     from reranker.windows import split_of
 

@@ -71,10 +71,11 @@ class DefaultRecipe:
     # plain lines; () trains on random writer lines only.
     sense_mine_at: tuple[float, ...] = ()
     # The relevance loss also ranks each train line above a writer line written around its context's own words
-    # (a turn's seeded candidates, the lines that pack the context's words together); False: the batch's lines only.
-    # Same 330 s on a 2-core AVX2 EPYC: the true line among 99 such lines rose 4.3 ranks (± 0.5; R@1 0.075 -> 0.090),
-    # level elsewhere, for a quarter fewer lines read; but the one whole 10-minute build with it there measured
-    # worse among plain writer lines and fell back, so it stays off (benchmarks/RESULTS.md, "Eleventh pass").
+    # (as a turn writes half its candidates: the lines that pack the context's words together); False: the batch's
+    # lines only. In a 330-s sense stage on a 2-core AVX2 EPYC, with and without it, the true line among 99 such lines
+    # rose 4.3 places (± 0.5; R@1 0.075 -> 0.090), level elsewhere, for a quarter fewer lines read; but the one whole
+    # 10-minute build with it measured worse among plain writer lines and fell back, so it stays off
+    # (benchmarks/RESULTS.md, "Eleventh pass").
     relevance_around: bool = False
     # The n-gram order of the writer the sense model learns against: the engine's writer's. None: chitchat's
     # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
@@ -417,7 +418,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                  "line, a fluency head (\"human or writer?\") on the candidate's embedding, and a sense model: a "
                  "copy of the encoder fine-tuned end to end to tell the training documents' lines from a Markov "
                  "writer's lines of the same length (its logit) and to rank each line first for the context it "
-                 "answered (its cosine with the context, the learned relevance). Load with `from reranker import Reranker; Reranker.load(dir)`. It is not a "
+                 "answered (its cosine with the context, the learned relevance). Load with "
+                 "`from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "
                  "builds on that bi-encoder instead."),
@@ -439,8 +441,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                                else "")
                             + (", each human line also ranked above the batch's other lines for its context"
                                if sense_report.get("relevance") else "")
-                            + (f" and above {sense_report['around_negatives']:,} writer lines written around its "
-                               "context's own words" if sense_report.get("around_negatives") else "")
+                            + (" and above a writer line written around its context's own words "
+                               f"({sense_report['around_negatives']:,} in all)" if sense_report.get("around_negatives")
+                               else "")
                             + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"
@@ -570,6 +573,8 @@ def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4) -> 
     """line -> a fresh writer line written around the context words of the lines before it (its newest two, as a
     turn seeds from; the first time it was said), or None where the writer finds none. Lines are written when
     asked (a few ms each), so a short training run pays only for the lines it reads."""
+    if getattr(writer, "backward", None) is None:  # saved before format 4: it cannot write around words
+        raise ValueError("relevance_around needs a writer with a backward table (Markov format 4 or later)")
     before: dict[str, list[str]] = {}
     for doc in docs:
         for i in range(1, len(doc.lines)):

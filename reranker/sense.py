@@ -308,7 +308,7 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     together, which an editor rewarding topic picks.
 
     Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
-    dtype used, the mining rounds, and a history of the loss every few steps.
+    dtype used, the mining rounds, the around lines read, and a history of the loss every few steps.
     """
     training = training or SenseTraining()
     if len(pairs) < training.batch_size // 2:

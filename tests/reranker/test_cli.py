@@ -124,7 +124,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
 
     splits = {name: read_split(dump, name)[0] for name in ("train", "val", "test")}
     recipe = DefaultRecipe(max_minutes=2, max_train_lines=400, mix_cases=20, mix_negatives=4, eval_cases=6,
-                           base_model=tiny_bert, sense_share=0.05, sense_mine_at=(0.3,))
+                           base_model=tiny_bert, sense_share=0.05, sense_mine_at=(0.3,), relevance_around=True)
     out = train_editor(splits, tmp_path / "editor", recipe=recipe, data_name="tiny dump", progress=False)
     editor = Reranker.load(out, warmup=False)
     assert isinstance(editor, Editor)
@@ -154,6 +154,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     # hard negatives were mined once, 30% into the stage, from fresh writer lines, and the card says so
     [mined] = train["sense"]["mined"]
     assert mined["read"] > 0 and 0 < mined["kept"] <= mined["read"] and "mined in 1 round(s)" in card
+    # its relevance also learned against lines written around each context's words, and the card says so
+    assert train["sense"]["around_negatives"] > 0 and "written around its context's own words" in card
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -89,9 +90,12 @@ def test_around_negatives_are_writer_lines_through_the_words_before_a_line():
     assert {"mountains", "cold", "windy", "hiking", "went"} & set(line.lower().split())
     assert around("we went hiking in the mountains") is None  # a conversation's first line has no context
     assert around("a line no conversation holds") is None
+    with pytest.raises(ValueError, match="backward table"):  # a writer saved before it could write around words
+        around_negatives(SimpleNamespace(backward=None), docs)
     one, two = around_negatives(writer, docs, seed=3), around_negatives(writer, docs, seed=3)
     asked = ["she practises every evening", "did you see any bears"] * 3
-    assert [one(x) for x in asked] == [two(x) for x in asked]  # seeded
+    first = [one(x) for x in asked]
+    assert first == [two(x) for x in asked] and all(first)  # seeded, and a line for every line with a context
 
 
 def test_presets_and_their_overrides():
