@@ -73,9 +73,9 @@ class DefaultRecipe:
     # The relevance loss also ranks each train line above a writer line written around its context's own words
     # (as a turn writes half its candidates: the lines that pack the context's words together); False: the batch's
     # lines only. In a 330-s sense stage on a 2-core AVX2 EPYC, with and without it, the true line among 99 such lines
-    # rose 4.3 places (± 0.5; R@1 0.075 -> 0.090), level elsewhere, for a quarter fewer lines read; but the one whole
-    # 10-minute build with it measured worse among plain writer lines and fell back, so it stays off
-    # (benchmarks/RESULTS.md, "Eleventh pass").
+    # rose 1.7 places (± 0.45) with the negatives length-matched (4.3 unmatched, partly by learning length), level
+    # elsewhere, for a sixth to a quarter fewer lines read; the one whole 10-minute build with it (unmatched) measured
+    # worse among plain writer lines and fell back, so it stays off (benchmarks/RESULTS.md, "Eleventh pass").
     relevance_around: bool = False
     # The n-gram order of the writer the sense model learns against: the engine's writer's. None: chitchat's
     # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
@@ -569,10 +569,12 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     return sense, report
 
 
-def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4) -> Callable[[str], str | None]:
+def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4, tries: int = 8
+                     ) -> Callable[[str], str | None]:
     """line -> a fresh writer line written around the context words of the lines before it (its newest two, as a
-    turn seeds from; the first time it was said), or None where the writer finds none. Lines are written when
-    asked (a few ms each), so a short training run pays only for the lines it reads."""
+    turn seeds from; the first time it was said), the closest in word count of `tries`, or None where the writer
+    finds none. Lines are written when asked (a few ms each), so a short training run pays only for the lines it
+    reads."""
     if getattr(writer, "backward", None) is None:  # saved before format 4: it cannot write around words
         raise ValueError("relevance_around needs a writer with a backward table (Markov format 4 or later)")
     before: dict[str, list[str]] = {}
@@ -586,11 +588,12 @@ def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4) -> 
         words_ = writer.context_words(context, seed_words) if context else []
         if not words_:
             return None
-        for text in writer.generate(2, rng, around=words_, max_rounds=2).candidates:
-            kept = text_filter(text)
-            if kept and kept != line:
-                return kept
-        return None
+        # The closest in length of a few: lines written around words run long (two half-lines joined), and a
+        # negative longer than its positive would teach length, not "packs the context's words".
+        kept = [k for k in map(text_filter, writer.generate(tries, rng, around=words_, max_rounds=2).candidates)
+                if k and k != line]
+        n = len(words(line))
+        return min(kept, key=lambda k: abs(len(words(k)) - n)) if kept else None
 
     return around
 
