@@ -339,11 +339,21 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     mined: list[dict] = []
     net.train()
     model.head.train()
-    cut = training.max_length - 2
     contexts = contexts if training.relevance_weight > 0 else None
     relevance_losses: list[float] = []
     around_read = 0
     around = around if contexts else None
+
+    def pooled_of(texts: list[str], max_length: int, keep_end: bool = False) -> torch.Tensor:
+        # Mean-pooled vectors (N, H) with gradients: each text cut to max_length tokens (its end kept for a
+        # context, whose newest words matter most), read under bf16 autocast where the CPU has it.
+        keep = max_length - 2
+        ids = [[x[0], *(x[1:-1][-keep:] if keep_end else x[1:-1][:keep]), x[-1]]
+               for x in encoder.tokenize(texts, keep_end=keep_end)]
+        input_ids, attention_mask = pad_batch(ids, encoder.pad_id, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            hidden = net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return mean_pool(hidden, attention_mask)
     bar = progress_bar(desc="sense (human or writer?)", unit=" lines", disable=not progress)
     try:
         while time.monotonic() < deadline and (max_steps is None or step < max_steps):
@@ -367,34 +377,22 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
             use_hard = hard_stream is not None and rng.random() < training.mine_share
             batch = (hard_stream if use_hard else stream).next()
             texts = [h for h, _ in batch] + [w for _, w in batch]
-            ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(texts)]
-            input_ids, attention_mask = pad_batch(ids, encoder.pad_id, device)
             scale = min(1.0, (step + 1) / training.warmup_steps) * 0.5 * (1.0 + math.cos(math.pi * frac))
             for group, lr in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * max(scale, 0.05)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                hidden = net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-            pooled = mean_pool(hidden, attention_mask)  # (B, H): half human, half writer
+            pooled = pooled_of(texts, training.max_length)  # (B, H): half human, half writer
             logits = model.head(pooled)[:, 0]  # (B,), fp32
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
             rows = [i for i, (h, _) in enumerate(batch) if contexts and h in contexts]
             if len(rows) >= 2:
-                ctx_ids = encoder.tokenize([contexts[batch[i][0]] for i in rows], keep_end=True)
-                ctx_ids = [[x[0], *x[1:-1][-(training.context_max_length - 2):], x[-1]] for x in ctx_ids]
-                ctx_input, ctx_mask = pad_batch(ctx_ids, encoder.pad_id, device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    ctx_hidden = net(input_ids=ctx_input, attention_mask=ctx_mask).last_hidden_state
-                query = nn.functional.normalize(mean_pool(ctx_hidden, ctx_mask).float(), dim=-1)
+                query = nn.functional.normalize(pooled_of([contexts[batch[i][0]] for i in rows],
+                                                     training.context_max_length, keep_end=True).float(), dim=-1)
                 keys = nn.functional.normalize(pooled.float(), dim=-1)  # every line of the batch, writer's too
                 if around is not None:  # ... and writer lines written around each context's own words
                     extra = [line for line in (around(batch[i][0]) for i in rows) if line]
                     if extra:
-                        ex_ids = [[x[0], *x[1:-1][:cut], x[-1]] for x in encoder.tokenize(extra)]
-                        ex_input, ex_mask = pad_batch(ex_ids, encoder.pad_id, device)
-                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                            ex_hidden = net(input_ids=ex_input, attention_mask=ex_mask).last_hidden_state
-                        keys = torch.cat([keys, nn.functional.normalize(mean_pool(ex_hidden, ex_mask).float(),
-                                                                        dim=-1)])
+                        extra_keys = pooled_of(extra, training.max_length).float()
+                        keys = torch.cat([keys, nn.functional.normalize(extra_keys, dim=-1)])
                         around_read += len(extra)
                 sims = training.relevance_scale * query @ keys.T  # (R, B [+ around lines])
                 relevance = nn.functional.cross_entropy(sims, torch.tensor(rows, device=device))

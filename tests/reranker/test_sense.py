@@ -82,15 +82,22 @@ def test_training_learns_what_separates_human_from_writer_lines(tiny_bert):
     assert report["history"][-1]["event"] == "eval"
 
 
-def test_training_with_contexts_learns_relevance_in_the_same_encoder(tiny_bert):
-    # A reply's words are its context's words mapped through a fixed permutation of the vocabulary: no overlap, so
-    # an untrained encoder cannot match them; only training on (context, reply) pairs can.
+def permuted_replies() -> tuple[dict[str, str], dict[str, str], list[tuple[str, str]], list[str]]:
+    """A relevance task no untrained encoder can read: each reply's context is its words mapped through a fixed
+    permutation of the vocabulary. (mapping, reply -> context, length-matched train pairs, held-out replies)."""
     vocab = HUMAN_WORDS
     mapped = dict(zip(vocab, np.random.default_rng(7).permutation(vocab), strict=True))
     human = lines(vocab, 800, 1)
     contexts = {h: " ".join(mapped[w] for w in h.split()) for h in human}
     pairs = length_matched_pairs(human, lines(WRITER_WORDS, 2000, 2), seed=0)
     held = [h for h in lines(vocab, 400, 3) if h not in contexts][:200]
+    return mapped, contexts, pairs, held
+
+
+def test_training_with_contexts_learns_relevance_in_the_same_encoder(tiny_bert):
+    # A reply's words are its context's words mapped through a fixed permutation of the vocabulary: no overlap, so
+    # an untrained encoder cannot match them; only training on (context, reply) pairs can.
+    mapped, contexts, pairs, held = permuted_replies()
 
     def recall_at_1(model: SenseModel) -> float:
         ctx = np.stack([model.context_vector([" ".join(mapped[w] for w in h.split())]) for h in held])
@@ -116,12 +123,7 @@ def test_around_negatives_teach_that_a_line_of_the_contexts_own_words_is_not_its
     # Replies use the context's words mapped through a permutation; the "around" line of a context is its own words
     # and one more that no batch line holds: a line that packs the context's words together. Untrained, and trained
     # on the batch's lines alone, the encoder often ranks it above the reply; only the around negatives say it is not.
-    vocab = HUMAN_WORDS
-    mapped = dict(zip(vocab, np.random.default_rng(7).permutation(vocab), strict=True))
-    human = lines(vocab, 800, 1)
-    contexts = {h: " ".join(mapped[w] for w in h.split()) for h in human}
-    pairs = length_matched_pairs(human, lines(WRITER_WORDS, 2000, 2), seed=0)
-    held = [h for h in lines(vocab, 400, 3) if h not in contexts][:200]
+    mapped, contexts, pairs, held = permuted_replies()
 
     def echo(context: str) -> str:
         return " ".join([*context.split(), "pizza"])
