@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import dataclasses
 import glob
+import json
 import math
 import os
 import platform
@@ -154,8 +155,15 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         x = np.asarray(x, dtype=float)
         return float(x.mean()), float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
-    return {"human": mean_se(human), "parses": mean_se([parses(t) for t in texts]) if parses else None,
-            "topic": mean_se(topic), "echo": mean_se(echo), "words": mean_se([len(words(t)) for t in texts])}
+    per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
+                 "topic": topic.tolist(), "echo": echo, "words": [len(words(t)) for t in texts]}
+    return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
+
+
+def paired(ours: list[float], theirs: list[float]) -> str:
+    """Mean difference of two rows on the same contexts, with its standard error (same-context noise cancels)."""
+    d = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    return f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0:.3f}"
 
 
 def main() -> int:
@@ -178,6 +186,7 @@ def main() -> int:
                         "split), or none")
     parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (`areply` on one event loop, "
                         "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
+    parser.add_argument("--save", type=Path, help="write every reply and its judgements to this JSON file")
     args = parser.parse_args()
     models = args.model or [ROOT / "models" / "default"]
 
@@ -230,12 +239,27 @@ def main() -> int:
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
+    keys = ("human", "parses", "topic", "echo", "words")
     print("\n| reply | judged human | parses (Link Grammar) | topic | echo | words |\n|---|---|---|---|---|---|")
+    judged = {}
     for name, texts in rows.items():
-        m = measures(texts, cases, judge_model, topic_model, parses)
+        m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
         print(f"| {name} | " + " | ".join("not installed" if m[k] is None else f"{m[k][0]:.1f}" if k == "words"
-                                          else f"{m[k][0]:.3f} ± {m[k][1]:.3f}"
-                                          for k in ("human", "parses", "topic", "echo", "words")) + " |")
+                                          else f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in keys) + " |")
+    # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
+    base = judged["engine, zero-shot bi-encoder editor"]["per_reply"]
+    print("\nPaired against the zero-shot editor (the same contexts; difference ± its standard error):\n")
+    print("| reply | judged human | parses | topic | echo | words |\n|---|---|---|---|---|---|")
+    for name in list(engines)[1:]:
+        ours = judged[name]["per_reply"]
+        print(f"| {name} | " + " | ".join("not installed" if ours[k] is None else paired(ours[k], base[k])
+                                          for k in keys) + " |")
+    if args.save:  # every reply and its judgements, to compare runs or cut by length later
+        args.save.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "cases": [{"context": c, "true": t} for c, t in cases],
+                                         "rows": {name: {"replies": texts, **judged[name]["per_reply"]}
+                                                  for name, texts in rows.items()}}, indent=1))
+        print(f"\nsaved every reply and its judgements in {args.save}")
     print("\nSample replies:")
     for t in range(min(args.examples, len(cases))):
         print(f"\ncontext: {' / '.join(cases[t][0])}")

@@ -92,7 +92,7 @@ def main() -> int:
 
     from server.engine import EngineConfig
 
-    k = EngineConfig().index_k_kept if index.reads is not None else EngineConfig().index_k  # as the turn asks
+    k = EngineConfig().index_hits(index.reads is not None)  # as the turn asks
     times, kept_times = [], []
     for context in contexts:
         t = time.perf_counter()

@@ -97,6 +97,10 @@ def _add_train(sub) -> None:
                         "written around its context's own words (the lines that pack a context's words together); "
                         "off by default (a gain among such lines, but not in a whole 10-minute build on an AVX2 "
                         "CPU, benchmarks/RESULTS.md, \"Eleventh pass\")")
+    p.add_argument("--sense-lr", type=float, default=None, metavar="LR",
+                   help="editor recipes: the sense encoder's peak learning rate (default 3e-4: in a 10-minute build on "
+                        "a 2-core CPU it learned what 5e-5 did not, and 6e-4 cost relevance; benchmarks/RESULTS.md, "
+                        "\"Twelfth pass\")")
     p.add_argument("--hold-out", action="append", default=[], metavar="PATTERN",
                    help="--recipe editor: files matching this pattern (fnmatch on the path or file name, e.g. "
                         "'s09e*.txt' or 'test.txt'; repeatable) are the test split, never trained on; without it "
@@ -244,7 +248,8 @@ def cmd_train(args) -> int:
 
     mine_at = tuple(args.sense_mine_at) if args.sense_mine_at else None
     cross = not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model))
-    for flag, given in (("--sense-mine-at", mine_at), ("--relevance-around", args.relevance_around)):
+    for flag, given in (("--sense-mine-at", mine_at), ("--relevance-around", args.relevance_around),
+                        ("--sense-lr", args.sense_lr)):
         if given and cross:  # checked before a dump is read, which can take minutes
             print(f"error: {flag} applies to the editor recipes (--default, --recipe editor), not to a "
                   "cross-encoder", file=sys.stderr)
@@ -266,7 +271,8 @@ def cmd_train(args) -> int:
         try:
             recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=mine_at, relevance_around=args.relevance_around)
+                                          sense_mine_at=mine_at, relevance_around=args.relevance_around,
+                                          sense_lr=args.sense_lr)
             build_default(out, recipe=recipe, progress=not args.no_progress, keep_worse=args.keep_worse,
                           margin_se=args.fallback_margin)
         except (BackboneNotFoundError, ValueError) as exc:
@@ -292,7 +298,8 @@ def cmd_train(args) -> int:
                                  "budget: raise --max-minutes")
             recipe = DefaultRecipe.preset(args.preset, max_minutes=left, seed=args.seed,
                                           base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=mine_at, relevance_around=args.relevance_around)
+                                          sense_mine_at=mine_at, relevance_around=args.relevance_around,
+                                          sense_lr=args.sense_lr)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:

@@ -57,6 +57,7 @@ class DefaultRecipe:
     # The sense model also learns relevance in the same steps (its context cosine is the editor's fifth feature):
     # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
     relevance_weight: float = SenseTraining.relevance_weight
+    sense_lr: float = SenseTraining.lr  # the sense encoder's peak learning rate
     # The share of the sense model's writer lines begun at a topic word (at most: their writing has a tenth of the
     # sense stage's time): fragments that start mid-sentence ("weekend is for right??"), the writer's worst lines
     # and the ones an editor that rewards topic used to pick. Trained against them, the sense model's picks read
@@ -112,6 +113,8 @@ class DefaultRecipe:
         if not 0.0 <= self.sense_seeded_share <= 1.0:
             raise ValueError(f"sense_seeded_share must be within [0, 1], got {self.sense_seeded_share}")
         check_schedule("sense_mine_at", self.sense_mine_at)
+        if not self.sense_lr > 0:
+            raise ValueError(f"sense_lr must be > 0, got {self.sense_lr}")
         if not 0.0 <= self.sense_share < 0.9:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 
@@ -345,7 +348,8 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                    f"{sense_report['held_out_pairs_seeded']} pairs)"
                    if "held_out_auc_seeded" in sense_report else "") + "; "
                 f"{sense_report['lines']:,} lines in {sense_report['seconds']:.0f} s "
-                f"({sense_report['lines_per_s']:.0f} lines/s, bf16 {sense_report['bf16']})")
+                f"({sense_report['lines_per_s']:.0f} lines/s, bf16 {sense_report['bf16']}, peak lr "
+                f"{sense_report['lr']:g})")
         else:
             say(f"sense model skipped: {sense_report['skipped']}")
     say(f"{len(splits['train'])} train documents; writer built; embedding up to {len(texts):,} lines")
@@ -499,7 +503,7 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     """
     from reranker.evaluate import around_writer_lines, seeded_writer_lines, writer_lines
 
-    training = SenseTraining(seed=recipe.seed, relevance_weight=recipe.relevance_weight,
+    training = SenseTraining(seed=recipe.seed, lr=recipe.sense_lr, relevance_weight=recipe.relevance_weight,
                              mine_at=recipe.sense_mine_at)
     limits = dict(min_words=training.min_words, max_words=training.max_words)
     human = [line.text for doc in splits["train"] for line in doc.lines]

@@ -122,6 +122,11 @@ class EngineConfig(LineRules):
             raise ValueError(f"need context_seed_words >= 0 and context_seed_lines >= 1, got {self.context_seed_words} "
                              f"and {self.context_seed_lines}")
 
+    def index_hits(self, keeps_readings: bool) -> int:
+        """Lines a turn asks a reply index for: `index_k_kept` from one that keeps the editor's readings, else
+        `index_k` (0 turns the index off either way)."""
+        return self.index_k_kept if self.index_k and keeps_readings else self.index_k
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -638,10 +643,9 @@ class Engine:
         the same text rules and be ordered by the same first stage.
         """
         index = self.indexes.get(plan.persona)
-        k = self.config.index_k
-        if k and self._keeps_readings(index):
-            k = self.config.index_k_kept
-        elif k:  # hits the editor must read are scaled under load as the live ones
+        keeps = self._keeps_readings(index)
+        k = self.config.index_hits(keeps)
+        if k and not keeps:  # hits the editor must read are scaled under load as the live ones
             k = min(k, max(plan.n_candidates, self.config.min_live_candidates))
         none = Candidates([], [], np.zeros(0))
         if index is None or k < 1:

@@ -124,7 +124,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
 
     splits = {name: read_split(dump, name)[0] for name in ("train", "val", "test")}
     recipe = DefaultRecipe(max_minutes=2, max_train_lines=400, mix_cases=20, mix_negatives=4, eval_cases=6,
-                           base_model=tiny_bert, sense_share=0.05, sense_mine_at=(0.3,), relevance_around=True)
+                           base_model=tiny_bert, sense_share=0.05, sense_mine_at=(0.3,), relevance_around=True,
+                           sense_lr=2e-4)
     out = train_editor(splits, tmp_path / "editor", recipe=recipe, data_name="tiny dump", progress=False)
     editor = Reranker.load(out, warmup=False)
     assert isinstance(editor, Editor)
@@ -147,6 +148,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"sense", "fluency", "first_stage"} and "history" not in train["fluency"]
     assert editor.sense is not None and train["sense"]["steps"] > 0 and 0.0 <= train["sense"]["held_out_auc"] <= 1.0
+    assert train["sense"]["lr"] == 2e-4  # the recipe's rate is the one it trained at
     # half its writer lines were begun at topic words, fragments begun mid-sentence, and it is judged against those too
     assert train["sense"]["seeded_lines"] > 0 and 0.0 <= train["sense"]["held_out_auc_seeded"] <= 1.0
     # ... and against lines written around context words, as a turn writes them

@@ -12,6 +12,7 @@ import torch
 from corpus.documents import Document, Line
 from reranker.editor import FluencyHead
 from reranker.recipes import DefaultRecipe, around_negatives, fit_mix, topic_starts, train_fluency
+from reranker.sense import SenseTraining
 
 
 def test_fluency_head_learns_a_separable_problem_and_reports_held_out_figures():
@@ -67,6 +68,10 @@ def test_recipe_config_checks():
         DefaultRecipe(max_train_lines=10)
     with pytest.raises(ValueError, match="sense_seeded_share"):
         DefaultRecipe(sense_seeded_share=1.5)
+    with pytest.raises(ValueError, match="sense_lr"):
+        DefaultRecipe(sense_lr=0)
+    with pytest.raises(ValueError, match="lr and head_lr"):
+        SenseTraining(lr=-1e-4)
 
 
 def test_topic_starts_are_content_words_as_often_as_said():
@@ -331,3 +336,33 @@ def test_the_relevance_around_flag_reaches_the_recipe_and_is_off_by_default(tmp_
     # a cross-encoder has no sense stage: refused before its dump is read
     assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--relevance-around"]) == 2
     assert "--relevance-around applies to the editor recipes" in capsys.readouterr().err
+
+
+def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tmp_path, monkeypatch, capsys):
+    import re
+
+    import reranker.recipes as recipes
+    from reranker.__main__ import main
+
+    seen = []
+
+    def fake_train_default(out, recipe=None, **kwargs):
+        seen.append(recipe.sense_lr)
+        Path(out).mkdir(parents=True)
+        (Path(out) / "eval.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(recipes, "train_default", fake_train_default)
+    monkeypatch.setattr(recipes, "fall_back_if_worse", lambda out, metrics, **kw: None)
+    assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--default", "--sense-lr", "1e-4", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [SenseTraining.lr, 1e-4]
+    assert main(["train", "--default", "--sense-lr", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "sense_lr must be > 0, got 0.0" in capsys.readouterr().err and len(seen) == 2
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--sense-lr", "1e-4"]) == 2
+    assert "--sense-lr applies to the editor recipes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    # (argparse may wrap the help at the number's hyphen: read it with the whitespace taken out)
+    stated = re.search(r"peaklearningrate\(default([0-9.e-]+):", "".join(capsys.readouterr().out.split()))
+    assert stated and float(stated.group(1)) == SenseTraining.lr  # the help says what the code does

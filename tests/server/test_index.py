@@ -273,6 +273,8 @@ def test_an_index_with_kept_readings_offers_index_k_kept_hits_and_one_without_in
     kept, plain = KeptIndex(lines, np.zeros(1000)), FakeIndex(lines)
     config = EngineConfig(n_candidates=64)
     assert (config.index_k, config.index_k_kept) == (256, 512)
+    assert (config.index_hits(True), config.index_hits(False)) == (512, 256)  # as the turn asks, below
+    assert EngineConfig(index_k=0).index_hits(True) == 0
     for index, k in ((kept, 512), (plain, 64)):  # hits the editor must read are scaled as the live ones (64 here)
         eng = Engine({"default": tiny_markov}, KeptScorer(clock, per_candidate=10.0), config,
                      first_stage=FirstStageWords(), indexes={"default": index}, clock=clock)
