@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 JUDGE_DIR = ROOT / "data" / "judge"
 JUDGE_SECONDS = 240.0
+ZERO_SHOT = "engine, zero-shot bi-encoder editor"  # the row every other engine is paired against
 
 
 def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3) -> list[tuple[list[str], str]]:
@@ -135,8 +136,15 @@ def grammar_parser():
     return parses
 
 
+def mean_se(x) -> tuple[float, float]:
+    """The mean of x and its standard error."""
+    x = np.asarray(x, dtype=float)
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
-    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo and words."""
+    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo and words, and
+    each reply's own values under "per_reply" (parses None without the grammar parser)."""
     from corpus.text import STOPWORDS, words
     from reranker.runtime import unit
 
@@ -149,12 +157,6 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         content = [w for w in words(text) if w not in STOPWORDS]
         last = set(words(context[-1]))
         echo.append(sum(w in last for w in content) / len(content) if content else 0.0)
-    n = len(texts)
-
-    def mean_se(x) -> tuple[float, float]:
-        x = np.asarray(x, dtype=float)
-        return float(x.mean()), float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
@@ -162,8 +164,8 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
 
 def paired(ours: list[float], theirs: list[float]) -> str:
     """Mean difference of two rows on the same contexts, with its standard error (same-context noise cancels)."""
-    d = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
-    return f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0:.3f}"
+    mean, se = mean_se(np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float))
+    return f"{mean:+.3f} ± {se:.3f}"
 
 
 def main() -> int:
@@ -188,6 +190,9 @@ def main() -> int:
                         "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
     parser.add_argument("--save", type=Path, help="write every reply and its judgements to this JSON file")
     args = parser.parse_args()
+    if args.save:  # a path that cannot be written fails now, not after every engine has run
+        with open(args.save, "a", encoding="utf-8"):
+            pass
     models = args.model or [ROOT / "models" / "default"]
 
     from reranker.biencoder import BiEncoder
@@ -208,7 +213,7 @@ def main() -> int:
     if args.people_lines == "chitchat":
         rows["a person's chat line (chitchat test split)"] = people_lines(len(cases), args.seed)
     zero_shot = type(first)(first.personas, Editor.from_backbone(), first.config, first_stage=first.first_stage)
-    engines = {"engine, zero-shot bi-encoder editor": zero_shot}
+    engines = {ZERO_SHOT: zero_shot}
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
         for share in args.context_share or [None]:
@@ -247,7 +252,7 @@ def main() -> int:
         print(f"| {name} | " + " | ".join("not installed" if m[k] is None else f"{m[k][0]:.1f}" if k == "words"
                                           else f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in keys) + " |")
     # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
-    base = judged["engine, zero-shot bi-encoder editor"]["per_reply"]
+    base = judged[ZERO_SHOT]["per_reply"]
     print("\nPaired against the zero-shot editor (the same contexts; difference ± its standard error):\n")
     print("| reply | judged human | parses | topic | echo | words |\n|---|---|---|---|---|---|")
     for name in list(engines)[1:]:

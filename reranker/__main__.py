@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import fnmatch
 import json
+import math
 import os
 import sys
 import time
@@ -99,7 +100,7 @@ def _add_train(sub) -> None:
                         "CPU, benchmarks/RESULTS.md, \"Eleventh pass\")")
     p.add_argument("--sense-lr", type=float, default=None, metavar="LR",
                    help="editor recipes: the sense encoder's peak learning rate (default 3e-4: in a 10-minute build on "
-                        "a 2-core CPU it learned what 5e-5 did not, and 6e-4 cost relevance; benchmarks/RESULTS.md, "
+                        "a 2-core AVX2 CPU it learned what 5e-5 did not, and 6e-4 cost relevance; benchmarks/RESULTS.md, "
                         "\"Twelfth pass\")")
     p.add_argument("--hold-out", action="append", default=[], metavar="PATTERN",
                    help="--recipe editor: files matching this pattern (fnmatch on the path or file name, e.g. "
@@ -250,10 +251,16 @@ def cmd_train(args) -> int:
     cross = not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model))
     for flag, given in (("--sense-mine-at", mine_at), ("--relevance-around", args.relevance_around),
                         ("--sense-lr", args.sense_lr)):
-        if given and cross:  # checked before a dump is read, which can take minutes
+        if given is not None and cross:  # checked before a dump is read, which can take minutes
             print(f"error: {flag} applies to the editor recipes (--default, --recipe editor), not to a "
                   "cross-encoder", file=sys.stderr)
             return 2
+    if args.sense_lr is not None and not (math.isfinite(args.sense_lr) and args.sense_lr > 0):
+        print(f"error: sense_lr must be a finite number > 0, got {args.sense_lr}", file=sys.stderr)
+        return 2
+    # What the editor recipes take from the flags, --default or a dump alike (max_minutes is set per path).
+    recipe_flags = dict(seed=args.seed, base_model=args.base_model, eval_cases=args.eval_cases,
+                        sense_mine_at=mine_at, relevance_around=args.relevance_around, sense_lr=args.sense_lr)
     if mine_at:
         from reranker.sense import check_schedule
 
@@ -269,10 +276,7 @@ def cmd_train(args) -> int:
         out = Path(args.out) if args.out else editor_dir("models/default")  # reranker/ in an older model dir
         t0 = time.monotonic()
         try:
-            recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, seed=args.seed,
-                                          base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=mine_at, relevance_around=args.relevance_around,
-                                          sense_lr=args.sense_lr)
+            recipe = DefaultRecipe.preset(args.preset, max_minutes=args.max_minutes, **recipe_flags)
             build_default(out, recipe=recipe, progress=not args.no_progress, keep_worse=args.keep_worse,
                           margin_se=args.fallback_margin)
         except (BackboneNotFoundError, ValueError) as exc:
@@ -296,10 +300,7 @@ def cmd_train(args) -> int:
             if left < 1.0:
                 raise ValueError(f"reading the dump took {time.monotonic() - started:.0f} s of the {budget:g}-minute "
                                  "budget: raise --max-minutes")
-            recipe = DefaultRecipe.preset(args.preset, max_minutes=left, seed=args.seed,
-                                          base_model=args.base_model, eval_cases=args.eval_cases,
-                                          sense_mine_at=mine_at, relevance_around=args.relevance_around,
-                                          sense_lr=args.sense_lr)
+            recipe = DefaultRecipe.preset(args.preset, max_minutes=left, **recipe_flags)
             train_editor(splits, out, recipe=recipe,
                          data_name=str(args.dump), progress=not args.no_progress)
         except (BackboneNotFoundError, ValueError) as exc:

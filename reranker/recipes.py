@@ -113,8 +113,8 @@ class DefaultRecipe:
         if not 0.0 <= self.sense_seeded_share <= 1.0:
             raise ValueError(f"sense_seeded_share must be within [0, 1], got {self.sense_seeded_share}")
         check_schedule("sense_mine_at", self.sense_mine_at)
-        if not self.sense_lr > 0:
-            raise ValueError(f"sense_lr must be > 0, got {self.sense_lr}")
+        if not 0 < self.sense_lr < math.inf:
+            raise ValueError(f"sense_lr must be a finite number > 0, got {self.sense_lr}")
         if not 0.0 <= self.sense_share < 0.9:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 

@@ -45,10 +45,10 @@ class SenseTraining:
     """How the sense model is fine-tuned (defaults measured on 2-core CPUs; see the module docstring)."""
 
     batch_size: int = 64  # half human, half writer, length-matched
-    # The encoder's peak rate. A 10-minute build takes ~150-180 steps, and at 5e-5 the model was still at chance
-    # against the writer's lines when its time ran out on an AVX2 CPU (held-out AUC 0.54); 3e-4 reached 0.61 (0.87
-    # against lines begun at a topic word) in the same 330 s with its learned relevance level; 6e-4 cost relevance
-    # (benchmarks/RESULTS.md, "Twelfth pass").
+    # The encoder's peak rate. A 10-minute build takes ~140-180 steps on a 2-core AVX2 CPU (about 300 with bf16),
+    # and at 5e-5 the model was still at chance against the writer's lines when its time ran out there (held-out
+    # AUC 0.54); 3e-4 reached 0.61 (0.87 against lines begun at a topic word) in the same 330 s with its learned
+    # relevance level; 6e-4 cost relevance (benchmarks/RESULTS.md, "Twelfth pass").
     lr: float = 3e-4
     head_lr: float = 1e-3  # the new head
     warmup_steps: int = 20
@@ -89,8 +89,8 @@ class SenseTraining:
         if not 0.0 < self.mine_top <= 1.0 or not 0.0 <= self.mine_share <= 1.0 or self.mine_lines < 1:
             raise ValueError(f"need 0 < mine_top <= 1, 0 <= mine_share <= 1 and mine_lines >= 1, got "
                              f"{self.mine_top}, {self.mine_share}, {self.mine_lines}")
-        if not self.lr > 0 or not self.head_lr > 0:
-            raise ValueError(f"lr and head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        if not (0 < self.lr < math.inf and 0 < self.head_lr < math.inf):
+            raise ValueError(f"lr and head_lr must be finite and > 0, got {self.lr}, {self.head_lr}")
         if self.relevance_weight < 0 or self.relevance_scale <= 0:
             raise ValueError(f"need relevance_weight >= 0 and relevance_scale > 0, got {self.relevance_weight}, "
                              f"{self.relevance_scale}")

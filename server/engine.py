@@ -123,8 +123,7 @@ class EngineConfig(LineRules):
                              f"and {self.context_seed_lines}")
 
     def index_hits(self, keeps_readings: bool) -> int:
-        """Lines a turn asks a reply index for: `index_k_kept` from one that keeps the editor's readings, else
-        `index_k` (0 turns the index off either way)."""
+        """Lines a turn asks a reply index for: `index_k_kept` where it keeps readings, else `index_k` (0: none)."""
         return self.index_k_kept if self.index_k and keeps_readings else self.index_k
 
 

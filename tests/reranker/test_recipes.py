@@ -357,10 +357,24 @@ def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tm
     assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--default", "--sense-lr", "1e-4", "--out", str(tmp_path / "b")]) == 0
     assert seen == [SenseTraining.lr, 1e-4]
-    assert main(["train", "--default", "--sense-lr", "0", "--out", str(tmp_path / "c")]) == 2
-    assert "sense_lr must be > 0, got 0.0" in capsys.readouterr().err and len(seen) == 2
-    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--sense-lr", "1e-4"]) == 2
-    assert "--sense-lr applies to the editor recipes" in capsys.readouterr().err
+    for bad in ("0", "inf"):
+        assert main(["train", "--default", "--sense-lr", bad, "--out", str(tmp_path / "c")]) == 2
+        assert "sense_lr must be a finite number > 0" in capsys.readouterr().err and len(seen) == 2
+    # a dump's editor recipe takes it too, and a bad one is refused before the dump is read
+    import reranker.__main__ as cli
+
+    reads = []
+    monkeypatch.setattr(cli, "read_split", lambda dump, split, **kw: (reads.append(split) or [], {}))
+    monkeypatch.setattr(recipes, "train_editor", lambda splits, out, recipe=None, **kw: fake_train_default(out, recipe))
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "editor", "--sense-lr", "2e-4",
+                 "--out", str(tmp_path / "d")]) == 0
+    assert seen[-1] == 2e-4 and reads == ["train", "val", "test"]
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "editor", "--sense-lr", "-1"]) == 2
+    assert reads == ["train", "val", "test"]
+    # a cross-encoder has no sense model: refused, whatever the rate (0 included)
+    for rate in ("1e-4", "0"):
+        assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--sense-lr", rate]) == 2
+        assert "--sense-lr applies to the editor recipes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     # (argparse may wrap the help at the number's hyphen: read it with the whitespace taken out)
