@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import fnmatch
 import json
-import math
 import os
 import sys
 import time
@@ -255,17 +254,14 @@ def cmd_train(args) -> int:
             print(f"error: {flag} applies to the editor recipes (--default, --recipe editor), not to a "
                   "cross-encoder", file=sys.stderr)
             return 2
-    if args.sense_lr is not None and not (math.isfinite(args.sense_lr) and args.sense_lr > 0):
-        print(f"error: sense_lr must be a finite number > 0, got {args.sense_lr}", file=sys.stderr)
-        return 2
     # What the editor recipes take from the flags, --default or a dump alike (max_minutes is set per path).
     recipe_flags = dict(seed=args.seed, base_model=args.base_model, eval_cases=args.eval_cases,
                         sense_mine_at=mine_at, relevance_around=args.relevance_around, sense_lr=args.sense_lr)
-    if mine_at:
-        from reranker.sense import check_schedule
+    if not cross:  # the recipe checks its own settings: let it, before a dump is read
+        from reranker.recipes import DefaultRecipe
 
         try:
-            check_schedule("sense_mine_at", mine_at)
+            DefaultRecipe.preset(args.preset, **recipe_flags)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -316,59 +316,58 @@ def test_only_a_first_stage_distilled_from_the_biencoder_fits_a_zero_shot_fallba
     assert not zero_shot_first_stage(tmp_path / "nothing")  # no train.json: nothing to vouch for it
 
 
-def test_the_relevance_around_flag_reaches_the_recipe_and_is_off_by_default(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def recipes_built(monkeypatch) -> list:
+    """The recipes `train` hands its editor trainers, which are stubbed to save an empty eval.json and no more."""
     import reranker.recipes as recipes
-    from reranker.__main__ import main
 
     seen = []
 
-    def fake_train_default(out, recipe=None, **kwargs):
-        seen.append(recipe.relevance_around)
+    def fake_train(out, recipe):
+        seen.append(recipe)
         Path(out).mkdir(parents=True)
         (Path(out) / "eval.json").write_text("{}")
         return out
 
-    monkeypatch.setattr(recipes, "train_default", fake_train_default)
+    monkeypatch.setattr(recipes, "train_default", lambda out, recipe=None, **kw: fake_train(out, recipe))
+    monkeypatch.setattr(recipes, "train_editor", lambda splits, out, recipe=None, **kw: fake_train(out, recipe))
     monkeypatch.setattr(recipes, "fall_back_if_worse", lambda out, metrics, **kw: None)
+    return seen
+
+
+def test_the_relevance_around_flag_reaches_the_recipe_and_is_off_by_default(tmp_path, recipes_built, capsys):
+    from reranker.__main__ import main
+
     assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--default", "--relevance-around", "--out", str(tmp_path / "b")]) == 0
-    assert seen == [False, True]
+    assert [recipe.relevance_around for recipe in recipes_built] == [False, True]
     # a cross-encoder has no sense stage: refused before its dump is read
     assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--relevance-around"]) == 2
     assert "--relevance-around applies to the editor recipes" in capsys.readouterr().err
 
 
-def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tmp_path, monkeypatch, capsys):
+def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tmp_path, monkeypatch, recipes_built,
+                                                                              capsys):
     import re
 
-    import reranker.recipes as recipes
+    import reranker.__main__ as cli
     from reranker.__main__ import main
 
-    seen = []
+    def lrs() -> list[float]:
+        return [recipe.sense_lr for recipe in recipes_built]
 
-    def fake_train_default(out, recipe=None, **kwargs):
-        seen.append(recipe.sense_lr)
-        Path(out).mkdir(parents=True)
-        (Path(out) / "eval.json").write_text("{}")
-        return out
-
-    monkeypatch.setattr(recipes, "train_default", fake_train_default)
-    monkeypatch.setattr(recipes, "fall_back_if_worse", lambda out, metrics, **kw: None)
     assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--default", "--sense-lr", "1e-4", "--out", str(tmp_path / "b")]) == 0
-    assert seen == [SenseTraining.lr, 1e-4]
+    assert lrs() == [SenseTraining.lr, 1e-4]
     for bad in ("0", "inf"):
         assert main(["train", "--default", "--sense-lr", bad, "--out", str(tmp_path / "c")]) == 2
-        assert "sense_lr must be a finite number > 0" in capsys.readouterr().err and len(seen) == 2
+        assert "sense_lr must be a finite number > 0" in capsys.readouterr().err and len(lrs()) == 2
     # a dump's editor recipe takes it too, and a bad one is refused before the dump is read
-    import reranker.__main__ as cli
-
     reads = []
     monkeypatch.setattr(cli, "read_split", lambda dump, split, **kw: (reads.append(split) or [], {}))
-    monkeypatch.setattr(recipes, "train_editor", lambda splits, out, recipe=None, **kw: fake_train_default(out, recipe))
     assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "editor", "--sense-lr", "2e-4",
                  "--out", str(tmp_path / "d")]) == 0
-    assert seen[-1] == 2e-4 and reads == ["train", "val", "test"]
+    assert lrs()[-1] == 2e-4 and reads == ["train", "val", "test"]
     assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "editor", "--sense-lr", "-1"]) == 2
     assert reads == ["train", "val", "test"]
     # a cross-encoder has no sense model: refused, whatever the rate (0 included)
