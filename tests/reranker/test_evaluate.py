@@ -112,6 +112,35 @@ def test_scorers_are_measured_on_the_same_cases_side_by_side():
     assert r["scorers"]["model"]["swap"]["accuracy"] == 0.0 and r["scorers"]["model"]["swap"]["auc"] == 0.0
 
 
+def test_a_deadline_cuts_the_swaps_between_pieces_and_reports_the_pairs_every_scorer_read(monkeypatch):
+    import reranker.evaluate as evaluate
+
+    clock = [0.0]
+    monkeypatch.setattr(evaluate.time, "monotonic", lambda: clock[0])
+
+    class Slow(Oracle):
+        """Each call to score_pairs takes 10 s of the fake clock."""
+
+        def score_pairs(self, pairs):
+            clock[0] += 10.0
+            return super().score_pairs(pairs)
+
+    docs = _docs(n_docs=20, n_lines=20)
+    full = evaluate_documents(Oracle(), docs, n_swap=100, n_select10=0, n_select100=0, progress=False)
+    assert full["scorers"]["model"]["swap"]["n"] == 100 > evaluate.SWAP_PIECE // 2  # more than one piece
+    # Two scorers, 20 s a piece: past the 25-s deadline after the second piece, so two pieces are read, not all.
+    m = evaluate_documents({"slow": Slow(), "oracle": Slow(sign=-1.0)}, docs, n_swap=100, n_select10=0,
+                           n_select100=0, time_limit_s=25.0, progress=False)
+    for name, accuracy in (("slow", 1.0), ("oracle", 0.0)):
+        s = m["scorers"][name]
+        assert s["swap"]["n"] == evaluate.SWAP_PIECE == len(s["swap"]["wins"])  # 2 pieces of 32 swaps each
+        assert s["swap"]["accuracy"] == accuracy and "swap" in s["cut_short"]
+    assert clock[0] == 40.0  # nothing scored after the deadline
+    late = evaluate_documents(Slow(), docs, n_swap=100, n_select10=0, n_select100=0, time_limit_s=-1.0,
+                              progress=False)
+    assert "swap" not in late["scorers"]["model"] and late["scorers"]["model"]["cut_short"] == ["swap"]
+
+
 def test_cases_are_reproducible_under_a_seed():
     class Recorder(Constant):
         def __init__(self):
