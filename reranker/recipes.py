@@ -82,7 +82,10 @@ class DefaultRecipe:
     # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
     writer_order: int | None = None
     eval_reserve_s: float = 180.0  # kept back for the mix, the first stage, the evaluation and saving
-    mix_cases: int = 250  # validation contexts the mix is fitted on
+    # Validation contexts the mix is fitted on. A short budget on a slow CPU fits fewer (65-98 in 10 minutes on a
+    # 2-core AVX2 EPYC); refitted offline on 65 to 600, the weights steadied but the held-out figures did not move
+    # (mean R@1 0.291 -> 0.297), so the reserve is not rebalanced for more (benchmarks/RESULTS.md, "Thirteenth pass").
+    mix_cases: int = 250
     # The mix's negatives per validation case: other people's lines, writer lines, and writer lines started from
     # the case's own context words (the topic-packed lines a relevance-heavy mix picks;
     # fitting against them lifted the share of replies a grammar parser accepts from 0.53 to 0.63). 20 of each:
@@ -218,7 +221,12 @@ def fit_mix(feats: np.ndarray, *, init: tuple[float, ...] = EditorConfig().weigh
 
 def seeded_lines(writer, context: list[str], n: int, rng: np.random.Generator) -> list[str]:
     """Up to n writer lines started from the context's content words: the topic-packed fragments an editor that
-    rewards topic is drawn to."""
+    rewards topic is drawn to.
+
+    A turn no longer writes these (it writes whole lines around the words), yet the mix fitted against them picks
+    the better replies: fitted against lines written around the words instead, it weighed the sense logit 0.08
+    rather than 0.82 and its replies parsed 0.500 against 0.585 and read as human 0.615 against 0.680 (200
+    contexts; benchmarks/RESULTS.md, "Thirteenth pass")."""
     starts = list(dict.fromkeys(w for line in context for w in content_words(words(line))))
     out: list[str] = []
     for start in starts[: max(1, n)]:
