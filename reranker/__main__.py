@@ -17,6 +17,9 @@ import numpy as np
 from corpus.progress import quiet_library_bars
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 
+# A cross-encoder's final evaluation, cases per measure, unless --eval-cases says otherwise (the editor recipes take
+# theirs from their preset: `DefaultRecipe.eval_cases`).
+CROSS_EVAL_CASES = 300
 # Help for the TrainConfig fields that become flags; their defaults come from the dataclass, written once there.
 TRAIN_FLAGS = {
     "max_steps": "optimizer steps",
@@ -87,7 +90,9 @@ def _add_train(sub) -> None:
     p.add_argument("--markov-dir", help="a Markov model dir for Markov negatives (with --markov-ratio)")
     p.add_argument("--markov-ratio", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=None, help="processes for preparing the dump")
-    p.add_argument("--eval-cases", type=int, default=300, help="held-out cases per measure in the final evaluation")
+    p.add_argument("--eval-cases", type=int, default=None,
+                   help="held-out cases per measure in the final evaluation (default: the editor preset's, 300 "
+                        f"with --preset default and 500 with large; {CROSS_EVAL_CASES} for a cross-encoder)")
     p.add_argument("--sense-mine-at", type=float, nargs="+", default=None, metavar="FRACTION",
                    help="editor recipes: mine hard negatives for the sense model at these fractions of its stage "
                         "(e.g. 0.35 0.65): the writer's lines it finds most human; off by default (no gain measured "
@@ -350,7 +355,7 @@ def cmd_train(args) -> int:
     docs, _ = read_split(args.dump, "test", 2000)
     docs = [d for d in docs if len(d.lines) >= 2]
     if len(docs) >= 2:
-        n = args.eval_cases
+        n = CROSS_EVAL_CASES if args.eval_cases is None else args.eval_cases
         left = None if eval_limit_s is None else max(20.0, args.max_minutes * 60 - (time.monotonic() - started) - 15)
         metrics.update(evaluate_on(reranker, args.dump, docs, split="test", baseline=True, writer=None,
                                    seed=args.seed, progress=not args.no_progress, n_select10=n, n_select100=n,

@@ -27,7 +27,10 @@ from corpus.text import LineFilter, dedupe_key
 
 MEASURES = ("select10", "select100", "writer99")
 POOL_LINES = 2000  # a case draws its distractors, other people's lines or writer lines, from a pool this size
-SWAP_PIECE = 64  # (context, candidate) pairs scored at once: 32 swaps, each its true window then its swapped one
+# Swapped windows are scored this many (context, candidate) pairs at a time, the deadline checked between pieces:
+# 64 pairs (32 swaps) cost an editor about 2 s on a 2-core AVX2 CPU, the most a cut can run over. Even, so a piece
+# never parts a true window from its swapped one.
+SWAP_PIECE = 64
 LABELS = {"select10": "R@1 of 10", "select100": "R@1 of 100", "writer99": "R@1 vs 99 writer lines"}
 
 
@@ -341,8 +344,8 @@ def evaluate_cases(scorers: Mapping, cases: dict, *, deadline: float | None = No
         for name in scorers:
             out[name][measure] = {**selection_metrics(ranks[measure][name]), "ranks": ranks[measure][name]}
     pairs = cases.get("swap") or []
-    # Swapped windows are scored in pieces, the deadline checked between them: scored at once, 300 of them cost an
-    # editor ~18 s on a 2-core AVX2 CPU, and begun just before the deadline they ran a 10-minute build 18 s over.
+    # Swapped windows are scored in pieces (SWAP_PIECE): scored at once, 300 of them cost an editor ~18 s on a
+    # 2-core AVX2 CPU, and begun just before the deadline they ran a 10-minute build 18 s over its budget.
     swap_scores: dict[str, list[np.ndarray]] = {name: [] for name in scorers}
     done = 0
     while done < len(pairs) and (deadline is None or time.monotonic() <= deadline):
@@ -352,17 +355,18 @@ def evaluate_cases(scorers: Mapping, cases: dict, *, deadline: float | None = No
         done += len(piece)
     if done < len(pairs):
         cut.append("swap")
-    for name in scorers if done else ():
-        scores = np.concatenate(swap_scores[name])
-        pos, neg = scores[0::2], scores[1::2]
-        wins = (pos > neg).astype(np.float64)
-        out[name]["swap"] = {
-            "accuracy": float(wins.mean()),
-            "accuracy_se": standard_error(wins),
-            "auc": roc_auc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))]),
-            "n": len(pos),
-            "wins": wins.astype(int).tolist(),
-        }
+    if done:
+        for name in scorers:
+            scores = np.concatenate(swap_scores[name])
+            pos, neg = scores[0::2], scores[1::2]
+            wins = (pos > neg).astype(np.float64)
+            out[name]["swap"] = {
+                "accuracy": float(wins.mean()),
+                "accuracy_se": standard_error(wins),
+                "auc": roc_auc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))]),
+                "n": len(pos),
+                "wins": wins.astype(int).tolist(),
+            }
     for name in scorers:
         if cut:
             out[name]["cut_short"] = cut

@@ -113,10 +113,12 @@ def test_scorers_are_measured_on_the_same_cases_side_by_side():
 
 
 def test_a_deadline_cuts_the_swaps_between_pieces_and_reports_the_pairs_every_scorer_read(monkeypatch):
+    from types import SimpleNamespace
+
     import reranker.evaluate as evaluate
 
     clock = [0.0]
-    monkeypatch.setattr(evaluate.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(evaluate, "time", SimpleNamespace(monotonic=lambda: clock[0]))  # this module's clock only
 
     class Slow(Oracle):
         """Each call to score_pairs takes 10 s of the fake clock."""
@@ -127,13 +129,13 @@ def test_a_deadline_cuts_the_swaps_between_pieces_and_reports_the_pairs_every_sc
 
     docs = _docs(n_docs=20, n_lines=20)
     full = evaluate_documents(Oracle(), docs, n_swap=100, n_select10=0, n_select100=0, progress=False)
-    assert full["scorers"]["model"]["swap"]["n"] == 100 > evaluate.SWAP_PIECE // 2  # more than one piece
+    assert full["scorers"]["model"]["swap"]["n"] == 100 > evaluate.SWAP_PIECE  # more than two pieces of swaps
     # Two scorers, 20 s a piece: past the 25-s deadline after the second piece, so two pieces are read, not all.
     m = evaluate_documents({"slow": Slow(), "oracle": Slow(sign=-1.0)}, docs, n_swap=100, n_select10=0,
                            n_select100=0, time_limit_s=25.0, progress=False)
     for name, accuracy in (("slow", 1.0), ("oracle", 0.0)):
         s = m["scorers"][name]
-        assert s["swap"]["n"] == evaluate.SWAP_PIECE == len(s["swap"]["wins"])  # 2 pieces of 32 swaps each
+        assert s["swap"]["n"] == 2 * (evaluate.SWAP_PIECE // 2) == len(s["swap"]["wins"])  # two pieces' swaps
         assert s["swap"]["accuracy"] == accuracy and "swap" in s["cut_short"]
     assert clock[0] == 40.0  # nothing scored after the deadline
     late = evaluate_documents(Slow(), docs, n_swap=100, n_select10=0, n_select100=0, time_limit_s=-1.0,

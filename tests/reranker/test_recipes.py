@@ -346,6 +346,24 @@ def test_the_relevance_around_flag_reaches_the_recipe_and_is_off_by_default(tmp_
     assert "--relevance-around applies to the editor recipes" in capsys.readouterr().err
 
 
+def test_the_eval_cases_flag_overrides_the_preset_only_when_given(tmp_path, recipes_built, capsys):
+    import re
+
+    from reranker.__main__ import main
+
+    assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--default", "--preset", "large", "--out", str(tmp_path / "b")]) == 0
+    assert main(["train", "--default", "--preset", "large", "--eval-cases", "40", "--out", str(tmp_path / "c")]) == 0
+    default, large = DefaultRecipe.preset("default").eval_cases, DefaultRecipe.preset("large").eval_cases
+    assert default != large  # else the flag's default could hide the preset's and this test would not see it
+    assert [recipe.eval_cases for recipe in recipes_built] == [default, large, 40]
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    stated = re.search(r"default:theeditorpreset's,(\d+)with--presetdefaultand(\d+)withlarge",
+                       "".join(capsys.readouterr().out.split()))
+    assert stated and (int(stated.group(1)), int(stated.group(2))) == (default, large)  # the help says what runs
+
+
 def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tmp_path, monkeypatch, recipes_built,
                                                                               capsys):
     import re
