@@ -32,7 +32,6 @@ import asyncio
 import dataclasses
 import glob
 import json
-import math
 import os
 import platform
 import sys
@@ -138,8 +137,9 @@ def grammar_parser():
 
 def mean_se(x) -> tuple[float, float]:
     """The mean of x and its standard error."""
-    x = np.asarray(x, dtype=float)
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    from reranker.evaluate import standard_error
+
+    return float(np.mean(x)), standard_error(x)
 
 
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
