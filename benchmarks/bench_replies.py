@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import platform
@@ -180,6 +181,9 @@ def main() -> int:
     parser.add_argument("--context-share", type=float, action="append", default=[],
                         help="run each --model once per value of EngineConfig.context_share (the share of candidates "
                         "written around the context's words); default: the engine's own setting")
+    parser.add_argument("--around-unbias", type=int, action="append", default=[],
+                        help="run each --model once per value of EngineConfig.around_unbias_above (lines written "
+                             "around a word kept with probability min(1, k / tokens); 0: off)")
     parser.add_argument("--index-k", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
                         "from a reply index that keeps the editor's readings); default: the engine's own setting")
@@ -216,12 +220,13 @@ def main() -> int:
     engines = {ZERO_SHOT: zero_shot}
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
-        for share in args.context_share or [None]:
-            for k in args.index_k or [None]:
-                changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k)) if v is not None}
-                engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(
-                    engine.personas, engine.editor, dataclasses.replace(engine.config, **changes),
-                    first_stage=engine.first_stage, indexes=engine.indexes) if changes else engine
+        for share, k, unbias in itertools.product(args.context_share or [None], args.index_k or [None],
+                                                  args.around_unbias or [None]):
+            changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k),
+                                               ("around_unbias_above", unbias)) if v is not None}
+            engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(
+                engine.personas, engine.editor, dataclasses.replace(engine.config, **changes),
+                first_stage=engine.first_stage, indexes=engine.indexes) if changes else engine
     for name, engine in engines.items():
         started = time.perf_counter()
 

@@ -113,7 +113,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
         model = MarkovModel.load(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    gen = model.generate(args.n, np.random.default_rng(args.seed), start=args.start, around=args.around)
+    try:
+        gen = model.generate(args.n, np.random.default_rng(args.seed), start=args.start, around=args.around,
+                             unbias_above=args.unbias_above if args.around else 0)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     if gen.reason and not gen.candidates:
         raise SystemExit(f"error: {gen.reason}")
     for text in gen.candidates:
@@ -155,6 +159,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
     s.add_argument("--start", default=None, help="words each candidate begins with")
     s.add_argument("--around", action="append", default=[], metavar="WORD",
                    help="write whole lines around this word (repeatable: each line names one of them)")
+    s.add_argument("--unbias-above", type=int, default=2, metavar="K",
+                   help="with --around: keep a line of L tokens with probability min(1, K/L), undoing the length bias "
+                        "of drawing an occurrence, as a turn does (default 2; 0: as drawn)")
     s.add_argument("-v", "--verbose", action="store_true", help="print the filter report")
     s.set_defaults(func=cmd_sample)
     args = parser.parse_args(argv)

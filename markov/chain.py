@@ -237,22 +237,29 @@ class MarkovModel:
         max_tokens: int | None = None,
         max_rounds: int = 8,
         around: Sequence[str] = (),
+        unbias_above: int = 0,
     ) -> Generation:
         """Walk the chain for up to n novel candidates, with their mean log-prob per token and a filter report.
 
         `start`: every candidate begins with these words. `around`: every candidate is a whole line that names
         one of these words (drawn uniformly per candidate), written outward from it; unknown words are skipped,
         and none known gives an empty Generation with the reason.
+        `unbias_above` (with `around`; 0: off): a line of L tokens is kept with probability min(1, k / L).
+        Drawing an occurrence of a word draws lines in proportion to their length (a long line holds more
+        occurrences), so lines around a word run half again as long as people's; thinning by k / L undoes that
+        bias above k tokens (report "thinned").
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if start and around:
             raise ValueError("give start or around, not both")
+        if unbias_above < 0:
+            raise ValueError(f"unbias_above must be >= 0, got {unbias_above}")
         lo = self.config.min_tokens if min_tokens is None else min_tokens
         hi = self.config.max_tokens if max_tokens is None else max_tokens
         report = {"generated": 0, "unfinished": 0, "too_short": 0, "verbatim": 0, "overlap": 0}
         if around:
-            return self._generate_around(n, rng, around, lo, hi, max_rounds, report)
+            return self._generate_around(n, rng, around, lo, hi, max_rounds, report, unbias_above)
         try:
             prefix, init_states, init_p = self._start_states(start)
         except UnknownStartError as exc:
@@ -290,7 +297,7 @@ class MarkovModel:
             toks, length, logp, hashes = walk(m)
             report["generated"] += m
             finished = length >= 0
-            report["unfinished"] += int((~finished).sum())
+            report["unfinished"] += int((length == -1).sum())  # -2: thinned by the walk itself, reported there
             ok = finished & (length >= lo)
             report["too_short"] += int((finished & (length < lo)).sum())
             ok &= self._novel(toks, length, ok, report, hashes)
@@ -307,7 +314,7 @@ class MarkovModel:
                           length.astype(np.int32), report, reason)
 
     def _generate_around(self, n: int, rng: np.random.Generator, around: Sequence[str], lo: int, hi: int,
-                         max_rounds: int, report: dict) -> Generation:
+                         max_rounds: int, report: dict, unbias_above: int = 0) -> Generation:
         """`generate` for candidates written outward from a word: the rounds, filters and report of a plain call."""
         empty = Generation([], np.zeros(0, np.float32), np.zeros(0, np.int32), report)
         if self.backward is None:
@@ -325,8 +332,18 @@ class MarkovModel:
             empty.reason = f"none of the words {list(around)!r} is in the model's vocabulary"
             return empty
         ids = np.asarray(ids)
-        return self._rounds(n, lambda m: (*self._walk_around(ids[rng.integers(len(ids), size=m)], hi, rng), None),
-                            lo, max_rounds, report)
+        if unbias_above:
+            report["thinned"] = 0
+
+        def walk(m: int) -> tuple[np.ndarray, ...]:
+            toks, length, logp = self._walk_around(ids[rng.integers(len(ids), size=m)], hi, rng)
+            if unbias_above:  # keep a finished line of L tokens with probability min(1, k / L)
+                thin = (length > unbias_above) & (rng.random(m) * length >= unbias_above)
+                report["thinned"] += int(thin.sum())
+                length = np.where(thin, -2, length)  # -2: thinned, neither unfinished nor too short
+            return toks, length, logp, None
+
+        return self._rounds(n, walk, lo, max_rounds, report)
 
     def _walk_around(self, words: np.ndarray, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One line through each word id: tokens (m, width), lengths (-1: longer than hi or unfinished), mean log-prob.

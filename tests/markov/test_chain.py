@@ -201,6 +201,26 @@ def test_lines_written_around_a_word_name_it_and_are_whole_lines_of_corpus_ngram
     assert any(not t.startswith("home") and "home" in t for t in gen.candidates)
 
 
+def test_unbias_above_thins_long_lines_around_a_word_by_k_over_their_length():
+    # "cat" occurs once in a short line and once in a long one, so lines around it are drawn half and half;
+    # keeping each with probability min(1, k / tokens) leaves the long line k / its tokens as often as the short.
+    short, long_ = "the cat", "my old cat likes to sleep all day long in the sun"
+    m = MarkovModel.build(((t, 1.0) for t in [short, long_]), MarkovConfig(order=3, min_tokens=1, reject_verbatim=False))
+    plain = m.generate(2000, np.random.default_rng(0), around=["cat"])
+    assert set(plain.candidates) == {short, long_} and 0.9 < plain.candidates.count(long_) / plain.candidates.count(short) < 1.1
+    assert "thinned" not in plain.report
+    n_long = int(plain.n_tokens[plain.candidates.index(long_)])
+    thinned = m.generate(2000, np.random.default_rng(0), around=["cat"], unbias_above=4)
+    assert len(thinned.candidates) == 2000 and thinned.reason is None  # the rounds make up what was thinned
+    ratio = thinned.candidates.count(long_) / thinned.candidates.count(short)
+    assert abs(ratio - 4 / n_long) < 0.06, (ratio, 4 / n_long)
+    assert thinned.report["thinned"] > 800 and thinned.report["unfinished"] == 0
+    assert m.generate(50, np.random.default_rng(0), around=["cat"], unbias_above=4).candidates == \
+        m.generate(50, np.random.default_rng(0), around=["cat"], unbias_above=4).candidates
+    with pytest.raises(ValueError, match="unbias_above must be >= 0"):
+        m.generate(5, np.random.default_rng(0), around=["cat"], unbias_above=-1)
+
+
 def test_writing_around_words_is_reproducible_saved_and_reports_what_it_cannot(model, tmp_path):
     a = model.generate(40, np.random.default_rng(5), around=["pizza"])
     assert a.candidates == model.generate(40, np.random.default_rng(5), around=["pizza"]).candidates
@@ -308,6 +328,12 @@ def test_cli_build_and_sample(tmp_path, capsys):
         cli(["sample", str(tmp_path / "m"), "--around", "zork"])
     with pytest.raises(SystemExit, match="start or around"):
         cli(["sample", str(tmp_path / "m"), "--start", "how", "--around", "home"])
+    cli(["sample", str(tmp_path / "m"), "-n", "5", "--seed", "1", "--around", "home", "--unbias-above", "0", "-v"])
+    assert "thinned" not in capsys.readouterr().err  # as drawn; the default (2) thins, as a turn does
+    cli(["sample", str(tmp_path / "m"), "-n", "5", "--seed", "1", "--around", "home", "-v"])
+    assert "'thinned'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unbias_above must be >= 0"):
+        cli(["sample", str(tmp_path / "m"), "--around", "home", "--unbias-above", "-1"])
     with pytest.raises(SystemExit, match="neither `chitchat` nor a readable file"):
         cli(["build", "--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")])
 

@@ -237,6 +237,24 @@ def test_without_a_topic_half_the_candidates_are_written_around_the_contexts_rar
     assert "seeded" not in plain.stats and plain.stats["generated"] == 256
 
 
+def test_lines_around_the_words_are_thinned_by_length_unless_turned_off(group_models):
+    # The default thins lines written around the words by k / tokens (undoing the length bias of drawing an
+    # occurrence); 0 writes them as drawn, so the two turns' seeded candidates differ and only one reports thinning.
+    context = ["the weather", "so, poetry and rain?"]
+    thin, drawn = (Engine(group_models, None, EngineConfig(n_candidates=256, around_unbias_above=k)) for k in (2, 0))
+    try:
+        a = thin.reply(context, persona="alice", seed=3)
+        b = drawn.reply(context, persona="alice", seed=3)
+    finally:
+        thin.close()
+        drawn.close()
+    assert EngineConfig().around_unbias_above == 2
+    assert a.stats["generation"]["thinned"] > 0 and "thinned" not in b.stats.get("generation", {})
+    assert a.stats["seeded"]["candidates"] > 0 and b.stats["seeded"]["candidates"] > 0
+    with pytest.raises(ValueError, match="around_unbias_above must be >= 0"):
+        EngineConfig(around_unbias_above=-1)
+
+
 def test_topic_seeds_candidates_and_falls_back_for_unknown_words(group_engine):
     r = group_engine.reply(["so?"], persona="alice", seed=1, topic="the tea please")
     seeded = r.stats["seeded"]

@@ -21,7 +21,9 @@ INDEX_LINES = ["do you like pizza?", "pizza pizza pizza with my pizza friends", 
 
 def test_index_hits_join_the_turn_pass_its_rules_and_are_counted(tiny_markov):
     index = FakeIndex(INDEX_LINES)
-    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=128, index_k=4),
+    # Plain live lines only (context_share 0): a live line written around "pizza" could pack the context's words
+    # as tightly as the index line, and this test is about the index's hits, not the writer.
+    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=128, index_k=4, context_share=0),
                  indexes={"default": index})
     try:
         r = eng.reply(HISTORY, seed=1, budget_ms=5000, n_alternatives=1000)
@@ -309,8 +311,9 @@ def test_the_filter_deadline_spares_the_first_candidates_it_must_pass():
 def test_kept_readings_that_fail_to_score_are_read_by_the_editor_instead(tiny_markov, caplog):
     clock = FakeClock()
     editor = KeptScorer(clock, per_candidate=0.001, fail=True)
-    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64), first_stage=FirstStageWords(),
-                 indexes={"default": KeptIndex(INDEX_LINES, [9.0, 1.0, 2.0, 5.0, 0.0])}, clock=clock)
+    eng = Engine({"default": tiny_markov}, editor, EngineConfig(n_candidates=64, context_share=0),  # plain live lines
+                 first_stage=FirstStageWords(), indexes={"default": KeptIndex(INDEX_LINES, [9.0, 1.0, 2.0, 5.0, 0.0])},
+                 clock=clock)
     try:
         with caplog.at_level(logging.WARNING):
             r = eng.reply(HISTORY, seed=1, budget_ms=5000)
