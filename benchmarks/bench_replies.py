@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--context-share", type=float, action="append", default=[],
                         help="run each --model once per value of EngineConfig.context_share (the share of candidates "
                         "written around the context's words); default: the engine's own setting")
-    parser.add_argument("--around-unbias", type=int, action="append", default=[],
+    parser.add_argument("--around-unbias-above", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.around_unbias_above (lines written "
                              "around a word kept with probability min(1, k / tokens); 0: off)")
     parser.add_argument("--index-k", type=int, action="append", default=[],
@@ -221,7 +221,7 @@ def main() -> int:
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
         for share, k, unbias in itertools.product(args.context_share or [None], args.index_k or [None],
-                                                  args.around_unbias or [None]):
+                                                  args.around_unbias_above or [None]):
             changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k),
                                                ("around_unbias_above", unbias)) if v is not None}
             engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(

@@ -9,10 +9,10 @@ Then, for `--contexts` random two-line chitchat contexts, the three ways a turn 
 context as a turn's seeded half: plain lines, lines begun at the context's rarest known word (`start=`, how turns
 were seeded before), and whole lines written around its rarest known words (`around=`, as drawn), each
 judged the same way, with the share that names one of the context's words and the time per 512; and lines written
-around the words with `unbias_above=k` for each `--unbias` k (a line of L tokens kept with probability min(1, k/L),
+around the words with `unbias_above=k` for each `--around-unbias-above` k (a line of L tokens kept with probability min(1, k/L),
 as a turn writes them now: k = 2); and the words per line of people's own lines in as many random conversations.
 
-    .venv/bin/python benchmarks/bench_writer_order.py [--orders 2 3] [--lines 4096] [--judge 500] [--contexts 200]
+    .venv/bin/python benchmarks/bench_writer_order.py [--orders 2 3] [--lines 4096] [--judge 500] [--contexts 200] [--around-unbias-above 2 4]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=4096)
     parser.add_argument("--judge", type=int, default=500, help="lines judged by the grammar parser")
     parser.add_argument("--contexts", type=int, default=200, help="chitchat contexts for the seeded kinds")
-    parser.add_argument("--unbias", type=int, nargs="*", default=[2],
+    parser.add_argument("--around-unbias-above", type=int, nargs="*", default=[2],
                         help="also write around the words with these unbias_above values")
     args = parser.parse_args()
 
@@ -80,7 +80,9 @@ def main() -> int:
     for order in args.orders:
         model = MarkovModel.build(lines, MarkovConfig(order=order))
         model.warm_around()
-        for kind in ("plain", "begun at a word", "around the words", *(f"around, unbias_above {k}" for k in args.unbias)):
+        kinds = {"plain": None, "begun at a word": None, "around the words": 0,
+                 **{f"around, unbias_above {k}": k for k in args.around_unbias_above}}
+        for kind, unbias in kinds.items():
             judged, named, verbatim, lengths, seconds, calls = [], [], [], [], 0.0, 0
             for ctx in contexts:
                 seeds = model.context_words(ctx, 4)
@@ -89,8 +91,7 @@ def main() -> int:
                 started = time.perf_counter()
                 gen = (model.generate(512, rng) if kind == "plain" else
                        model.generate(512, rng, start=seeds[0]) if kind == "begun at a word" else
-                       model.generate(512, rng, around=seeds) if kind == "around the words" else
-                       model.generate(512, rng, around=seeds, unbias_above=int(kind.rsplit(" ", 1)[1])))
+                       model.generate(512, rng, around=seeds, unbias_above=unbias))
                 seconds, calls = seconds + time.perf_counter() - started, calls + 1
                 for text in gen.candidates[:per_context]:
                     judged.append(parses(text))
@@ -101,7 +102,8 @@ def main() -> int:
             print(f"| {order} | {kind} | {seconds / max(calls, 1) * 1000:.1f} | {p:.3f} ± "
                   f"{math.sqrt(p * (1 - p) / len(judged)):.3f} | {np.mean(named):.2f} | {np.mean(verbatim):.3f} "
                   f"| {np.mean(lengths):.1f} |", flush=True)
-    people = [len(line.text.split()) for d in rng.choice(len(docs), args.contexts, replace=False) for line in docs[d].lines]
+    own = np.random.default_rng(2)  # the same conversations whatever was written before
+    people = [len(line.text.split()) for d in own.choice(len(docs), args.contexts, replace=False) for line in docs[d].lines]
     print(f"\npeople's lines ({args.contexts} conversations): {np.mean(people):.1f} words a line, median "
           f"{np.median(people):.0f}")
     return 0

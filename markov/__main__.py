@@ -13,7 +13,7 @@ import numpy as np
 
 from corpus.progress import progress
 from corpus.report import Report
-from markov.chain import CHITCHAT_ORDER, MarkovConfig, MarkovModel
+from markov.chain import AROUND_UNBIAS_ABOVE, CHITCHAT_ORDER, MarkovConfig, MarkovModel
 from markov.personas import PersonaConfig, collect, reaction_weight, read_chat_inputs, save_personas
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d+)?)\t(.*)$")
@@ -113,6 +113,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         model = MarkovModel.load(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
+    if args.unbias_above < 0:
+        raise SystemExit(f"error: --unbias-above must be >= 0, got {args.unbias_above}")
     try:
         gen = model.generate(args.n, np.random.default_rng(args.seed), start=args.start, around=args.around,
                              unbias_above=args.unbias_above if args.around else 0)
@@ -159,9 +161,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
     s.add_argument("--start", default=None, help="words each candidate begins with")
     s.add_argument("--around", action="append", default=[], metavar="WORD",
                    help="write whole lines around this word (repeatable: each line names one of them)")
-    s.add_argument("--unbias-above", type=int, default=2, metavar="K",
-                   help="with --around: keep a line of L tokens with probability min(1, K/L), undoing the length bias "
-                        "of drawing an occurrence, as a turn does (default 2; 0: as drawn)")
+    s.add_argument("--unbias-above", type=int, default=AROUND_UNBIAS_ABOVE, metavar="K",
+                   help="with --around: keep a line of L tokens with probability min(1, K/L), as a turn does "
+                        f"(default {AROUND_UNBIAS_ABOVE}; 0: as drawn)")
     s.add_argument("-v", "--verbose", action="store_true", help="print the filter report")
     s.set_defaults(func=cmd_sample)
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ import numpy as np
 
 from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, dedupe_key
+from markov.chain import AROUND_UNBIAS_ABOVE
 
 MEASURES = ("select10", "select100", "writer99")
 POOL_LINES = 2000  # a case draws its distractors, other people's lines or writer lines, from a pool this size
@@ -196,8 +197,8 @@ def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> l
 def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed: int = 0,
                         deadline: float = math.inf, per_context: int = 16, seed_words: int = 4) -> list[str]:
     """Up to n distinct writer lines written around the context words of contexts drawn from `contexts`, as a
-    turn writes its seeded candidates (`MarkovModel.context_words`, `generate(around=...)`); the engine's
-    filters apply. A writer without a backward table (saved before format 4) cannot: none."""
+    turn writes its seeded candidates (`MarkovModel.context_words`, `generate(around=...)`, thinned by length as
+    `markov.AROUND_UNBIAS_ABOVE` says); the engine's filters apply. A writer without a backward table (saved before format 4) cannot: none."""
     if getattr(writer, "backward", None) is None:
         return []
     text_filter, rng = LineFilter(), np.random.default_rng(seed)
@@ -208,7 +209,8 @@ def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed:
         around = writer.context_words(list(contexts[rng.integers(len(contexts))]), seed_words)
         if not around:
             continue
-        for text in writer.generate(per_context, rng, around=around, max_rounds=3).candidates:
+        for text in writer.generate(per_context, rng, around=around, max_rounds=3,
+                                    unbias_above=AROUND_UNBIAS_ABOVE).candidates:
             kept = text_filter(text)
             if kept:
                 out.setdefault(dedupe_key(kept), kept)

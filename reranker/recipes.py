@@ -31,6 +31,7 @@ from tqdm import tqdm
 from corpus.modeldir import write_file_atomically
 from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, content_words, dedupe_key, words
+from markov.chain import AROUND_UNBIAS_ABOVE
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
@@ -76,7 +77,8 @@ class DefaultRecipe:
     # lines only. In a 330-s sense stage on a 2-core AVX2 EPYC, with and without it, the true line among 99 such lines
     # rose 1.7 places (± 0.45) with the negatives length-matched (4.3 unmatched, partly by learning length), level
     # elsewhere, for a sixth to a quarter fewer lines read; the one whole 10-minute build with it (unmatched) measured
-    # worse among plain writer lines and fell back, so it stays off (benchmarks/RESULTS.md, "Eleventh pass").
+    # worse among plain writer lines and fell back, so it stays off (benchmarks/RESULTS.md, "Eleventh pass"; measured
+    # before lines around words were thinned by length, "Fourteenth pass").
     relevance_around: bool = False
     # The n-gram order of the writer the sense model learns against: the engine's writer's. None: chitchat's
     # (markov.CHITCHAT_ORDER) for the default, MarkovConfig's default for a dump (what `markov build` makes of it).
@@ -600,10 +602,11 @@ def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4, tri
         words_ = writer.context_words(context, seed_words) if context else []
         if not words_:
             return None
-        # The closest in length of a few: lines written around words run long (two half-lines joined), and a
-        # negative longer than its positive would teach length, not "packs the context's words".
-        kept = [k for k in map(text_filter, writer.generate(tries, rng, around=words_, max_rounds=2).candidates)
-                if k and k != line]
+        # The closest in length of a few: even thinned by length (AROUND_UNBIAS_ABOVE), lines written around words
+        # run longer than people's, and a negative longer than its positive would teach length, not "packs the
+        # context's words".
+        written = writer.generate(tries, rng, around=words_, max_rounds=2, unbias_above=AROUND_UNBIAS_ABOVE)
+        kept = [k for k in map(text_filter, written.candidates) if k and k != line]
         n = len(words(line))
         return min(kept, key=lambda k: abs(len(words(k)) - n)) if kept else None
 

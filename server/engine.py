@@ -86,12 +86,9 @@ class EngineConfig(LineRules):
     context_share: float = 0.5
     context_seed_words: int = 4  # at most this many of those words, the rarest in the writer's corpus first
     context_seed_lines: int = 2  # ... of the newest this many lines
-    # Lines written around a word are drawn in proportion to their length (a long line holds more occurrences of
-    # it): 14.9 words against the writer's plain 11.8 and people's 10.0. Each is kept with probability
-    # min(1, k / its tokens) (`MarkovModel.generate(unbias_above=k)`; 0: off); k = 2, the shortest line, undoes
-    # the bias whole. Over 400 held-out subtitle contexts the pick then parsed 0.072 +- 0.031 more often and was
-    # judged human 0.052 +- 0.030 more often, topic level, for 18 ms more per 512 such lines
-    # (benchmarks/RESULTS.md, "Fourteenth pass").
+    # Lines written around the words are kept with probability min(1, k / their tokens), undoing the length bias of
+    # drawing an occurrence: `markov.AROUND_UNBIAS_ABOVE` says why and what it measured (the engine does not import
+    # markov, so the value is repeated here and a test holds the two equal); 0: as drawn.
     around_unbias_above: int = 2
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn, for the editor to read (0: no index)

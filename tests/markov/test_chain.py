@@ -207,7 +207,7 @@ def test_unbias_above_thins_long_lines_around_a_word_by_k_over_their_length():
     short, long_ = "the cat", "my old cat likes to sleep all day long in the sun"
     m = MarkovModel.build(((t, 1.0) for t in [short, long_]), MarkovConfig(order=3, min_tokens=1, reject_verbatim=False))
     plain = m.generate(2000, np.random.default_rng(0), around=["cat"])
-    assert set(plain.candidates) == {short, long_} and 0.9 < plain.candidates.count(long_) / plain.candidates.count(short) < 1.1
+    assert set(plain.candidates) == {short, long_} and 0.8 < plain.candidates.count(long_) / plain.candidates.count(short) < 1.25
     assert "thinned" not in plain.report
     n_long = int(plain.n_tokens[plain.candidates.index(long_)])
     thinned = m.generate(2000, np.random.default_rng(0), around=["cat"], unbias_above=4)
@@ -332,7 +332,7 @@ def test_cli_build_and_sample(tmp_path, capsys):
     assert "thinned" not in capsys.readouterr().err  # as drawn; the default (2) thins, as a turn does
     cli(["sample", str(tmp_path / "m"), "-n", "5", "--seed", "1", "--around", "home", "-v"])
     assert "'thinned'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="unbias_above must be >= 0"):
+    with pytest.raises(SystemExit, match="unbias-above must be >= 0"):
         cli(["sample", str(tmp_path / "m"), "--around", "home", "--unbias-above", "-1"])
     with pytest.raises(SystemExit, match="neither `chitchat` nor a readable file"):
         cli(["build", "--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")])

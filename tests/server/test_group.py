@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from markov import MarkovConfig, MarkovModel
+from markov import AROUND_UNBIAS_ABOVE, MarkovConfig, MarkovModel
 from markov.personas import load_persona_meta
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig, Turn, topic_terms, words
@@ -239,18 +239,24 @@ def test_without_a_topic_half_the_candidates_are_written_around_the_contexts_rar
 
 def test_lines_around_the_words_are_thinned_by_length_unless_turned_off(group_models):
     # The default thins lines written around the words by k / tokens (undoing the length bias of drawing an
-    # occurrence); 0 writes them as drawn, so the two turns' seeded candidates differ and only one reports thinning.
+    # occurrence); 0 writes them as drawn: only one turn reports thinning, and its candidates are shorter.
     context = ["the weather", "so, poetry and rain?"]
-    thin, drawn = (Engine(group_models, None, EngineConfig(n_candidates=256, around_unbias_above=k)) for k in (2, 0))
+    thin, drawn = (Engine(group_models, None, EngineConfig(n_candidates=256, around_unbias_above=k, n_alternatives=255))
+                   for k in (2, 0))
     try:
         a = thin.reply(context, persona="alice", seed=3)
         b = drawn.reply(context, persona="alice", seed=3)
     finally:
         thin.close()
         drawn.close()
-    assert EngineConfig().around_unbias_above == 2
+    assert EngineConfig().around_unbias_above == AROUND_UNBIAS_ABOVE  # the engine repeats markov's value
     assert a.stats["generation"]["thinned"] > 0 and "thinned" not in b.stats.get("generation", {})
     assert a.stats["seeded"]["candidates"] > 0 and b.stats["seeded"]["candidates"] > 0
+
+    def mean_words(r):
+        return np.mean([len(words(t)) for t in [r.reply, *(x.text for x in r.alternatives)]])
+
+    assert mean_words(a) < mean_words(b)
     with pytest.raises(ValueError, match="around_unbias_above must be >= 0"):
         EngineConfig(around_unbias_above=-1)
 
