@@ -293,12 +293,12 @@ class MarkovModel:
 
         return self._rounds(n, walk, lo, max_rounds, report)
 
-    def _rounds(self, n: int, walk, lo: int, max_rounds: int, report: dict, rate: float = 0.75) -> Generation:
+    def _rounds(self, n: int, walk, lo: int, max_rounds: int, report: dict) -> Generation:
         """Up to n novel candidates from rounds of `walk(m)` -> (tokens, lengths (-1: unfinished, counted here;
         other negatives: dropped by `walk`, which reports them), mean log-prob, hashes or None): each round walks
-        enough for what is missing at the acceptance rate seen so far (`rate` at first)."""
+        enough for what is missing at the acceptance rate seen so far."""
         rows, logps = [], []
-        accepted = 0  # `rate`: the acceptance rate, re-estimated each round so one round usually suffices
+        accepted, rate = 0, 0.75  # acceptance rate, re-estimated each round so one round usually suffices
         for _ in range(max_rounds):
             need = n - accepted
             if need <= 0:
@@ -353,9 +353,7 @@ class MarkovModel:
                 length = np.where(thin, -2, length)  # -2: thinned, neither unfinished nor too short
             return toks, length, logp, None
 
-        # A line around a word runs ~16 tokens, so thinning keeps about k / 16 of them: the first round starts at
-        # twice that (never above a plain walk's 0.75), not at 0.75, and the next makes up the rest.
-        return self._rounds(n, walk, lo, max_rounds, report, rate=min(0.75, unbias_above / 8) if unbias_above else 0.75)
+        return self._rounds(n, walk, lo, max_rounds, report)
 
     def _walk_around(self, words: np.ndarray, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One line through each word id: tokens (m, width), lengths (-1: longer than hi or unfinished), mean log-prob.
