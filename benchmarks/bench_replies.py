@@ -23,6 +23,8 @@ has them: `riposte index`): the zero-shot bi-encoder as the editor (the
 baseline every figure stands beside) and each `--model` dir's own editor, on the same contexts and seeds.
 
     .venv/bin/python benchmarks/bench_replies.py --model models/default [--model other/dir] [--turns 100]
+    .venv/bin/python benchmarks/bench_replies.py --model models/default --reads 80 --around-unbias-above 0 \
+        --around-unbias-above 2 --turns 200   # clock-free: the editor reads exactly 80 a turn, so writers compare
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 JUDGE_DIR = ROOT / "data" / "judge"
 JUDGE_SECONDS = 240.0
+CLOCK_FREE_BUDGET_MS = 600_000  # --reads: long enough that no stage of a turn is ever cut
 ZERO_SHOT = "engine, zero-shot bi-encoder editor"  # the row every other engine is paired against
 
 
@@ -192,8 +195,14 @@ def main() -> int:
                         "split), or none")
     parser.add_argument("--clients", type=int, default=1, help="turns in flight at once (`areply` on one event loop, "
                         "the CPU stages on an executor of max(2, cores) threads: as the HTTP server runs them)")
+    parser.add_argument("--reads", type=int, default=None, metavar="N",
+                        help="clock-free: each turn's editor reads exactly its first N candidates in read order (no "
+                             "budget), argmax. A turn's reads otherwise follow the clock, so one engine moves about "
+                             "+-0.035 between runs; use this to compare writers or mixes")
     parser.add_argument("--save", type=Path, help="write every reply and its judgements to this JSON file")
     args = parser.parse_args()
+    if args.reads is not None and (args.reads < 1 or args.clients != 1):
+        parser.error("--reads needs N >= 1 and one client (it reads with no clock, so there is no load to share)")
     if args.save:  # a path that cannot be written fails now, not after every engine has run
         with open(args.save, "a", encoding="utf-8"):
             pass
@@ -243,7 +252,17 @@ def main() -> int:
 
                 return await asyncio.gather(*(turn(t) for t in range(len(cases))))
 
-        results = asyncio.run(turns())
+        def clock_free(engine=engine) -> list[tuple[str, int, bool]]:
+            out = []
+            for t, (context, _) in enumerate(cases):
+                # a budget no turn meets, so no stage is cut by the clock either
+                candidates = engine.prepare(engine.plan(context, seed=1000 + t, budget_ms=CLOCK_FREE_BUDGET_MS))
+                texts = list(candidates.texts[: args.reads])
+                best = int(np.argmax(engine.editor.score(context, texts))) if texts else 0
+                out.append((texts[best] if texts else "", len(texts), bool(len(texts) and candidates.sources()[best])))
+            return out
+
+        results = clock_free() if args.reads else asyncio.run(turns())
         rows[name] = [text for text, _, _ in results]
         read = [n for _, n, _ in results]
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
