@@ -54,9 +54,9 @@ CHITCHAT_ORDER = 3
 # plain 11.8 (people's: 10.0). Keeping each with probability min(1, 2 / tokens) (`generate(unbias_above=2)`; 2 is
 # MarkovConfig's default min_tokens, the shortest line kept, so the bias is undone whole) makes them 11.3.
 # `generate` itself defaults to 0 (as drawn); turns (`EngineConfig.around_unbias_above`) and the recipes' "as a
-# turn writes" lines pass this. Over 400 held-out subtitle turns the pick parsed 0.072 +- 0.031 more often and was
-# judged human 0.052 +- 0.030 more often, topic level, for 18 ms more per 512 lines (benchmarks/RESULTS.md,
-# "Fourteenth pass").
+# turn writes" lines pass this. Over 600 held-out subtitle turns (clock-free) the pick parsed 0.045 +- 0.025 more
+# often (0.612 -> 0.657), judged human and topic level, 1.3 words shorter, for 18 ms more per 512 lines
+# (benchmarks/RESULTS.md, "Fourteenth pass").
 AROUND_UNBIAS_ABOVE = 2
 
 
