@@ -5,14 +5,15 @@ fixed seed, and judges the first `--judge` of them with the grammar parser of `b
 Grammar, Debian's python3-link-grammar): the share that parses as whole sentences, the share that is a chitchat
 line verbatim, the share distinct, words per line, and the time to write them.
 
-Then, for `--contexts` random two-line chitchat contexts, the three ways a turn can write its candidates, 512 a
-context as a turn's seeded half: plain lines, lines begun at the context's rarest known word (`start=`, how turns
-were seeded before), and whole lines written around its rarest known words (`around=`, as drawn), each
-judged the same way, with the share that names one of the context's words and the time per 512; and lines written
-around the words with `unbias_above=k` for each `--around-unbias-above` k (a line of L tokens kept with probability min(1, k/L),
-as a turn writes them now: k = 2); and the words per line of people's own lines in as many random conversations.
+Then, for `--contexts` random two-line chitchat contexts, the ways a turn can write its candidates, 512 a context
+as a turn's seeded half: plain lines, lines begun at the context's rarest known word (`start=`, how turns were
+seeded before), whole lines written around its rarest known words (`around=`, as drawn), and the same thinned by
+length with `unbias_above=k` for each `--around-unbias-above` k (a line of L tokens kept with probability
+min(1, k/L); turns use k = 2). Each is judged the same way, with the share that names one of the context's words
+and the time per 512; then the words per line of people's own lines in as many random conversations.
 
-    .venv/bin/python benchmarks/bench_writer_order.py [--orders 2 3] [--lines 4096] [--judge 500] [--contexts 200] [--around-unbias-above 2 4]
+    .venv/bin/python benchmarks/bench_writer_order.py [--orders 2 3] [--lines 4096] [--judge 500] [--contexts 200]
+        [--around-unbias-above 2 4]
 """
 
 from __future__ import annotations
