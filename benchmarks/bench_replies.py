@@ -1,7 +1,8 @@
 """Replies, end to end: what a user reads, beside the true next line, a random writer line and the zero-shot pick.
 
-For held-out subtitle contexts (../shared/samples, never trained on; 3 lines of context, the true next line known),
-each engine replies at the default budget (fixed seeds, argmax). Every reply is judged by measures the editors do
+For held-out subtitle contexts (../shared/samples, never trained on; 3 lines of context, the true next line known), or
+with `--contexts dailydialog` DailyDialog's test split (everyday talk with many questions, as a user chats; no editor
+and not the judge trained on it), each engine replies at the default budget (fixed seeds, argmax). Every reply is judged by measures the editors do
 not use:
 
 - **judged human**: the share a held-out judge calls a person's line. The judge is a sense model (`reranker/sense`)
@@ -14,6 +15,8 @@ not use:
   too." fail, so read it beside the true next lines' share. Without the package the column says so;
 - **topic**: the zero-shot MiniLM cosine of the reply with the joined context;
 - **echo**: the share of the reply's content words found in the last context line;
+- **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's chat replies:
+  0.6%);
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -25,6 +28,7 @@ baseline every figure stands beside) and each `--model` dir's own editor, on the
     .venv/bin/python benchmarks/bench_replies.py --model models/default [--model other/dir] [--turns 100]
     .venv/bin/python benchmarks/bench_replies.py --model models/default --reads 80 --around-unbias-above 0 \
         --around-unbias-above 2 --turns 200   # clock-free: the editor reads exactly 80 a turn, so writers compare
+    .venv/bin/python benchmarks/bench_replies.py --model models/default --contexts dailydialog --echo-run 0 --echo-run 4
 """
 
 from __future__ import annotations
@@ -51,10 +55,12 @@ JUDGE_DIR = ROOT / "data" / "judge"
 JUDGE_SECONDS = 240.0
 CLOCK_FREE_BUDGET_MS = 600_000  # --reads: long enough that no stage of a turn is ever cut
 ZERO_SHOT = "engine, zero-shot bi-encoder editor"  # the row every other engine is paired against
+PARROT_RUN = 4  # words in a run of the last line that a reply "parrots" (0.6% of people's chat replies hold one)
 
 
-def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3) -> list[tuple[list[str], str]]:
-    """n (context, true next line) cases from random places in the documents."""
+def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3,
+                   openings: bool = False) -> list[tuple[list[str], str]]:
+    """n (context, true next line) cases from random places in the documents, or from their first lines."""
     from reranker.__main__ import read_split
 
     docs = [d for d in read_split(paths, "all")[0] if len(d.lines) > context_lines]
@@ -62,7 +68,7 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3) 
     out = []
     while len(out) < n:
         doc = docs[int(rng.integers(len(docs)))]
-        i = int(rng.integers(context_lines, len(doc.lines)))
+        i = context_lines if openings else int(rng.integers(context_lines, len(doc.lines)))
         out.append(([line.text for line in doc.lines[i - context_lines : i]], doc.lines[i].text))
     return out
 
@@ -147,22 +153,23 @@ def mean_se(x) -> tuple[float, float]:
 
 
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
-    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo and words, and
-    each reply's own values under "per_reply" (parses None without the grammar parser)."""
-    from corpus.text import STOPWORDS, words
+    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots and
+    words, and each reply's own values under "per_reply" (parses None without the grammar parser)."""
+    from corpus.text import STOPWORDS, dedupe_key, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
     contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
     replies = unit(topic_model.embed(texts)[0])
     topic = (contexts * replies).sum(1)
-    echo = []
+    echo, parrots = [], []
     for text, (context, _) in zip(texts, cases, strict=True):
         content = [w for w in words(text) if w not in STOPWORDS]
         last = set(words(context[-1]))
         echo.append(sum(w in last for w in content) / len(content) if content else 0.0)
+        parrots.append(float(any(run in f" {dedupe_key(text)} " for run in word_runs(words(context[-1]), PARROT_RUN))))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
-                 "topic": topic.tolist(), "echo": echo, "words": [len(words(t)) for t in texts]}
+                 "topic": topic.tolist(), "echo": echo, "parrots": parrots, "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
 
 
@@ -179,6 +186,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7, help="which held-out contexts (the same seed, the same ones)")
     parser.add_argument("--budget-ms", type=int, default=1000)
     parser.add_argument("--samples", default=str(ROOT.parent / "shared" / "samples"))
+    parser.add_argument("--contexts", choices=("subtitles", "dailydialog"), default="subtitles",
+                        help="held-out subtitles (--samples: SubRip and OPUS XML), or DailyDialog's test split "
+                             "(--dailydialog: everyday talk, many questions)")
     parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
     parser.add_argument("--examples", type=int, default=8, help="sample replies to print")
     parser.add_argument("--context-share", type=float, action="append", default=[],
@@ -187,6 +197,12 @@ def main() -> int:
     parser.add_argument("--around-unbias-above", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.around_unbias_above (lines written "
                              "around a word kept with probability min(1, k / tokens); 0: off)")
+    parser.add_argument("--context-lines", type=int, default=3, help="lines of context a case gives the engine")
+    parser.add_argument("--openings", action="store_true",
+                        help="cases from the documents' first lines: a conversation's first turns, as a user starts one")
+    parser.add_argument("--echo-run", type=int, action="append", default=[],
+                        help="run each --model once per value of EngineConfig.echo_run (a reply may not repeat a run "
+                             "of this many words of the user's last line or of its own recent lines; 0: off)")
     parser.add_argument("--index-k", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
                         "from a reply index that keeps the editor's readings); default: the engine's own setting")
@@ -201,6 +217,8 @@ def main() -> int:
                              "+-0.035 between runs; use this to compare writers or mixes")
     parser.add_argument("--save", type=Path, help="write every reply and its judgements to this JSON file")
     args = parser.parse_args()
+    if args.context_lines < 1:
+        parser.error("--context-lines needs N >= 1")
     if args.reads is not None and (args.reads < 1 or args.clients != 1):
         parser.error("--reads needs N >= 1 and one client (it reads with no clock, so there is no load to share)")
     if args.save:  # a path that cannot be written fails now, not after every engine has run
@@ -212,10 +230,14 @@ def main() -> int:
     from reranker.editor import Editor
     from server.models import load_engine
 
-    paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
-    cases = held_out_cases(paths, args.turns, seed=args.seed)
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out subtitle "
-          f"contexts, budget {args.budget_ms} ms, {args.clients} client(s)", flush=True)
+    if args.contexts == "dailydialog":
+        paths = [str(args.dailydialog / "test.txt")]
+    else:
+        paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
+    cases = held_out_cases(paths, args.turns, seed=args.seed, context_lines=args.context_lines, openings=args.openings)
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out {args.contexts} "
+          f"contexts of {args.context_lines} line(s){', openings' if args.openings else ''}, budget {args.budget_ms} ms, "
+          f"{args.clients} client(s)", flush=True)
     judge_model = judge(args.dailydialog)
     parses = grammar_parser()
     topic_model = BiEncoder.from_backbone()
@@ -229,10 +251,10 @@ def main() -> int:
     engines = {ZERO_SHOT: zero_shot}
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
-        for share, k, unbias in itertools.product(args.context_share or [None], args.index_k or [None],
-                                                  args.around_unbias_above or [None]):
+        for share, k, unbias, run in itertools.product(args.context_share or [None], args.index_k or [None],
+                                                       args.around_unbias_above or [None], args.echo_run or [None]):
             changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k),
-                                               ("around_unbias_above", unbias)) if v is not None}
+                                               ("around_unbias_above", unbias), ("echo_run", run)) if v is not None}
             engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(
                 engine.personas, engine.editor, dataclasses.replace(engine.config, **changes),
                 first_stage=engine.first_stage, indexes=engine.indexes) if changes else engine
@@ -268,8 +290,8 @@ def main() -> int:
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
-    keys = ("human", "parses", "topic", "echo", "words")
-    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | words |\n|---|---|---|---|---|---|")
+    keys = ("human", "parses", "topic", "echo", "parrots", "words")
+    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | words |\n|---|---|---|---|---|---|---|")
     judged = {}
     for name, texts in rows.items():
         m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
@@ -278,7 +300,7 @@ def main() -> int:
     # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
     base = judged[ZERO_SHOT]["per_reply"]
     print("\nPaired against the zero-shot editor (the same contexts; difference ± its standard error):\n")
-    print("| reply | judged human | parses | topic | echo | words |\n|---|---|---|---|---|---|")
+    print("| reply | judged human | parses | topic | echo | parrots | words |\n|---|---|---|---|---|---|---|")
     for name in list(engines)[1:]:
         ours = judged[name]["per_reply"]
         print(f"| {name} | " + " | ".join("not installed" if ours[k] is None else paired(ours[k], base[k])

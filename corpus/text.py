@@ -35,6 +35,14 @@ def dedupe_key(text: str) -> str:
     return " ".join(words(text))
 
 
+def word_runs(text_words: list[str], n: int) -> set[str]:
+    """Every run of n consecutive words, as " w1 ... wn " (spaces both ends): `run in f" {dedupe_key(line)} "` then
+    tells whether a line holds it, whole words only. None for n < 1 or a shorter line."""
+    if n < 1:
+        return set()
+    return {" " + " ".join(text_words[i : i + n]) + " " for i in range(len(text_words) - n + 1)}
+
+
 def normalize(text: str) -> str:
     """Collapse whitespace and tidy spaces before punctuation."""
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
-from corpus.text import LineFilter, LineRules, content_words, dedupe_key, overlap, words
+from corpus.text import LineFilter, LineRules, content_words, dedupe_key, overlap, word_runs, words
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
@@ -70,7 +70,12 @@ class EngineConfig(LineRules):
     top_k: int = 1  # 1 = argmax; >1 = sample among the top k by softmax(score / temperature)
     temperature: float = 1.0
     n_alternatives: int = 5
-    repeat_window: int = 3  # the speaker's last N lines are never repeated
+    repeat_window: int = 3  # the speaker's last N lines, and the conversation's newest N, are never repeated
+    # ... nor is a run of this many words of them or of the user's last line: a reply that re-says the question it
+    # answers ("do you have any pets?" -> "Do you have any pets? What would you do?") is a parrot, not a reply. People
+    # do it rarely: 0.6% of chitchat's replies share a run of 4 words with the line they answer, 1.4% with any of the
+    # 3 lines before (3 words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"). 0: whole lines only.
+    echo_run: int = 4
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
     context_lines: int = 8  # only the newest lines reach the editor; older ones would be truncated anyway
     overlap_weight: float = 1.0  # prior = mean log-prob per token + overlap_weight * overlap with the context
@@ -124,6 +129,8 @@ class EngineConfig(LineRules):
                              f"{self.context_share}")
         if self.around_unbias_above < 0:
             raise ValueError(f"around_unbias_above must be >= 0, got {self.around_unbias_above}")
+        if self.echo_run < 0:
+            raise ValueError(f"echo_run must be >= 0, got {self.echo_run}")
         if self.context_seed_words < 0 or self.context_seed_lines < 1:
             raise ValueError(f"need context_seed_words >= 0 and context_seed_lines >= 1, got {self.context_seed_words} "
                              f"and {self.context_seed_lines}")
@@ -252,8 +259,8 @@ class TextFilter(LineFilter):
     """Every rule a candidate must pass before anything scores it, in one place.
 
     The line's own rules (`corpus.text.LineFilter`: URLs out, length, blocklists), then the conversation's: not
-    echo the user's last line, not repeat one of the speaker's last `repeat_window` lines, and not duplicate a
-    candidate already kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it
+    echo the user's last line, not repeat one of the speaker's last `repeat_window` lines or of the conversation's
+    newest `repeat_window`, nor a run of `echo_run` words of any of them, and not duplicate a candidate already kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it
     works on token ids and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
     """
 
@@ -261,16 +268,19 @@ class TextFilter(LineFilter):
         super().__init__(config)
         self.config = config
 
-    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> set[str]:
-        """Dedupe keys no reply may have: the user's last line (no echo) and the speaker's recent lines (no repeat)."""
+    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> tuple[set[str], set[str]]:
+        """What no reply may say: the dedupe keys of the user's last line (no echo), of the speaker's recent lines and
+        of the conversation's newest (no repeat), and their runs of `echo_run` words (`corpus.text.word_runs`)."""
         cfg = self.config
         own = {s.casefold() for s in cfg.bot_speakers} | ({speaker.casefold()} if speaker else set())
         own_lines = [t.text for t in turns if t.speaker.casefold() in own]
         others = [t.text for t in turns if t.speaker.casefold() not in own]
-        keys = {dedupe_key(others[-1])} if others else set()
+        lines = [others[-1]] if others else []
         if cfg.repeat_window:
-            keys.update(dedupe_key(t) for t in own_lines[-cfg.repeat_window :])
-        return keys
+            lines += own_lines[-cfg.repeat_window :] + [t.text for t in turns[-cfg.repeat_window :]]
+        keys = {dedupe_key(t) for t in lines}
+        runs = {run for key in keys for run in word_runs(key.split(), cfg.echo_run)}
+        return keys, runs
 
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
@@ -278,7 +288,7 @@ class TextFilter(LineFilter):
     ) -> Candidates:
         """The candidates that pass every rule, cleaned, in their order; stops at `stop_at` keeping what passed,
         but not within the first `always` candidates."""
-        forbidden = self.forbidden(turns, speaker)
+        forbidden, runs = self.forbidden(turns, speaker)
         texts, kept_words, logprob, kept, seen = [], [], [], [], set()
         for n, (text, ws, lp) in enumerate(zip(candidates.texts, candidates.words, candidates.logprob, strict=True)):
             # Python work per candidate: under load it too must stop in time
@@ -287,6 +297,8 @@ class TextFilter(LineFilter):
             text, ws = self.clean(text, ws)
             key = " ".join(ws)  # == dedupe_key(text)
             if not key or key in forbidden or key in seen or not self.allows(text, ws):
+                continue
+            if runs and any(run in f" {key} " for run in runs):
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             texts.append(text)

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from corpus.text import word_runs
 from markov.personas import load_personas
 from server.engine import (
     Candidates,
@@ -71,6 +72,56 @@ def test_never_echoes_the_user_or_repeats_its_own_last_lines(tiny_markov):
         assert second.reply is not None
     finally:
         eng.close()
+
+
+def test_word_runs_are_whole_word_runs_of_n():
+    assert word_runs(["do", "you", "like", "dogs"], 3) == {" do you like ", " you like dogs "}
+    assert word_runs(["do", "you"], 3) == set() and word_runs(["do", "you"], 0) == set()
+    assert " you like " in " do you like dogs " and not any(r in " do youth like dogs " for r in word_runs(["you", "like"], 2))
+
+
+def test_text_filter_refuses_runs_of_the_users_last_line_and_of_the_newest_and_its_own_lines():
+    turns = [Turn("user", "my brother has two big dogs"), Turn("user", "they bark at night"),
+             Turn("bot", "I love my two cats so much"), Turn("user", "that is a long story for later"),
+             Turn("user", "Do you have any pets?")]
+    texts = ["Do you have any pets? What would you do?",  # the question it answers, re-said
+             "what do you have any pets?",  # a run of 5 of it inside
+             "I love my two dogs too",  # a run of 4 of its own last line
+             "yes, that is a long story",  # ... of one of the 3 newest lines
+             "yes, I have two cats",
+             "you have any idea?",  # 3 words of the question
+             "my brother has two big dogs too"]  # a line older than the newest 3, and not its own
+
+    def kept(**config) -> list[str]:
+        candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
+        return TextFilter(EngineConfig(**config)).apply(candidates, turns).texts
+
+    assert kept() == texts[4:]  # the default: runs of 4
+    assert kept(echo_run=3) == [texts[4], texts[6]]
+    assert kept(echo_run=4, repeat_window=0) == texts[2:]  # only the line it answers is checked
+    assert kept(echo_run=0) == texts  # whole lines only, and none of these is one
+    with pytest.raises(ValueError, match="echo_run must be >= 0"):
+        EngineConfig(echo_run=-1)
+
+
+def test_never_parrots_a_run_of_the_users_line_or_of_its_own(tiny_markov):
+    history = [Turn("user", "hi"), Turn("bot", "i really love old movies."), Turn("user", "why do you like dogs?")]
+    runs = word_runs(words("why do you like dogs?"), 3) | word_runs(words("i really love old movies."), 3)
+
+    def parrots(text: str) -> bool:
+        return any(run in f" {dedupe_key(text)} " for run in runs)
+
+    replies = {}
+    for run in (0, 3):
+        eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=512, echo_run=run))
+        try:
+            replies[run] = eng.reply(history, seed=1, n_alternatives=1000)
+        finally:
+            eng.close()
+    # The scorer loves the user's words, so without the rule a line re-saying the question wins.
+    assert parrots(replies[0].reply)
+    said = [replies[3].reply] + [a.text for a in replies[3].alternatives]
+    assert replies[3].reply and len(said) > 10 and not any(parrots(t) for t in said)
 
 
 def test_text_filter_rules():
