@@ -24,7 +24,7 @@ from server.settings import LogLevel, Settings, configure_logging
 log = logging.getLogger("server")
 
 # Flags whose values are Settings fields; each default lives in Settings alone (None here means "not given").
-FLAG_FIELDS = ("model_dir", "budget_ms", "build", "blocklist_file", "blocklist_words", "blocklist_regexes",
+FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "build", "blocklist_file", "blocklist_words", "blocklist_regexes",
                "log_level", "host", "port", "workers", "cors_origins")
 
 
@@ -99,6 +99,10 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
                        help=f"riposte model dir, markov/ + editor/ (RIPOSTE_MODEL_DIR; default {defaults['model_dir'].default})")
         p.add_argument("--budget-ms", type=int,
                        help=f"time budget per reply (RIPOSTE_BUDGET_MS; default {defaults['budget_ms'].default})")
+        p.add_argument("--echo-run", type=int,
+                       help="a reply never repeats a run of this many words of the user's last line or the "
+                            f"conversation's newest lines (RIPOSTE_ECHO_RUN; default {defaults['echo_run'].default}; 0: "
+                            "whole lines only)")
         p.add_argument("--no-build", dest="build", action="store_const", const=False,
                        help="never build missing models; without a reranker, rank replies by the prior")
         p.add_argument("--blocklist-file", type=Path,

@@ -260,8 +260,9 @@ class TextFilter(LineFilter):
 
     The line's own rules (`corpus.text.LineFilter`: URLs out, length, blocklists), then the conversation's: not
     echo the user's last line, not repeat one of the speaker's last `repeat_window` lines or of the conversation's
-    newest `repeat_window`, nor a run of `echo_run` words of any of them, and not duplicate a candidate already kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it
-    works on token ids and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
+    newest `repeat_window`, nor a run of `echo_run` words of any of them, and not duplicate a candidate already
+    kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it works on token ids
+    and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
     """
 
     def __init__(self, config: EngineConfig):

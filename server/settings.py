@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("models/default"), description="riposte model dir (markov/ + editor/)")
     budget_ms: int = Field(EngineConfig.budget_ms, ge=MIN_BUDGET_MS, le=MAX_BUDGET_MS, description="default time budget per reply")
     n_candidates: int = Field(EngineConfig.n_candidates, ge=1, le=MAX_CANDIDATES, description="candidates the writer makes per turn")
+    echo_run: int = Field(EngineConfig.echo_run, ge=0, description="a reply never repeats a run of this many words of "
+                          "the user's last line or of the conversation's newest lines (0: whole lines only)")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -137,8 +139,8 @@ class Settings(BaseSettings):
     def engine_config(self) -> EngineConfig:
         """The engine defaults these settings imply."""
         words, regexes = self.blocklist()
-        return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, blocklist_words=words,
-                            blocklist_regexes=regexes)
+        return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, echo_run=self.echo_run,
+                            blocklist_words=words, blocklist_regexes=regexes)
 
     def to_env(self) -> dict[str, str]:
         """These settings as RIPOSTE_* variables, for worker processes that build their own `Settings()`."""

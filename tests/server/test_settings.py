@@ -21,6 +21,9 @@ def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch, tmp_pa
     assert parsed("serve").port == 8123  # documented, and now honoured
     assert parsed("chat").budget_ms == 250 and parsed("chat").model_dir == tmp_path  # chat reads them too
     assert parsed("serve", "--port", "9000").port == 9000 and parsed("chat", "--budget-ms", "400").budget_ms == 400
+    assert parsed("chat").engine_config().echo_run == 4
+    monkeypatch.setenv("RIPOSTE_ECHO_RUN", "0")
+    assert parsed("serve").engine_config().echo_run == 0 and parsed("chat", "--echo-run", "3").engine_config().echo_run == 3
 
 
 def test_the_command_line_builds_by_default_and_no_build_turns_it_off(monkeypatch):
@@ -58,6 +61,7 @@ def test_environment_lists_and_the_api_key(monkeypatch):
 @pytest.mark.parametrize(("argv", "needle"), [
     (["serve", "--budget-ms", "5"], "budget_ms"),
     (["serve", "--port", "70000"], "port"),
+    (["chat", "--echo-run", "-1"], "echo_run"),
     (["chat", "--blocklist-file", "/no/such/file"], "blocklist_file"),
     (["chat", "--blocklist-regex", "("], "does not compile"),
 ])
