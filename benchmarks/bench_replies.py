@@ -155,7 +155,7 @@ def mean_se(x) -> tuple[float, float]:
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
     """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots and
     words, and each reply's own values under "per_reply" (parses None without the grammar parser)."""
-    from corpus.text import STOPWORDS, dedupe_key, word_runs, words
+    from corpus.text import STOPWORDS, holds_run, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
@@ -167,7 +167,7 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         content = [w for w in words(text) if w not in STOPWORDS]
         last = set(words(context[-1]))
         echo.append(sum(w in last for w in content) / len(content) if content else 0.0)
-        parrots.append(float(any(run in f" {dedupe_key(text)} " for run in word_runs(words(context[-1]), PARROT_RUN))))
+        parrots.append(float(holds_run(words(text), word_runs(words(context[-1]), PARROT_RUN), PARROT_RUN)))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}

@@ -35,12 +35,17 @@ def dedupe_key(text: str) -> str:
     return " ".join(words(text))
 
 
-def word_runs(text_words: list[str], n: int) -> set[str]:
-    """Every run of n consecutive words, as " w1 ... wn " (spaces both ends): `run in f" {dedupe_key(line)} "` then
-    tells whether a line holds it, whole words only. None for n < 1 or a shorter line."""
+def word_runs(text_words: list[str], n: int) -> set[tuple[str, ...]]:
+    """Every run of n consecutive words (none for n < 1 or a shorter line)."""
     if n < 1:
         return set()
-    return {" " + " ".join(text_words[i : i + n]) + " " for i in range(len(text_words) - n + 1)}
+    return set(zip(*(text_words[i:] for i in range(n)), strict=False))  # the shorter slices end it
+
+
+def holds_run(text_words: list[str], runs: set[tuple[str, ...]], n: int) -> bool:
+    """Whether the words hold one of `runs`, runs of n words (`word_runs`): one set probe per run of the words,
+    so the cost does not grow with how many runs there are."""
+    return bool(runs) and not runs.isdisjoint(zip(*(text_words[i:] for i in range(n)), strict=False))
 
 
 def normalize(text: str) -> str:

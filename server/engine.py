@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
-from corpus.text import LineFilter, LineRules, content_words, dedupe_key, overlap, word_runs, words
+from corpus.text import LineFilter, LineRules, content_words, dedupe_key, holds_run, overlap, word_runs, words
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
@@ -269,7 +269,7 @@ class TextFilter(LineFilter):
         super().__init__(config)
         self.config = config
 
-    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> tuple[set[str], set[str]]:
+    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> tuple[set[str], set[tuple[str, ...]]]:
         """What no reply may say: the dedupe keys of the user's last line (no echo), of the speaker's recent lines and
         of the conversation's newest (no repeat), and their runs of `echo_run` words (`corpus.text.word_runs`)."""
         cfg = self.config
@@ -280,8 +280,7 @@ class TextFilter(LineFilter):
         if cfg.repeat_window:
             lines += own_lines[-cfg.repeat_window :] + [t.text for t in turns[-cfg.repeat_window :]]
         keys = {dedupe_key(t) for t in lines}
-        runs = {run for key in keys for run in word_runs(key.split(), cfg.echo_run)}
-        return keys, runs
+        return keys, {run for key in keys for run in word_runs(key.split(), cfg.echo_run)}
 
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
@@ -299,7 +298,7 @@ class TextFilter(LineFilter):
             key = " ".join(ws)  # == dedupe_key(text)
             if not key or key in forbidden or key in seen or not self.allows(text, ws):
                 continue
-            if runs and any(run in f" {key} " for run in runs):
+            if holds_run(ws, runs, self.config.echo_run):
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             texts.append(text)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from corpus.text import word_runs
+from corpus.text import holds_run, word_runs
 from markov.personas import load_personas
 from server.engine import (
     Candidates,
@@ -74,10 +74,12 @@ def test_never_echoes_the_user_or_repeats_its_own_last_lines(tiny_markov):
         eng.close()
 
 
-def test_word_runs_are_whole_word_runs_of_n():
-    assert word_runs(["do", "you", "like", "dogs"], 3) == {" do you like ", " you like dogs "}
+def test_word_runs_and_holds_run():
+    assert word_runs(["do", "you", "like", "dogs"], 3) == {("do", "you", "like"), ("you", "like", "dogs")}
     assert word_runs(["do", "you"], 3) == set() and word_runs(["do", "you"], 0) == set()
-    assert " you like " in " do you like dogs " and not any(r in " do youth like dogs " for r in word_runs(["you", "like"], 2))
+    runs = word_runs(words("do you like dogs?"), 2)
+    assert holds_run(words("why do you like cats"), runs, 2) and not holds_run(words("do youth like"), runs, 2)
+    assert not holds_run(words("you do"), runs, 2) and not holds_run(words("do you"), set(), 2)
 
 
 def test_text_filter_refuses_runs_of_the_users_last_line_and_of_the_newest_and_its_own_lines():
@@ -109,7 +111,7 @@ def test_never_parrots_a_run_of_the_users_line_or_of_its_own(tiny_markov):
     runs = word_runs(words("why do you like dogs?"), 3) | word_runs(words("i really love old movies."), 3)
 
     def parrots(text: str) -> bool:
-        return any(run in f" {dedupe_key(text)} " for run in runs)
+        return holds_run(words(text), runs, 3)
 
     replies = {}
     for run in (0, 3):
