@@ -1,8 +1,9 @@
 """Replies, end to end: what a user reads, beside the true next line, a random writer line and the zero-shot pick.
 
-For held-out subtitle contexts (../shared/samples, never trained on; 3 lines of context, the true next line known), or
-with `--contexts dailydialog` DailyDialog's test split (everyday talk with many questions, as a user chats; no editor
-and not the judge trained on it), each engine replies at the default budget (fixed seeds, argmax). Every reply is judged by measures the editors do
+For held-out subtitle contexts (../shared/samples, never trained on; 3 lines of context, the true next line known),
+or with `--contexts dailydialog` DailyDialog's test split (everyday talk with many questions, as a user chats; no
+editor trained on it; the judge below trained on its train split, so there it judges in its own domain), each engine
+replies at the default budget (fixed seeds, argmax). Every reply is judged by measures the editors do
 not use:
 
 - **judged human**: the share a held-out judge calls a person's line. The judge is a sense model (`reranker/sense`)
@@ -15,8 +16,8 @@ not use:
   too." fail, so read it beside the true next lines' share. Without the package the column says so;
 - **topic**: the zero-shot MiniLM cosine of the reply with the joined context;
 - **echo**: the share of the reply's content words found in the last context line;
-- **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's chat replies:
-  0.6%);
+- **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's rate:
+  benchmarks/RESULTS.md, "Fifteenth pass");
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -26,9 +27,10 @@ has them: `riposte index`): the zero-shot bi-encoder as the editor (the
 baseline every figure stands beside) and each `--model` dir's own editor, on the same contexts and seeds.
 
     .venv/bin/python benchmarks/bench_replies.py --model models/default [--model other/dir] [--turns 100]
-    .venv/bin/python benchmarks/bench_replies.py --model models/default --reads 80 --around-unbias-above 0 \
+    .venv/bin/python benchmarks/bench_replies.py --model models/default --reads 80 --around-unbias-above 0 \\
         --around-unbias-above 2 --turns 200   # clock-free: the editor reads exactly 80 a turn, so writers compare
-    .venv/bin/python benchmarks/bench_replies.py --model models/default --contexts dailydialog --echo-run 0 --echo-run 4
+    .venv/bin/python benchmarks/bench_replies.py --model models/default --contexts dailydialog --openings \\
+        --context-lines 1 --echo-run 0 --echo-run 4   # a chat's first turn: parroting, with the rule off and on
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ JUDGE_DIR = ROOT / "data" / "judge"
 JUDGE_SECONDS = 240.0
 CLOCK_FREE_BUDGET_MS = 600_000  # --reads: long enough that no stage of a turn is ever cut
 ZERO_SHOT = "engine, zero-shot bi-encoder editor"  # the row every other engine is paired against
-PARROT_RUN = 4  # words in a run of the last line that a reply "parrots" (0.6% of people's chat replies hold one)
+# Words in a run of the last line that a reply "parrots". The measure's own constant, not EngineConfig.echo_run:
+# a figure must not move when the engine's setting does.
+PARROT_RUN = 4
 
 
 def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3,
@@ -65,10 +69,16 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3,
 
     docs = [d for d in read_split(paths, "all")[0] if len(d.lines) > context_lines]
     rng = np.random.default_rng(seed)
+    if openings:  # one case a document, so no document twice
+        if n > len(docs):
+            raise SystemExit(f"--openings: {n} turns asked, but only {len(docs)} documents have more than "
+                             f"{context_lines} lines")
+        return [([line.text for line in docs[d].lines[:context_lines]], docs[d].lines[context_lines].text)
+                for d in rng.permutation(len(docs))[:n]]
     out = []
     while len(out) < n:
         doc = docs[int(rng.integers(len(docs)))]
-        i = context_lines if openings else int(rng.integers(context_lines, len(doc.lines)))
+        i = int(rng.integers(context_lines, len(doc.lines)))
         out.append(([line.text for line in doc.lines[i - context_lines : i]], doc.lines[i].text))
     return out
 
@@ -164,10 +174,10 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
     topic = (contexts * replies).sum(1)
     echo, parrots = [], []
     for text, (context, _) in zip(texts, cases, strict=True):
-        content = [w for w in words(text) if w not in STOPWORDS]
-        last = set(words(context[-1]))
-        echo.append(sum(w in last for w in content) / len(content) if content else 0.0)
-        parrots.append(float(holds_run(words(text), word_runs(words(context[-1]), PARROT_RUN), PARROT_RUN)))
+        said, last = words(text), words(context[-1])
+        content = [w for w in said if w not in STOPWORDS]
+        echo.append(sum(w in set(last) for w in content) / len(content) if content else 0.0)
+        parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
@@ -199,10 +209,11 @@ def main() -> int:
                              "around a word kept with probability min(1, k / tokens); 0: off)")
     parser.add_argument("--context-lines", type=int, default=3, help="lines of context a case gives the engine")
     parser.add_argument("--openings", action="store_true",
-                        help="cases from the documents' first lines: a conversation's first turns, as a user starts one")
+                        help="cases from the documents' first lines (one a document): a conversation's first "
+                             "turns, as a user starts one")
     parser.add_argument("--echo-run", type=int, action="append", default=[],
-                        help="run each --model once per value of EngineConfig.echo_run (a reply may not repeat a run "
-                             "of this many words of the user's last line or of its own recent lines; 0: off)")
+                        help="run each --model once per value of EngineConfig.echo_run (no parroting: see its "
+                             "comment; 0: off)")
     parser.add_argument("--index-k", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
                         "from a reply index that keeps the editor's readings); default: the engine's own setting")
@@ -234,10 +245,11 @@ def main() -> int:
         paths = [str(args.dailydialog / "test.txt")]
     else:
         paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
-    cases = held_out_cases(paths, args.turns, seed=args.seed, context_lines=args.context_lines, openings=args.openings)
+    cases = held_out_cases(paths, args.turns, seed=args.seed, context_lines=args.context_lines,
+                           openings=args.openings)
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out {args.contexts} "
-          f"contexts of {args.context_lines} line(s){', openings' if args.openings else ''}, budget {args.budget_ms} ms, "
-          f"{args.clients} client(s)", flush=True)
+          f"contexts of {args.context_lines} line(s){', openings' if args.openings else ''}, budget "
+          f"{args.budget_ms} ms, {args.clients} client(s)", flush=True)
     judge_model = judge(args.dailydialog)
     parses = grammar_parser()
     topic_model = BiEncoder.from_backbone()
@@ -291,7 +303,8 @@ def main() -> int:
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
     keys = ("human", "parses", "topic", "echo", "parrots", "words")
-    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | words |\n|---|---|---|---|---|---|---|")
+    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | words |\n"
+          "|---|---|---|---|---|---|---|")
     judged = {}
     for name, texts in rows.items():
         m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)

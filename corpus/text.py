@@ -2,12 +2,14 @@
 
 A line's words are its lower-cased `[\\w']+` runs: the engine's filters, the prior, the first stage and evaluation
 all split the same way, so "Hi there!" and "hi there" are one reply everywhere. `LineFilter` holds the rules that
-need no conversation (URLs out, length, blocklists); the engine adds the ones that do (no echo, no repeat).
+need no conversation (URLs out, length, blocklists); the engine adds the ones that do (no echo, no repeat, no
+parroting: `word_runs`, `holds_run`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # A link with a scheme or "www.": chat exports and subtitle ads strip these (corpus.clean).
@@ -35,17 +37,20 @@ def dedupe_key(text: str) -> str:
     return " ".join(words(text))
 
 
+def _runs(text_words: list[str], n: int) -> Iterator[tuple[str, ...]]:
+    """The runs of n consecutive words, in order (none for a shorter line)."""
+    return zip(*(text_words[i:] for i in range(n)), strict=False)  # the shortest slice ends it
+
+
 def word_runs(text_words: list[str], n: int) -> set[tuple[str, ...]]:
     """Every run of n consecutive words (none for n < 1 or a shorter line)."""
-    if n < 1:
-        return set()
-    return set(zip(*(text_words[i:] for i in range(n)), strict=False))  # the shorter slices end it
+    return set(_runs(text_words, n)) if n >= 1 else set()
 
 
-def holds_run(text_words: list[str], runs: set[tuple[str, ...]], n: int) -> bool:
-    """Whether the words hold one of `runs`, runs of n words (`word_runs`): one set probe per run of the words,
+def holds_run(text_words: list[str], runs: set[tuple[str, ...]]) -> bool:
+    """Whether the words hold one of `runs` (`word_runs`, all of one length): one set probe per run of the words,
     so the cost does not grow with how many runs there are."""
-    return bool(runs) and not runs.isdisjoint(zip(*(text_words[i:] for i in range(n)), strict=False))
+    return bool(runs) and not runs.isdisjoint(_runs(text_words, len(next(iter(runs)))))
 
 
 def normalize(text: str) -> str:

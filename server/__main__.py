@@ -100,9 +100,8 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
         p.add_argument("--budget-ms", type=int,
                        help=f"time budget per reply (RIPOSTE_BUDGET_MS; default {defaults['budget_ms'].default})")
         p.add_argument("--echo-run", type=int,
-                       help="a reply never repeats a run of this many words of the user's last line or the "
-                            f"conversation's newest lines (RIPOSTE_ECHO_RUN; default {defaults['echo_run'].default}; 0: "
-                            "whole lines only)")
+                       help=f"{defaults['echo_run'].description} (RIPOSTE_ECHO_RUN; default "
+                            f"{defaults['echo_run'].default})")
         p.add_argument("--no-build", dest="build", action="store_const", const=False,
                        help="never build missing models; without a reranker, rank replies by the prior")
         p.add_argument("--blocklist-file", type=Path,

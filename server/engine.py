@@ -5,7 +5,8 @@
               of them whole lines written around the context's rarest words (or the topic's), half plain lines
     recall    with a reply index for the persona (reranker/index.py), its lines nearest the context join them: lines
               written, judged and embedded before the turn, found in milliseconds
-    filter    every text rule in one place (`TextFilter`): URLs out, length, blocklists, no echo, no repeat, no duplicate
+    filter    every text rule in one place (`TextFilter`): URLs out, length, blocklists, no echo, no repeat, no
+              parroting (a run of words of the newest lines), no duplicate
     prior     a cheap feature per candidate: the writer's mean log-prob + word overlap with the context + topic bonus
     order     the first stage: a learned model scores every filtered candidate and sets the order the editor reads
               them in (the prior breaks ties); without one, the prior sets it
@@ -70,11 +71,13 @@ class EngineConfig(LineRules):
     top_k: int = 1  # 1 = argmax; >1 = sample among the top k by softmax(score / temperature)
     temperature: float = 1.0
     n_alternatives: int = 5
-    repeat_window: int = 3  # the speaker's last N lines, and the conversation's newest N, are never repeated
-    # ... nor is a run of this many words of them or of the user's last line: a reply that re-says the question it
-    # answers ("do you have any pets?" -> "Do you have any pets? What would you do?") is a parrot, not a reply. People
-    # do it rarely: 0.6% of chitchat's replies share a run of 4 words with the line they answer, 1.4% with any of the
-    # 3 lines before (3 words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"). 0: whole lines only.
+    repeat_window: int = 3  # the speaker's last N lines are never repeated
+    # No reply holds a run of this many words of the user's last line, of the speaker's last `repeat_window` lines or
+    # of the conversation's newest `repeat_window`: a reply that re-says the question it answers ("do you have any
+    # pets?" -> "Do you have any pets? What would you do?") is a parrot, not a reply. People do it rarely: 0.6% of
+    # chitchat's replies share a run of 4 words with the line they answer, 1.4% with any of the 3 lines before (3
+    # words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"). 0: off (whole-line echoes and repeats are
+    # refused still); 1 or 2 refuse any shared word or pair of words.
     echo_run: int = 4
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
     context_lines: int = 8  # only the newest lines reach the editor; older ones would be truncated anyway
@@ -259,10 +262,10 @@ class TextFilter(LineFilter):
     """Every rule a candidate must pass before anything scores it, in one place.
 
     The line's own rules (`corpus.text.LineFilter`: URLs out, length, blocklists), then the conversation's: not
-    echo the user's last line, not repeat one of the speaker's last `repeat_window` lines or of the conversation's
-    newest `repeat_window`, nor a run of `echo_run` words of any of them, and not duplicate a candidate already
-    kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it works on token ids
-    and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
+    echo the user's last line, not repeat one of the speaker's last `repeat_window` lines, hold no run of
+    `echo_run` words of those or of the conversation's newest `repeat_window` lines, and not duplicate a candidate
+    already kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it works on
+    token ids and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
     """
 
     def __init__(self, config: EngineConfig):
@@ -270,17 +273,17 @@ class TextFilter(LineFilter):
         self.config = config
 
     def forbidden(self, turns: list[Turn], speaker: str | None = None) -> tuple[set[str], set[tuple[str, ...]]]:
-        """What no reply may say: the dedupe keys of the user's last line (no echo), of the speaker's recent lines and
-        of the conversation's newest (no repeat), and their runs of `echo_run` words (`corpus.text.word_runs`)."""
+        """What no reply may say: the dedupe keys of the user's last line (no echo) and of the speaker's recent lines
+        (no repeat), and the runs of `echo_run` words of those and of the conversation's newest lines (no parroting,
+        `corpus.text.word_runs`)."""
         cfg = self.config
         own = {s.casefold() for s in cfg.bot_speakers} | ({speaker.casefold()} if speaker else set())
         own_lines = [t.text for t in turns if t.speaker.casefold() in own]
         others = [t.text for t in turns if t.speaker.casefold() not in own]
-        lines = [others[-1]] if others else []
-        if cfg.repeat_window:
-            lines += own_lines[-cfg.repeat_window :] + [t.text for t in turns[-cfg.repeat_window :]]
-        keys = {dedupe_key(t) for t in lines}
-        return keys, {run for key in keys for run in word_runs(key.split(), cfg.echo_run)}
+        said = ([others[-1]] if others else []) + (own_lines[-cfg.repeat_window :] if cfg.repeat_window else [])
+        newest = [t.text for t in turns[-cfg.repeat_window :]] if cfg.repeat_window else []
+        runs = {run for text in said + newest for run in word_runs(words(text), cfg.echo_run)}
+        return {dedupe_key(t) for t in said}, runs
 
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
@@ -296,9 +299,7 @@ class TextFilter(LineFilter):
                 break
             text, ws = self.clean(text, ws)
             key = " ".join(ws)  # == dedupe_key(text)
-            if not key or key in forbidden or key in seen or not self.allows(text, ws):
-                continue
-            if holds_run(ws, runs, self.config.echo_run):
+            if not key or key in forbidden or key in seen or holds_run(ws, runs) or not self.allows(text, ws):
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             texts.append(text)

@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("models/default"), description="riposte model dir (markov/ + editor/)")
     budget_ms: int = Field(EngineConfig.budget_ms, ge=MIN_BUDGET_MS, le=MAX_BUDGET_MS, description="default time budget per reply")
     n_candidates: int = Field(EngineConfig.n_candidates, ge=1, le=MAX_CANDIDATES, description="candidates the writer makes per turn")
-    echo_run: int = Field(EngineConfig.echo_run, ge=0, description="a reply never repeats a run of this many words of "
-                          "the user's last line or of the conversation's newest lines (0: whole lines only)")
+    echo_run: int = Field(EngineConfig.echo_run, ge=0, description="no parroting: a reply holds no run of this many "
+                          "words of the user's last line, its own last lines or the conversation's newest (0: off)")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)

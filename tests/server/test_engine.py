@@ -74,34 +74,31 @@ def test_never_echoes_the_user_or_repeats_its_own_last_lines(tiny_markov):
         eng.close()
 
 
-def test_word_runs_and_holds_run():
-    assert word_runs(["do", "you", "like", "dogs"], 3) == {("do", "you", "like"), ("you", "like", "dogs")}
-    assert word_runs(["do", "you"], 3) == set() and word_runs(["do", "you"], 0) == set()
-    runs = word_runs(words("do you like dogs?"), 2)
-    assert holds_run(words("why do you like cats"), runs, 2) and not holds_run(words("do youth like"), runs, 2)
-    assert not holds_run(words("you do"), runs, 2) and not holds_run(words("do you"), set(), 2)
-
-
-def test_text_filter_refuses_runs_of_the_users_last_line_and_of_the_newest_and_its_own_lines():
-    turns = [Turn("user", "my brother has two big dogs"), Turn("user", "they bark at night"),
-             Turn("bot", "I love my two cats so much"), Turn("user", "that is a long story for later"),
+def test_text_filter_refuses_runs_of_the_users_last_line_of_its_own_lines_and_of_the_newest():
+    # A group chat: Ann speaks now, so her line is her own (the bot's are a bot's own in every chat).
+    turns = [Turn("user", "my brother has two big dogs"), Turn("Ann", "I love my two cats so much"),
+             Turn("user", "they bark loudly"), Turn("user", "that is a long story for later"),
              Turn("user", "Do you have any pets?")]
     texts = ["Do you have any pets? What would you do?",  # the question it answers, re-said
              "what do you have any pets?",  # a run of 5 of it inside
-             "I love my two dogs too",  # a run of 4 of its own last line
-             "yes, that is a long story",  # ... of one of the 3 newest lines
+             "I love my two dogs too",  # a run of 4 of its own line, older than the newest 3
+             "yes, that is a long story",  # ... of one of the newest 3 lines
              "yes, I have two cats",
              "you have any idea?",  # 3 words of the question
-             "my brother has two big dogs too"]  # a line older than the newest 3, and not its own
+             "my brother has two big dogs too",  # a line of the user's older than the newest 3
+             "that is a long story for later",  # a whole line of the newest 3, not the last: no echo, a run
+             "they bark loudly"]  # ... shorter than a run
 
-    def kept(**config) -> list[str]:
+    def kept(speaker: str | None = "Ann", **config) -> list[str]:
         candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
-        return TextFilter(EngineConfig(**config)).apply(candidates, turns).texts
+        return TextFilter(EngineConfig(**config)).apply(candidates, turns, speaker).texts
 
-    assert kept() == texts[4:]  # the default: runs of 4
+    assert kept() == [texts[4], texts[5], texts[6], texts[8]]  # the default: runs of 4
     assert kept(echo_run=3) == [texts[4], texts[6]]
-    assert kept(echo_run=4, repeat_window=0) == texts[2:]  # only the line it answers is checked
-    assert kept(echo_run=0) == texts  # whole lines only, and none of these is one
+    assert kept(repeat_window=0) == texts[2:]  # only the line it answers is checked
+    assert kept(echo_run=0) == texts  # whole-line echoes and repeats only, and none of these is one
+    # Spoken by another, Ann's line is someone else's, and older than the newest 3.
+    assert kept(speaker=None) == [texts[2], texts[4], texts[5], texts[6], texts[8]]
     with pytest.raises(ValueError, match="echo_run must be >= 0"):
         EngineConfig(echo_run=-1)
 
@@ -111,13 +108,13 @@ def test_never_parrots_a_run_of_the_users_line_or_of_its_own(tiny_markov):
     runs = word_runs(words("why do you like dogs?"), 3) | word_runs(words("i really love old movies."), 3)
 
     def parrots(text: str) -> bool:
-        return holds_run(words(text), runs, 3)
+        return holds_run(words(text), runs)
 
     replies = {}
     for run in (0, 3):
         eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=512, echo_run=run))
         try:
-            replies[run] = eng.reply(history, seed=1, n_alternatives=1000)
+            replies[run] = eng.reply(history, seed=1, budget_ms=5000, n_alternatives=1000)
         finally:
             eng.close()
     # The scorer loves the user's words, so without the rule a line re-saying the question wins.

@@ -23,7 +23,8 @@ def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch, tmp_pa
     assert parsed("serve", "--port", "9000").port == 9000 and parsed("chat", "--budget-ms", "400").budget_ms == 400
     assert parsed("chat").engine_config().echo_run == 4
     monkeypatch.setenv("RIPOSTE_ECHO_RUN", "0")
-    assert parsed("serve").engine_config().echo_run == 0 and parsed("chat", "--echo-run", "3").engine_config().echo_run == 3
+    assert parsed("serve").engine_config().echo_run == 0
+    assert parsed("chat", "--echo-run", "3").engine_config().echo_run == 3
 
 
 def test_the_command_line_builds_by_default_and_no_build_turns_it_off(monkeypatch):
