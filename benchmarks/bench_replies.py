@@ -175,8 +175,8 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
     echo, parrots = [], []
     for text, (context, _) in zip(texts, cases, strict=True):
         said, last = words(text), words(context[-1])
-        content = [w for w in said if w not in STOPWORDS]
-        echo.append(sum(w in set(last) for w in content) / len(content) if content else 0.0)
+        content, last_set = [w for w in said if w not in STOPWORDS], set(last)
+        echo.append(sum(w in last_set for w in content) / len(content) if content else 0.0)
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "words": [len(words(t)) for t in texts]}

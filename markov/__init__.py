@@ -10,4 +10,5 @@ from markov.chain import (
 )
 from markov.tokenize import detokenize, tokenize
 
-__all__ = ["AROUND_UNBIAS_ABOVE", "CHITCHAT_ORDER", "Generation", "MarkovConfig", "MarkovModel", "UnknownStartError", "detokenize", "tokenize"]
+__all__ = ["AROUND_UNBIAS_ABOVE", "CHITCHAT_ORDER", "Generation", "MarkovConfig", "MarkovModel", "UnknownStartError",
+           "detokenize", "tokenize"]
