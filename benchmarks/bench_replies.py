@@ -18,6 +18,8 @@ not use:
 - **echo**: the share of the reply's content words found in the last context line;
 - **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's rate:
   benchmarks/RESULTS.md, "Fifteenth pass");
+- **mirrors**: the share of replies that answer a question (a last line holding "?") with a question taking half
+  or more of its content words from it (people's rate: RESULTS, "Sixteenth pass");
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -60,6 +62,7 @@ ZERO_SHOT = "engine, zero-shot bi-encoder editor"  # the row every other engine 
 # Words in a run of the last line that a reply "parrots". The measure's own constant, not EngineConfig.echo_run:
 # a figure must not move when the engine's setting does.
 PARROT_RUN = 4
+MIRROR_SHARE = 0.5  # ... and the share of a question's content words taken from the question it answers
 
 
 def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3,
@@ -165,21 +168,22 @@ def mean_se(x) -> tuple[float, float]:
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
     """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots and
     words, and each reply's own values under "per_reply" (parses None without the grammar parser)."""
-    from corpus.text import STOPWORDS, holds_run, word_runs, words
+    from corpus.text import holds_run, overlap, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
     contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
     replies = unit(topic_model.embed(texts)[0])
     topic = (contexts * replies).sum(1)
-    echo, parrots = [], []
+    echo, parrots, mirrors = [], [], []
     for text, (context, _) in zip(texts, cases, strict=True):
         said, last = words(text), words(context[-1])
-        content, last_set = [w for w in said if w not in STOPWORDS], set(last)
-        echo.append(sum(w in last_set for w in content) / len(content) if content else 0.0)
+        echo.append(overlap(said, frozenset(last)))
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
+        mirrors.append(float("?" in context[-1] and "?" in text and echo[-1] >= MIRROR_SHARE))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
-                 "topic": topic.tolist(), "echo": echo, "parrots": parrots, "words": [len(words(t)) for t in texts]}
+                 "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrors,
+                 "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
 
 
@@ -213,6 +217,9 @@ def main() -> int:
                              "turns, as a user starts one")
     parser.add_argument("--echo-run", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.echo_run (no parroting: see its "
+                             "comment; 0: off)")
+    parser.add_argument("--mirror-share", type=float, action="append", default=[],
+                        help="run each --model once per value of EngineConfig.mirror_share (no mirrors: see its "
                              "comment; 0: off)")
     parser.add_argument("--index-k", type=int, action="append", default=[],
                         help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
@@ -263,10 +270,12 @@ def main() -> int:
     engines = {ZERO_SHOT: zero_shot}
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
-        for share, k, unbias, run in itertools.product(args.context_share or [None], args.index_k or [None],
-                                                       args.around_unbias_above or [None], args.echo_run or [None]):
+        for share, k, unbias, run, mirror in itertools.product(
+                args.context_share or [None], args.index_k or [None], args.around_unbias_above or [None],
+                args.echo_run or [None], args.mirror_share or [None]):
             changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k),
-                                               ("around_unbias_above", unbias), ("echo_run", run)) if v is not None}
+                                               ("around_unbias_above", unbias), ("echo_run", run),
+                                               ("mirror_share", mirror)) if v is not None}
             engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(
                 engine.personas, engine.editor, dataclasses.replace(engine.config, **changes),
                 first_stage=engine.first_stage, indexes=engine.indexes) if changes else engine
@@ -302,9 +311,9 @@ def main() -> int:
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
-    keys = ("human", "parses", "topic", "echo", "parrots", "words")
-    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | words |\n"
-          "|---|---|---|---|---|---|---|")
+    keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "words")
+    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | words |\n"
+          "|---|---|---|---|---|---|---|---|")
     judged = {}
     for name, texts in rows.items():
         m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
@@ -313,7 +322,8 @@ def main() -> int:
     # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
     base = judged[ZERO_SHOT]["per_reply"]
     print("\nPaired against the zero-shot editor (the same contexts; difference ± its standard error):\n")
-    print("| reply | judged human | parses | topic | echo | parrots | words |\n|---|---|---|---|---|---|---|")
+    print("| reply | judged human | parses | topic | echo | parrots | mirrors | words |\n"
+          "|---|---|---|---|---|---|---|---|")
     for name in list(engines)[1:]:
         ours = judged[name]["per_reply"]
         print(f"| {name} | " + " | ".join("not installed" if ours[k] is None else paired(ours[k], base[k])

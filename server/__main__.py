@@ -24,8 +24,8 @@ from server.settings import LogLevel, Settings, configure_logging
 log = logging.getLogger("server")
 
 # Flags whose values are Settings fields; each default lives in Settings alone (None here means "not given").
-FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "build", "blocklist_file", "blocklist_words", "blocklist_regexes",
-               "log_level", "host", "port", "workers", "cors_origins")
+FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "mirror_share", "build", "blocklist_file", "blocklist_words",
+               "blocklist_regexes", "log_level", "host", "port", "workers", "cors_origins")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -102,6 +102,9 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
         p.add_argument("--echo-run", type=int,
                        help=f"{defaults['echo_run'].description} (RIPOSTE_ECHO_RUN; default "
                             f"{defaults['echo_run'].default})")
+        p.add_argument("--mirror-share", type=float,
+                       help=f"{defaults['mirror_share'].description} (RIPOSTE_MIRROR_SHARE; default "
+                            f"{defaults['mirror_share'].default})")
         p.add_argument("--no-build", dest="build", action="store_const", const=False,
                        help="never build missing models; without a reranker, rank replies by the prior")
         p.add_argument("--blocklist-file", type=Path,

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -79,6 +79,12 @@ class EngineConfig(LineRules):
     # words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"). 0: off (whole-line echoes and repeats are
     # refused still); 1 or 2 refuse any shared word or pair of words.
     echo_run: int = 4
+    # No mirrors: after a question, a reply that is itself a question takes under this share of its content words
+    # from it. The engine's best lines answered "Do you like cooking?" with "What do you like cooking?": on
+    # DailyDialog openings 25% of its replies to a question were such mirrors, where chitchat's people make them in
+    # 1.2% of their replies to a question and DailyDialog's in 0-3% (benchmarks/RESULTS.md, "Sixteenth pass").
+    # A question that asks something new ("what about you?", "how old is he?") passes. 0: off.
+    mirror_share: float = 0.5
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
     context_lines: int = 8  # only the newest lines reach the editor; older ones would be truncated anyway
     overlap_weight: float = 1.0  # prior = mean log-prob per token + overlap_weight * overlap with the context
@@ -134,6 +140,8 @@ class EngineConfig(LineRules):
             raise ValueError(f"around_unbias_above must be >= 0, got {self.around_unbias_above}")
         if self.echo_run < 0:
             raise ValueError(f"echo_run must be >= 0, got {self.echo_run}")
+        if not 0.0 <= self.mirror_share <= 1.0:
+            raise ValueError(f"mirror_share must be within [0, 1], got {self.mirror_share}")
         if self.context_seed_words < 0 or self.context_seed_lines < 1:
             raise ValueError(f"need context_seed_words >= 0 and context_seed_lines >= 1, got {self.context_seed_words} "
                              f"and {self.context_seed_lines}")
@@ -258,24 +266,33 @@ def topic_terms(topic: str | None) -> tuple[str, ...]:
     return tuple(content_words(ws) or ws)
 
 
+class Forbidden(NamedTuple):
+    """What no reply of a turn may say (`TextFilter.forbidden`)."""
+
+    keys: set[str]  # dedupe keys: the user's last line (no echo) and the speaker's recent lines (no repeat)
+    runs: set[tuple[str, ...]]  # runs of `echo_run` words of those and of the newest lines (no parroting)
+    question: frozenset[str] | None  # the words of the user's last line when it asks something (no mirrors)
+
+
 class TextFilter(LineFilter):
     """Every rule a candidate must pass before anything scores it, in one place.
 
     The line's own rules (`corpus.text.LineFilter`: URLs out, length, blocklists), then the conversation's: not
     echo the user's last line, not repeat one of the speaker's last `repeat_window` lines, hold no run of
-    `echo_run` words of those or of the conversation's newest `repeat_window` lines, and not duplicate a candidate
-    already kept. (The writer's own novelty test, "not a line of the corpus", runs inside the writer: it works on
-    token ids and corpus hashes before the text exists. Its counts are in the turn's `generation` report.)
+    `echo_run` words of those or of the conversation's newest `repeat_window` lines, not answer the user's question
+    with a question made of its words (`mirror_share`), and not duplicate a candidate already kept. (The writer's own
+    novelty test, "not a line of the corpus", runs inside the writer: it works on token ids and corpus hashes before
+    the text exists. Its counts are in the turn's `generation` report.)
     """
 
     def __init__(self, config: EngineConfig):
         super().__init__(config)
         self.config = config
 
-    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> tuple[set[str], set[tuple[str, ...]]]:
-        """What no reply may say: the dedupe keys of the user's last line (no echo) and of the speaker's recent lines
-        (no repeat), and the runs of `echo_run` words of those and of the conversation's newest lines (no parroting,
-        `corpus.text.word_runs`)."""
+    def forbidden(self, turns: list[Turn], speaker: str | None = None) -> Forbidden:
+        """What no reply may say: the user's last line and the speaker's recent lines whole, runs of `echo_run` words
+        of those and of the conversation's newest lines (`corpus.text.word_runs`), and a mirror of the user's
+        question."""
         cfg = self.config
         own = {s.casefold() for s in cfg.bot_speakers} | ({speaker.casefold()} if speaker else set())
         own_lines = [t.text for t in turns if t.speaker.casefold() in own]
@@ -283,7 +300,12 @@ class TextFilter(LineFilter):
         said = ([others[-1]] if others else []) + (own_lines[-cfg.repeat_window :] if cfg.repeat_window else [])
         newest = [t.text for t in turns[-cfg.repeat_window :]] if cfg.repeat_window else []
         runs = {run for text in said + newest for run in word_runs(words(text), cfg.echo_run)}
-        return {dedupe_key(t) for t in said}, runs
+        asks = cfg.mirror_share > 0 and bool(others) and "?" in others[-1]
+        return Forbidden({dedupe_key(t) for t in said}, runs, frozenset(words(others[-1])) if asks else None)
+
+    def mirrors(self, text: str, text_words: list[str], question: frozenset[str] | None) -> bool:
+        """True for a question that takes `mirror_share` or more of its content words from `question`."""
+        return question is not None and "?" in text and overlap(text_words, question) >= self.config.mirror_share
 
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
@@ -291,7 +313,7 @@ class TextFilter(LineFilter):
     ) -> Candidates:
         """The candidates that pass every rule, cleaned, in their order; stops at `stop_at` keeping what passed,
         but not within the first `always` candidates."""
-        forbidden, runs = self.forbidden(turns, speaker)
+        forbidden, runs, question = self.forbidden(turns, speaker)
         texts, kept_words, logprob, kept, seen = [], [], [], [], set()
         for n, (text, ws, lp) in enumerate(zip(candidates.texts, candidates.words, candidates.logprob, strict=True)):
             # Python work per candidate: under load it too must stop in time
@@ -299,7 +321,8 @@ class TextFilter(LineFilter):
                 break
             text, ws = self.clean(text, ws)
             key = " ".join(ws)  # == dedupe_key(text)
-            if not key or key in forbidden or key in seen or holds_run(ws, runs) or not self.allows(text, ws):
+            if (not key or key in forbidden or key in seen or holds_run(ws, runs) or self.mirrors(text, ws, question)
+                    or not self.allows(text, ws)):
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             texts.append(text)

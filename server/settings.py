@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     n_candidates: int = Field(EngineConfig.n_candidates, ge=1, le=MAX_CANDIDATES, description="candidates the writer makes per turn")
     echo_run: int = Field(EngineConfig.echo_run, ge=0, description="no parroting: a reply holds no run of this many "
                           "words of the user's last line, its own last lines or the conversation's newest (0: off)")
+    mirror_share: float = Field(EngineConfig.mirror_share, ge=0.0, le=1.0, description="no mirrors: a reply to a "
+                                "question is no question taking this share of its content words from it (0: off)")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -140,7 +142,7 @@ class Settings(BaseSettings):
         """The engine defaults these settings imply."""
         words, regexes = self.blocklist()
         return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, echo_run=self.echo_run,
-                            blocklist_words=words, blocklist_regexes=regexes)
+                            mirror_share=self.mirror_share, blocklist_words=words, blocklist_regexes=regexes)
 
     def to_env(self) -> dict[str, str]:
         """These settings as RIPOSTE_* variables, for worker processes that build their own `Settings()`."""

@@ -14,3 +14,29 @@ def test_mean_se_of_one_value_has_no_spread():
 
     assert mean_se([0.25]) == (0.25, 0.0)
     assert mean_se([0, 1]) == (0.5, 0.5)
+
+
+def test_the_text_measures_by_hand():
+    import numpy as np
+
+    from benchmarks.bench_replies import measures
+
+    class Judge:  # a person writes lines of 4 words or fewer: enough to see the column follow the judge
+        def logits(self, texts):
+            return np.array([4.5 - len(t.split()) for t in texts])
+
+    class Topic:  # every text the same direction: topic 1 for all
+        def embed(self, texts, keep_end=False):
+            return np.ones((len(texts), 4), dtype=np.float32), None
+
+    cases = [(["hi", "Do you speak only English in the class?"], "true")] * 3 + [(["I speak English."], "true")]
+    texts = ["do you speak besides english?",  # 2 of 3 content words taken, and a question: a mirror
+             "Yes, I speak English at home.",  # 2 of 3 taken, no question
+             "do you speak only english at home?",  # a run of 4 ("do you speak only") and a mirror
+             "do you speak french?"]  # after no question: no mirror
+    m = measures(texts, cases, Judge(), Topic())
+    per = m["per_reply"]
+    assert per["echo"] == [2 / 3, 2 / 3, 3 / 4, 1 / 2]
+    assert per["parrots"] == [0.0, 0.0, 1.0, 0.0] and per["mirrors"] == [1.0, 0.0, 1.0, 0.0]
+    assert per["human"] == [0.0, 0.0, 0.0, 1.0] and per["words"] == [5, 6, 7, 4] and per["parses"] is None
+    assert np.allclose(per["topic"], 1.0) and m["mirrors"][0] == 0.5

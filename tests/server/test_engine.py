@@ -91,7 +91,8 @@ def test_text_filter_refuses_runs_of_the_users_last_line_of_its_own_lines_and_of
 
     def kept(speaker: str | None = "Ann", **config) -> list[str]:
         candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
-        return TextFilter(EngineConfig(**config)).apply(candidates, turns, speaker).texts
+        # Mirrors off: "you have any idea?" is one (the next test), and these test runs alone.
+        return TextFilter(EngineConfig(**{"mirror_share": 0, **config})).apply(candidates, turns, speaker).texts
 
     assert kept() == [texts[4], texts[5], texts[6], texts[8]]  # the default: runs of 4
     assert kept(echo_run=3) == [texts[4], texts[6]]
@@ -101,6 +102,31 @@ def test_text_filter_refuses_runs_of_the_users_last_line_of_its_own_lines_and_of
     assert kept(speaker=None) == [texts[2], texts[4], texts[5], texts[6], texts[8]]
     with pytest.raises(ValueError, match="echo_run must be >= 0"):
         EngineConfig(echo_run=-1)
+
+
+def test_text_filter_refuses_a_question_made_of_the_users_question():
+    texts = ["do you speak besides english?",  # speak, besides, english: 2 of its 3 content words are the user's
+             "Yes, I speak English at home.",  # an answer made of the question's words is no mirror
+             "what about you?",  # a question with a word of its own
+             "where do you live?",
+             "is english hard?",  # english, hard: half
+             "English?"]
+    candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
+
+    def kept(turns: list[Turn], **config) -> list[str]:
+        return TextFilter(EngineConfig(**config)).apply(candidates, turns).texts
+
+    asked = [Turn("user", "Do you speak only English in the class?")]
+    assert kept(asked) == [texts[1], texts[2], texts[3]]
+    assert kept(asked, mirror_share=0.6) == [texts[1], texts[2], texts[3], texts[4]]
+    assert kept(asked, mirror_share=0) == texts
+    assert kept([Turn("user", "I speak only English in the class.")]) == texts  # no question, no mirror
+    # The user's question is the one that counts: the bot's own, after it, is not answered.
+    assert kept([*asked, Turn("bot", "do you speak english?")]) == [texts[1], texts[2], texts[3]]
+    assert kept([Turn("bot", "do you speak english?"), Turn("user", "a little")]) == texts
+    for share in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="mirror_share must be within"):
+            EngineConfig(mirror_share=share)
 
 
 def test_never_parrots_a_run_of_the_users_line_or_of_its_own(tiny_markov):
