@@ -168,7 +168,7 @@ def mean_se(x) -> tuple[float, float]:
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
     """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots and
     words, and each reply's own values under "per_reply" (parses None without the grammar parser)."""
-    from corpus.text import holds_run, overlap, word_runs, words
+    from corpus.text import asks, holds_run, overlap, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
@@ -180,7 +180,7 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         said, last = words(text), words(context[-1])
         echo.append(overlap(said, frozenset(last)))
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
-        mirrors.append(float("?" in context[-1] and "?" in text and echo[-1] >= MIRROR_SHARE))
+        mirrors.append(float(asks(context[-1]) and asks(text) and echo[-1] >= MIRROR_SHARE))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrors,
                  "words": [len(words(t)) for t in texts]}

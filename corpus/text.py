@@ -32,6 +32,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def asks(text: str) -> bool:
+    """True for a line that asks something: it holds a question mark (the mirror rule, the editor's `asks_back`)."""
+    return "?" in text
+
+
 def dedupe_key(text: str) -> str:
     """Case- and punctuation-insensitive identity of a line: 'Hi there!' and 'hi there' are the same reply."""
     return " ".join(words(text))

@@ -1,7 +1,9 @@
 """The default editor: a bi-encoder for relevance, a "human or writer?" head for fluency, one learned verdict.
 
 score(context, candidate) = w_context * cos(joined context, candidate) + w_last * cos(last line, candidate)
-                          + w_fluency * fluency(candidate) + bias
+                          + w_fluency * fluency(candidate) + w_sense * sense(candidate)
+                          + w_sense_context * cos_sense(joined context, candidate)
+                          + w_asks_back * [the last line asks and so does the candidate] + bias
 
 - Relevance is the zero-shot MiniLM bi-encoder (`reranker.biencoder`), untouched: on dialogue it never saw it
   beats every cross-encoder we could train in CPU minutes (benchmarks/RESULTS.md), and fine-tuning it on
@@ -12,6 +14,9 @@ score(context, candidate) = w_context * cos(joined context, candidate) + w_last 
   against lines of the very Markov writer the editor will edit: it costs no extra forward pass.
 - The mix is fitted listwise on held-out conversations (the true line against other people's lines and the
   writer's lines), so the weights say how much each signal is worth.
+- `asks_back` reads the texts, not the vectors: people answer a question with a question less often than their
+  lines hold one, and an editor that rewards closeness picks questions about the question ("Which university did
+  you graduate from?" -> "what did you graduate the undergrad program?"). The fit gives it about -0.5.
 
 With weights (20, 0, 0) and no training the editor ranks exactly as the zero-shot bi-encoder does.
 
@@ -39,6 +44,7 @@ from torch import nn
 
 from corpus import modeldir
 from corpus.modeldir import atomic_directory, config_fields
+from corpus.text import asks
 from reranker.backends import resolve_backend
 from reranker.biencoder import BiEncoder
 from reranker.card import with_loading_note
@@ -47,12 +53,13 @@ from reranker.sense import SenseModel
 
 # 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). 3: a fifth, "sense_context",
 # the sense encoder's own cosine with the context (it learns relevance in the same fine-tune). Older editors load
-# with the weights they lack set to 0.
-FORMAT_VERSION = 3
-READS_VERSIONS = (1, 2, 3)
+# with the weights they lack set to 0. 4: a sixth, "asks_back" (the last context line asks and the candidate asks
+# back), read off the texts.
+FORMAT_VERSION = 4
+READS_VERSIONS = (1, 2, 3, 4)
 KIND = "editor"
-FEATURES = ("context", "last_line", "fluency", "sense", "sense_context")
-FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5}  # how many of FEATURES each format version names
+FEATURES = ("context", "last_line", "fluency", "sense", "sense_context", "asks_back")
+FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5, 4: 6}  # how many of FEATURES each format version names
 FLUENCY_FILE = "fluency.safetensors"
 SENSE_DIR = "sense"
 # score_many embeds in pieces this size, front to back: one piece is about one efficient batch of short candidates
@@ -78,7 +85,7 @@ FOREIGN_MODEL_TYPE = ("riposte-editor: not a transformers model (a bi-encoder pl
 class EditorConfig:
     """The mix and the fluency head's shape, saved with the editor."""
 
-    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest are 0
+    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest are 0
     bias: float = 0.0
     fluency_width: int = 256
     # The sense model's encoder is the bi-encoder itself (`sense/` holds its head alone): set by `Editor.save`.
@@ -135,6 +142,11 @@ def fluency_inputs(vecs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return np.hstack([vecs / np.maximum(norm, 1e-12), extra]).astype(np.float32)
 
 
+def asks_of(texts: list[str]) -> np.ndarray:
+    """(N,) float32: 1 where the text asks something (`corpus.text.asks`)."""
+    return np.fromiter((asks(t) for t in texts), dtype=np.float32, count=len(texts))
+
+
 class Reading(NamedTuple):
     """What the editor's models read off candidates, row by row: everything `Editor.features` needs."""
 
@@ -143,6 +155,7 @@ class Reading(NamedTuple):
     sense: np.ndarray  # (N,) sense logits (0 without a sense model)
     sense_vecs: np.ndarray  # (N, H) the sense encoder's pooled vectors; (N, 0) without one
     done: np.ndarray  # (N,) read by every model before the deadline
+    asks: np.ndarray  # (N,) float32: 1 where the text asks something (`corpus.text.asks`)
 
     def take(self, rows: np.ndarray) -> Reading:
         """The rows `rows` (indices or a mask) of every field."""
@@ -309,16 +322,23 @@ class Editor:
                 self._contexts.popitem(last=False)
         return [found[key] for key in keys]
 
-    def features(self, context_vectors: np.ndarray, reading: Reading) -> np.ndarray:
-        """(N, 5) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
-        sense logit and the sense encoder's cosine with the context (both 0 without a sense model).
+    def features(self, context_vectors: np.ndarray, reading: Reading, asked: float | np.ndarray) -> np.ndarray:
+        """(N, 6) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
+        sense logit, the sense encoder's cosine with the context (both 0 without a sense model) and asks_back.
 
-        `context_vectors` is one context's (3, H) for every row, or (N, 3, H): each row its own (evaluation).
+        `context_vectors` is one context's (3, H) for every row, or (N, 3, H): each row its own (evaluation);
+        `asked` is 1 where the context's last line asks (`context_asks`), a float or one per row likewise.
         """
         if len(reading.vecs) == 0:
             return np.zeros((0, len(FEATURES)), dtype=np.float32)
         svecs = unit(reading.sense_vecs) if self.sense is not None else None
-        return self._features(context_vectors, unit(reading.vecs), self._fluency(reading), reading.sense, svecs)
+        return self._features(context_vectors, unit(reading.vecs), self._fluency(reading), reading.sense, svecs,
+                              asked * reading.asks)
+
+    @staticmethod
+    def context_asks(context: list[str]) -> float:
+        """1.0 where the context's last line asks something, else 0.0 (`features`' `asked`)."""
+        return float(bool(context) and asks(context[-1]))
 
     def _fluency(self, reading: Reading) -> np.ndarray:
         """The fluency head's logits (N,) of read candidates."""
@@ -326,14 +346,14 @@ class Editor:
             return self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
 
     def _features(self, context_vectors: np.ndarray, vecs: np.ndarray, flu: np.ndarray, sense: np.ndarray,
-                  svecs: np.ndarray | None) -> np.ndarray:
+                  svecs: np.ndarray | None, asks_back: np.ndarray) -> np.ndarray:
         """The features from what a reading leaves: unit vectors, fluency and sense logits (`features`, `score_kept`)."""
         per_row = context_vectors.ndim == 3
         cos = np.einsum("nh,nkh->nk", vecs, context_vectors[:, :2]) if per_row else vecs @ context_vectors[:2].T
         tuned = np.zeros(len(vecs), dtype=np.float32)
         if svecs is not None:
             tuned = np.einsum("nh,nh->n", svecs, context_vectors[:, 2]) if per_row else svecs @ context_vectors[2]
-        return np.hstack([cos, flu[:, None], sense[:, None], tuned[:, None]]).astype(np.float32)
+        return np.hstack([cos, flu[:, None], sense[:, None], tuned[:, None], asks_back[:, None]]).astype(np.float32)
 
     # ---- readings kept to score later (the reply index) ----------------------------------------------
 
@@ -354,17 +374,20 @@ class Editor:
         return np.hstack([unit(reading.vecs), svecs, self._fluency(reading)[:, None], reading.sense[:, None]]
                          ).astype(np.float32)
 
-    def score_kept(self, context: list[str], kept: np.ndarray) -> np.ndarray:
-        """Scores (N,) of candidates from their kept readings (`keep`, float16 or float32) against `context`."""
+    def score_kept(self, context: list[str], kept: np.ndarray, candidates: list[str]) -> np.ndarray:
+        """Scores (N,) of candidates from their kept readings (`keep`, float16 or float32) against `context`; the
+        texts themselves give `asks_back`."""
         kept = np.asarray(kept, dtype=np.float32)
         h = self.biencoder.hidden_size
         if kept.ndim != 2 or kept.shape[1] != self.kept_width:
             raise ValueError(f"kept readings must be (N, {self.kept_width}) for this editor, got {kept.shape}")
+        if len(candidates) != len(kept):
+            raise ValueError(f"{len(kept)} kept readings for {len(candidates)} candidates")
         if len(kept) == 0:
             return np.zeros(0, dtype=np.float32)
         svecs = unit(kept[:, h : 2 * h]) if self.sense is not None else None
         feats = self._features(self.context_vectors(context), unit(kept[:, :h]), kept[:, 2 * h], kept[:, 2 * h + 1],
-                               svecs)
+                               svecs, self.context_asks(context) * asks_of(candidates))
         return self.combine(feats)
 
     def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> Reading:
@@ -395,7 +418,7 @@ class Editor:
             vecs[lo:hi], tokens[lo:hi], done[lo:hi] = v, t, d
             if not d.all():  # the deadline came: what is left would not fit either
                 break
-        return Reading(vecs, tokens, sense, sense_vecs, done)
+        return Reading(vecs, tokens, sense, sense_vecs, done, asks_of(texts))
 
     def combine(self, feats: np.ndarray) -> np.ndarray:
         """The verdict: the weighted sum of the features plus the bias, (N,) float32."""
@@ -419,7 +442,7 @@ class Editor:
         best = finite[np.argsort(-scores[finite], kind="stable")[:top_k]]
         texts = list(dict.fromkeys(candidates[i] for i in best))
         reading = self.read_texts(texts, deadline, exact=True)
-        verdicts = self.combine(self.features(self.context_vectors(context), reading))
+        verdicts = self.combine(self.features(self.context_vectors(context), reading, self.context_asks(context)))
         exact = {text: v for text, v, ok in zip(texts, verdicts, reading.done, strict=True) if ok}  # past the deadline: as was
         out = scores.copy()
         for i in best:
@@ -445,7 +468,8 @@ class Editor:
             return np.zeros(0, dtype=np.float32)
         reading = self.read_texts([candidate for _, candidate in pairs], exact=True)
         contexts = np.stack([self.context_vectors(context) for context, _ in pairs])  # (N, 3, H)
-        return self.combine(self.features(contexts, reading))
+        asked = np.array([self.context_asks(context) for context, _ in pairs], dtype=np.float32)
+        return self.combine(self.features(contexts, reading, asked))
 
     def _score(self, context: list[str], candidates: list[str], deadline: float) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(context, candidates)
@@ -462,7 +486,8 @@ class Editor:
         reading = self.read_texts(unique, deadline)
         done = reading.done
         unique_scores = np.full(len(unique), np.nan, dtype=np.float32)
-        unique_scores[done] = self.combine(self.features(context_vectors, reading.take(done)))
+        unique_scores[done] = self.combine(self.features(context_vectors, reading.take(done),
+                                                         self.context_asks(context)))
         scored = done[slot_of]
         scores[scored] = unique_scores[slot_of[scored]]
         return scores, scored
@@ -505,9 +530,10 @@ class Editor:
             return out
         contexts = self.context_vectors_many([context for context, _ in requests])
         reading = self.read_texts(list(first), deadline)
-        for (scores, scored), (_, candidates), context_vectors in zip(out, requests, contexts, strict=True):
+        for (scores, scored), (context, candidates), context_vectors in zip(out, requests, contexts, strict=True):
             slot = np.fromiter((first[c] for c in candidates), dtype=np.int64, count=len(candidates))
             scored[:] = reading.done[slot]
             if scored.any():
-                scores[scored] = self.combine(self.features(context_vectors, reading.take(slot[scored])))
+                scores[scored] = self.combine(self.features(context_vectors, reading.take(slot[scored]),
+                                                            self.context_asks(context)))
         return out

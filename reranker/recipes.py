@@ -269,7 +269,8 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
             seeded += [writer_pool[j] for j in rng.choice(len(writer_pool), seeded_negatives - len(seeded))]
             fakes += seeded
         candidates = [true, *others, *fakes]
-        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates)))
+        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates),
+                                   editor.context_asks(context)))
     if not out:
         raise ValueError("no validation case for the mix: the validation split is empty or too short")
     return np.stack(out)

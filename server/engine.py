@@ -35,7 +35,17 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from corpus.modeldir import DEFAULT_PERSONA
-from corpus.text import LineFilter, LineRules, content_words, dedupe_key, holds_run, overlap, word_runs, words
+from corpus.text import (
+    LineFilter,
+    LineRules,
+    asks,
+    content_words,
+    dedupe_key,
+    holds_run,
+    overlap,
+    word_runs,
+    words,
+)
 from server.budget import DEFAULT_BUDGET_MS, FILTER_SHARE, FINISH_MARGIN_MS, GENERATION_SHARE, Budget
 from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, ScoringScheduler, traits_of
 
@@ -300,12 +310,12 @@ class TextFilter(LineFilter):
         said = ([others[-1]] if others else []) + (own_lines[-cfg.repeat_window :] if cfg.repeat_window else [])
         newest = [t.text for t in turns[-cfg.repeat_window :]] if cfg.repeat_window else []
         runs = {run for text in said + newest for run in word_runs(words(text), cfg.echo_run)}
-        asks = cfg.mirror_share > 0 and bool(others) and "?" in others[-1]
-        return Forbidden({dedupe_key(t) for t in said}, runs, frozenset(words(others[-1])) if asks else None)
+        asked = cfg.mirror_share > 0 and bool(others) and asks(others[-1])
+        return Forbidden({dedupe_key(t) for t in said}, runs, frozenset(words(others[-1])) if asked else None)
 
     def mirrors(self, text: str, text_words: list[str], question: frozenset[str] | None) -> bool:
         """True for a question that takes `mirror_share` or more of its content words from `question`."""
-        return question is not None and "?" in text and overlap(text_words, question) >= self.config.mirror_share
+        return question is not None and asks(text) and overlap(text_words, question) >= self.config.mirror_share
 
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
@@ -723,7 +733,8 @@ class Engine:
             return None
         began = self.clock()
         try:
-            scores = np.asarray(self.traits.score_kept(plan.context, index.kept(rows[mask])), dtype=np.float32)
+            texts = [t for t, hit in zip(candidates.texts, mask, strict=True) if hit]
+            scores = np.asarray(self.traits.score_kept(plan.context, index.kept(rows[mask]), texts), dtype=np.float32)
             if scores.shape != (int(mask.sum()),):
                 raise ValueError(f"{scores.shape} scores for {int(mask.sum())} readings")
         except Exception as exc:  # bad readings cost their lines a read by the editor, nothing more

@@ -165,7 +165,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     starved = dataclasses.replace(recipe, max_train_lines=100)
     out = train_editor(splits, tmp_path / "starved", recipe=starved, data_name="tiny dump", progress=False)
     weights = json.loads((out / "train.json").read_text())["weights"]
-    assert weights == {"context": 20.0, "last_line": 0.0, "fluency": 0.0, "sense": 1.0, "sense_context": 0.0}
+    assert weights == {"context": 20.0, "last_line": 0.0, "fluency": 0.0, "sense": 1.0, "sense_context": 0.0,
+                       "asks_back": 0.0}
 
 
 def test_hold_out_patterns_make_the_test_split_and_nothing_else_is_tested():

@@ -62,18 +62,18 @@ def test_biencoder_save_load_gives_the_same_scores(bi, tmp_path):
 
 
 def test_untrained_editor_ranks_exactly_as_the_zero_shot_biencoder(editor, bi):
-    assert editor.config.weights == (20.0, 0.0, 0.0, 0.0, 0.0)  # context, last line, fluency, sense, sense_context
+    assert editor.config.weights == (20.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # FEATURES: context, last line, ..., asks_back
     np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES), 20 * bi.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
 
 
 def test_editor_score_is_the_weighted_sum_of_its_features(editor):
     mixed = editor.with_config(EditorConfig(weights=(3.0, -2.0, 0.5), bias=1.5))
     vecs, tokens = mixed.biencoder.embed(CANDIDATES)
-    feats = mixed.features(mixed.context_vectors(CONTEXT), mixed.read_texts(CANDIDATES))
+    feats = mixed.features(mixed.context_vectors(CONTEXT), mixed.read_texts(CANDIDATES), mixed.context_asks(CONTEXT))
     assert feats.shape == (len(CANDIDATES), len(FEATURES))
     last = unit(mixed.biencoder.embed([CONTEXT[-1]], keep_end=True)[0])[0]
     np.testing.assert_allclose(feats[:, 1], unit(vecs) @ last, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mixed.score(CONTEXT, CANDIDATES), feats @ np.array([3.0, -2.0, 0.5, 0.0, 0.0]) + 1.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mixed.score(CONTEXT, CANDIDATES), feats @ np.array([3.0, -2.0, 0.5, 0.0, 0.0, 0.0]) + 1.5, rtol=1e-5, atol=1e-5)
     pairs = [(CONTEXT, c) for c in CANDIDATES]
     np.testing.assert_allclose(mixed.score_pairs(pairs), mixed.score(CONTEXT, CANDIDATES), rtol=1e-4, atol=1e-4)
 
@@ -233,11 +233,24 @@ def test_other_libraries_refuse_a_saved_editor_and_say_to_use_riposte(editor, tm
     assert (tmp_path / "ed" / "README.md").read_text() == card
 
 
+def test_asks_back_is_a_question_answering_a_question(editor):
+    only = editor.with_config(EditorConfig(weights=(0.0, 0.0, 0.0, 0.0, 0.0, -1.0)))
+    candidates = ["what is your name?", "i like tea", "and you? i like tea", "good night!"]
+    asked = ["hello how are you", "do you like pizza?"]
+    assert only.score(asked, candidates).tolist() == [-1.0, 0.0, -1.0, 0.0]
+    assert only.score(asked[:1], candidates).tolist() == [0.0] * 4  # a statement: nothing asks back
+    assert only.score(["what?", "fine."], candidates).tolist() == [0.0] * 4  # the last line counts
+    pairs = [(asked, c) for c in candidates] + [(asked[:1], c) for c in candidates]
+    assert only.score_pairs(pairs).tolist() == [-1.0, 0.0, -1.0, 0.0] + [0.0] * 4  # each pair its own context
+    many = only.score_many([(asked, candidates), (asked[:1], candidates)])
+    assert many[0][0].tolist() == [-1.0, 0.0, -1.0, 0.0] and many[1][0].tolist() == [0.0] * 4
+
+
 def test_editors_saved_before_the_foreign_loader_guard_still_load(editor, tmp_path):
     trained = editor.with_config(EditorConfig(weights=(5.0, 1.0, 0.5), bias=0.25))
     trained.save(tmp_path / "ed")
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())
-    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 3
+    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 4
     del raw["model_type"]  # the layout every editor had before: only the riposte section
     (tmp_path / "ed" / "config.json").write_text(json.dumps(raw))
     old = Reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)

@@ -244,9 +244,9 @@ def sensible_editor(tiny_bert) -> Editor:
 def test_the_sense_features_are_its_logit_and_its_cosine_and_enter_the_score(sensible_editor):
     editor = sensible_editor
     reading = editor.read_texts(CANDIDATES)
-    assert reading.done.all() and FEATURES[3:] == ("sense", "sense_context")
+    assert reading.done.all() and FEATURES[3:5] == ("sense", "sense_context")
     np.testing.assert_allclose(reading.sense, editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-6)
-    feats = editor.features(editor.context_vectors(CONTEXT), reading)
+    feats = editor.features(editor.context_vectors(CONTEXT), reading, editor.context_asks(CONTEXT))
     np.testing.assert_allclose(feats[:, 3], reading.sense, rtol=1e-6)
     # the fifth: the sense encoder's own cosine between the joined context and the candidate
     ctx = unit(editor.sense.encoder.embed([" ".join(CONTEXT)], keep_end=True)[0])[0]
@@ -269,7 +269,7 @@ def test_an_editor_with_sense_saves_and_loads_the_same_scores(sensible_editor, t
     sensible_editor.save(tmp_path / "ed")
     assert (tmp_path / "ed" / "sense" / "sense_head.safetensors").is_file()
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())["riposte"]
-    assert raw["format_version"] == 3 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
+    assert raw["format_version"] == 4 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
     again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert again.sense is not None
     np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), sensible_editor.score(CONTEXT, CANDIDATES),
@@ -285,10 +285,11 @@ def test_a_version_1_editor_loads_with_no_sense(sensible_editor, tmp_path):
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 1
-    del raw["riposte"]["weights"]["sense"], raw["riposte"]["weights"]["sense_context"]
+    for name in ("sense", "sense_context", "asks_back"):
+        del raw["riposte"]["weights"][name]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0)
+    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0, 0.0)
 
 
 def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, tmp_path):
@@ -298,10 +299,10 @@ def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, 
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 2
-    del raw["riposte"]["weights"]["sense_context"]
+    del raw["riposte"]["weights"]["sense_context"], raw["riposte"]["weights"]["asks_back"]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0)
+    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0, 0.0)
 
 
 def test_a_mix_that_weighs_a_missing_sense_model_is_refused(sensible_editor, tmp_path):
@@ -324,7 +325,7 @@ def test_an_editor_whose_sense_model_shares_its_encoder_reads_each_candidate_onc
     reading = shared.read_texts(CANDIDATES)
     np.testing.assert_allclose(reading.sense, sense.logits(CANDIDATES), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(reading.sense_vecs, reading.vecs)
-    feats = shared.features(shared.context_vectors(CONTEXT), reading)
+    feats = shared.features(shared.context_vectors(CONTEXT), reading, 0.0)
     np.testing.assert_allclose(feats[:, 4], feats[:, 0], rtol=1e-6)  # one encoder: one context cosine
     calls = []
     forward = shared.biencoder._forward
@@ -376,18 +377,22 @@ def test_many_contexts_embed_in_one_batch_each_and_match_one_at_a_time(tiny_bert
 @pytest.mark.parametrize("with_sense", [True, False])
 def test_kept_readings_score_as_reading_does_for_any_context(sensible_editor, with_sense):
     editor = sensible_editor if with_sense else sensible_editor.with_sense(None)
+    editor = editor.with_config(EditorConfig(weights=(*editor.config.weights[:5], -0.7), bias=0.1))  # asks_back too
     kept = editor.keep(CANDIDATES)
     assert kept.shape == (len(CANDIDATES), editor.kept_width) and kept.dtype == np.float32
     if with_sense:
         np.testing.assert_allclose(kept[:, -1], editor.sense.logits(CANDIDATES), rtol=1e-5, atol=1e-5)
-    for context in (CONTEXT, ["good night"], ["what is your name", "i like tea", "the cat and the dog"]):
+    for context in (CONTEXT, ["good night"], ["what is your name", "i like tea", "the cat and the dog"],
+                    ["i like tea", "what is your name?"]):
         # stored as float16 by the reply index: the verdict moves by no more than rounding
         for stored, tol in ((kept, 1e-4), (kept.astype(np.float16), 2e-2)):
-            np.testing.assert_allclose(editor.score_kept(context, stored), editor.score(context, CANDIDATES),
+            np.testing.assert_allclose(editor.score_kept(context, stored, CANDIDATES), editor.score(context, CANDIDATES),
                                        rtol=tol, atol=tol)
-    assert editor.score_kept(CONTEXT, kept[:0]).shape == (0,)
+    assert editor.score_kept(CONTEXT, kept[:0], []).shape == (0,)
     with pytest.raises(ValueError, match="kept readings must be"):
-        editor.score_kept(CONTEXT, kept[:, :-1])
+        editor.score_kept(CONTEXT, kept[:, :-1], CANDIDATES)
+    with pytest.raises(ValueError, match="4 kept readings for 5 candidates"):
+        editor.score_kept(CONTEXT, kept[:-1], CANDIDATES)
 
 
 def test_evaluation_reads_each_text_once_per_encoder_and_scores_as_without_a_cache(tiny_bert, monkeypatch):

@@ -218,10 +218,11 @@ class KeptScorer(ClockedScorer):
         super().__init__(clock, per_candidate)
         self.fail, self.kept_calls = fail, 0
 
-    def score_kept(self, context, kept):
+    def score_kept(self, context, kept, candidates):
         self.kept_calls += 1
         if self.fail:
             raise RuntimeError("bad readings")
+        assert len(candidates) == len(kept)  # the hits' own texts, row for row
         return np.asarray(kept)[:, 0]
 
 
@@ -342,7 +343,7 @@ def test_an_index_built_with_the_editor_keeps_its_readings_and_the_turn_scores_h
     assert index.reads is not None and index.reads.dtype == np.float16 and index.reads.shape == (len(index), editor.kept_width)
     rows = np.arange(min(8, len(index)))
     texts = [index.line(r) for r in rows]
-    np.testing.assert_allclose(editor.score_kept(["do you like dogs?"], index.kept(rows)),
+    np.testing.assert_allclose(editor.score_kept(["do you like dogs?"], index.kept(rows), texts),
                                editor.score(["do you like dogs?"], texts), rtol=2e-2, atol=2e-2)
     grown = build_index(root, entries=100, add=True, progress=False)  # grows with readings too
     assert ReplyIndex.load(index_dir).reads.shape[0] == len(index) + grown["added"]
