@@ -8,6 +8,7 @@ parroting: `word_runs`, `holds_run`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,13 +43,32 @@ def dedupe_key(text: str) -> str:
     return " ".join(words(text))
 
 
+# Runs compare words with their contractions spelled out, so "So what's your favorite movie?" re-says "what is your
+# favorite movie?". One spelling per suffix ("'s" is "is", "'d" is "would") is enough: both sides fold the same way.
+_CONTRACTIONS = (("n't", "not"), ("'re", "are"), ("'ve", "have"), ("'ll", "will"), ("'d", "would"), ("'m", "am"),
+                 ("'s", "is"))
+_IRREGULAR = {"won't": ("will", "not"), "can't": ("can", "not"), "shan't": ("shall", "not")}
+
+
+@functools.lru_cache(maxsize=4096)  # a few hundred contractions come back turn after turn
+def _spelled_out(word: str) -> tuple[str, ...]:
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    for suffix, full in _CONTRACTIONS:
+        if word.endswith(suffix) and len(word) > len(suffix):
+            return word[: -len(suffix)], full
+    return (word,)
+
+
 def _runs(text_words: list[str], n: int) -> Iterator[tuple[str, ...]]:
-    """The runs of n consecutive words, in order (none for a shorter line)."""
+    """The runs of n consecutive words, contractions spelled out, in order (none for a shorter line)."""
+    if "'" in "".join(text_words):  # one C-speed scan: most lines hold no apostrophe
+        text_words = [part for w in text_words for part in (_spelled_out(w) if "'" in w else (w,))]
     return zip(*(text_words[i:] for i in range(n)), strict=False)  # the shortest slice ends it
 
 
 def word_runs(text_words: list[str], n: int) -> set[tuple[str, ...]]:
-    """Every run of n consecutive words (none for n < 1 or a shorter line)."""
+    """Every run of n consecutive words, contractions spelled out (none for n < 1 or a shorter line)."""
     return set(_runs(text_words, n)) if n >= 1 else set()
 
 

@@ -23,3 +23,12 @@ def test_holds_run_is_a_shared_slice_of_n_words(line, candidate, n):
     shared = any(candidate[i : i + n] == line[j : j + n] for i in range(len(candidate) - n + 1)
                  for j in range(len(line) - n + 1))
     assert holds_run(candidate, word_runs(line, n)) == shared
+
+
+def test_runs_read_contractions_spelled_out():
+    runs = word_runs(words("what is your favorite movie?"), 4)
+    assert holds_run(words("So what's your favorite movie?"), runs)
+    assert word_runs(words("I'm sure they won't go"), 3) == word_runs(words("i am sure they will not go"), 3)
+    assert holds_run(words("you can't do that"), word_runs(words("i can not do that today"), 4))
+    assert not holds_run(words("what's your favourite film?"), runs)  # another word is another run
+    assert word_runs(["o'clock", "'s"], 1) == {("o'clock",), ("'s",)}  # no suffix to split: as written
