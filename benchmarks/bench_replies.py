@@ -19,7 +19,7 @@ not use:
 - **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's rate:
   benchmarks/RESULTS.md, "Fifteenth pass");
 - **mirrors**: the share of replies that answer a question (a last line holding "?") with a question taking half
-  or more of its content words from it (people's rate: RESULTS, "Sixteenth pass");
+  or more of its own content words from it (`corpus.text.mirrors`) (people's rate: RESULTS, "Sixteenth pass");
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -168,21 +168,21 @@ def mean_se(x) -> tuple[float, float]:
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
     """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots and
     words, and each reply's own values under "per_reply" (parses None without the grammar parser)."""
-    from corpus.text import asks, holds_run, overlap, word_runs, words
+    from corpus.text import asks, holds_run, mirrors, overlap, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
     contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
     replies = unit(topic_model.embed(texts)[0])
     topic = (contexts * replies).sum(1)
-    echo, parrots, mirrors = [], [], []
+    echo, parrots, mirrored = [], [], []
     for text, (context, _) in zip(texts, cases, strict=True):
         said, last = words(text), words(context[-1])
         echo.append(overlap(said, frozenset(last)))
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
-        mirrors.append(float(asks(context[-1]) and asks(text) and echo[-1] >= MIRROR_SHARE))
+        mirrored.append(float(mirrors(text, said, frozenset(last) if asks(context[-1]) else None, MIRROR_SHARE)))
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
-                 "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrors,
+                 "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrored,
                  "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
 

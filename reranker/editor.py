@@ -333,11 +333,12 @@ class Editor:
             return np.zeros((0, len(FEATURES)), dtype=np.float32)
         svecs = unit(reading.sense_vecs) if self.sense is not None else None
         return self._features(context_vectors, unit(reading.vecs), self._fluency(reading), reading.sense, svecs,
-                              asked * reading.asks)
+                              asked, reading.asks)
 
     @staticmethod
     def context_asks(context: list[str]) -> float:
-        """1.0 where the context's last line asks something, else 0.0 (`features`' `asked`)."""
+        """1.0 where the context's last line asks something, else 0.0 (`features`' `asked`). The last line, whoever
+        said it: the editor knows no speakers (the engine's mirror rule looks at the user's)."""
         return float(bool(context) and asks(context[-1]))
 
     def _fluency(self, reading: Reading) -> np.ndarray:
@@ -346,13 +347,15 @@ class Editor:
             return self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
 
     def _features(self, context_vectors: np.ndarray, vecs: np.ndarray, flu: np.ndarray, sense: np.ndarray,
-                  svecs: np.ndarray | None, asks_back: np.ndarray) -> np.ndarray:
-        """The features from what a reading leaves: unit vectors, fluency and sense logits (`features`, `score_kept`)."""
+                  svecs: np.ndarray | None, asked: float | np.ndarray, candidate_asks: np.ndarray) -> np.ndarray:
+        """The features from what a reading leaves: unit vectors, fluency and sense logits, and whether the context
+        and each candidate ask (`features`, `score_kept`)."""
         per_row = context_vectors.ndim == 3
         cos = np.einsum("nh,nkh->nk", vecs, context_vectors[:, :2]) if per_row else vecs @ context_vectors[:2].T
         tuned = np.zeros(len(vecs), dtype=np.float32)
         if svecs is not None:
             tuned = np.einsum("nh,nh->n", svecs, context_vectors[:, 2]) if per_row else svecs @ context_vectors[2]
+        asks_back = asked * candidate_asks
         return np.hstack([cos, flu[:, None], sense[:, None], tuned[:, None], asks_back[:, None]]).astype(np.float32)
 
     # ---- readings kept to score later (the reply index) ----------------------------------------------
@@ -387,7 +390,7 @@ class Editor:
             return np.zeros(0, dtype=np.float32)
         svecs = unit(kept[:, h : 2 * h]) if self.sense is not None else None
         feats = self._features(self.context_vectors(context), unit(kept[:, :h]), kept[:, 2 * h], kept[:, 2 * h + 1],
-                               svecs, self.context_asks(context) * asks_of(candidates))
+                               svecs, self.context_asks(context), asks_of(candidates))
         return self.combine(feats)
 
     def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> Reading:

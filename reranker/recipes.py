@@ -428,12 +428,13 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         print(format_table(metrics))
     card = model_card(
         title="riposte editor",
-        summary=("This editor scores a candidate reply to a context as a learned mix of five signals: the "
+        summary=("This editor scores a candidate reply to a context as a learned mix of six signals: the "
                  "zero-shot all-MiniLM-L6-v2 bi-encoder's cosine with the joined context, its cosine with the last "
                  "line, a fluency head (\"human or writer?\") on the candidate's embedding, and a sense model: a "
                  "copy of the encoder fine-tuned end to end to tell the training documents' lines from a Markov "
                  "writer's lines of the same length (its logit) and to rank each line first for the context it "
-                 "answered (its cosine with the context, the learned relevance). Load with "
+                 "answered (its cosine with the context, the learned relevance), and whether it answers a question with a "
+                 "question (asks back). Load with "
                  "`from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "

@@ -6,7 +6,8 @@
     recall    with a reply index for the persona (reranker/index.py), its lines nearest the context join them: lines
               written, judged and embedded before the turn, found in milliseconds
     filter    every text rule in one place (`TextFilter`): URLs out, length, blocklists, no echo, no repeat, no
-              parroting (a run of words of the newest lines), no duplicate
+              parroting (a run of words of the newest lines), no mirrors (a question about the user's question),
+              no duplicate
     prior     a cheap feature per candidate: the writer's mean log-prob + word overlap with the context + topic bonus
     order     the first stage: a learned model scores every filtered candidate and sets the order the editor reads
               them in (the prior breaks ties); without one, the prior sets it
@@ -42,6 +43,7 @@ from corpus.text import (
     content_words,
     dedupe_key,
     holds_run,
+    mirrors,
     overlap,
     word_runs,
     words,
@@ -89,8 +91,8 @@ class EngineConfig(LineRules):
     # words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"). 0: off (whole-line echoes and repeats are
     # refused still); 1 or 2 refuse any shared word or pair of words.
     echo_run: int = 4
-    # No mirrors: after a question, a reply that is itself a question takes under this share of its content words
-    # from it. The engine's best lines answered "Do you like cooking?" with "What do you like cooking?": on
+    # No mirrors: after a question, a reply that is itself a question takes under this share of its own content
+    # words from it (`corpus.text.mirrors`). The engine's best lines answered "Do you like cooking?" with "What do you like cooking?": on
     # DailyDialog openings 25% of its replies to a question were such mirrors, where chitchat's people make them in
     # 1.2% of their replies to a question and DailyDialog's in 0-3% (benchmarks/RESULTS.md, "Sixteenth pass").
     # A question that asks something new ("what about you?", "how old is he?") passes. 0: off.
@@ -281,7 +283,8 @@ class Forbidden(NamedTuple):
 
     keys: set[str]  # dedupe keys: the user's last line (no echo) and the speaker's recent lines (no repeat)
     runs: set[tuple[str, ...]]  # runs of `echo_run` words of those and of the newest lines (no parroting)
-    question: frozenset[str] | None  # the words of the user's last line when it asks something (no mirrors)
+    # the words of the user's last line (the newest line not the speaker's) when it asks something (no mirrors)
+    question: frozenset[str] | None
 
 
 class TextFilter(LineFilter):
@@ -313,17 +316,13 @@ class TextFilter(LineFilter):
         asked = cfg.mirror_share > 0 and bool(others) and asks(others[-1])
         return Forbidden({dedupe_key(t) for t in said}, runs, frozenset(words(others[-1])) if asked else None)
 
-    def mirrors(self, text: str, text_words: list[str], question: frozenset[str] | None) -> bool:
-        """True for a question that takes `mirror_share` or more of its content words from `question`."""
-        return question is not None and asks(text) and overlap(text_words, question) >= self.config.mirror_share
-
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,
         stop_at: float = math.inf, clock: Callable[[], float] = time.monotonic, always: int = 0,
     ) -> Candidates:
         """The candidates that pass every rule, cleaned, in their order; stops at `stop_at` keeping what passed,
         but not within the first `always` candidates."""
-        forbidden, runs, question = self.forbidden(turns, speaker)
+        keys, runs, question = self.forbidden(turns, speaker)
         texts, kept_words, logprob, kept, seen = [], [], [], [], set()
         for n, (text, ws, lp) in enumerate(zip(candidates.texts, candidates.words, candidates.logprob, strict=True)):
             # Python work per candidate: under load it too must stop in time
@@ -331,8 +330,8 @@ class TextFilter(LineFilter):
                 break
             text, ws = self.clean(text, ws)
             key = " ".join(ws)  # == dedupe_key(text)
-            if (not key or key in forbidden or key in seen or holds_run(ws, runs) or self.mirrors(text, ws, question)
-                    or not self.allows(text, ws)):
+            if (not key or key in keys or key in seen or holds_run(ws, runs)
+                    or mirrors(text, ws, question, self.config.mirror_share) or not self.allows(text, ws)):
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             texts.append(text)

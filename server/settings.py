@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     echo_run: int = Field(EngineConfig.echo_run, ge=0, description="no parroting: a reply holds no run of this many "
                           "words of the user's last line, its own last lines or the conversation's newest (0: off)")
     mirror_share: float = Field(EngineConfig.mirror_share, ge=0.0, le=1.0, description="no mirrors: a reply to a "
-                                "question is no question taking this share of its content words from it (0: off)")
+                                "question is no question taking this share of its own content words from it (0: off)")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)

@@ -1,11 +1,12 @@
-"""Word runs (`corpus.text.word_runs`, `holds_run`): the engine's no-parroting rule rests on them."""
+"""Word runs (`corpus.text.word_runs`, `holds_run`) and mirrors: the engine's no-parroting and no-mirror rules rest
+on them."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corpus.text import holds_run, word_runs, words
+from corpus.text import holds_run, mirrors, word_runs, words
 
 WORDS = st.lists(st.sampled_from(["do", "you", "like", "dogs", "cats", "i"]), max_size=8)
 
@@ -32,3 +33,15 @@ def test_runs_read_contractions_spelled_out():
     assert holds_run(words("you can't do that"), word_runs(words("i can not do that today"), 4))
     assert not holds_run(words("what's your favourite film?"), runs)  # another word is another run
     assert word_runs(["o'clock", "'s"], 1) == {("o'clock",), ("'s",)}  # no suffix to split: as written
+
+
+def test_a_mirror_asks_back_with_the_questions_words():
+    question = frozenset(words("Do you speak only English in the class?"))
+
+    def mirrored(text: str, share: float = 0.5, asked: frozenset[str] | None = question) -> bool:
+        return mirrors(text, words(text), asked, share)
+
+    assert mirrored("do you speak besides english?")  # speak, besides, english: 2 of 3 taken
+    assert not mirrored("do you speak besides english?", share=0.7) and not mirrored("x?", share=0)
+    assert not mirrored("I speak English.") and not mirrored("what about you?")  # no question; a word of its own
+    assert not mirrored("do you speak besides english?", asked=None)  # the line answered asked nothing
