@@ -16,7 +16,8 @@ score(context, candidate) = w_context * cos(joined context, candidate) + w_last 
   writer's lines), so the weights say how much each signal is worth.
 - `asks_back` reads the texts, not the vectors: people answer a question with a question less often than their
   lines hold one, and an editor that rewards closeness picks questions about the question ("Which university did
-  you graduate from?" -> "what did you graduate the undergrad program?"). The fit gives it about -0.5.
+  you graduate from?" -> "what did you graduate the undergrad program?"). Its weight is held at the value a fit on
+  800 validation cases gave (`reranker.recipes.ASKS_BACK`), the others fitted around it.
 
 With weights (20, 0, 0) and no training the editor ranks exactly as the zero-shot bi-encoder does.
 

@@ -13,6 +13,7 @@ import pytest
 
 from reranker import Reranker
 from reranker.__main__ import main
+from reranker.recipes import ASKS_BACK
 from reranker.windows import split_of
 
 from .conftest import WORDS
@@ -131,6 +132,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert isinstance(editor, Editor)
     train = json.loads((out / "train.json").read_text())
     assert train["fluency"]["n_train"] + train["fluency"]["n_val"] == 400 and train["mix_cases"] == 20
+    assert train["weights"]["asks_back"] == pytest.approx(ASKS_BACK) and editor.config.weights[-1] == pytest.approx(ASKS_BACK)
     metrics = json.loads((out / "eval.json").read_text())
     assert set(metrics["scorers"]) == {"model", "bi-encoder", "tf-idf"}
     assert metrics["scorers"]["model"]["writer99"]["n"] == 6

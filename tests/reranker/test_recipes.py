@@ -59,6 +59,11 @@ def test_fit_mix_puts_weight_on_the_feature_that_finds_the_true_candidate():
     assert w[2] > 1.0 and abs(w[0]) < 0.5 * w[2] and abs(w[1]) < 0.5 * w[2]
     with pytest.raises(ValueError, match="feats must be"):
         fit_mix(feats[:, :, :2])
+    # A held weight stays as given, and the others fit around it: here the second gives way to the held third.
+    held = fit_mix(feats, init=(1.0, 1.0, 0.0), fixed={2: -1.0})
+    assert held[2] == -1.0 and abs(held[0]) < 0.5 and abs(held[1]) < 0.5
+    with pytest.raises(ValueError, match="fixed names features"):
+        fit_mix(feats, init=(1.0, 1.0, 0.0), fixed={3: 0.0})
 
 
 def test_recipe_config_checks():
