@@ -19,7 +19,9 @@ not use:
 - **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's rate:
   benchmarks/RESULTS.md, "Fifteenth pass");
 - **mirrors**: the share of replies that answer a question (a last line holding "?") with a question taking half
-  or more of its own content words from it (`corpus.text.mirrors`) (people's rate: RESULTS, "Sixteenth pass");
+  or more of its own content words from it (`corpus.text.mirrors`);
+- **asks back**: among the replies to a question only, the share that ask one too (people's rate: RESULTS,
+  "Sixteenth pass") (people's rate: RESULTS, "Sixteenth pass");
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -159,10 +161,11 @@ def grammar_parser():
 
 
 def mean_se(x) -> tuple[float, float]:
-    """The mean of x and its standard error."""
+    """The mean of x and its standard error, over the values that are not None (NaN for none)."""
     from reranker.evaluate import standard_error
 
-    return float(np.mean(x)), standard_error(x)
+    x = [v for v in x if v is not None]
+    return (float(np.mean(x)), standard_error(x)) if x else (float("nan"), float("nan"))
 
 
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
@@ -175,21 +178,23 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
     contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
     replies = unit(topic_model.embed(texts)[0])
     topic = (contexts * replies).sum(1)
-    echo, parrots, mirrored = [], [], []
+    echo, parrots, mirrored, asks_back = [], [], [], []
     for text, (context, _) in zip(texts, cases, strict=True):
         said, last = words(text), words(context[-1])
         echo.append(overlap(said, frozenset(last)))
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
         mirrored.append(float(mirrors(text, said, frozenset(last) if asks(context[-1]) else None, MIRROR_SHARE)))
+        asks_back.append(float(asks(text)) if asks(context[-1]) else None)  # None: no question to answer
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrored,
-                 "words": [len(words(t)) for t in texts]}
+                 "asks_back": asks_back, "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
 
 
 def paired(ours: list[float], theirs: list[float]) -> str:
     """Mean difference of two rows on the same contexts, with its standard error (same-context noise cancels)."""
-    mean, se = mean_se(np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float))
+    kept = [(a, b) for a, b in zip(ours, theirs, strict=True) if a is not None and b is not None]
+    mean, se = mean_se([a - b for a, b in kept])
     return f"{mean:+.3f} ± {se:.3f}"
 
 
@@ -311,9 +316,9 @@ def main() -> int:
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
-    keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "words")
-    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | words |\n"
-          "|---|---|---|---|---|---|---|---|")
+    keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "asks_back", "words")
+    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | asks back | words |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     judged = {}
     for name, texts in rows.items():
         m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
@@ -322,8 +327,8 @@ def main() -> int:
     # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
     base = judged[ZERO_SHOT]["per_reply"]
     print("\nPaired against the zero-shot editor (the same contexts; difference ± its standard error):\n")
-    print("| reply | judged human | parses | topic | echo | parrots | mirrors | words |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print("| reply | judged human | parses | topic | echo | parrots | mirrors | asks back | words |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for name in list(engines)[1:]:
         ours = judged[name]["per_reply"]
         print(f"| {name} | " + " | ".join("not installed" if ours[k] is None else paired(ours[k], base[k])

@@ -1,5 +1,7 @@
 """The replies benchmark's paired comparison (the engine runs themselves are a benchmark, not a test)."""
 
+import numpy as np
+
 from benchmarks.bench_replies import paired
 
 
@@ -14,11 +16,11 @@ def test_mean_se_of_one_value_has_no_spread():
 
     assert mean_se([0.25]) == (0.25, 0.0)
     assert mean_se([0, 1]) == (0.5, 0.5)
+    assert mean_se([None, 0, None, 1]) == (0.5, 0.5)  # a measure with nothing to say of a reply skips it
+    assert all(np.isnan(v) for v in mean_se([None]))
 
 
 def test_the_text_measures_by_hand():
-    import numpy as np
-
     from benchmarks.bench_replies import measures
 
     class Judge:  # a person writes lines of 4 words or fewer: enough to see the column follow the judge
@@ -40,3 +42,5 @@ def test_the_text_measures_by_hand():
     assert per["parrots"] == [0.0, 0.0, 1.0, 0.0] and per["mirrors"] == [1.0, 0.0, 1.0, 0.0]
     assert per["human"] == [0.0, 0.0, 0.0, 1.0] and per["words"] == [5, 6, 7, 4] and per["parses"] is None
     assert np.allclose(per["topic"], 1.0) and m["mirrors"][0] == 0.5
+    assert per["asks_back"] == [1.0, 0.0, 1.0, None] and m["asks_back"][0] == 2 / 3  # over the 3 replies to a question
+    assert paired(per["asks_back"], [0.0, 0.0, 0.0, 1.0]).startswith("+0.667")  # the None pair left out
