@@ -21,7 +21,7 @@ not use:
 - **mirrors**: the share of replies that answer a question (a last line holding "?") with a question taking half
   or more of its own content words from it (`corpus.text.mirrors`);
 - **asks back**: among the replies to a question only, the share that ask one too (people's rate: RESULTS,
-  "Sixteenth pass") (people's rate: RESULTS, "Sixteenth pass");
+  "Sixteenth pass");
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -64,7 +64,19 @@ ZERO_SHOT = "engine, zero-shot bi-encoder editor"  # the row every other engine 
 # Words in a run of the last line that a reply "parrots". The measure's own constant, not EngineConfig.echo_run:
 # a figure must not move when the engine's setting does.
 PARROT_RUN = 4
-MIRROR_SHARE = 0.5  # ... and the share of a question's content words taken from the question it answers
+MIRROR_SHARE = 0.5  # ... and the share of a reply's own content words taken from the question it answers
+
+
+# EngineConfig fields a run can sweep: (flag, field, type, what it is). Each --model runs once per combination of
+# the values given, and its row is named by the changed fields in this order.
+SWEEPS = (
+    ("--context-share", "context_share", float, "the share of candidates written around the context's words"),
+    ("--index-k", "index_k_kept", int, "the hits a turn takes from a reply index that keeps the editor's readings"),
+    ("--around-unbias-above", "around_unbias_above", int,
+     "lines written around a word kept with probability min(1, k / tokens); 0: off"),
+    ("--echo-run", "echo_run", int, "no parroting: see its comment; 0: off"),
+    ("--mirror-share", "mirror_share", float, "no mirrors: see its comment; 0: off"),
+)
 
 
 def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3,
@@ -180,11 +192,11 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
     topic = (contexts * replies).sum(1)
     echo, parrots, mirrored, asks_back = [], [], [], []
     for text, (context, _) in zip(texts, cases, strict=True):
-        said, last = words(text), words(context[-1])
+        said, last, question = words(text), words(context[-1]), asks(context[-1])
         echo.append(overlap(said, frozenset(last)))
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
-        mirrored.append(float(mirrors(text, said, frozenset(last) if asks(context[-1]) else None, MIRROR_SHARE)))
-        asks_back.append(float(asks(text)) if asks(context[-1]) else None)  # None: no question to answer
+        mirrored.append(float(mirrors(text, said, frozenset(last) if question else None, MIRROR_SHARE)))
+        asks_back.append(float(asks(text)) if question else None)  # None: no question to answer
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrored,
                  "asks_back": asks_back, "words": [len(words(t)) for t in texts]}
@@ -210,25 +222,14 @@ def main() -> int:
                              "(--dailydialog: everyday talk, many questions)")
     parser.add_argument("--dailydialog", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
     parser.add_argument("--examples", type=int, default=8, help="sample replies to print")
-    parser.add_argument("--context-share", type=float, action="append", default=[],
-                        help="run each --model once per value of EngineConfig.context_share (the share of candidates "
-                        "written around the context's words); default: the engine's own setting")
-    parser.add_argument("--around-unbias-above", type=int, action="append", default=[],
-                        help="run each --model once per value of EngineConfig.around_unbias_above (lines written "
-                             "around a word kept with probability min(1, k / tokens); 0: off)")
+    for flag, field, kind, what in SWEEPS:
+        parser.add_argument(flag, dest=field, type=kind, action="append", default=[],
+                            help=f"run each --model once per value of EngineConfig.{field} ({what}); default: the "
+                                 "engine's own setting")
     parser.add_argument("--context-lines", type=int, default=3, help="lines of context a case gives the engine")
     parser.add_argument("--openings", action="store_true",
                         help="cases from the documents' first lines (one a document): a conversation's first "
                              "turns, as a user starts one")
-    parser.add_argument("--echo-run", type=int, action="append", default=[],
-                        help="run each --model once per value of EngineConfig.echo_run (no parroting: see its "
-                             "comment; 0: off)")
-    parser.add_argument("--mirror-share", type=float, action="append", default=[],
-                        help="run each --model once per value of EngineConfig.mirror_share (no mirrors: see its "
-                             "comment; 0: off)")
-    parser.add_argument("--index-k", type=int, action="append", default=[],
-                        help="run each --model once per value of EngineConfig.index_k_kept (the hits a turn takes "
-                        "from a reply index that keeps the editor's readings); default: the engine's own setting")
     parser.add_argument("--people-lines", choices=("chitchat", "none"), default="chitchat",
                         help="a row of random lines people wrote in the default writer's corpus (chitchat's test "
                         "split), or none")
@@ -275,12 +276,9 @@ def main() -> int:
     engines = {ZERO_SHOT: zero_shot}
     for i, m in enumerate(models):
         engine = first if i == 0 else load_engine(m)
-        for share, k, unbias, run, mirror in itertools.product(
-                args.context_share or [None], args.index_k or [None], args.around_unbias_above or [None],
-                args.echo_run or [None], args.mirror_share or [None]):
-            changes = {name: v for name, v in (("context_share", share), ("index_k_kept", k),
-                                               ("around_unbias_above", unbias), ("echo_run", run),
-                                               ("mirror_share", mirror)) if v is not None}
+        fields = [field for _, field, _, _ in SWEEPS]
+        for values in itertools.product(*(getattr(args, field) or [None] for field in fields)):
+            changes = {field: v for field, v in zip(fields, values, strict=True) if v is not None}
             engines[", ".join([f"engine, {m}", *(f"{name} {v}" for name, v in changes.items())])] = type(engine)(
                 engine.personas, engine.editor, dataclasses.replace(engine.config, **changes),
                 first_stage=engine.first_stage, indexes=engine.indexes) if changes else engine

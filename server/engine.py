@@ -88,13 +88,15 @@ class EngineConfig(LineRules):
     # of the conversation's newest `repeat_window`: a reply that re-says the question it answers ("do you have any
     # pets?" -> "Do you have any pets? What would you do?") is a parrot, not a reply. People do it rarely: 0.6% of
     # chitchat's replies share a run of 4 words with the line they answer, 1.4% with any of the 3 lines before (3
-    # words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"). 0: off (whole-line echoes and repeats are
-    # refused still); 1 or 2 refuse any shared word or pair of words.
+    # words: 1.8% and 4.5%; benchmarks/RESULTS.md, "Fifteenth pass"; with contractions spelled out, as runs are now
+    # read, 1.14% of the whole train split's replies against 1.05% on surface words: "Sixteenth pass"). 0: off
+    # (whole-line echoes and repeats are refused still); 1 or 2 refuse any shared word or pair of words.
     echo_run: int = 4
     # No mirrors: after a question, a reply that is itself a question takes under this share of its own content
-    # words from it (`corpus.text.mirrors`). The engine's best lines answered "Do you like cooking?" with "What do you like cooking?": on
-    # DailyDialog openings 25% of its replies to a question were such mirrors, where chitchat's people make them in
-    # 1.2% of their replies to a question and DailyDialog's in 0-3% (benchmarks/RESULTS.md, "Sixteenth pass").
+    # words from it (`corpus.text.mirrors`). The engine's best lines answered "Do you like cooking?" with "What do
+    # you like cooking?": on DailyDialog openings 25% of its replies to a question were such mirrors, where
+    # chitchat's people make them in 1.2% of their replies to a question and DailyDialog's in 0-3%
+    # (benchmarks/RESULTS.md, "Sixteenth pass").
     # A question that asks something new ("what about you?", "how old is he?") passes. 0: off.
     mirror_share: float = 0.5
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
