@@ -18,10 +18,14 @@ not use:
 - **echo**: the share of the reply's content words found in the last context line;
 - **parrots**: the share of replies that repeat a run of 4 words of the last context line (people's rate:
   benchmarks/RESULTS.md, "Fifteenth pass");
-- **mirrors**: the share of replies that answer a question (a last line holding "?") with a question taking half
-  or more of its own content words from it (`corpus.text.mirrors`);
+- **mirrors**: the share of replies that answer a question (a last line that asks, `corpus.text.asks`: it holds a
+  "?", or opens as a question typed without one) with a question taking half or more of its own content words from
+  it (`corpus.text.mirrors`);
 - **asks back**: among the replies to a question only, the share that ask one too (people's rate: RESULTS,
   "Sixteenth pass");
+- **follows**: the share of replies nearer (zero-shot MiniLM cosine) to the last context line than to the lines
+  before it, joined: whether the reply takes up what was said last. With `--switch` the last line opens another
+  conversation, as a user changes the subject, and a reply that keeps to the old subject does not follow;
 - **words**: the reply's length.
 
 Rows: the true next line, a random line of the writer, a random line a person wrote in the default writer's corpus
@@ -35,6 +39,8 @@ baseline every figure stands beside) and each `--model` dir's own editor, on the
         --around-unbias-above 2 --turns 200   # clock-free: the editor reads exactly 80 a turn, so writers compare
     .venv/bin/python benchmarks/bench_replies.py --model models/default --contexts dailydialog --openings \\
         --context-lines 1 --echo-run 0 --echo-run 4   # a chat's first turn: parroting, with the rule off and on
+    .venv/bin/python benchmarks/bench_replies.py --model models/default --contexts dailydialog --switch \\
+        --reads 80   # the user changes the subject: does the reply follow it?
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ MIRROR_SHARE = 0.5  # ... and the share of a reply's own content words taken fro
 # the values given, and its row is named by the changed fields in this order.
 SWEEPS = (
     ("--context-share", "context_share", float, "the share of candidates written around the context's words"),
+    ("--context-seed-lines", "context_seed_lines", int, "the newest lines whose words those candidates are written around"),
     ("--index-k", "index_k_kept", int, "the hits a turn takes from a reply index that keeps the editor's readings"),
     ("--around-unbias-above", "around_unbias_above", int,
      "lines written around a word kept with probability min(1, k / tokens); 0: off"),
@@ -79,13 +86,23 @@ SWEEPS = (
 )
 
 
-def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3,
-                   openings: bool = False) -> list[tuple[list[str], str]]:
-    """n (context, true next line) cases from random places in the documents, or from their first lines."""
+def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3, openings: bool = False,
+                   switch: bool = False) -> list[tuple[list[str], str]]:
+    """n (context, true next line) cases from random places in the documents, or from their first lines; `switch`:
+    the context's last line opens another document, after context_lines - 1 lines of this one (the subject
+    changes), and the true next line is that document's second."""
     from reranker.__main__ import read_split
 
     docs = [d for d in read_split(paths, "all")[0] if len(d.lines) > context_lines]
     rng = np.random.default_rng(seed)
+    if switch:
+        out = []
+        while len(out) < n:
+            old, new = (docs[int(d)] for d in rng.choice(len(docs), size=2, replace=False))
+            i = int(rng.integers(context_lines - 1, len(old.lines) + 1))
+            before = [line.text for line in old.lines[i - context_lines + 1 : i]]
+            out.append(([*before, new.lines[0].text], new.lines[1].text))
+        return out
     if openings:  # one case a document, so no document twice
         if n > len(docs):
             raise SystemExit(f"--openings: {n} turns asked, but only {len(docs)} documents have more than "
@@ -190,6 +207,11 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
     contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
     replies = unit(topic_model.embed(texts)[0])
     topic = (contexts * replies).sum(1)
+    # nearer the last line than the lines before it (None for a context of one line: nothing to compare)
+    lasts = unit(topic_model.embed([c[-1] for c, _ in cases])[0])
+    befores = unit(topic_model.embed([" ".join(c[:-1]) or "-" for c, _ in cases], keep_end=True)[0])
+    follows = [float(a > b) if len(c) > 1 else None for a, b, (c, _) in
+               zip((lasts * replies).sum(1), (befores * replies).sum(1), cases, strict=True)]
     echo, parrots, mirrored, asks_back = [], [], [], []
     for text, (context, _) in zip(texts, cases, strict=True):
         said, last, question = words(text), words(context[-1]), asks(context[-1])
@@ -199,7 +221,7 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         asks_back.append(float(asks(text)) if question else None)  # None: no question to answer
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrored,
-                 "asks_back": asks_back, "words": [len(words(t)) for t in texts]}
+                 "asks_back": asks_back, "follows": follows, "words": [len(words(t)) for t in texts]}
     return {**{k: None if v is None else mean_se(v) for k, v in per_reply.items()}, "per_reply": per_reply}
 
 
@@ -230,6 +252,9 @@ def main() -> int:
     parser.add_argument("--openings", action="store_true",
                         help="cases from the documents' first lines (one a document): a conversation's first "
                              "turns, as a user starts one")
+    parser.add_argument("--switch", action="store_true",
+                        help="cases whose last line opens another document (the subject changes; the true next "
+                             "line is that document's second): does the reply follow the new subject?")
     parser.add_argument("--people-lines", choices=("chitchat", "none"), default="chitchat",
                         help="a row of random lines people wrote in the default writer's corpus (chitchat's test "
                         "split), or none")
@@ -243,6 +268,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.context_lines < 1:
         parser.error("--context-lines needs N >= 1")
+    if args.switch and (args.openings or args.context_lines < 2):
+        parser.error("--switch needs --context-lines >= 2 (lines before the new subject) and no --openings")
     if args.reads is not None and (args.reads < 1 or args.clients != 1):
         parser.error("--reads needs N >= 1 and one client (it reads with no clock, so there is no load to share)")
     if args.save:  # a path that cannot be written fails now, not after every engine has run
@@ -259,9 +286,10 @@ def main() -> int:
     else:
         paths = sorted(glob.glob(f"{args.samples}/srt/*")) + sorted(glob.glob(f"{args.samples}/opus_xml/*"))
     cases = held_out_cases(paths, args.turns, seed=args.seed, context_lines=args.context_lines,
-                           openings=args.openings)
+                           openings=args.openings, switch=args.switch)
+    kind = ", openings" if args.openings else ", the subject changed at the last line" if args.switch else ""
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {len(cases)} held-out {args.contexts} "
-          f"contexts of {args.context_lines} line(s){', openings' if args.openings else ''}, budget "
+          f"contexts of {args.context_lines} line(s){kind}, budget "
           f"{args.budget_ms} ms, {args.clients} client(s)", flush=True)
     judge_model = judge(args.dailydialog)
     parses = grammar_parser()
@@ -314,9 +342,9 @@ def main() -> int:
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
-    keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "asks_back", "words")
-    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | asks back | words |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "asks_back", "follows", "words")
+    print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | asks back | follows "
+          "| words |\n|---|---|---|---|---|---|---|---|---|---|")
     judged = {}
     for name, texts in rows.items():
         m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
@@ -325,8 +353,8 @@ def main() -> int:
     # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
     base = judged[ZERO_SHOT]["per_reply"]
     print("\nPaired against the zero-shot editor (the same contexts; difference ± its standard error):\n")
-    print("| reply | judged human | parses | topic | echo | parrots | mirrors | asks back | words |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print("| reply | judged human | parses | topic | echo | parrots | mirrors | asks back | follows | words |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for name in list(engines)[1:]:
         ours = judged[name]["per_reply"]
         print(f"| {name} | " + " | ".join("not installed" if ours[k] is None else paired(ours[k], base[k])

@@ -29,13 +29,41 @@ STOPWORDS = frozenset(
 
 
 def words(text: str) -> list[str]:
-    """Lower-case word tokens."""
-    return _WORD.findall(text.casefold())
+    """Lower-case word tokens; a typographic apostrophe (as phones type it: "I’m") is read as "'"."""
+    return _WORD.findall(text.casefold().replace("\u2019", "'"))
+
+
+# A question typed without its "?" ("what's your dream job", "do you like hiking"): the last sentence opens as a
+# question does, a question word before an auxiliary, or an auxiliary before its subject, and nothing ends it. On
+# DailyDialog's train lines with their end stripped, it finds 70% of the questions and calls 0.4% of the other lines
+# (those without a "?") questions; it finds 3,008 more in chitchat's 258k lines beside their 42,742 with a "?"
+# (benchmarks/RESULTS.md, "Seventeenth pass").
+_AUX = ("do|does|did|are|is|was|were|can|could|would|will|have|has|had|should|shall|may|might|am|don't|doesn't|"
+        "didn't|aren't|isn't|wasn't|weren't|can't|couldn't|won't|wouldn't|haven't|hasn't|shouldn't")
+_ASKS_UNMARKED = re.compile(
+    rf"\W*(?:(?:so|and|but|ok|okay|oh|well|hey|hi|hello|haha|lol)\W+)?"
+    rf"(?:(?:what|how|where|who)['’]s|(?:what|why|how|where|when|who)\s+(?:{_AUX}|about|many|much|long|old|come|often|far)"
+    rf"|what\s+if|(?:{_AUX})\s+(?:you|i|we|they|he|she|there|your|anyone|anybody|u|ya)|(?!do\b)(?:{_AUX})\s+(?:it|that|this))"
+    r"\b[^.!?]*$", re.I)
+_FIRST_WORD = re.compile(r"\W*(\w+)")
+# The words such a sentence can open with (up to an apostrophe): most lines open with none, and this one set lookup
+# spares them the regex above (a third of the cost over 4,096 writer lines).
+_ASK_OPENERS = frozenset(
+    "so and but ok okay oh well hey hi hello haha lol what why how where when who do does did are is was were can "
+    "could would will have has had should shall may might am don doesn didn aren isn wasn weren couldn won wouldn "
+    "haven hasn shouldn".split())
 
 
 def asks(text: str) -> bool:
-    """True for a line that asks something: it holds a question mark (the mirror rule, the editor's `asks_back`)."""
-    return "?" in text
+    """True for a line that asks something: it holds a question mark, or its last sentence opens as a question and
+    has no end (the mirror rule, the editor's `asks_back`)."""
+    if "?" in text:
+        return True
+    text = text.rstrip()
+    start = max(text.rfind(". "), text.rfind("! ")) + 1  # where the last sentence starts
+    first = _FIRST_WORD.match(text, start)
+    return (first is not None and first.group(1).casefold() in _ASK_OPENERS
+            and _ASKS_UNMARKED.match(text, start) is not None)
 
 
 def mirrors(text: str, text_words: list[str], question_words: frozenset[str] | None, share: float) -> bool:
@@ -53,7 +81,8 @@ def dedupe_key(text: str) -> str:
 # favorite movie?". One spelling per suffix ("'s" is "is", "'d" is "would"): a contraction meets itself and its
 # common spelling, not a rarer one ("he's been" does not meet "he has been"). Spelled out, "I'm not sure" is 4 words:
 # chitchat's people share a run of 4 with the line they answer in 1.14% of replies, 1.05% counting surface words
-# (benchmarks/RESULTS.md, "Sixteenth pass"). Typographic apostrophes split words (`words`) and are not read.
+# (benchmarks/RESULTS.md, "Sixteenth pass"). `words` reads a typographic apostrophe as "'", so "what’s" is spelled
+# out too.
 _CONTRACTIONS = (("n't", "not"), ("'re", "are"), ("'ve", "have"), ("'ll", "will"), ("'d", "would"), ("'m", "am"),
                  ("'s", "is"))
 _IRREGULAR = {"won't": ("will", "not"), "can't": ("can", "not"), "shan't": ("shall", "not")}

@@ -44,3 +44,42 @@ def test_the_text_measures_by_hand():
     assert np.allclose(per["topic"], 1.0) and m["mirrors"][0] == 0.5
     assert per["asks_back"] == [1.0, 0.0, 1.0, None] and m["asks_back"][0] == 2 / 3  # over the 3 replies to a question
     assert paired(per["asks_back"], [0.0, 0.0, 0.0, 1.0]).startswith("+0.667")  # the None pair left out
+    assert per["follows"] == [0.0, 0.0, 0.0, None]  # as near the last line as the rest: not nearer; one line: None
+
+
+def test_follows_is_whether_a_reply_is_nearer_the_last_line_than_the_lines_before_it():
+    from benchmarks.bench_replies import measures
+
+    axes = {"hiking": 0, "movies": 1}
+
+    class Topic:  # a text points along the axis of the subject it names (both: between them)
+        def embed(self, texts, keep_end=False):
+            out = np.full((len(texts), 3), 1e-3, dtype=np.float32)
+            for i, t in enumerate(texts):
+                for word, axis in axes.items():
+                    out[i, axis] += word in t
+            return out, None
+
+    class Judge:
+        def logits(self, texts):
+            return np.zeros(len(texts))
+
+    cases = [(["do you like hiking?", "i love hiking", "what about movies?"], "true")] * 2
+    per = measures(["i love hiking a lot", "movies are my thing"], cases, Judge(), Topic())["per_reply"]
+    assert per["follows"] == [0.0, 1.0]
+
+
+def test_switch_cases_end_on_another_documents_opening(tmp_path):
+    from benchmarks.bench_replies import held_out_cases
+
+    dialogues = [[f"d{d} line {i} here." for i in range(5)] for d in range(6)]
+    path = tmp_path / "test.txt"
+    path.write_text("\n\n".join("\n".join(d) for d in dialogues) + "\n", encoding="utf-8")
+    cases = held_out_cases([str(path)], 40, seed=3, context_lines=3, switch=True)
+    assert len(cases) == 40 and cases == held_out_cases([str(path)], 40, seed=3, context_lines=3, switch=True)
+    for context, true in cases:
+        old, new = context[0].split()[0], context[-1].split()[0]
+        assert len(context) == 3 and context[1].split()[0] == old != new  # two lines of one, then another's
+        assert context[-1] == f"{new} line 0 here." and true == f"{new} line 1 here."  # its opening, then its reply
+        i = int(context[1].split()[2])
+        assert context[0] == f"{old} line {i - 1} here."  # consecutive lines of the old one

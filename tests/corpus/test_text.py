@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corpus.text import holds_run, mirrors, word_runs, words
+from corpus.text import asks, holds_run, mirrors, word_runs, words
 
 WORDS = st.lists(st.sampled_from(["do", "you", "like", "dogs", "cats", "i"]), max_size=8)
 
@@ -35,6 +35,11 @@ def test_runs_read_contractions_spelled_out():
     assert word_runs(["o'clock", "'s"], 1) == {("o'clock",), ("'s",)}  # no suffix to split: as written
 
 
+def test_a_typographic_apostrophe_is_an_apostrophe():
+    assert words("I’m sure it’s Bob’s") == ["i'm", "sure", "it's", "bob's"] == words("I'm sure it's Bob's")
+    assert holds_run(words("So what’s your favorite movie?"), word_runs(words("what is your favorite movie?"), 4))
+
+
 def test_a_mirror_asks_back_with_the_questions_words():
     question = frozenset(words("Do you speak only English in the class?"))
 
@@ -45,3 +50,12 @@ def test_a_mirror_asks_back_with_the_questions_words():
     assert not mirrored("do you speak besides english?", share=0.7) and not mirrored("x?", share=0)
     assert not mirrored("I speak English.") and not mirrored("what about you?")  # no question; a word of its own
     assert not mirrored("do you speak besides english?", asked=None)  # the line answered asked nothing
+
+
+def test_a_question_typed_without_its_mark_still_asks():
+    for line in ("hello?", "What's your dream job", "what’s up", "do you like hiking", "So where are you from",
+                 "Nice. what do you do", "Hi! how about you", "does it hurt", "Don't you like it", "....is anyone there"):
+        assert asks(line), line
+    for line in ("I am fine", "What a day", "Do it now", "Do you like hiking.", "When I think of it I smile",
+                 "How are you! Fine.", "I wonder. How nice!", "", "   "):
+        assert not asks(line), line
