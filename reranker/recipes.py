@@ -44,6 +44,7 @@ from reranker.sense import (
     length_matched_pairs,
     train_sense,
 )
+from reranker.windows import switched
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class DefaultRecipe:
     # 2-core AVX2 EPYC); refitted offline on 65 to 600, the weights steadied but the held-out figures did not move
     # (mean R@1 0.291 -> 0.297), so the reserve is not rebalanced for more (benchmarks/RESULTS.md, "Thirteenth pass").
     mix_cases: int = 250
+    # The share of the contexts the sense model's relevance loss and the mix learn from whose older lines come from
+    # another conversation (`windows.switched`): the subject changes at the last line, as a user changes it. Trained
+    # only on conversations that keep theirs, the editor kept the old subject: after a change, its replies were no
+    # nearer the new line than a random writer line (benchmarks/RESULTS.md, "Seventeenth pass"). 0: none.
+    switch_share: float = 0.25
     # The mix's negatives per validation case: other people's lines, writer lines, and writer lines started from
     # the case's own context words (the topic-packed lines a relevance-heavy mix picks;
     # fitting against them lifted the share of replies a grammar parser accepts from 0.53 to 0.63). 20 of each:
@@ -120,6 +126,8 @@ class DefaultRecipe:
         check_schedule("sense_mine_at", self.sense_mine_at)
         if not 0 < self.sense_lr < math.inf:
             raise ValueError(f"sense_lr must be a finite number > 0, got {self.sense_lr}")
+        if not 0.0 <= self.switch_share <= 1.0:
+            raise ValueError(f"switch_share must be within [0, 1], got {self.switch_share}")
         if not 0.0 <= self.sense_share < 0.9:
             raise ValueError(f"sense_share must be within [0, 0.9), got {self.sense_share}")
 
@@ -253,10 +261,12 @@ def seeded_lines(writer, context: list[str], n: int, rng: np.random.Generator) -
 
 def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases: int, negatives: int,
                  seed: int, deadline: float, progress: bool = True, other_docs: list | None = None,
-                 writer_negatives: int | None = None, writer=None, seeded_negatives: int = 0) -> np.ndarray:
+                 writer_negatives: int | None = None, writer=None, seeded_negatives: int = 0,
+                 switch_share: float = 0.0) -> np.ndarray:
     """Features (cases, 1 + negatives + writer_negatives + seeded_negatives, F) of validation cases: the true
     line, other people's lines, writer lines (`writer_negatives` of them, default as many as the others) and
-    `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`).
+    `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`). A `switch_share` of the
+    cases change the subject at the last line (`windows.switched`), their seeded lines started from the words there.
 
     The other lines come from one pool (`OtherLines`) of the other documents of `docs` and of `other_docs` (a
     small validation split may hold a single document). A case whose writer gives too few seeded lines is padded
@@ -265,6 +275,7 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
     from reranker.evaluate import POOL_LINES, OtherLines, _positions
 
     rng = np.random.default_rng(seed)
+    switch_rng = np.random.default_rng([seed, 1])  # its own stream: with no switch the cases are as they were
     others_of = OtherLines(list(docs) + list(other_docs or []), POOL_LINES, rng)  # read once, then cached
     context_lines = editor.biencoder.config.context_lines
     out = []
@@ -272,6 +283,8 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
         if time.monotonic() > deadline and len(out) >= min(20, n_cases):  # a few cases even on a starved machine
             break
         context = [line.text for line in docs[d].lines[max(0, i - context_lines) : i]]
+        if switch_share and switch_rng.random() < switch_share:
+            context = switched(context, docs, d, switch_rng)
         true = docs[d].lines[i].text
         others = others_of(d, negatives, rng, exclude=true)
         n_fakes = negatives if writer_negatives is None else writer_negatives
@@ -400,7 +413,7 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         remember_readings(editor)  # the mix's writer negatives come from one pool; the evaluation's too
         feats = mix_features(editor, splits["val"], pool, n_cases=recipe.mix_cases, negatives=recipe.mix_negatives,
                              writer_negatives=recipe.mix_writer_negatives, seed=recipe.seed, writer=writer,
-                             seeded_negatives=recipe.mix_seeded_negatives,
+                             seeded_negatives=recipe.mix_seeded_negatives, switch_share=recipe.switch_share,
                              deadline=end - 0.7 * reserve, progress=progress, other_docs=splits["train"][:500])
         if editor.shared:  # "sense_context" is "context" over again: leave it at 0, its weight goes to "context"
             feats[..., FEATURES.index("sense_context")] = 0.0
@@ -579,11 +592,16 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         return None, {"skipped": f"{len(pairs)} length-matched pairs, {deadline - time.monotonic():.0f} s left"}
     sense = SenseModel.from_backbone(recipe.base_model)
     # The context each train line answered (the first time it was said), for the relevance half of the loss.
+    # A `switch_share` of them change the subject at the last line (`windows.switched`).
     contexts: dict[str, str] = {}
-    for doc in splits["train"]:
+    switch_rng = np.random.default_rng([recipe.seed, 12])
+    n_lines = sense.encoder.config.context_lines
+    for d, doc in enumerate(splits["train"]):
         for i in range(1, len(doc.lines)):
-            contexts.setdefault(doc.lines[i].text,
-                                sense.encoder.context_text([line.text for line in doc.lines[:i]]))
+            context = [line.text for line in doc.lines[max(0, i - n_lines) : i]]
+            if recipe.switch_share and switch_rng.random() < recipe.switch_share:
+                context = switched(context, splits["train"], d, switch_rng)
+            contexts.setdefault(doc.lines[i].text, sense.encoder.context_text(context))
     around = around_negatives(writer, splits["train"], recipe.seed + 11) if recipe.relevance_around else None
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
                          contexts=contexts, mine_pool=mine_pool, around=around)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +109,19 @@ def split_of(source_id: str, val_fraction: float = 0.05, test_fraction: float = 
     if u < test_fraction + val_fraction:
         return "val"
     return "train"
+
+
+def switched(context: list[str], docs: Sequence, d: int, rng: np.random.Generator) -> list[str]:
+    """The context with its older lines (all but the last) replaced by as many consecutive lines of a document other
+    than `docs[d]`: the subject changes at the last line, as users change it. Unchanged when nothing can stand in
+    (a context of one line, or no other document long enough in 32 draws)."""
+    n = len(context) - 1
+    for _ in range(32 if n > 0 and len(docs) > 1 else 0):  # drawn, not listed: a build switches ~50k contexts
+        e = int(rng.integers(len(docs)))
+        if e != d and len(docs[e].lines) >= n:
+            i = int(rng.integers(n, len(docs[e].lines) + 1))
+            return [line.text for line in docs[e].lines[i - n : i]] + [context[-1]]
+    return list(context)
 
 
 def tokenize_documents(

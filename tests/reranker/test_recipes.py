@@ -75,6 +75,8 @@ def test_recipe_config_checks():
         DefaultRecipe(sense_seeded_share=1.5)
     with pytest.raises(ValueError, match="sense_lr"):
         DefaultRecipe(sense_lr=0)
+    with pytest.raises(ValueError, match="switch_share"):
+        DefaultRecipe(switch_share=1.5)
     with pytest.raises(ValueError, match="lr and head_lr"):
         SenseTraining(lr=-1e-4)
 
@@ -402,3 +404,15 @@ def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tm
     # (argparse may wrap the help at the number's hyphen: read it with the whitespace taken out)
     stated = re.search(r"peaklearningrate\(default([0-9.e-]+):", "".join(capsys.readouterr().out.split()))
     assert stated and float(stated.group(1)) == SenseTraining.lr  # the help says what the code does
+
+
+def test_the_switch_share_flag_reaches_the_recipe(tmp_path, recipes_built, capsys):
+    from reranker.__main__ import main
+
+    assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--default", "--switch-share", "0", "--out", str(tmp_path / "b")]) == 0
+    assert [recipe.switch_share for recipe in recipes_built] == [DefaultRecipe.switch_share, 0.0]
+    assert main(["train", "--default", "--switch-share", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "switch_share must be within [0, 1]" in capsys.readouterr().err
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--switch-share", "0.5"]) == 2
+    assert "--switch-share applies to the editor recipes" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from reranker.windows import (
     encoded_length,
     make_samples,
     split_of,
+    switched,
     tokenize_documents,
 )
 
@@ -222,3 +223,20 @@ def test_splits_are_stable_across_processes():
             env={"PYTHONHASHSEED": hash_seed},
         )
         assert out.stdout.strip().split(",") == here
+
+
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=6), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_a_switched_context_keeps_its_last_line_after_consecutive_lines_of_another_document(sizes, n, seed):
+    from corpus.documents import Document, Line
+
+    docs = [Document(f"d{d}", [Line(f"d{d} {i}") for i in range(size)]) for d, size in enumerate(sizes)]
+    context = [f"mine {i}" for i in range(n)]
+    out = switched(context, docs, 0, np.random.default_rng(seed))
+    assert len(out) == n and out[-1] == context[-1]
+    if out == context:  # nothing could stand in: one line, or no other document of n - 1 lines
+        assert n == 1 or all(size < n - 1 for size in sizes[1:])
+        return
+    source = {line.split()[0] for line in out[:-1]}
+    assert len(source) == 1 and source != {"d0"}  # one other document's lines
+    firsts = [int(line.split()[1]) for line in out[:-1]]
+    assert firsts == list(range(firsts[0], firsts[0] + n - 1))  # consecutive, in order
