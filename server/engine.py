@@ -109,11 +109,15 @@ class EngineConfig(LineRules):
     scoring_round_ms: float = ROUND_MS  # a turn with less time left stays out of rounds shared with turns that have more
     finish_margin_ms: float = FINISH_MARGIN_MS  # kept back from the budget for picking and writing the response
     topic_share: float = 0.5  # with a topic, this share of the candidates is written around the topic words
-    # Without a topic, this share is written around the most specific words of the newest context lines (whole lines
-    # naming them, `MarkovModel.generate(around=...)`); the rest are the writer's plain lines.
+    # Without a topic, this share is written around the most specific words of the newest context line that has any
+    # (whole lines naming them, `MarkovModel.generate(around=...)`); the rest are the writer's plain lines.
     context_share: float = 0.5
     context_seed_words: int = 4  # at most this many of those words, the rarest in the writer's corpus first
-    context_seed_lines: int = 2  # ... of the newest this many lines
+    # ... of the newest line that names a word the writer can write around, among the newest this many. The newest
+    # alone, not the rarest of two pooled: pooled, a line about hiking went on seeding hiking after the user moved
+    # on, and after a change of subject the replies were no nearer the new line than a random writer line (0.595
+    # against 0.565; the newest line: 0.820, people 0.870; benchmarks/RESULTS.md, "Seventeenth pass").
+    context_seed_lines: int = 2
     # Lines written around the words are kept with probability min(1, k / their tokens), undoing the length bias of
     # drawing an occurrence: `markov.AROUND_UNBIAS_ABOVE` says why and what it measured (the engine does not import
     # markov, so the value is repeated here and a test holds the two equal); 0: as drawn.
@@ -606,8 +610,9 @@ class Engine:
         """The words a turn's seeded candidates are written around, the topic words the persona does not know, and
         where the words came from: the topic's, else (no topic, or none of its words known) the context's.
 
-        The context's are the content words of its newest lines that the persona's writer knows, the rarest
-        in its corpus first (`MarkovModel.context_words`: "hiking" before "going").
+        The context's are the content words of its newest line that has any the persona's writer knows (looking
+        back `context_seed_lines`), the rarest in its corpus first (`MarkovModel.context_words`: "hiking" before
+        "going").
         """
         model = self.personas[plan.persona]
         if getattr(model, "backward", None) is None:  # a writer that cannot write around words: plain candidates only
@@ -618,8 +623,10 @@ class Engine:
             return known, unknown, "topic"
         picked = []
         if self.config.context_share and self.config.context_seed_words:
-            picked = model.context_words([t.text for t in plan.turns[-self.config.context_seed_lines:]],
-                                         self.config.context_seed_words)
+            for turn in reversed(plan.turns[-self.config.context_seed_lines:]):  # the newest line with a word to seed
+                picked = model.context_words([turn.text], self.config.context_seed_words)
+                if picked:
+                    break
         # a topic none of whose words the persona knows is still reported, with its unknown words
         return picked, unknown, ("context" if picked else "topic" if unknown else None)
 

@@ -237,6 +237,21 @@ def test_without_a_topic_half_the_candidates_are_written_around_the_contexts_rar
     assert "seeded" not in plain.stats and plain.stats["generated"] == 256
 
 
+def test_the_seed_words_are_the_newest_lines_and_older_ones_only_when_it_has_none(group_engine):
+    # the user moved on from tea: the reply is written around the new subject, not the old one pooled with it
+    moved = group_engine.reply(["do you like tea?", "so, poetry and rain?"], persona="alice", seed=3)
+    assert set(moved.stats["seeded"]["words"]) == {"poetry", "rain"}
+    # a newest line with no word the writer can write around ("ok then") leaves the words of the line before it
+    back = group_engine.reply(["do you like tea?", "ok then"], persona="alice", seed=3)
+    assert back.stats["seeded"]["words"] == ["tea"]
+    # ... within context_seed_lines
+    eng = Engine(group_engine.personas, None, EngineConfig(n_candidates=256, context_seed_lines=1))
+    try:
+        assert "seeded" not in eng.reply(["do you like tea?", "ok then"], persona="alice", seed=3).stats
+    finally:
+        eng.close()
+
+
 def test_lines_around_the_words_are_thinned_by_length_unless_turned_off(group_models):
     # The default thins lines written around the words by k / tokens (undoing the length bias of drawing an
     # occurrence); 0 writes them as drawn: only one turn reports thinning, and its candidates are shorter.
