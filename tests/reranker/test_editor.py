@@ -236,10 +236,11 @@ def test_other_libraries_refuse_a_saved_editor_and_say_to_use_riposte(editor, tm
 def test_asks_back_is_a_question_answering_a_question(editor):
     only = editor.with_config(EditorConfig(weights=(0.0, 0.0, 0.0, 0.0, 0.0, -1.0)))
     candidates = ["what is your name?", "i like tea", "and you? i like tea", "good night!"]
-    asked = ["hello how are you", "do you like pizza?"]
+    asked = ["hello, nice to meet you", "do you like pizza?"]
     assert only.score(asked, candidates).tolist() == [-1.0, 0.0, -1.0, 0.0]
     assert only.score(asked[:1], candidates).tolist() == [0.0] * 4  # a statement: nothing asks back
     assert only.score(["what?", "fine."], candidates).tolist() == [0.0] * 4  # the last line counts
+    assert only.score(["do you like pizza"], candidates).tolist() == [-1.0, 0.0, -1.0, 0.0]  # asked without a "?"
     pairs = [(asked, c) for c in candidates] + [(asked[:1], c) for c in candidates]
     assert only.score_pairs(pairs).tolist() == [-1.0, 0.0, -1.0, 0.0] + [0.0] * 4  # each pair its own context
     many = only.score_many([(asked, candidates), (asked[:1], candidates)])
