@@ -107,9 +107,9 @@ def _add_train(sub) -> None:
                         "a 2-core AVX2 CPU it learned what 5e-5 did not, and 6e-4 cost relevance; benchmarks/RESULTS.md, "
                         "\"Twelfth pass\")")
     p.add_argument("--switch-share", type=float, default=None, metavar="SHARE",
-                   help="editor recipes: the share of the contexts the sense model and the mix learn from whose older "
-                        "lines come from another conversation, so the subject changes at the last line (default "
-                        "0.25; 0: none; benchmarks/RESULTS.md, \"Seventeenth pass\")")
+                   help="editor recipes: the share of the validation contexts the mix is fitted on whose older lines "
+                        "come from another conversation, so the subject changes at the last line (default 0.25; 0: "
+                        "none; benchmarks/RESULTS.md, \"Seventeenth pass\")")
     p.add_argument("--hold-out", action="append", default=[], metavar="PATTERN",
                    help="--recipe editor: files matching this pattern (fnmatch on the path or file name, e.g. "
                         "'s09e*.txt' or 'test.txt'; repeatable) are the test split, never trained on; without it "

@@ -132,12 +132,14 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert isinstance(editor, Editor)
     train = json.loads((out / "train.json").read_text())
     assert train["fluency"]["n_train"] + train["fluency"]["n_val"] == 400 and train["mix_cases"] == 20
+    assert train["mix_switch_share"] == DefaultRecipe.switch_share  # some of its cases change the subject
     assert train["weights"]["asks_back"] == pytest.approx(ASKS_BACK) and editor.config.weights[-1] == pytest.approx(ASKS_BACK)
     metrics = json.loads((out / "eval.json").read_text())
     assert set(metrics["scorers"]) == {"model", "bi-encoder", "tf-idf"}
     assert metrics["scorers"]["model"]["writer99"]["n"] == 6
     card = (out / "README.md").read_text()
     assert "Against the zero-shot bi-encoder" in card and "tiny dump" in card and "first stage" in card
+    assert f"({DefaultRecipe.switch_share:.0%} of them changing the subject at the last line)" in card
     from reranker.first_stage import FirstStage
     from reranker.recipes import first_stage_source
 
