@@ -116,7 +116,8 @@ class EngineConfig(LineRules):
     # ... of the newest line that names a word the writer can write around, among the newest this many. The newest
     # alone, not the rarest of two pooled: pooled, a line about hiking went on seeding hiking after the user moved
     # on, and after a change of subject the replies were no nearer the new line than a random writer line (0.595
-    # against 0.565; the newest line: 0.820, people 0.870; benchmarks/RESULTS.md, "Seventeenth pass").
+    # against 0.565; the newest line: 0.815, people 0.870), with the judges level (benchmarks/RESULTS.md,
+    # "Seventeenth pass").
     context_seed_lines: int = 2
     # Lines written around the words are kept with probability min(1, k / their tokens), undoing the length bias of
     # drawing an occurrence: `markov.AROUND_UNBIAS_ABOVE` says why and what it measured (the engine does not import
