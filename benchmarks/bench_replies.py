@@ -226,8 +226,11 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
 
 
 def paired(ours: list[float], theirs: list[float]) -> str:
-    """Mean difference of two rows on the same contexts, with its standard error (same-context noise cancels)."""
+    """Mean difference of two rows on the same contexts, with its standard error (same-context noise cancels); "—"
+    where no context has both."""
     kept = [(a, b) for a, b in zip(ours, theirs, strict=True) if a is not None and b is not None]
+    if not kept:  # a measure with nothing to say of any context (follows, after one line of context)
+        return "—"
     mean, se = mean_se([a - b for a, b in kept])
     return f"{mean:+.3f} ± {se:.3f}"
 
@@ -348,7 +351,8 @@ def main() -> int:
     judged = {}
     for name, texts in rows.items():
         m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
-        print(f"| {name} | " + " | ".join("not installed" if m[k] is None else f"{m[k][0]:.1f}" if k == "words"
+        print(f"| {name} | " + " | ".join("not installed" if m[k] is None else "—" if np.isnan(m[k][0])
+                                          else f"{m[k][0]:.1f}" if k == "words"
                                           else f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in keys) + " |")
     # Every engine against the zero-shot editor on the same contexts: the paired difference is what a change moved.
     base = judged[ZERO_SHOT]["per_reply"]
