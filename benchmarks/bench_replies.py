@@ -77,7 +77,8 @@ MIRROR_SHARE = 0.5  # ... and the share of a reply's own content words taken fro
 # the values given, and its row is named by the changed fields in this order.
 SWEEPS = (
     ("--context-share", "context_share", float, "the share of candidates written around the context's words"),
-    ("--context-seed-lines", "context_seed_lines", int, "the newest lines whose words those candidates are written around"),
+    ("--context-seed-lines", "context_seed_lines", int,
+     "how far back a turn looks for the newest line with words to write around"),
     ("--index-k", "index_k_kept", int, "the hits a turn takes from a reply index that keeps the editor's readings"),
     ("--around-unbias-above", "around_unbias_above", int,
      "lines written around a word kept with probability min(1, k / tokens); 0: off"),
@@ -96,6 +97,8 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3, 
     docs = [d for d in read_split(paths, "all")[0] if len(d.lines) > context_lines]
     rng = np.random.default_rng(seed)
     if switch:
+        if len(docs) < 2:
+            raise SystemExit(f"--switch: cases need two documents of more than {context_lines} lines, found {len(docs)}")
         out = []
         while len(out) < n:
             old, new = (docs[int(d)] for d in rng.choice(len(docs), size=2, replace=False))
@@ -198,8 +201,9 @@ def mean_se(x) -> tuple[float, float]:
 
 
 def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
-    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots and
-    words, and each reply's own values under "per_reply" (parses None without the grammar parser)."""
+    """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots,
+    mirrors, asks back, follows and words, and each reply's own values under "per_reply" (parses None without the
+    grammar parser; asks back None after a line that asks nothing, follows None after a context of one line)."""
     from corpus.text import asks, holds_run, mirrors, overlap, word_runs, words
     from reranker.runtime import unit
 

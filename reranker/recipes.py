@@ -269,7 +269,8 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
     """Features (cases, 1 + negatives + writer_negatives + seeded_negatives, F) of validation cases: the true
     line, other people's lines, writer lines (`writer_negatives` of them, default as many as the others) and
     `seeded_negatives` lines of `writer` started from the context's words (`seeded_lines`). A `switch_share` of the
-    cases change the subject at the last line (`windows.switched`), their seeded lines started from the words there.
+    cases change the subject at the last line (`windows.switched`: the older lines come from another document, of
+    `docs` or `other_docs`), their seeded lines started from the switched context's words.
 
     The other lines come from one pool (`OtherLines`) of the other documents of `docs` and of `other_docs` (a
     small validation split may hold a single document). A case whose writer gives too few seeded lines is padded
@@ -279,7 +280,8 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
 
     rng = np.random.default_rng(seed)
     switch_rng = np.random.default_rng([seed, 1])  # its own stream: with no switch the cases are as they were
-    others_of = OtherLines(list(docs) + list(other_docs or []), POOL_LINES, rng)  # read once, then cached
+    pool_docs = list(docs) + list(other_docs or [])  # docs first, so a case's index names its own document here too
+    others_of = OtherLines(pool_docs, POOL_LINES, rng)  # read once, then cached
     context_lines = editor.biencoder.config.context_lines
     out = []
     for d, i in progress_bar(_positions(docs, rng, n_cases, context_lines), desc="mix cases", disable=not progress, leave=False):
@@ -287,7 +289,7 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
             break
         context = [line.text for line in docs[d].lines[max(0, i - context_lines) : i]]
         if switch_share and switch_rng.random() < switch_share:
-            context = switched(context, docs, d, switch_rng)
+            context = switched(context, pool_docs, d, switch_rng)  # a one-document split switches too
         true = docs[d].lines[i].text
         others = others_of(d, negatives, rng, exclude=true)
         n_fakes = negatives if writer_negatives is None else writer_negatives

@@ -116,7 +116,7 @@ def switched(context: list[str], docs: Sequence, d: int, rng: np.random.Generato
     than `docs[d]`: the subject changes at the last line, as users change it. Unchanged when nothing can stand in
     (a context of one line, or no other document long enough in 32 draws)."""
     n = len(context) - 1
-    for _ in range(32 if n > 0 and len(docs) > 1 else 0):  # drawn, not listed: a build switches ~50k contexts
+    for _ in range(32 if n > 0 and len(docs) > 1 else 0):  # drawn, not listed: one pass over many documents each
         e = int(rng.integers(len(docs)))
         if e != d and len(docs[e].lines) >= n:
             i = int(rng.integers(n, len(docs[e].lines) + 1))

@@ -54,8 +54,9 @@ def test_a_mirror_asks_back_with_the_questions_words():
 
 def test_a_question_typed_without_its_mark_still_asks():
     for line in ("hello?", "What's your dream job", "what’s up", "do you like hiking", "So where are you from",
-                 "Nice. what do you do", "Hi! how about you", "does it hurt", "Don't you like it", "....is anyone there"):
+                 "Nice. what do you do", "Hi! how about you", "does it hurt", "Don't you like it", "....is anyone there",
+                 "don’t you like it", "so do you like it"):
         assert asks(line), line
     for line in ("I am fine", "What a day", "Do it now", "Do you like hiking.", "When I think of it I smile",
-                 "How are you! Fine.", "I wonder. How nice!", "", "   "):
+                 "How are you! Fine.", "I wonder. How nice!", "", "   ", "so do i", "me too. so am I!", "...", "!!!"):
         assert not asks(line), line

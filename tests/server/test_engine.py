@@ -143,8 +143,9 @@ def test_never_parrots_a_run_of_the_users_line_or_of_its_own(tiny_markov):
             replies[run] = eng.reply(history, seed=1, budget_ms=5000, n_alternatives=1000)
         finally:
             eng.close()
-    # The scorer loves the user's words, so without the rule lines re-saying the question are among its best.
-    assert any(parrots(t) for t in [replies[0].reply] + [a.text for a in replies[0].alternatives])
+    # The scorer loves the user's words, so without the rule lines re-saying the question are among its best few.
+    best = [replies[0].reply] + [a.text for a in replies[0].alternatives]
+    assert sum(map(parrots, best[:10])) >= 2
     said = [replies[3].reply] + [a.text for a in replies[3].alternatives]
     assert replies[3].reply and len(said) > 10 and not any(parrots(t) for t in said)
 
