@@ -50,6 +50,10 @@ def test_a_mirror_asks_back_with_the_questions_words():
     assert not mirrored("do you speak besides english?", share=0.7) and not mirrored("x?", share=0)
     assert not mirrored("I speak English.") and not mirrored("what about you?")  # no question; a word of its own
     assert not mirrored("do you speak besides english?", asked=None)  # the line answered asked nothing
+    # one sentence that mirrors, in a reply whose other sentences dilute its words
+    favorite = frozenset(words("what is your favorite movie?"))
+    assert mirrored("Its going great! How about you? What was your favorite movie?", asked=favorite)
+    assert not mirrored("I loved Jaws as a kid. What about your sister?", asked=favorite)  # asks, but its own words
 
 
 def test_a_question_typed_without_its_mark_still_asks():
