@@ -200,20 +200,31 @@ def mean_se(x) -> tuple[float, float]:
     return (float(np.mean(x)), standard_error(x)) if x else (float("nan"), float("nan"))
 
 
-def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None) -> dict:
+def context_sides(cases: list[tuple[list[str], str]], topic_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors of each case's joined context, its last line and the lines before it, joined: the same for every
+    row, so a run embeds them once."""
+    from reranker.runtime import unit
+
+    joined = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
+    lasts = unit(topic_model.embed([c[-1] for c, _ in cases])[0])
+    befores = unit(topic_model.embed([" ".join(c[:-1]) or "-" for c, _ in cases], keep_end=True)[0])
+    return joined, lasts, befores
+
+
+def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, topic_model, parses=None,
+             sides: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
     """Per-row means (and standard errors) of the judged-human share, the parsed share, topic, echo, parrots,
     mirrors, asks back, follows and words, and each reply's own values under "per_reply" (parses None without the
-    grammar parser; asks back None after a line that asks nothing, follows None after a context of one line)."""
+    grammar parser; asks back None after a line that asks nothing, follows None after a context of one line).
+    `sides`: the cases' `context_sides`, embedded here when not given."""
     from corpus.text import asks, holds_run, mirrors, overlap, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
-    contexts = unit(topic_model.embed([" ".join(c) for c, _ in cases], keep_end=True)[0])
+    contexts, lasts, befores = sides or context_sides(cases, topic_model)
     replies = unit(topic_model.embed(texts)[0])
     topic = (contexts * replies).sum(1)
     # nearer the last line than the lines before it (None for a context of one line: nothing to compare)
-    lasts = unit(topic_model.embed([c[-1] for c, _ in cases])[0])
-    befores = unit(topic_model.embed([" ".join(c[:-1]) or "-" for c, _ in cases], keep_end=True)[0])
     follows = [float(a > b) if len(c) > 1 else None for a, b, (c, _) in
                zip((lasts * replies).sum(1), (befores * replies).sum(1), cases, strict=True)]
     echo, parrots, mirrored, asks_back = [], [], [], []
@@ -352,9 +363,9 @@ def main() -> int:
     keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "asks_back", "follows", "words")
     print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | asks back | follows "
           "| words |\n|---|---|---|---|---|---|---|---|---|---|")
-    judged = {}
+    judged, sides = {}, context_sides(cases, topic_model)
     for name, texts in rows.items():
-        m = judged[name] = measures(texts, cases, judge_model, topic_model, parses)
+        m = judged[name] = measures(texts, cases, judge_model, topic_model, parses, sides)
         print(f"| {name} | " + " | ".join("not installed" if m[k] is None else "—" if np.isnan(m[k][0])
                                           else f"{m[k][0]:.1f}" if k == "words"
                                           else f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in keys) + " |")
