@@ -576,7 +576,9 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
                                                      4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
-    def seed_contexts(docs: list) -> list[list[str]]:  # each line's newest two before it, as a turn seeds from
+    # Each line's newest two before it, pooled, as a turn seeded until the seventeenth pass (a turn now takes the
+    # newest line's words, `Engine.seed_words`; these pools were left as measured).
+    def seed_contexts(docs: list) -> list[list[str]]:
         return [[line.text for line in doc.lines[max(0, i - 2) : i]] for doc in docs for i in range(1, len(doc.lines))]
 
     # ... and against lines written around the words of validation contexts, the kind a turn writes (and mining
