@@ -71,16 +71,17 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
 def mirrors(text: str, text_words: list[str], question_words: frozenset[str] | None, share: float) -> bool:
-    """True for a reply that asks back taking `share` or more of its own content words from the question it answers
-    (`question_words`: the question's words, None when the line answered asks nothing; share 0: never), in the whole
-    reply or in one of its sentences that asks: "Great! How about you? What was your favorite movie?" mirrors "what is
-    your favorite movie?" in its last sentence, where the whole reply's words dilute it."""
+    """True for a reply with a sentence that asks back taking `share` or more of its own content words from the
+    question it answers (`question_words`: the question's words, None when the line answered asks nothing; share 0:
+    never). Sentence by sentence: "Great! How about you? What was your favorite movie?" mirrors "what is your favorite
+    movie?" in its last sentence, where the whole reply's words dilute it; "My favorite movie is Jaws. What about
+    you?" answers in the question's words and asks back in its own, as people do."""
     if question_words is None or share <= 0 or not asks(text):
         return False
-    if overlap(text_words, question_words) >= share:
-        return True
     parts = _SENTENCE_BREAK.split(text)
-    return len(parts) > 1 and any(asks(p) and overlap(words(p), question_words) >= share for p in parts)
+    if len(parts) == 1:  # the reply is its one sentence: its words are read already
+        return overlap(text_words, question_words) >= share
+    return any(asks(p) and overlap(words(p), question_words) >= share for p in parts)
 
 
 def dedupe_key(text: str) -> str:

@@ -54,6 +54,9 @@ def test_a_mirror_asks_back_with_the_questions_words():
     favorite = frozenset(words("what is your favorite movie?"))
     assert mirrored("Its going great! How about you? What was your favorite movie?", asked=favorite)
     assert not mirrored("I loved Jaws as a kid. What about your sister?", asked=favorite)  # asks, but its own words
+    # an answer in the question's words, then a question in its own: no mirror, though half the reply's words are taken
+    assert not mirrored("My favorite movie is Jaws. What about you?", asked=favorite)
+    assert mirrored("Jaws. What is your favorite movie?", asked=favorite)  # ... but a sentence that re-asks it is one
 
 
 def test_a_question_typed_without_its_mark_still_asks():
