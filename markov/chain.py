@@ -702,9 +702,16 @@ class MarkovModel:
         return [word for _, _, word in sorted(counts)[:k]]
 
     def context_words(self, lines: Sequence[str], k: int) -> list[str]:
-        """The words to write a reply around: up to k content words of the lines (newest last), the rarest first."""
-        said = [w for line in reversed(lines) for w in content_words(words(line))]
-        return self.specific_words(list(dict.fromkeys(said)), k)
+        """The words to write a reply around: up to k content words of the newest line (lines: newest last) that has
+        any this model knows, the rarest first; an older line's only where the newer ones have none ("ok then").
+
+        The newest line alone: pooled with the line before it, the rarest words were often the bot's own last line's,
+        and the reply kept the old subject after the user changed it (benchmarks/RESULTS.md, "Seventeenth pass")."""
+        for line in reversed(lines):
+            picked = self.specific_words(list(dict.fromkeys(content_words(words(line)))), k)
+            if picked:
+                return picked
+        return []
 
     def log_likelihood(self, text: str, mix: float = 0.9, floor: float = 1e-7) -> float:
         """Mean log-probability per token (END included) of a text, interpolated with unigrams.

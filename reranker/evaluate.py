@@ -196,8 +196,8 @@ def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> l
 
 def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed: int = 0,
                         deadline: float = math.inf, per_context: int = 16, seed_words: int = 4) -> list[str]:
-    """Up to n distinct writer lines written around the context words of contexts drawn from `contexts` (all their
-    lines pooled; a turn takes its newest line's), as a turn writes its seeded candidates
+    """Up to n distinct writer lines written around the context words of contexts drawn from `contexts` (the newest
+    line's that has any the writer knows), as a turn writes its seeded candidates
     (`MarkovModel.context_words`, `generate(around=...)`, thinned by length as
     `markov.AROUND_UNBIAS_ABOVE` says); the engine's filters apply. A writer without a backward table (saved
     before format 4) cannot: none."""

@@ -33,7 +33,7 @@ from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, content_words, dedupe_key, words
 from markov.chain import AROUND_UNBIAS_ABOVE
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
-from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
+from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, Said, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
 from reranker.sense import (
@@ -301,8 +301,7 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
             seeded += [writer_pool[j] for j in rng.choice(len(writer_pool), seeded_negatives - len(seeded))]
             fakes += seeded
         candidates = [true, *others, *fakes]
-        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates),
-                                   editor.context_asks(context)))
+        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates), Said.of(context)))
     if not out:
         raise ValueError("no validation case for the mix: the validation split is empty or too short")
     return np.stack(out)
@@ -460,13 +459,14 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         print(format_table(metrics))
     card = model_card(
         title="riposte editor",
-        summary=("This editor scores a candidate reply to a context as a learned mix of six signals: the "
+        summary=("This editor scores a candidate reply to a context as a learned mix of seven signals: the "
                  "zero-shot all-MiniLM-L6-v2 bi-encoder's cosine with the joined context, its cosine with the last "
                  "line, a fluency head (\"human or writer?\") on the candidate's embedding, and a sense model: a "
                  "copy of the encoder fine-tuned end to end to tell the training documents' lines from a Markov "
                  "writer's lines of the same length (its logit) and to rank each line first for the context it "
                  "answered (its cosine with the context, the learned relevance), and whether it answers a "
-                 "question with a question (asks back). Load with "
+                 "question with a question (asks back) and how many of its words it takes from the last line "
+                 "(echo). Load with "
                  "`from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "
@@ -576,8 +576,8 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
                                                      4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
-    # Each line's newest two before it, pooled, as a turn seeded until the seventeenth pass (a turn now takes the
-    # newest line's words, `Engine.seed_words`; these pools were left as measured).
+    # Each line's two before it: the words of the newer that has any the writer knows, as a turn seeds
+    # (`MarkovModel.context_words`, `Engine.seed_words` with its default `context_seed_lines`).
     def seed_contexts(docs: list) -> list[list[str]]:
         return [[line.text for line in doc.lines[max(0, i - 2) : i]] for doc in docs for i in range(1, len(doc.lines))]
 
@@ -623,10 +623,10 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
 
 def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4, tries: int = 8
                      ) -> Callable[[str], str | None]:
-    """line -> a fresh writer line written around the context words of the lines before it (its newest two, as a
-    turn seeds from; the first time it was said), the closest in word count of `tries`, or None where the writer
-    finds none. Lines are written when asked (a few ms each), so a short training run pays only for the lines it
-    reads."""
+    """line -> a fresh writer line written around the context words of the lines before it (the newer of its two
+    with words the writer knows, as a turn seeds; the first time it was said), the closest in word count of `tries`,
+    or None where the writer finds none. Lines are written when asked (a few ms each), so a short training run pays
+    only for the lines it reads."""
     if getattr(writer, "backward", None) is None:  # saved before format 4: it cannot write around words
         raise ValueError("relevance_around needs a writer with a backward table (Markov format 4 or later)")
     before: dict[str, list[str]] = {}

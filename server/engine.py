@@ -613,7 +613,7 @@ class Engine:
 
         The context's are the content words of its newest line that has any the persona's writer knows (looking
         back `context_seed_lines`), the rarest in its corpus first (`MarkovModel.context_words`: "hiking" before
-        "going").
+        "going"), as the recipes' lines written around a context are seeded too.
         """
         model = self.personas[plan.persona]
         if getattr(model, "backward", None) is None:  # a writer that cannot write around words: plain candidates only
@@ -624,10 +624,8 @@ class Engine:
             return known, unknown, "topic"
         picked = []
         if self.config.context_share and self.config.context_seed_words:
-            for turn in reversed(plan.turns[-self.config.context_seed_lines:]):  # the newest line with a word to seed
-                picked = model.context_words([turn.text], self.config.context_seed_words)
-                if picked:
-                    break
+            picked = model.context_words([turn.text for turn in plan.turns[-self.config.context_seed_lines:]],
+                                         self.config.context_seed_words)
         # a topic none of whose words the persona knows is still reported, with its unknown words
         return picked, unknown, ("context" if picked else "topic" if unknown else None)
 

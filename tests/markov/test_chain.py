@@ -347,3 +347,11 @@ def test_bulk_tokenizer_equals_line_by_line(texts):
     expected = [tokenize(t.replace("\n", " ")) for t in texts]
     assert lengths.tolist() == [len(e) for e in expected]
     assert [pieces[i] for i in ids.tolist()] == [p for e in expected for p in e]
+
+
+def test_context_words_are_the_newest_lines_that_has_any_known(model):
+    # "pizza" and "home" occur twice in CHAT, "good" four times, "zork" never: the newest line's known words, rarest
+    # first, never pooled with an older line's
+    assert model.context_words(["home is good", "pizza is good"], 3) == ["pizza", "good"]
+    assert model.context_words(["home is good", "zork?"], 3) == ["home", "good"]  # the newest knows none: the one before
+    assert model.context_words(["zork", "zork zork"], 3) == [] and model.context_words([], 3) == []
