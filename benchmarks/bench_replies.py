@@ -90,9 +90,11 @@ SWEEPS = (
 def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3, openings: bool = False,
                    switch: bool = False) -> list[tuple[list[str], str]]:
     """n (context, true next line) cases from random places in the documents, or from their first lines; `switch`:
-    the context's last line opens another document, after context_lines - 1 lines of this one (the subject
-    changes), and the true next line is that document's second."""
+    the context's last line opens a document, after context_lines - 1 consecutive lines of another
+    (`reranker.windows.switched`, as the mix's validation cases change the subject), and the true next line is the
+    opened document's second."""
     from reranker.__main__ import read_split
+    from reranker.windows import switched
 
     docs = [d for d in read_split(paths, "all")[0] if len(d.lines) > context_lines]
     rng = np.random.default_rng(seed)
@@ -101,10 +103,11 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3, 
             raise SystemExit(f"--switch: cases need two documents of more than {context_lines} lines, found {len(docs)}")
         out = []
         while len(out) < n:
-            old, new = (docs[int(d)] for d in rng.choice(len(docs), size=2, replace=False))
-            i = int(rng.integers(context_lines - 1, len(old.lines) + 1))
-            before = [line.text for line in old.lines[i - context_lines + 1 : i]]
-            out.append(([*before, new.lines[0].text], new.lines[1].text))
+            d = int(rng.integers(len(docs)))
+            opening = [line.text for line in docs[d].lines[:2]]
+            context = switched([""] * (context_lines - 1) + opening[:1], docs, d, rng)
+            if "" not in context:  # switched: unchanged only when no other document came up in its draws
+                out.append((context, opening[1]))
         return out
     if openings:  # one case a document, so no document twice
         if n > len(docs):
