@@ -33,7 +33,7 @@ from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, content_words, dedupe_key, words
 from markov.chain import AROUND_UNBIAS_ABOVE
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
-from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, Said, fluency_inputs
+from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
 from reranker.runtime import bf16_supported
 from reranker.sense import (
@@ -301,7 +301,8 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
             seeded += [writer_pool[j] for j in rng.choice(len(writer_pool), seeded_negatives - len(seeded))]
             fakes += seeded
         candidates = [true, *others, *fakes]
-        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates), Said.of(context)))
+        out.append(editor.features(editor.context_vectors(context), editor.read_texts(candidates),
+                                   editor.context_asks(context)))
     if not out:
         raise ValueError("no validation case for the mix: the validation split is empty or too short")
     return np.stack(out)
@@ -459,14 +460,13 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         print(format_table(metrics))
     card = model_card(
         title="riposte editor",
-        summary=("This editor scores a candidate reply to a context as a learned mix of seven signals: the "
+        summary=("This editor scores a candidate reply to a context as a learned mix of six signals: the "
                  "zero-shot all-MiniLM-L6-v2 bi-encoder's cosine with the joined context, its cosine with the last "
                  "line, a fluency head (\"human or writer?\") on the candidate's embedding, and a sense model: a "
                  "copy of the encoder fine-tuned end to end to tell the training documents' lines from a Markov "
                  "writer's lines of the same length (its logit) and to rank each line first for the context it "
                  "answered (its cosine with the context, the learned relevance), and whether it answers a "
-                 "question with a question (asks back) and how many of its words it takes from the last line "
-                 "(echo). Load with "
+                 "question with a question (asks back). Load with "
                  "`from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "
