@@ -16,6 +16,7 @@ from corpus.clean import (
     remove_ads_and_credits,
     remove_sound_cues,
     remove_speaker_label,
+    restore_apostrophes,
     split_speakers,
     strip_chat_markup,
     strip_markup,
@@ -234,6 +235,26 @@ def test_chat_documents_keep_their_messages_and_metadata():
     out = clean_document(doc, CleanConfig(sentence_case=True), Report())
     assert out.lines[0] == Line("hello there", "ann", 3.0, reactions=2, message_id="1")
     assert out.lines[1] == Line("new line", "bob", reply_to="1")  # lower-case start is not joined in chat
+
+
+def test_a_contraction_typed_without_its_apostrophe_gets_it_back():
+    report = Report()
+    assert restore_apostrophes("thats cool, im in. Dont go, DONT GO", report) == "that's cool, I'm in. Don't go, DON'T GO"
+    assert restore_apostrophes("I cant and wont, whats up? youre right, they havent", report) == (
+        "I can't and won't, what's up? you're right, they haven't")
+    assert report.counts["apostrophes_restored"] == 2  # lines changed, not words
+    # words of their own stay ("its", "well", "were", "ill", "lets", "hes"), as do words that hold one, and "IM"
+    for text in ("its fine, well were out", "ill lets hes shes id", "idontknow imagine", "IM me", "don't I'm"):
+        assert restore_apostrophes(text, report) == text
+    assert report.counts["apostrophes_restored"] == 2
+
+
+def test_chat_documents_get_their_apostrophes_back_and_subtitles_are_left_as_they_are():
+    chat = Document("c", [Line("thats so cool"), Line("im in")], "chitchat")
+    assert clean_document(chat, CleanConfig(), Report()).texts() == ["that's so cool", "I'm in"]
+    assert clean_document(chat, CleanConfig(apostrophes=False), Report()).texts() == ["thats so cool", "im in"]
+    subtitles = Document("s", [Line("Thats the dont."), Line("Im in.")], "srt")
+    assert clean_document(subtitles, CleanConfig(), Report()).texts() == ["Thats the dont.", "Im in."]
 
 
 def test_a_document_with_nothing_left_is_none():
