@@ -26,6 +26,19 @@ def read_chitchat(path: Path | None = None) -> Iterator[Document]:
     yield from parse_chitchat(data)
 
 
+def cleaned_chitchat(report: Report | None = None) -> Iterator[Document]:
+    """chitchat's conversations cleaned as every chat corpus is (`corpus.clean.clean_document`: empty lines and
+    immediate repeats dropped, apostrophes restored): what the default writer and the default editor learn from, so
+    the editor learns against the writer it will edit, whichever path built that writer."""
+    from corpus.clean import CleanConfig, clean_document
+
+    report = report if report is not None else Report()
+    for doc in read_chitchat():
+        cleaned = clean_document(doc, CleanConfig(), report)
+        if cleaned is not None:
+            yield cleaned
+
+
 def is_chitchat(data: object) -> bool:
     """True when a parsed JSON object looks like chitchat-dataset's dataset.json."""
     if not isinstance(data, dict) or not data:

@@ -311,11 +311,11 @@ def mix_features(editor: Editor, docs: list, writer_pool: list[str], *, n_cases:
 def train_default(out_dir: str | Path, *, max_minutes: float | None = None, seed: int = 0, progress: bool = True,
                   recipe: DefaultRecipe | None = None) -> Path:
     """Build the embedded default editor from chitchat within max_minutes (prep, training, evaluation); save it."""
-    from corpus.chitchat import read_chitchat
+    from corpus.chitchat import cleaned_chitchat
     from reranker.windows import split_of
 
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
-    for doc in read_chitchat():
+    for doc in cleaned_chitchat():
         splits[split_of(doc.source_id)].append(doc)
     from markov import CHITCHAT_ORDER
 
@@ -691,14 +691,14 @@ def build_first_stage(editor_dir: str | Path, *, n_lines: int = 20_000, seed: in
 
     For an editor built before first stages existed; a new `train --default` builds one on the way.
     """
-    from corpus.chitchat import read_chitchat
+    from corpus.chitchat import cleaned_chitchat
     from markov import CHITCHAT_ORDER, MarkovConfig, MarkovModel
     from reranker.evaluate import writer_lines
     from reranker.windows import split_of
 
     editor_dir = Path(editor_dir)
     editor = Editor.load(editor_dir, warmup=False)
-    train = [doc for doc in read_chitchat() if split_of(doc.source_id) == "train"]
+    train = [doc for doc in cleaned_chitchat() if split_of(doc.source_id) == "train"]
     rng = np.random.default_rng(seed)
     human = [line.text for doc in train for line in doc.lines]
     human = [human[i] for i in rng.permutation(len(human))[: n_lines // 2]]

@@ -101,13 +101,13 @@ class BuildStatus:
 
 
 def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
-    """Build the chitchat Markov model (every line, weight 1) and save it to `out_dir`."""
-    from corpus.chitchat import read_chitchat
+    """Build the chitchat Markov model (every cleaned line, weight 1) and save it to `out_dir`."""
+    from corpus.chitchat import cleaned_chitchat
     from corpus.progress import progress as progress_bar
     from markov import CHITCHAT_ORDER, MarkovConfig, MarkovModel
 
     def lines():
-        for doc in progress_bar(read_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
+        for doc in progress_bar(cleaned_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
             for line in doc.lines:
                 yield line.text, 1.0
 
