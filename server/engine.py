@@ -93,10 +93,10 @@ class EngineConfig(LineRules):
     # (whole-line echoes and repeats are refused still); 1 or 2 refuse any shared word or pair of words.
     echo_run: int = 4
     # No mirrors: after a question, a reply that is itself a question takes under this share of its own content
-    # words from it, in the whole reply or in one of its sentences that asks (`corpus.text.mirrors`). The engine's
-    # best lines answered "Do you like cooking?" with "What do you like cooking?": on DailyDialog openings 25% of its
-    # replies to a question were such mirrors, where chitchat's people make them in 1.2% of their replies to a
-    # question (1.8% counting sentences) and DailyDialog's in 0-3% (benchmarks/RESULTS.md, "Sixteenth pass").
+    # words from it, sentence by sentence (`corpus.text.mirrors`). The engine's best lines answered "Do you like
+    # cooking?" with "What do you like cooking?": on DailyDialog openings 25% of its replies to a question were such
+    # mirrors, where chitchat's people make them in 1.2-1.8% of their replies to a question and DailyDialog's in 0-3%
+    # (benchmarks/RESULTS.md, "Sixteenth pass" to "Eighteenth pass").
     # A question that asks something new ("what about you?", "how old is he?") passes. 0: off.
     mirror_share: float = 0.5
     bot_speakers: tuple[str, ...] = ("bot", "assistant")
