@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--prior-weight", type=float, nargs="*", default=[0.5, 2.0])
     args = parser.parse_args()
 
-    from corpus.chitchat import read_chitchat
+    from corpus.chitchat import cleaned_chitchat
     from corpus.modeldir import editor_dir
     from markov import MarkovModel
     from reranker.__main__ import read_split
@@ -136,7 +136,7 @@ def main() -> int:
         print(f"model2vec: not measured ({type(exc).__name__}: {exc})")
 
     chitchat = {"train": [], "test": []}
-    for doc in read_chitchat():
+    for doc in cleaned_chitchat():
         split = split_of(doc.source_id)
         if split in chitchat:
             chitchat[split].append(doc)

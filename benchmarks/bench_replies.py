@@ -106,7 +106,7 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3, 
             d = int(rng.integers(len(docs)))
             opening = [line.text for line in docs[d].lines[:2]]
             context = switched([""] * (context_lines - 1) + opening[:1], docs, d, rng)
-            if "" not in context:  # switched: unchanged only when no other document came up in its draws
+            if "" not in context:  # no placeholder left: switched found another document in its draws (it may not)
                 out.append((context, opening[1]))
         return out
     if openings:  # one case a document, so no document twice
@@ -124,12 +124,12 @@ def held_out_cases(paths: list[str], n: int, seed: int, context_lines: int = 3, 
 
 
 def people_lines(n: int, seed: int) -> list[str]:
-    """n random lines people wrote in chitchat's test split (held out from every editor recipe; the served writer's
-    table holds them, but it never says a corpus line verbatim)."""
-    from corpus.chitchat import read_chitchat
+    """n random lines people wrote in chitchat's test split, cleaned as the served writer's table holds them (held
+    out from every editor recipe; the writer never says a corpus line verbatim)."""
+    from corpus.chitchat import cleaned_chitchat
     from reranker.windows import split_of
 
-    lines = [line.text for doc in read_chitchat() if split_of(doc.source_id) == "test" for line in doc.lines]
+    lines = [line.text for doc in cleaned_chitchat() if split_of(doc.source_id) == "test" for line in doc.lines]
     return [lines[i] for i in np.random.default_rng([4, seed]).choice(len(lines), size=n, replace=False)]
 
 

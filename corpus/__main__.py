@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections import Counter
 
-from corpus.clean import CleanConfig, clean_document
+from corpus.clean import CleanConfig, clean_documents
 from corpus.dialogue import SHAPES
 from corpus.dump import ReadConfig, read_path
 from corpus.report import Report
@@ -64,10 +64,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     report = Report()
     first = True
     out = sys.stdout
-    for doc in read_path(args.path, report, read):
-        cleaned = clean_document(doc, clean, report)
-        if cleaned is None:
-            continue
+    for cleaned in clean_documents(read_path(args.path, report, read), clean, report):
         if not first:
             out.write("\n")
         first = False
@@ -94,10 +91,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     formats: Counter = Counter()
     n_docs = n_lines = n_tokens = 0
     hist = Counter()
-    for doc in progress(read_path(args.path, report, read), desc="stats", unit=" docs", disable=args.quiet):
-        cleaned = clean_document(doc, clean, report)
-        if cleaned is None:
-            continue
+    docs = progress(read_path(args.path, report, read), desc="stats", unit=" docs", disable=args.quiet)
+    for cleaned in clean_documents(docs, clean, report):
         n_docs += 1
         formats[cleaned.format] += 1
         n_lines += len(cleaned.lines)

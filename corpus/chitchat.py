@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from corpus.clean import CleanConfig, clean_documents
 from corpus.documents import Document, Line
 from corpus.report import Report
 
@@ -30,13 +31,7 @@ def cleaned_chitchat(report: Report | None = None) -> Iterator[Document]:
     """chitchat's conversations cleaned as every chat corpus is (`corpus.clean.clean_document`: empty lines and
     immediate repeats dropped, apostrophes restored): what the default writer and the default editor learn from, so
     the editor learns against the writer it will edit, whichever path built that writer."""
-    from corpus.clean import CleanConfig, clean_document
-
-    report = report if report is not None else Report()
-    for doc in read_chitchat():
-        cleaned = clean_document(doc, CleanConfig(), report)
-        if cleaned is not None:
-            yield cleaned
+    yield from clean_documents(read_chitchat(), CleanConfig(), report if report is not None else Report())
 
 
 def is_chitchat(data: object) -> bool:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from corpus.documents import Document, Line
 from corpus.report import Report
-from corpus.text import LINK
+from corpus.text import APOSTROPHE_LESS, LINK
 
 SUBTITLE_FORMATS = frozenset({"srt", "opus", "text", ""})
 MAX_JOINED_CHARS = 400  # a run of fragments longer than this is not one sentence
@@ -234,32 +234,27 @@ def join_split_sentences(utterances: list[Utterance], report: Report) -> list[Ut
 
 
 _SENTENCE_START = re.compile(r"(^|[.!?…]\s+)([a-z])")
-# Contractions typed without their apostrophe that can be nothing else ("its", "ill", "were", "well", "lets", "hes",
-# "shes" and "id" are words of their own, so they stay). Chat types them so in 3.8% of chitchat's lines; the writer
-# then says "thats" beside "that's" as two words with split counts, and a reader (a grammar parser too) stumbles.
-_APOSTROPHE_LESS = {
-    **{w + "nt": w + "n't" for w in ("do", "did", "was", "is", "does", "would", "could", "have", "has", "are",
-                                      "should", "were", "had", "must", "need")},
-    "cant": "can't", "wont": "won't", "aint": "ain't", "im": "I'm", "ive": "I've", "youre": "you're",
-    "youve": "you've", "theyre": "they're", "theyve": "they've", "thats": "that's", "whats": "what's",
-    "theres": "there's", "wheres": "where's", "whos": "who's",
-}
-_APOSTROPHE_LESS_WORD = re.compile(r"\b(?:" + "|".join(_APOSTROPHE_LESS) + r")\b", re.I)
+# Chat types "thats" beside "that's" (`corpus.text.APOSTROPHE_LESS`), and phones "that’s": the writer kept each
+# spelling as a word of its own with split counts and said them so, and a reader (a grammar parser too) stumbles.
+_APOSTROPHE_LESS_WORD = re.compile(r"\b(?:" + "|".join(APOSTROPHE_LESS) + r")\b", re.I)
 
 
 def _with_apostrophe(match: re.Match) -> str:
     word = match.group(0)
-    fixed = _APOSTROPHE_LESS[word.lower()]
-    if word.isupper() and len(word) > 2:  # "DONT" -> "DON'T"; "IM" may be an instant message: as it is
-        return fixed.upper()
+    fixed = APOSTROPHE_LESS[word.lower()]
+    if fixed.startswith("i'"):
+        fixed = "I" + fixed[1:]
+    if word.isupper() and (len(word) > 2 or not any(c.islower() for c in match.string)):
+        return fixed.upper()  # "DONT" -> "DON'T"; "IM" only in a line typed in capitals ("IM SO EXCITED")
     if word.isupper():
-        return word
+        return word  # "IM" in a line of mixed case may be an instant message: as it is
     return fixed[0].upper() + fixed[1:] if word[0].isupper() else fixed
 
 
 def restore_apostrophes(text: str, report: Report) -> str:
-    """Put back the apostrophe of a contraction typed without one ("thats cool, im in" -> "that's cool, I'm in")."""
-    fixed = _APOSTROPHE_LESS_WORD.sub(_with_apostrophe, text)
+    """Put back the apostrophe of a contraction typed without one ("thats cool, im in" -> "that's cool, I'm in"),
+    and straighten a typographic one ("that’s" -> "that's")."""
+    fixed = _APOSTROPHE_LESS_WORD.sub(_with_apostrophe, text.replace("\u2019", "'"))
     if fixed != text:
         report.count("apostrophes_restored")
     return fixed
@@ -320,6 +315,14 @@ def clean_cue(text: str, config: CleanConfig, report: Report) -> list[Utterance]
         body = collapse_whitespace(_LEADING_JUNK.sub("", body))
         out.append(Utterance(body, speaker=speaker, starts_turn=turn.starts_turn or speaker is not None))
     return out
+
+
+def clean_documents(docs: Iterable[Document], config: CleanConfig, report: Report) -> Iterator[Document]:
+    """Each document cleaned (`clean_document`), those with nothing left skipped (and counted in the report)."""
+    for doc in docs:
+        cleaned = clean_document(doc, config, report)
+        if cleaned is not None:
+            yield cleaned
 
 
 def clean_texts(cues: Iterable[str], config: CleanConfig, report: Report) -> list[str]:

@@ -39,12 +39,11 @@ def read_input(name: str, report: Report, weighting: str = "log") -> Iterator[tu
     if path.is_file() and path.suffix.lower() in ("", ".txt"):
         yield from read_lines(path)
         return
-    from corpus.clean import CleanConfig, clean_document
+    from corpus.clean import CleanConfig, clean_documents
     from corpus.dump import read_path
 
-    for doc in read_path(name, report):
-        doc = clean_document(doc, CleanConfig(), report)
-        for line in doc.lines if doc else []:
+    for doc in clean_documents(read_path(name, report), CleanConfig(), report):
+        for line in doc.lines:
             yield line.text, reaction_weight(line.reactions, weighting) if line.reactions else line.weight
 
 

@@ -160,22 +160,18 @@ def read_split(data: str | list[str], split: str, max_docs: int | None = None, h
 
     `hold_out`: file-name patterns (`s09e*.txt`, `test.txt`) whose documents are the test split (see `split_by`).
     """
-    from corpus.clean import CleanConfig, clean_document
+    from corpus.clean import CleanConfig, clean_documents
     from corpus.dump import read_path
     from corpus.report import Report
 
     report = Report()
     docs = []
-    config = CleanConfig()
-    for path in [data] if isinstance(data, str) else data:
-        for doc in read_path(path, report):
-            if split != "all" and split_by(doc.source_id, hold_out) != split:
-                continue
-            cleaned = clean_document(doc, config, report)
-            if cleaned is not None:
-                docs.append(cleaned)
-                if max_docs is not None and len(docs) >= max_docs:
-                    return docs, report.to_dict()
+    wanted = (doc for path in ([data] if isinstance(data, str) else data) for doc in read_path(path, report)
+              if split == "all" or split_by(doc.source_id, hold_out) == split)  # cleaned only if wanted
+    for cleaned in clean_documents(wanted, CleanConfig(), report):
+        docs.append(cleaned)
+        if max_docs is not None and len(docs) >= max_docs:
+            break
     return docs, report.to_dict()
 
 

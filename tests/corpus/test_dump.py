@@ -153,16 +153,3 @@ def test_chitchat_by_name():
     first = next(iter(read_path("chitchat", Report())))
     assert first.source_id.startswith("chitchat/") and first.lines[0].speaker == "A"
 
-
-def test_cleaned_chitchat_is_chitchat_as_every_chat_corpus_is_cleaned():
-    from itertools import islice
-
-    from corpus.chitchat import cleaned_chitchat, read_chitchat
-    from corpus.clean import CleanConfig, clean_document
-
-    report = Report()
-    cleaned = list(islice(cleaned_chitchat(report), 300))
-    raw = list(islice(read_chitchat(), 300))  # no conversation of the first 300 is left empty by cleaning
-    assert [d.source_id for d in cleaned] == [d.source_id for d in raw]  # the ids (and so the splits) stay
-    assert cleaned == [clean_document(d, CleanConfig(), Report()) for d in raw]
-    assert report.counts["apostrophes_restored"] > 0 and cleaned != raw

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corpus.text import asks, holds_run, mirrors, word_runs, words
+from corpus.text import asks, dedupe_key, holds_run, mirrors, word_runs, words
 
 WORDS = st.lists(st.sampled_from(["do", "you", "like", "dogs", "cats", "i"]), max_size=8)
 
@@ -38,6 +38,14 @@ def test_runs_read_contractions_spelled_out():
 def test_a_typographic_apostrophe_is_an_apostrophe():
     assert words("I’m sure it’s Bob’s") == ["i'm", "sure", "it's", "bob's"] == words("I'm sure it's Bob's")
     assert holds_run(words("So what’s your favorite movie?"), word_runs(words("what is your favorite movie?"), 4))
+
+
+def test_a_contraction_typed_without_its_apostrophe_reads_as_one():
+    assert words("i dont think thats right, im sure") == ["i", "don't", "think", "that's", "right", "i'm", "sure"]
+    assert words("its well were ill") == ["its", "well", "were", "ill"]  # words of their own
+    # the user types "dont", the writer (cleaned) says "don't": the text rules see the same words
+    assert holds_run(words("I don't think that's a good idea at all"), word_runs(words("i dont think thats a good"), 4))
+    assert dedupe_key("i dont think thats right") == dedupe_key("I don't think that's right")
 
 
 def test_a_mirror_asks_back_with_the_questions_words():

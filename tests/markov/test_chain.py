@@ -349,7 +349,7 @@ def test_bulk_tokenizer_equals_line_by_line(texts):
     assert [pieces[i] for i in ids.tolist()] == [p for e in expected for p in e]
 
 
-def test_context_words_are_the_newest_lines_that_has_any_known(model):
+def test_context_words_are_those_of_the_newest_line_the_model_knows_words_of(model):
     # "pizza" and "home" occur twice in CHAT, "good" four times, "zork" never: the newest line's known words, rarest
     # first, never pooled with an older line's
     assert model.context_words(["home is good", "pizza is good"], 3) == ["pizza", "good"]
