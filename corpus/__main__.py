@@ -31,8 +31,8 @@ def add_reading_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-join", action="store_true", help="do not join sentences split across cues")
     p.add_argument("--no-split", action="store_true", help='do not split "- Hi. - Hello." cues')
     p.add_argument("--keep-repeats", action="store_true", help="keep a line equal to the one before it")
-    p.add_argument("--no-apostrophes", action="store_true",
-                   help="chat: leave contractions typed without an apostrophe (\"dont\", \"im\") as they are")
+    p.add_argument("--apostrophes", action="store_true",
+                   help="chat: put back the apostrophe of a contraction typed without one (\"dont\" -> \"don't\")")
     p.add_argument("--text-lines-per-document", type=int, default=100, help="mono text: lines per document")
     p.add_argument("--text-shape", choices=("auto", *SHAPES), default="auto",
                    help="a .txt is a `Speaker: text` script (blank line between scenes), dialogue blocks (blank line "
@@ -47,7 +47,7 @@ def reading_configs(args: argparse.Namespace) -> tuple[CleanConfig, ReadConfig]:
         join_sentences=not args.no_join,
         split_speakers=not args.no_split,
         drop_repeats=not args.keep_repeats,
-        apostrophes=not args.no_apostrophes,
+        apostrophes=args.apostrophes,
     )
     read = ReadConfig(
         max_member_bytes=int(args.max_member_mb * 1024 * 1024),

@@ -29,8 +29,8 @@ def read_chitchat(path: Path | None = None) -> Iterator[Document]:
 
 def cleaned_chitchat(report: Report | None = None) -> Iterator[Document]:
     """chitchat's conversations cleaned as every chat corpus is (`corpus.clean.clean_document`: empty lines and
-    immediate repeats dropped, apostrophes restored): what the default writer and the default editor learn from, so
-    the editor learns against the writer it will edit, whichever path built that writer."""
+    immediate repeats dropped): what the default writer and the default editor learn from, so the editor learns
+    against the writer it will edit, whichever path built that writer."""
     yield from clean_documents(read_chitchat(), CleanConfig(), report if report is not None else Report())
 
 

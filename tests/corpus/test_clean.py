@@ -249,12 +249,12 @@ def test_a_contraction_typed_without_its_apostrophe_gets_it_back():
     assert report.counts["apostrophes_restored"] == 2
 
 
-def test_chat_documents_get_their_apostrophes_back_and_subtitles_are_left_as_they_are():
+def test_chat_documents_get_their_apostrophes_back_when_asked_and_subtitles_never():
     chat = Document("c", [Line("thats so cool"), Line("im in")], "chitchat")
-    assert clean_document(chat, CleanConfig(), Report()).texts() == ["that's so cool", "I'm in"]
-    assert clean_document(chat, CleanConfig(apostrophes=False), Report()).texts() == ["thats so cool", "im in"]
+    assert clean_document(chat, CleanConfig(apostrophes=True), Report()).texts() == ["that's so cool", "I'm in"]
+    assert clean_document(chat, CleanConfig(), Report()).texts() == ["thats so cool", "im in"]  # off by default
     subtitles = Document("s", [Line("Thats the dont."), Line("Im in.")], "srt")
-    assert clean_document(subtitles, CleanConfig(), Report()).texts() == ["Thats the dont.", "Im in."]
+    assert clean_document(subtitles, CleanConfig(apostrophes=True), Report()).texts() == ["Thats the dont.", "Im in."]
 
 
 def test_a_document_with_nothing_left_is_none():
