@@ -30,8 +30,9 @@ STOPWORDS = frozenset(
 
 # Contractions typed without their apostrophe that can be nothing else: "its", "ill", "were", "well", "lets",
 # "hes", "shes", "id" and "whos" (often "whose") are words of their own, so they are not here. Chat types these in
-# 5.0% of chitchat's lines; chat cleaning writes them back (`corpus.clean.restore_apostrophes`), and `words` reads
-# them so, so a user who types "i dont think so" meets the writer's "I don't think so" in every text rule.
+# 5.0% of chitchat's lines. `words` reads them with their apostrophe, so "i dont think so" and "I don't think so" are
+# the same words to every text rule, whichever of the two the user or the writer typed; chat cleaning can also write
+# them back (`corpus.clean.restore_apostrophes`, off by default).
 APOSTROPHE_LESS = {
     **{w + "nt": w + "n't" for w in ("do", "did", "was", "is", "does", "would", "could", "have", "has", "are",
                                       "should", "were", "had", "must", "need")},
