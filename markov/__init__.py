@@ -3,6 +3,8 @@
 from markov.chain import (
     AROUND_UNBIAS_ABOVE,
     CHITCHAT_ORDER,
+    CONTEXT_SEED_LINES,
+    CONTEXT_SEED_WORDS,
     Generation,
     MarkovConfig,
     MarkovModel,
@@ -10,5 +12,5 @@ from markov.chain import (
 )
 from markov.tokenize import detokenize, tokenize
 
-__all__ = ["AROUND_UNBIAS_ABOVE", "CHITCHAT_ORDER", "Generation", "MarkovConfig", "MarkovModel", "UnknownStartError",
+__all__ = ["AROUND_UNBIAS_ABOVE", "CHITCHAT_ORDER", "CONTEXT_SEED_LINES", "CONTEXT_SEED_WORDS", "Generation", "MarkovConfig", "MarkovModel", "UnknownStartError",
            "detokenize", "tokenize"]

@@ -59,6 +59,12 @@ CHITCHAT_ORDER = 3
 # (benchmarks/RESULTS.md, "Fourteenth pass").
 AROUND_UNBIAS_ABOVE = 2
 
+# A turn writes around up to CONTEXT_SEED_WORDS words of the newest of its last CONTEXT_SEED_LINES lines that names
+# any the writer knows (`MarkovModel.context_words`). The engine's defaults (`EngineConfig.context_seed_words`,
+# `context_seed_lines`) repeat these, and the recipes' lines "as a turn writes them" read them from here.
+CONTEXT_SEED_WORDS = 4
+CONTEXT_SEED_LINES = 2
+
 
 @dataclass(frozen=True)
 class MarkovConfig:

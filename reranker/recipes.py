@@ -31,7 +31,7 @@ from tqdm import tqdm
 from corpus.modeldir import write_file_atomically
 from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, content_words, dedupe_key, words
-from markov.chain import AROUND_UNBIAS_ABOVE
+from markov.chain import AROUND_UNBIAS_ABOVE, CONTEXT_SEED_LINES, CONTEXT_SEED_WORDS
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
@@ -576,10 +576,11 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
         held_seeded = held_pairs(seeded_writer_lines(writer, topic_starts(held_human, recipe.seed + 6),
                                                      4 * training.held_out_pairs, recipe.seed + 7, deadline=deadline),
                                  recipe.seed + 2)[:SEEDED_HELD_OUT_PAIRS]
-    # Each line's two before it: the words of the newer that has any the writer knows, as a turn seeds
-    # (`MarkovModel.context_words`, `Engine.seed_words` with its default `context_seed_lines`).
+    # Each line's lines before it that a turn seeds from (`CONTEXT_SEED_LINES`): the words of the newest that has any
+    # the writer knows, as a turn seeds (`MarkovModel.context_words`, `Engine.seed_words`).
     def seed_contexts(docs: list) -> list[list[str]]:
-        return [[line.text for line in doc.lines[max(0, i - 2) : i]] for doc in docs for i in range(1, len(doc.lines))]
+        return [[line.text for line in doc.lines[max(0, i - CONTEXT_SEED_LINES) : i]]
+                for doc in docs for i in range(1, len(doc.lines))]
 
     # ... and against lines written around the words of validation contexts, the kind a turn writes (and mining
     # reads): enough for the pairs kept, in at most a twentieth of the stage's time.
@@ -621,10 +622,10 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     return sense, report
 
 
-def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4, tries: int = 8
+def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = CONTEXT_SEED_WORDS, tries: int = 8
                      ) -> Callable[[str], str | None]:
-    """line -> a fresh writer line written around the context words of the lines before it (the newer of its two
-    with words the writer knows, as a turn seeds; the first time it was said), the closest in word count of `tries`,
+    """line -> a fresh writer line written around the context words of the lines before it (the newest of its last
+    `CONTEXT_SEED_LINES` with words the writer knows, as a turn seeds; the first time it was said), the closest in word count of `tries`,
     or None where the writer finds none. Lines are written when asked (a few ms each), so a short training run pays
     only for the lines it reads."""
     if getattr(writer, "backward", None) is None:  # saved before format 4: it cannot write around words
@@ -632,7 +633,7 @@ def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = 4, tri
     before: dict[str, list[str]] = {}
     for doc in docs:
         for i in range(1, len(doc.lines)):
-            before.setdefault(doc.lines[i].text, [line.text for line in doc.lines[max(0, i - 2) : i]])
+            before.setdefault(doc.lines[i].text, [line.text for line in doc.lines[max(0, i - CONTEXT_SEED_LINES) : i]])
     text_filter, rng = LineFilter(), np.random.default_rng(seed)
 
     def around(line: str) -> str | None:

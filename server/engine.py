@@ -112,7 +112,10 @@ class EngineConfig(LineRules):
     # Without a topic, this share is written around the most specific words of the newest context line that has any
     # (whole lines naming them, `MarkovModel.generate(around=...)`); the rest are the writer's plain lines.
     context_share: float = 0.5
-    context_seed_words: int = 4  # at most this many of those words, the rarest in the writer's corpus first
+    # At most this many of those words, the rarest in the writer's corpus first. This and `context_seed_lines` repeat
+    # `markov.CONTEXT_SEED_*` (the engine does not import markov; a test holds them equal), which the recipes use to
+    # write their lines "as a turn writes them".
+    context_seed_words: int = 4
     # ... of the newest line that names a word the writer can write around, among the newest this many. The newest
     # alone, not the rarest of two pooled: pooled, a line about hiking went on seeding hiking after the user moved
     # on, and after a change of subject the replies were no nearer the new line than a random writer line (0.595

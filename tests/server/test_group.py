@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from markov import AROUND_UNBIAS_ABOVE, MarkovConfig, MarkovModel
+from markov import AROUND_UNBIAS_ABOVE, CONTEXT_SEED_LINES, CONTEXT_SEED_WORDS, MarkovConfig, MarkovModel
 from markov.personas import load_persona_meta
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig, Turn, topic_terms, words
@@ -264,7 +264,10 @@ def test_lines_around_the_words_are_thinned_by_length_unless_turned_off(group_mo
     finally:
         thin.close()
         drawn.close()
-    assert EngineConfig().around_unbias_above == AROUND_UNBIAS_ABOVE  # the engine repeats markov's value
+    # the engine repeats markov's values, which the recipes' "as a turn writes" lines use
+    assert EngineConfig().around_unbias_above == AROUND_UNBIAS_ABOVE
+    assert (EngineConfig().context_seed_words, EngineConfig().context_seed_lines) == (CONTEXT_SEED_WORDS,
+                                                                                       CONTEXT_SEED_LINES)
     assert a.stats["generation"]["thinned"] > 0 and "thinned" not in b.stats.get("generation", {})
     assert a.stats["seeded"]["candidates"] > 0 and b.stats["seeded"]["candidates"] > 0
 
