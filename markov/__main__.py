@@ -14,7 +14,15 @@ import numpy as np
 from corpus.progress import progress
 from corpus.report import Report
 from markov.chain import AROUND_UNBIAS_ABOVE, CHITCHAT_ORDER, MarkovConfig, MarkovModel
-from markov.personas import PersonaConfig, collect, reaction_weight, read_chat_inputs, save_personas
+from markov.personas import (
+    PersonaConfig,
+    build_personas,
+    collect,
+    reaction_weight,
+    read_chat_inputs,
+    save_personas,
+)
+from markov.replies import ReplyWords, document_pairs
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d+)?)\t(.*)$")
 
@@ -31,8 +39,10 @@ def read_lines(path: Path) -> Iterator[tuple[str, float]]:
                 yield line, 1.0
 
 
-def read_input(name: str, report: Report, weighting: str = "log") -> Iterator[tuple[str, float]]:
-    """Weighted texts from `chitchat`, a plain text file, or any input the corpus readers know (cleaned)."""
+def read_input(name: str, report: Report, weighting: str = "log",
+               pairs: list[tuple[str, str]] | None = None) -> Iterator[tuple[str, float]]:
+    """Weighted texts from `chitchat`, a plain text file, or any input the corpus readers know (cleaned); `pairs`
+    collects the (said, reply) turn pairs of inputs that say who spoke (`markov.replies.turn_pairs`)."""
     path = Path(name)
     if name != "chitchat" and not path.exists():
         raise SystemExit(f"error: input {name!r} is neither `chitchat` nor a readable file")
@@ -43,6 +53,8 @@ def read_input(name: str, report: Report, weighting: str = "log") -> Iterator[tu
     from corpus.dump import read_path
 
     for doc in clean_documents(read_path(name, report), CleanConfig(), report):
+        if pairs is not None:
+            pairs.extend(document_pairs(doc))
         for line in doc.lines:
             yield line.text, reaction_weight(line.reactions, weighting) if line.reactions else line.weight
 
@@ -58,9 +70,11 @@ def cmd_build(args: argparse.Namespace) -> None:
         return build_by_speaker(args, config)
     report = Report()
 
+    pairs: list[tuple[str, str]] = []
+
     def texts() -> Iterator[tuple[str, float]]:
         for name in args.input:
-            yield from read_input(name, report, args.weighting)
+            yield from read_input(name, report, args.weighting, pairs)
 
     bar = progress(texts(), desc="reading", unit=" lines", unit_scale=True, file=sys.stderr)
     try:
@@ -69,11 +83,16 @@ def cmd_build(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: {exc}") from exc
     finally:
         bar.close()
+    if pairs:  # the words people answer a word with, where the inputs say who spoke
+        model.replies = ReplyWords.build(progress(pairs, desc="reply words", unit=" pairs", unit_scale=True,
+                                                  file=sys.stderr))
     model.save(args.out)
     s = model.stats
     print(f"built {args.out}: {s['lines']:,} lines, {s['tokens']:,} tokens, vocab {s['vocab']:,}, "
           f"{s['states']:,} states, {s['transitions']:,} transitions, {model.nbytes() / 1e6:.1f} MB, "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(f"reply words: {model.replies!r}" if model.replies is not None else
+          "reply words: none (no input says who spoke; turns write around the context's own words)", file=sys.stderr)
     if report.counts or report.n_problems:
         print("reading and cleaning:\n" + report.format(), file=sys.stderr)
 
@@ -87,8 +106,8 @@ def build_by_speaker(args: argparse.Namespace, markov: MarkovConfig) -> None:
     try:
         docs = read_chat_inputs(args.input, report, include_bots=args.include_bots)
         corpus = collect(progress(docs, desc="reading", unit=" files", file=sys.stderr), pconfig)
-        models = {p: MarkovModel.build(msgs, markov)
-                  for p, msgs in progress(corpus.messages.items(), desc="building personas", unit=" personas", file=sys.stderr)}
+        models = build_personas(corpus, markov, lambda items: progress(items, desc="building personas",
+                                                                        unit=" personas", file=sys.stderr))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     target = save_personas(models, corpus, args.out, pconfig)

@@ -24,14 +24,17 @@ import numpy as np
 from corpus import modeldir
 from corpus.modeldir import atomic_directory
 from corpus.text import content_words, words
+from markov.replies import ReplyWords
 from markov.tokenize import tokenize, tokenize_many
 
 # 3: the settings moved under config.json's "riposte" section, as every riposte model keeps them (corpus.modeldir);
 # version 2 directories (the same settings at the top level) still load.
 # 4: tables.npz also holds the backward table (`backward_*`); older directories load without it (and save back
 # without it), and cannot write around a word until rebuilt.
-FORMAT_VERSION = 4
-READS_VERSIONS = (2, 3, 4)
+# 5: a model may hold a reply-word table (`markov.replies`: replies.txt and `replies_*` in tables.npz); older
+# directories, and models built from lines with no speakers, load without one.
+FORMAT_VERSION = 5
+READS_VERSIONS = (2, 3, 4, 5)
 KIND = "markov"
 BEGIN, END = 0, 1
 _SPECIAL = ["<s>", "\n"]  # END's piece is "\n": joined walks split into lines for free
@@ -147,8 +150,11 @@ class MarkovModel:
     _ARRAYS = ("row_ptr", "next_tok", "next_state", "cum_in_row", "line_hashes", "ngram_hashes")
     _TABLE = ("row_ptr", "next_tok", "next_state", "cum_in_row")  # what the backward table has of _ARRAYS
 
-    def __init__(self, config: MarkovConfig, vocab: list[str], arrays: dict[str, np.ndarray], stats: dict):
+    def __init__(self, config: MarkovConfig, vocab: list[str], arrays: dict[str, np.ndarray], stats: dict,
+                 replies: ReplyWords | None = None):
         self.config = config
+        # The words people say in reply to a word (None where the corpus did not say who spoke): see `reply_words`.
+        self.replies = replies
         self.vocab = vocab  # id -> token piece; ids 0 and 1 are BEGIN and END
         self.stats = stats
         for name in self._ARRAYS:
@@ -719,6 +725,15 @@ class MarkovModel:
                 return picked
         return []
 
+    def reply_words(self, said: Sequence[str], lines: Sequence[str], k: int) -> list[str]:
+        """Up to k words people name in reply to the said words (`markov.replies`), none of the lines' own, that
+        this model can write a line through, the strongest first; [] for a model with no reply-word table."""
+        if self.replies is None or k <= 0:
+            return []
+        ranked = self.replies.of(said, exclude={w for line in lines for w in words(line)}, k=3 * k)
+        known = set(self.specific_words(ranked, len(ranked)))
+        return [w for w in ranked if w in known][:k]
+
     def log_likelihood(self, text: str, mix: float = 0.9, floor: float = 1e-7) -> float:
         """Mean log-probability per token (END included) of a text, interpolated with unigrams.
 
@@ -779,13 +794,20 @@ class MarkovModel:
         return arrays + derived + backward + sum(len(t.encode()) + 50 for t in self.vocab)
 
     def save(self, path: str | Path) -> None:
-        """Write config.json, vocab.txt and tables.npz to a directory, atomically."""
+        """Write config.json, vocab.txt and tables.npz (and replies.txt, with a reply-word table) to a directory,
+        atomically."""
         with atomic_directory(path) as tmp:
-            modeldir.write(tmp, KIND, FORMAT_VERSION, {"config": asdict(self.config), "stats": self.stats})
+            settings = {"config": asdict(self.config), "stats": self.stats}
+            if self.replies is not None:
+                settings["replies"] = self.replies.stats
+            modeldir.write(tmp, KIND, FORMAT_VERSION, settings)
             (tmp / "vocab.txt").write_text("\n".join(self.vocab[2:]) + "\n", encoding="utf-8")
             arrays = {name: getattr(self, name) for name in self._ARRAYS}
             if self.backward is not None:
                 arrays.update({f"backward_{name}": getattr(self.backward, name) for name in self._TABLE})
+            if self.replies is not None:
+                (tmp / "replies.txt").write_text("".join(w + "\n" for w in self.replies.vocab), encoding="utf-8")
+                arrays.update({f"replies_{name}": a for name, a in self.replies.arrays().items()})
             np.savez(tmp / "tables.npz", **arrays)
 
     @classmethod
@@ -814,13 +836,19 @@ class MarkovModel:
                 arrays = {name: npz[name] for name in cls._ARRAYS}
                 if "backward_row_ptr" in npz.files:  # format 4 (a model loaded from an older one saves without)
                     arrays.update({f"backward_{name}": npz[f"backward_{name}"] for name in cls._TABLE})
+                replies = None
+                if "replies_ptr" in npz.files:  # format 5, built from lines with speakers
+                    reply_vocab = (path / "replies.txt").read_text(encoding="utf-8").split("\n")[:-1]
+                    replies = ReplyWords.from_arrays(reply_vocab, {name: npz[f"replies_{name}"]
+                                                                   for name in ("ptr", "to", "score")},
+                                                     dict(meta.get("replies") or {}))
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path} is corrupt or incomplete ({type(exc).__name__}: {exc}); rebuild it") from exc
         backward = {name: arrays[f"backward_{name}"] for name in cls._TABLE} if "backward_row_ptr" in arrays else None
         if (len(vocab) != n_vocab or len(arrays["row_ptr"]) != n_states + 1 or not _tables_consistent(arrays, n_vocab)
                 or (backward is not None and not _tables_consistent(backward, n_vocab))):
             raise ValueError(f"{path} is corrupt: its tables do not match its config.json; rebuild it")
-        return cls(config, vocab, arrays, meta["stats"])
+        return cls(config, vocab, arrays, meta["stats"], replies)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MarkovModel):
@@ -832,6 +860,7 @@ class MarkovModel:
             and (self.backward is None) == (other.backward is None)
             and (self.backward is None or all(np.array_equal(getattr(self.backward, a), getattr(other.backward, a))
                                               for a in self._TABLE))
+            and self.replies == other.replies
         )
 
     __hash__ = None  # mutable arrays: equality only

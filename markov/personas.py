@@ -22,6 +22,7 @@ from corpus.documents import Document, Line
 from corpus.modeldir import DEFAULT_PERSONA, MARKOV_DIR, atomic_directory
 from corpus.report import Report
 from markov.chain import MarkovConfig, MarkovModel
+from markov.replies import ReplyWords, turn_pairs
 
 PERSONAS_FILE = "personas.json"  # display names, counts and who follows whom, beside the persona writers
 
@@ -103,13 +104,15 @@ class PersonaCorpus:
     names: dict[str, str] = field(default_factory=dict)  # persona -> display name
     folded: dict[str, int] = field(default_factory=dict)  # display name -> messages, for speakers folded into `all`
     follows: dict[str, dict[str, int]] = field(default_factory=dict)  # persona -> next persona -> count
+    # persona -> (the line a turn answered, the turn) for the turns it spoke (`all`: every turn): its reply words
+    replies: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
 
 
 def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorpus:
     """Group cleaned, weighted messages by speaker; fold small speakers into `all`; count turn-taking."""
     by_speaker: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
-    order: list[list[str]] = []
+    order: list[list[tuple[str, str]]] = []  # each conversation's (speaker, cleaned text), in turn order
     dropped = Counter()
     channel = None
     for doc in documents:
@@ -130,7 +133,7 @@ def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorp
                 dropped["empty_after_cleaning"] += 1
                 continue
             by_speaker[line.speaker].append((text, reaction_weight(line.reactions, config.weighting), line.reactions))
-            seq.append(line.speaker)
+            seq.append((line.speaker, text))
     if not by_speaker:
         raise ValueError("no messages with a speaker were found in the inputs")
 
@@ -150,11 +153,18 @@ def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorp
     out.names[ALL] = "everyone"
 
     follows: dict[str, Counter] = defaultdict(Counter)
+    replies: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for seq in order:
-        for a, b in zip(seq, seq[1:], strict=False):
+        speakers = [who for who, _ in seq]
+        for a, b in zip(speakers, speakers[1:], strict=False):
             if a != b and a in persona_of and b in persona_of:
                 follows[persona_of[a]][persona_of[b]] += 1
+        for said, reply, who in turn_pairs(seq):
+            replies[ALL].append((said, reply))
+            if who in persona_of:
+                replies[persona_of[who]].append((said, reply))
     out.follows = {a: dict(c) for a, c in follows.items()}
+    out.replies = dict(replies)
 
     weights = [w for _, w, _ in everything]
     total, squares = sum(weights), sum(w * w for w in weights)
@@ -174,9 +184,15 @@ def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorp
     return out
 
 
-def build_personas(corpus: PersonaCorpus, markov: MarkovConfig) -> dict[str, MarkovModel]:
-    """One MarkovModel per persona, `all` included."""
-    return {p: MarkovModel.build(msgs, markov) for p, msgs in corpus.messages.items()}
+def build_personas(corpus: PersonaCorpus, markov: MarkovConfig, progress=None) -> dict[str, MarkovModel]:
+    """One MarkovModel per persona, `all` included, each with the reply words of the turns it spoke (where it
+    spoke any after someone else); `progress` wraps the personas (a tqdm-like callable)."""
+    models = {}
+    for p, msgs in (progress or (lambda items: items))(list(corpus.messages.items())):
+        models[p] = MarkovModel.build(msgs, markov)
+        if corpus.replies.get(p):
+            models[p].replies = ReplyWords.build(corpus.replies[p])
+    return models
 
 
 def save_personas(models: dict[str, MarkovModel], corpus: PersonaCorpus, out: str | Path, config: PersonaConfig) -> Path:

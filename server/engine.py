@@ -73,6 +73,9 @@ class UnknownPersonaError(ValueError):
     """A request named a persona the engine has no Markov model for."""
 
 
+SEED_REPLIES = ("statements", "always", "never")  # EngineConfig.seed_replies: when reply words seed a turn
+
+
 @dataclass(frozen=True)
 class EngineConfig(LineRules):
     """Everything that shapes a turn (the line rules of `corpus.text.LineRules` first); request fields override the
@@ -122,6 +125,14 @@ class EngineConfig(LineRules):
     # against 0.565; the newest line: 0.815, people 0.870), with the judges level (benchmarks/RESULTS.md,
     # "Seventeenth pass").
     context_seed_lines: int = 2
+    # Where the newest line does not ask (`seed_replies` "statements"; "always", "never"), those words are only what
+    # was said: the lines are written around the words people name in reply to them (the writer's reply-word table,
+    # `markov.replies`: "weekend" -> "fun", "saturday"; "pizza" -> "toppings"), not around the context's own, which
+    # the editor picked lines that said back (echo 0.27 against people's 0.06). An answer to a question says its
+    # words back as people do ("do you like pizza?" -> "I love pizza"): there, reply words made the pick parse less
+    # often (benchmarks/RESULTS.md, "Nineteenth pass"). A writer with no table (its corpus did not say who spoke)
+    # writes around the context's.
+    seed_replies: str = "statements"
     # Lines written around the words are kept with probability min(1, k / their tokens), undoing the length bias of
     # drawing an occurrence: `markov.AROUND_UNBIAS_ABOVE` says why and what it measured (the engine does not import
     # markov, so the value is repeated here and a test holds the two equal); 0: as drawn.
@@ -164,6 +175,8 @@ class EngineConfig(LineRules):
             raise ValueError(f"echo_run must be >= 0, got {self.echo_run}")
         if not 0.0 <= self.mirror_share <= 1.0:
             raise ValueError(f"mirror_share must be within [0, 1], got {self.mirror_share}")
+        if self.seed_replies not in SEED_REPLIES:
+            raise ValueError(f"seed_replies must be one of {', '.join(SEED_REPLIES)}, got {self.seed_replies!r}")
         if self.context_seed_words < 0 or self.context_seed_lines < 1:
             raise ValueError(f"need context_seed_words >= 0 and context_seed_lines >= 1, got {self.context_seed_words} "
                              f"and {self.context_seed_lines}")
@@ -610,27 +623,37 @@ class Engine:
         candidates.kept = self.score_kept(plan, candidates)
         return candidates
 
-    def seed_words(self, plan: TurnPlan) -> tuple[list[str], list[str], str | None]:
-        """The words a turn's seeded candidates are written around, the topic words the persona does not know, and
-        where the words came from: the topic's, else (no topic, or none of its words known) the context's.
+    def seed_words(self, plan: TurnPlan) -> tuple[list[str], list[str], str | None, list[str]]:
+        """The words a turn's seeded candidates are written around, the topic words the persona does not know, where
+        the words came from, and the context words they answer (with source "replies").
 
-        The context's are the content words of its newest line that has any the persona's writer knows (looking
-        back `context_seed_lines`), the rarest in its corpus first (`MarkovModel.context_words`: "hiking" before
-        "going"), as the recipes' lines written around a context are seeded too.
+        The source is the topic's words, else (no topic, or none of its words known) the context's: the content words
+        of its newest line that has any the persona's writer knows (looking back `context_seed_lines`), the rarest in
+        its corpus first (`MarkovModel.context_words`: "hiking" before "going"), as the recipes' lines written around
+        a context are seeded too. With `seed_replies` (by default where the newest line does not ask) and a writer
+        that has a reply-word table, the words people name in reply to those instead ("replies";
+        `MarkovModel.reply_words`), none of them said in the context already.
         """
         model = self.personas[plan.persona]
         if getattr(model, "backward", None) is None:  # a writer that cannot write around words: plain candidates only
-            return [], [], None
+            return [], [], None, []
         known = [w for w in plan.topic_words if model.knows(w)]
         unknown = [w for w in plan.topic_words if w not in known]
         if known:
-            return known, unknown, "topic"
+            return known, unknown, "topic", []
         picked = []
         if self.config.context_share and self.config.context_seed_words:
-            picked = model.context_words([turn.text for turn in plan.turns[-self.config.context_seed_lines:]],
-                                         self.config.context_seed_words)
+            cfg = self.config
+            picked = model.context_words([turn.text for turn in plan.turns[-cfg.context_seed_lines:]],
+                                         cfg.context_seed_words)
+            answers = getattr(model, "reply_words", None)
+            if (picked and answers is not None and cfg.seed_replies != "never"
+                    and (cfg.seed_replies == "always" or not asks(plan.turns[-1].text))):
+                replied = answers(picked, [turn.text for turn in plan.turns[-cfg.context_lines:]], cfg.context_seed_words)
+                if replied:
+                    return replied, unknown, "replies", picked
         # a topic none of whose words the persona knows is still reported, with its unknown words
-        return picked, unknown, ("context" if picked else "topic" if unknown else None)
+        return picked, unknown, ("context" if picked else "topic" if unknown else None), []
 
     def generate(self, plan: TurnPlan) -> Candidates:
         """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.
@@ -642,7 +665,7 @@ class Engine:
         cfg, budget, began = self.config, plan.budget, self.clock()
         model = self.personas[plan.persona]
         n = plan.n_candidates
-        seeds, unknown, source = self.seed_words(plan)
+        seeds, unknown, source, answering = self.seed_words(plan)
         share = cfg.topic_share if source == "topic" else cfg.context_share
         chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         # A turn that writes a single chunk (under load: 64 to 128 candidates, and the editor reads almost none)
@@ -689,6 +712,8 @@ class Engine:
         plan.stats.update(generated=generated, unique=len(unique))
         if source:
             plan.stats["seeded"] = {"source": source, "words": seeds, "candidates": report.pop("seeded", 0)}
+            if answering:
+                plan.stats["seeded"]["answering"] = answering
             if unknown:
                 plan.stats["seeded"]["unknown"] = unknown
         if report:

@@ -101,17 +101,22 @@ class BuildStatus:
 
 
 def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
-    """Build the chitchat Markov model (every cleaned line, weight 1) and save it to `out_dir`."""
+    """Build the chitchat Markov model (every cleaned line, weight 1, and its reply words) and save it to `out_dir`."""
     from corpus.chitchat import cleaned_chitchat
     from corpus.progress import progress as progress_bar
     from markov import CHITCHAT_ORDER, MarkovConfig, MarkovModel
+    from markov.replies import ReplyWords, document_pairs
+
+    pairs: list[tuple[str, str]] = []
 
     def lines():
         for doc in progress_bar(cleaned_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
+            pairs.extend(document_pairs(doc))
             for line in doc.lines:
                 yield line.text, 1.0
 
     model = MarkovModel.build(lines(), MarkovConfig(order=CHITCHAT_ORDER))
+    model.replies = ReplyWords.build(pairs)
     model.save(out_dir)
     return out_dir
 

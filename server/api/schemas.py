@@ -158,10 +158,13 @@ class SourceStats(BaseModel):
 class SeededStats(BaseModel):
     """The words a turn's seeded candidates were written around, where they came from, and how many there were."""
 
-    source: Literal["topic", "context"]
+    source: Literal["topic", "context", "replies"] = Field(
+        description="the topic's words, the context's, or the words people name in reply to the context's")
     words: list[str]
     candidates: int
     unknown: list[str] = Field(default_factory=list, description="topic words the persona's writer does not know")
+    answering: list[str] = Field(default_factory=list,
+                                 description="with source `replies`: the context words the seed words answer")
 
 
 class ReplyStats(BaseModel):

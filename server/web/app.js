@@ -331,9 +331,13 @@
     if (stats.generated !== undefined) line.append(stat("generated", "generated", stats.generated));
     if (stats.unique !== undefined) line.append(stat("unique", "unique", stats.unique));
     if (stats.seeded && stats.seeded.words.length) {
-      // how many of the turn's candidates were written around the context's (or the topic's) words, and which
-      const around = `${stats.seeded.candidates} around ${stats.seeded.words.join(", ")}`;
-      line.append(stat("seeded", stats.seeded.source === "topic" ? "topic" : "context", stats.seeded.words.join(" "), around));
+      // how many of the turn's candidates were written around the topic's words, the context's, or the words
+      // people name in reply to the context's (and which)
+      const answering = stats.seeded.answering && stats.seeded.answering.length
+        ? ` (answering ${stats.seeded.answering.join(", ")})` : "";
+      const around = `${stats.seeded.candidates} around ${stats.seeded.words.join(", ")}${answering}`;
+      const label = {topic: "topic", replies: "replies"}[stats.seeded.source] || "context";
+      line.append(stat("seeded", label, stats.seeded.words.join(" "), around));
     }
     if (stats.filtered !== undefined) line.append(stat("filtered", "kept", stats.filtered));
     if (stats.sources && (stats.sources.index > 0 || stats.index)) {

@@ -315,7 +315,8 @@ def test_cli_build_and_sample(tmp_path, capsys):
     cli(["build", "--input", str(src), "--out", str(tmp_path / "m"), "--order", "2", "--min-tokens", "1"])
     m = MarkovModel.load(tmp_path / "m")
     assert m.stats["lines"] == len(CHAT) + 1
-    capsys.readouterr()
+    assert m.replies is None  # plain lines do not say who answered whom
+    assert "reply words: none" in capsys.readouterr().err
     cli(["sample", str(tmp_path / "m"), "-n", "5", "--seed", "1", "--start", "pizza"])
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and all(line.startswith("pizza") for line in out)

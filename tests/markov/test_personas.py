@@ -102,6 +102,10 @@ def test_speaker_log_input(tmp_path):
     assert [t for t, _ in corpus.messages["alice"]] == ["hi there", "how are you?"]
     assert [t for t, _ in corpus.messages["bob"]] == ["hey alice"]
     assert report.counts["log_lines_without_speaker"] == 1
+    # who answered whom: each persona's turn pairs are the turns it spoke, `all` holds every one
+    assert corpus.replies["bob"] == [("hi there", "hey alice")]
+    assert corpus.replies["alice"] == [("hey alice", "how are you?")]
+    assert corpus.replies["all"] == [("hi there", "hey alice"), ("hey alice", "how are you?")]
 
 
 def test_cli_builds_one_persona_per_speaker(chat_dir, tmp_path, capsys):
@@ -122,6 +126,17 @@ def test_cli_builds_one_persona_per_speaker(chat_dir, tmp_path, capsys):
     assert alice.log_likelihood("hiking in the mountains") > bob.log_likelihood("hiking in the mountains")
     assert bob.log_likelihood("what a game") > alice.log_likelihood("what a game")
     assert alice_words  # the fixture is what the assertions above rely on
+    # bob answered alice four times and alice bob three: each persona holds the words of its own answers
+    assert bob.replies is not None and bob.replies.stats["pairs"] == 4
+    assert alice.replies is not None and alice.replies.stats["pairs"] == 3
+
+
+def test_cli_build_of_a_chat_learns_its_reply_words(chat_dir, tmp_path, capsys):
+    cli(["build", "--input", str(chat_dir), "--out", str(tmp_path / "m"), "--order", "1", "--min-tokens", "1"])
+    model = MarkovModel.load(tmp_path / "m")
+    # alice and bob take turns (carol and the bot's lines come after): 7 turn pairs within the channel's two parts
+    assert model.replies is not None and model.replies.stats["pairs"] >= 7
+    assert "reply words: ReplyWords(" in capsys.readouterr().err
 
 
 def test_missing_input_and_speakerless_inputs_are_clear_errors(tmp_path):

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from markov import AROUND_UNBIAS_ABOVE, CONTEXT_SEED_LINES, CONTEXT_SEED_WORDS, MarkovConfig, MarkovModel
 from markov.personas import load_persona_meta
+from markov.replies import RepliesConfig, ReplyWords
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig, Turn, topic_terms, words
 from server.group import Conversation, next_speaker
@@ -250,6 +251,48 @@ def test_the_seed_words_are_the_newest_lines_and_older_ones_only_when_it_has_non
         assert "seeded" not in eng.reply(["do you like tea?", "ok then"], persona="alice", seed=3).stats
     finally:
         eng.close()
+
+
+def test_with_a_reply_word_table_a_turn_writes_around_the_words_people_answer_with(group_models):
+    # People answer "poetry" with "gardens" and "tea" (never with "cats"): the turn writes around those, says so
+    # in its stats with the context words they answer, and none of its seeded words is the context's own.
+    alice = MarkovModel.build([(line, 1.0) for line in ALICE], MarkovConfig(order=2))
+    alice.replies = ReplyWords.build([("poetry tonight?", "gardens then tea")] * 3 + [("cats?", "rain")] * 3
+                                     + [("chips", "beer")] * 4, RepliesConfig(min_lift=1.0))
+    models = {**group_models, "alice": alice}
+    context = ["so, poetry then."]
+    eng, off = (Engine(models, None, EngineConfig(n_candidates=256, seed_replies=when)) for when in ("statements", "never"))
+    try:
+        r = eng.reply(context, persona="alice", seed=3, n_alternatives=255)
+        plain = off.reply(context, persona="alice", seed=3, n_alternatives=255)
+        other = eng.reply(context, persona="bob", seed=3)  # bob's writer has no table: the context's words
+    finally:
+        eng.close()
+        off.close()
+    seeded = r.stats["seeded"]
+    assert seeded["source"] == "replies" and seeded["answering"] == ["poetry"]
+    assert seeded["words"] == ["gardens", "tea"] and seeded["candidates"] > 0
+
+    def naming(reply, ws: set[str]) -> float:  # the share of a turn's candidates (reply and alternatives) naming ws
+        said = [set(words(a.text)) for a in reply.alternatives] + [set(words(reply.reply))]
+        return sum(bool(s & ws) for s in said) / len(said)
+
+    # (measured: 0.67 against 0.38 naming gardens or tea; 0.17 against 0.53 naming poetry)
+    assert naming(r, {"gardens", "tea"}) > naming(plain, {"gardens", "tea"}) + 0.15
+    assert naming(r, {"poetry"}) < naming(plain, {"poetry"}) - 0.15
+    assert plain.stats["seeded"]["source"] == "context" and plain.stats["seeded"]["words"] == ["poetry"]
+    assert "answering" not in plain.stats["seeded"]
+    assert "seeded" not in other.stats or other.stats["seeded"]["source"] != "replies"
+    # a question is answered with its own words, as people do, unless asked to always write around reply words
+    asked = ["so, do you like poetry?"]
+    for when, source in (("statements", "context"), ("always", "replies")):
+        eng = Engine(models, None, EngineConfig(n_candidates=256, seed_replies=when))
+        try:
+            assert eng.reply(asked, persona="alice", seed=3).stats["seeded"]["source"] == source
+        finally:
+            eng.close()
+    with pytest.raises(ValueError, match="seed_replies"):
+        EngineConfig(seed_replies="sometimes")
 
 
 def test_lines_around_the_words_are_thinned_by_length_unless_turned_off(group_models):
