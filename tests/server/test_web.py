@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from markov import MarkovConfig, MarkovModel
+from markov.replies import RepliesConfig, ReplyWords
 from server.api import web
 from server.app import Settings, create_app
 from server.engine import Engine, EngineConfig
@@ -67,6 +68,9 @@ def browser():
 def web_engine(tiny_markov):
     """Two personas that are different models, so a simulation's 'everyone' is both of them."""
     pirate = MarkovModel.build([(line, 1.0) for line in tiny_lines()[::3]], MarkovConfig(order=1))
+    # the pirate answers pizza with coffee and music: its turns after a statement are written around those
+    pirate.replies = ReplyWords.build([("i like pizza", "coffee then music")] * 3 + [("the park", "dogs")] * 3,
+                                      RepliesConfig(min_lift=1.0))
     index = FakeIndex(["i like dogs and my dogs like you", "dogs dogs dogs", "coffee on sundays."])
     eng = Engine({"default": tiny_markov, "pirate": pirate}, OverlapScorer(), EngineConfig(n_candidates=256),
                  indexes={"default": index})  # default's turns show the index chips; pirate's, none
@@ -231,6 +235,19 @@ def test_the_next_turn_uses_the_new_budget_persona_and_topic(browser, live):
     assert float(stats_of(second)["budget_ms"]) == 1234
     assert one(second, ".text").text
     assert len(by_css(browser, "#log .entry.user")) == 2
+
+
+def test_a_turn_written_around_reply_words_says_which_and_what_they_answer(browser, live):
+    open_ready(browser, live)
+    from selenium.webdriver.support.ui import Select
+
+    Select(one(browser, "#persona")).select_by_value("pirate")
+    answer = say(browser, "i really like pizza.")
+    chip = next(c for c in by_css(answer, ".stat") if c.get_attribute("data-stat") == "seeded")
+    assert one(chip, ".key").text == "replies" and chip.get_attribute("data-value") == "coffee music"
+    # "like" and "really" are content words too ("the", "i" are not): all the rarest of the line's are answered
+    assert "around coffee, music (answering pizza, like, really)" in chip.text, chip.text
+    Select(one(browser, "#persona")).select_by_value("default")
 
 
 def test_an_api_error_is_shown_and_the_message_kept(browser, live):
