@@ -19,12 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from corpus.progress import quiet_library_bars
+from server.engine import SEED_REPLIES
 from server.settings import LogLevel, Settings, configure_logging
 
 log = logging.getLogger("server")
 
 # Flags whose values are Settings fields; each default lives in Settings alone (None here means "not given").
-FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "mirror_share", "build", "blocklist_file", "blocklist_words",
+FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "mirror_share", "seed_replies", "build", "blocklist_file", "blocklist_words",
                "blocklist_regexes", "log_level", "host", "port", "workers", "cors_origins")
 
 
@@ -105,6 +106,9 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
         p.add_argument("--mirror-share", type=float,
                        help=f"{defaults['mirror_share'].description} (RIPOSTE_MIRROR_SHARE; default "
                             f"{defaults['mirror_share'].default})")
+        p.add_argument("--seed-replies", choices=SEED_REPLIES,
+                       help=f"{defaults['seed_replies'].description} (RIPOSTE_SEED_REPLIES; default "
+                            f"{defaults['seed_replies'].default})")
         p.add_argument("--no-build", dest="build", action="store_const", const=False,
                        help="never build missing models; without a reranker, rank replies by the prior")
         p.add_argument("--blocklist-file", type=Path,

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
 
@@ -73,7 +73,8 @@ class UnknownPersonaError(ValueError):
     """A request named a persona the engine has no Markov model for."""
 
 
-SEED_REPLIES = ("statements", "always", "never")  # EngineConfig.seed_replies: when reply words seed a turn
+SeedReplies = Literal["statements", "always", "never"]  # EngineConfig.seed_replies: when reply words seed a turn
+SEED_REPLIES: tuple[str, ...] = get_args(SeedReplies)
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,15 @@ class EngineConfig(LineRules):
     # against 0.565; the newest line: 0.815, people 0.870), with the judges level (benchmarks/RESULTS.md,
     # "Seventeenth pass").
     context_seed_lines: int = 2
-    # Where the newest line does not ask (`seed_replies` "statements"; "always", "never"), those words are only what
-    # was said: the lines are written around the words people name in reply to them (the writer's reply-word table,
-    # `markov.replies`: "weekend" -> "fun", "saturday"; "pizza" -> "toppings"), not around the context's own, which
-    # the editor picked lines that said back (echo 0.27 against people's 0.06). An answer to a question says its
-    # words back as people do ("do you like pizza?" -> "I love pizza"): there, reply words made the pick parse less
-    # often (benchmarks/RESULTS.md, "Nineteenth pass"). A writer with no table (its corpus did not say who spoke)
-    # writes around the context's.
-    seed_replies: str = "statements"
+    # `seed_replies` "statements": where the newest line does not ask, those words are only what was said, and the
+    # lines are written around the words people name in reply to them instead (the writer's reply-word table,
+    # `markov.replies`: "weekend" -> "fun", "saturday"; "pizza" -> "toppings"); "always" after questions too (an
+    # answer says a question's words back as people's do, and there reply words made the pick worse); "never" (the
+    # default): around the context's own. Measured on 600 fresh held-out turns (clock-free, paired, the default
+    # editor), "statements" against "never": echo 0.25 -> 0.13 (the true lines' 0.04-0.08), judged human +0.028 +- 0.019,
+    # but parses -0.037 +- 0.022 and topic -0.040, so it is a choice, not the default (benchmarks/RESULTS.md,
+    # "Nineteenth pass"). A writer with no table (its corpus did not say who spoke) writes around the context's.
+    seed_replies: SeedReplies = "never"
     # Lines written around the words are kept with probability min(1, k / their tokens), undoing the length bias of
     # drawing an occurrence: `markov.AROUND_UNBIAS_ABOVE` says why and what it measured (the engine does not import
     # markov, so the value is repeated here and a test holds the two equal); 0: as drawn.
@@ -630,8 +632,8 @@ class Engine:
         The source is the topic's words, else (no topic, or none of its words known) the context's: the content words
         of its newest line that has any the persona's writer knows (looking back `context_seed_lines`), the rarest in
         its corpus first (`MarkovModel.context_words`: "hiking" before "going"), as the recipes' lines written around
-        a context are seeded too. With `seed_replies` (by default where the newest line does not ask) and a writer
-        that has a reply-word table, the words people name in reply to those instead ("replies";
+        a context are seeded too. With `seed_replies` on ("statements": where the newest line does not ask) and a
+        writer that has a reply-word table, the words people name in reply to those instead ("replies";
         `MarkovModel.reply_words`), none of them said in the context already.
         """
         model = self.personas[plan.persona]

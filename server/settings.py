@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.engine import EngineConfig
+from server.engine import EngineConfig, SeedReplies
 from server.limits import MAX_BODY_BYTES, MAX_BUDGET_MS, MAX_CANDIDATES, MIN_BUDGET_MS
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -65,6 +65,9 @@ class Settings(BaseSettings):
                           "words of the user's last line, its own last lines or the conversation's newest (0: off)")
     mirror_share: float = Field(EngineConfig.mirror_share, ge=0.0, le=1.0, description="no mirrors: a reply to a "
                                 "question is no question taking this share of its own content words from it (0: off)")
+    seed_replies: SeedReplies = Field(EngineConfig.seed_replies, description="write a turn around the words people "
+                                      "answer the context's words with, not around the context's own: after a line "
+                                      "that does not ask (statements), always, or never")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -142,7 +145,8 @@ class Settings(BaseSettings):
         """The engine defaults these settings imply."""
         words, regexes = self.blocklist()
         return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, echo_run=self.echo_run,
-                            mirror_share=self.mirror_share, blocklist_words=words, blocklist_regexes=regexes)
+                            mirror_share=self.mirror_share, seed_replies=self.seed_replies, blocklist_words=words,
+                            blocklist_regexes=regexes)
 
     def to_env(self) -> dict[str, str]:
         """These settings as RIPOSTE_* variables, for worker processes that build their own `Settings()`."""

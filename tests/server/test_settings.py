@@ -29,6 +29,10 @@ def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch, tmp_pa
     monkeypatch.setenv("RIPOSTE_MIRROR_SHARE", "0")
     assert parsed("serve").engine_config().mirror_share == 0
     assert parsed("chat", "--mirror-share", "0.7").engine_config().mirror_share == 0.7
+    assert parsed("chat").engine_config().seed_replies == "never"
+    monkeypatch.setenv("RIPOSTE_SEED_REPLIES", "statements")
+    assert parsed("serve").engine_config().seed_replies == "statements"
+    assert parsed("chat", "--seed-replies", "always").engine_config().seed_replies == "always"
 
 
 def test_the_command_line_builds_by_default_and_no_build_turns_it_off(monkeypatch):
@@ -68,6 +72,7 @@ def test_environment_lists_and_the_api_key(monkeypatch):
     (["serve", "--port", "70000"], "port"),
     (["chat", "--echo-run", "-1"], "echo_run"),
     (["chat", "--mirror-share", "1.5"], "mirror_share"),
+    (["chat", "--seed-replies", "sometimes"], "seed-replies"),
     (["chat", "--blocklist-file", "/no/such/file"], "blocklist_file"),
     (["chat", "--blocklist-regex", "("], "does not compile"),
 ])

@@ -72,7 +72,8 @@ def web_engine(tiny_markov):
     pirate.replies = ReplyWords.build([("i like pizza", "coffee then music")] * 3 + [("the park", "dogs")] * 3,
                                       RepliesConfig(min_lift=1.0))
     index = FakeIndex(["i like dogs and my dogs like you", "dogs dogs dogs", "coffee on sundays."])
-    eng = Engine({"default": tiny_markov, "pirate": pirate}, OverlapScorer(), EngineConfig(n_candidates=256),
+    eng = Engine({"default": tiny_markov, "pirate": pirate}, OverlapScorer(),
+                 EngineConfig(n_candidates=256, seed_replies="statements"),
                  indexes={"default": index})  # default's turns show the index chips; pirate's, none
     yield eng
     eng.close()
