@@ -22,7 +22,7 @@ from markov.personas import (
     read_chat_inputs,
     save_personas,
 )
-from markov.replies import ReplyWords, document_pairs
+from markov.replies import ReplyWords, with_pairs
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d+)?)\t(.*)$")
 
@@ -52,9 +52,8 @@ def read_input(name: str, report: Report, weighting: str = "log",
     from corpus.clean import CleanConfig, clean_documents
     from corpus.dump import read_path
 
-    for doc in clean_documents(read_path(name, report), CleanConfig(), report):
-        if pairs is not None:
-            pairs.extend(document_pairs(doc))
+    docs = clean_documents(read_path(name, report), CleanConfig(), report)
+    for doc in with_pairs(docs, pairs) if pairs is not None else docs:
         for line in doc.lines:
             yield line.text, reaction_weight(line.reactions, weighting) if line.reactions else line.weight
 

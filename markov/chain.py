@@ -725,14 +725,16 @@ class MarkovModel:
                 return picked
         return []
 
-    def reply_words(self, said: Sequence[str], lines: Sequence[str], k: int) -> list[str]:
+    def reply_words(self, said: Sequence[str], lines: Sequence[str], k: int) -> tuple[list[str], list[str]]:
         """Up to k words people name in reply to the said words (`markov.replies`), none of the lines' own, that
-        this model can write a line through, the strongest first; [] for a model with no reply-word table."""
+        this model can write a line through, the strongest first, and the said words that have any; ([], []) for a
+        model with no reply-word table."""
         if self.replies is None or k <= 0:
-            return []
+            return [], []
         ranked = self.replies.of(said, exclude={w for line in lines for w in words(line)}, k=3 * k)
         known = set(self.specific_words(ranked, len(ranked)))
-        return [w for w in ranked if w in known][:k]
+        picked = [w for w in ranked if w in known][:k]
+        return picked, ([w for w in said if self.replies.answers(w)] if picked else [])
 
     def log_likelihood(self, text: str, mix: float = 0.9, floor: float = 1e-7) -> float:
         """Mean log-probability per token (END included) of a text, interpolated with unigrams.
@@ -784,14 +786,15 @@ class MarkovModel:
     # ------------------------------------------------------------ persistence
 
     def nbytes(self) -> int:
-        """Bytes held by the tables and the vocabulary."""
+        """Bytes held by the tables (the reply-word table too) and the vocabulary."""
         arrays = sum(getattr(self, name).nbytes for name in self._ARRAYS)
         derived = self._guide.nbytes + self._guide_ptr.nbytes + self._logp.nbytes + self._pieces.nbytes
         backward = 0
         if self.backward is not None:  # its tables and what sampling derives from them (the vocabulary is shared)
             b = self.backward
             backward = sum(getattr(b, name).nbytes for name in self._TABLE) + b._guide.nbytes + b._guide_ptr.nbytes + b._logp.nbytes
-        return arrays + derived + backward + sum(len(t.encode()) + 50 for t in self.vocab)
+        replies = self.replies.nbytes() if self.replies is not None else 0
+        return arrays + derived + backward + replies + sum(len(t.encode()) + 50 for t in self.vocab)
 
     def save(self, path: str | Path) -> None:
         """Write config.json, vocab.txt and tables.npz (and replies.txt, with a reply-word table) to a directory,
@@ -841,7 +844,7 @@ class MarkovModel:
                     reply_vocab = (path / "replies.txt").read_text(encoding="utf-8").split("\n")[:-1]
                     replies = ReplyWords.from_arrays(reply_vocab, {name: npz[f"replies_{name}"]
                                                                    for name in ("ptr", "to", "score")},
-                                                     dict(meta.get("replies") or {}))
+                                                     meta.get("replies") or {})
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path} is corrupt or incomplete ({type(exc).__name__}: {exc}); rebuild it") from exc
         backward = {name: arrays[f"backward_{name}"] for name in cls._TABLE} if "backward_row_ptr" in arrays else None

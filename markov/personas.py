@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,15 +122,19 @@ def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorp
         channel = doc.source_id.split("#")[0]
         seq = order[-1]
         for line in doc.lines:
+            # A line left out still stood between its neighbours: it breaks the chain of who answered whom.
             if not line.speaker:
                 dropped["no_speaker"] += 1
+                seq.append(("", ""))
                 continue
             if line.reactions < config.min_reactions:
                 dropped["below_min_reactions"] += 1
+                seq.append(("", ""))
                 continue
             text = clean_chat_text(line.text, config)
             if not text:
                 dropped["empty_after_cleaning"] += 1
+                seq.append(("", ""))
                 continue
             by_speaker[line.speaker].append((text, reaction_weight(line.reactions, config.weighting), line.reactions))
             seq.append((line.speaker, text))
@@ -155,7 +159,7 @@ def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorp
     follows: dict[str, Counter] = defaultdict(Counter)
     replies: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for seq in order:
-        speakers = [who for who, _ in seq]
+        speakers = [who for who, _ in seq if who]
         for a, b in zip(speakers, speakers[1:], strict=False):
             if a != b and a in persona_of and b in persona_of:
                 follows[persona_of[a]][persona_of[b]] += 1
@@ -184,7 +188,8 @@ def collect(documents: Iterable[Document], config: PersonaConfig) -> PersonaCorp
     return out
 
 
-def build_personas(corpus: PersonaCorpus, markov: MarkovConfig, progress=None) -> dict[str, MarkovModel]:
+def build_personas(corpus: PersonaCorpus, markov: MarkovConfig,
+                   progress: Callable[[list], Iterable] | None = None) -> dict[str, MarkovModel]:
     """One MarkovModel per persona, `all` included, each with the reply words of the turns it spoke (where it
     spoke any after someone else); `progress` wraps the personas (a tqdm-like callable)."""
     models = {}

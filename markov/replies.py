@@ -9,8 +9,9 @@ write around those instead (benchmarks/RESULTS.md, "Nineteenth pass").
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -51,10 +52,12 @@ def turn_pairs(lines: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, str
         yield said, " ".join(turn), speaker
 
 
-def document_pairs(doc) -> Iterator[tuple[str, str]]:
-    """(the line a turn answers, the turn) of one Document (`turn_pairs` of its lines)."""
-    for said, reply, _ in turn_pairs((line.speaker, line.text) for line in doc.lines):
-        yield said, reply
+def with_pairs(documents: Iterable, pairs: list[tuple[str, str]]) -> Iterator:
+    """The documents, unchanged, while their (the line a turn answers, the turn) pairs (`turn_pairs`) are added to
+    `pairs`: a Markov build reads its lines and its reply words in one pass."""
+    for doc in documents:
+        pairs.extend((said, reply) for said, reply, _ in turn_pairs((line.speaker, line.text) for line in doc.lines))
+        yield doc
 
 
 class ReplyWords:
@@ -76,6 +79,11 @@ class ReplyWords:
         for a, b in pairs:
             said.append(list(dict.fromkeys(content_words(words(a)))))
             replied.append(list(dict.fromkeys(content_words(words(b)))))
+        # A word in fewer than min_count pairs on either side can pass with nothing: left out before the product,
+        # which would otherwise hold every (said word, reply word) of a long chat export.
+        said_n, reply_n = Counter(w for ws in said for w in ws), Counter(w for ws in replied for w in ws)
+        said = [[w for w in ws if said_n[w] >= config.min_count] for ws in said]
+        replied = [[w for w in ws if reply_n[w] >= config.min_count] for ws in replied]
         vocab = sorted({w for ws in (*said, *replied) for w in ws})  # sorted: the same table whatever the pair order
         ids = {w: i for i, w in enumerate(vocab)}
         n, v = len(said), len(vocab)
@@ -83,7 +91,7 @@ class ReplyWords:
         def matrix(lists: list[list[str]]):  # turn pair x word, 1 where the pair's side names the word
             rows = np.repeat(np.arange(n), [len(ws) for ws in lists])
             cols = np.fromiter((ids[w] for ws in lists for w in ws), np.int64, count=len(rows))
-            return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, v))
+            return sparse.csr_matrix((np.ones(len(rows), np.int64), (rows, cols)), shape=(n, v))
 
         said_m, reply_m = matrix(said), matrix(replied)
         co = (said_m.T @ reply_m).tocoo()  # turn pairs in which said word i and reply word j both occur
@@ -101,11 +109,16 @@ class ReplyWords:
         top = np.arange(len(rows)) - first < config.per_word
         rows, cols, strength = rows[top], cols[top], strength[top]
         ptr = np.searchsorted(rows, np.arange(v + 1)).astype(np.int64)
-        stats = {"pairs": n, "words": v, "associations": int(len(cols))}
+        stats = {"pairs": n, "words": v, "associations": int(len(cols)), **asdict(config)}
         return cls(vocab, ptr, cols.astype(np.int32), strength.astype(np.float32), stats)
 
+    def answers(self, word: str) -> bool:
+        """Whether the table holds reply words for this said word."""
+        i = self._id.get(word.strip().casefold())
+        return i is not None and self.ptr[i + 1] > self.ptr[i]
+
     def of(self, said: Sequence[str], exclude: Iterable[str] = (), k: int | None = None) -> list[str]:
-        """The reply words of the said words, the strongest summed over them first, none of `exclude`."""
+        """The reply words of the said words, the strongest summed over them first, none of `exclude` or `said`."""
         total: dict[int, float] = {}
         for w in said:
             i = self._id.get(w.strip().casefold())
@@ -114,7 +127,7 @@ class ReplyWords:
             lo, hi = self.ptr[i], self.ptr[i + 1]
             for j, s in zip(self.to[lo:hi].tolist(), self.score[lo:hi].tolist(), strict=True):
                 total[j] = total.get(j, 0.0) + s
-        banned = {w.casefold() for w in exclude}
+        banned = {w.strip().casefold() for w in (*exclude, *said)}
         ranked = sorted(total, key=lambda j: (-total[j], self.vocab[j]))
         out = [self.vocab[j] for j in ranked if self.vocab[j] not in banned]
         return out if k is None else out[:k]
@@ -127,10 +140,17 @@ class ReplyWords:
     def from_arrays(cls, vocab: list[str], arrays: dict[str, np.ndarray], stats: dict) -> ReplyWords:
         """The table `arrays` wrote; a ValueError if its parts do not fit together."""
         ptr, to, score = arrays["ptr"], arrays["to"], arrays["score"]
+        if not (np.issubdtype(ptr.dtype, np.integer) and np.issubdtype(to.dtype, np.integer)
+                and np.issubdtype(score.dtype, np.floating)) or not isinstance(stats, dict):
+            raise ValueError("its reply-word table has the wrong types")
         if (len(ptr) != len(vocab) + 1 or len(to) != len(score) or (len(ptr) and (ptr[0] != 0 or ptr[-1] != len(to)))
                 or np.any(np.diff(ptr) < 0) or (len(to) and (to.min() < 0 or to.max() >= len(vocab)))):
             raise ValueError("its reply-word table does not fit together")
         return cls(vocab, ptr, to, score, stats)
+
+    def nbytes(self) -> int:
+        """Bytes held by the table and its words."""
+        return self.ptr.nbytes + self.to.nbytes + self.score.nbytes + sum(len(w.encode()) + 50 for w in self.vocab)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReplyWords):

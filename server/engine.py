@@ -649,11 +649,14 @@ class Engine:
             picked = model.context_words([turn.text for turn in plan.turns[-cfg.context_seed_lines:]],
                                          cfg.context_seed_words)
             answers = getattr(model, "reply_words", None)
-            if (picked and answers is not None and cfg.seed_replies != "never"
-                    and (cfg.seed_replies == "always" or not asks(plan.turns[-1].text))):
-                replied = answers(picked, [turn.text for turn in plan.turns[-cfg.context_lines:]], cfg.context_seed_words)
+            # the line the words came from (the newest that has any) is the one that asks or not
+            said = next((turn.text for turn in reversed(plan.turns) if set(picked) & set(words(turn.text))), "")
+            if picked and answers is not None and cfg.seed_replies != "never" and (
+                    cfg.seed_replies == "always" or not asks(said)):
+                replied, answering = answers(picked, [turn.text for turn in plan.turns[-cfg.context_lines:]],
+                                             cfg.context_seed_words)
                 if replied:
-                    return replied, unknown, "replies", picked
+                    return replied, unknown, "replies", answering
         # a topic none of whose words the persona knows is still reported, with its unknown words
         return picked, unknown, ("context" if picked else "topic" if unknown else None), []
 

@@ -105,18 +105,18 @@ def build_default_markov(out_dir: Path, progress: bool = True) -> Path:
     from corpus.chitchat import cleaned_chitchat
     from corpus.progress import progress as progress_bar
     from markov import CHITCHAT_ORDER, MarkovConfig, MarkovModel
-    from markov.replies import ReplyWords, document_pairs
+    from markov.replies import ReplyWords, with_pairs
 
     pairs: list[tuple[str, str]] = []
 
     def lines():
-        for doc in progress_bar(cleaned_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress):
-            pairs.extend(document_pairs(doc))
+        conversations = progress_bar(cleaned_chitchat(), desc="chitchat conversations", unit="conv", disable=not progress)
+        for doc in with_pairs(conversations, pairs):
             for line in doc.lines:
                 yield line.text, 1.0
 
     model = MarkovModel.build(lines(), MarkovConfig(order=CHITCHAT_ORDER))
-    model.replies = ReplyWords.build(pairs)
+    model.replies = ReplyWords.build(pairs) if pairs else None
     model.save(out_dir)
     return out_dir
 
@@ -249,6 +249,10 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
         if model.backward is None:
             log.warning("the writer of persona %r predates the backward table: its replies are not written around the "
                         "context's words until it is rebuilt (`python -m markov build`)", name)
+        elif model.replies is None and (config or EngineConfig()).seed_replies != "never":
+            log.warning("seed_replies is %r, but the writer of persona %r has no reply-word table (built before Markov "
+                        "format 5, or from lines that do not say who spoke): its turns write around the context's own "
+                        "words", (config or EngineConfig()).seed_replies, name)
     names, follows = load_persona_meta(model_dir / MARKOV_DIR)
     editor = None
     if editor_dir(model_dir).is_dir():

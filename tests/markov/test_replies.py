@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from markov import MarkovConfig, MarkovModel
-from markov.replies import RepliesConfig, ReplyWords, turn_pairs
+from markov.replies import RepliesConfig, ReplyWords, turn_pairs, with_pairs
 
 # "pizza" is answered with "toppings" 4 times in 10 turn pairs; "great" answers half of all turns, so it tells
 # nothing about pizza (lift 1); "crust" answers pizza only twice (below min_count 3).
@@ -47,7 +47,11 @@ def test_reply_words_are_the_ones_a_word_is_answered_with_beyond_chance():
     assert "weekend" not in loose.of(["weekend"])
     assert loose.of(["weekend"], k=1) == ["hiking"] and loose.of(["weekend"], exclude=["HIKING"], k=1) == ["went"]
     assert loose.of(["never-said"]) == []
-    assert table.stats == {"pairs": 10, "words": len(table.vocab), "associations": len(table.to)}
+    assert table.stats == {"pairs": 10, "words": len(table.vocab), "associations": len(table.to), "min_count": 3,
+                           "min_lift": 3.0, "per_word": 32}
+    # words in fewer than min_count pairs are not in the table at all ("pasta": 2 pairs; "hear": 1)
+    assert "pasta" not in table.vocab and "hear" not in table.vocab and "pizza" in table.vocab
+    assert loose.answers("pizza") and not loose.answers("toppings") and not loose.answers("never-said")
 
 
 def test_the_table_is_the_same_whatever_order_the_pairs_come_in():
@@ -63,6 +67,9 @@ def test_per_word_keeps_the_strongest():
     assert full.of(["cats"]) == ["purr", "meow"]
     assert ReplyWords.build(pairs, RepliesConfig(min_lift=1.0, per_word=1)).of(["cats"]) == ["purr"]
     assert full.of(["cats", "dogs"])[0] == "bark"  # summed over the said words, the strongest first
+    # a said word is never a reply word, even where another said word is answered with it
+    both = ReplyWords.build([("cats", "dogs")] * 4 + [("dogs", "bark")] * 4, RepliesConfig(min_lift=1.0))
+    assert both.of(["cats"]) == ["dogs"] and both.of(["cats", "dogs"]) == ["bark"]
 
 
 def test_config_rejects_nonsense():
@@ -107,13 +114,15 @@ def test_a_damaged_table_is_a_clear_error(tmp_path):
 
 def test_reply_words_of_a_model_are_ones_it_can_write_around_and_not_the_contexts():
     model = writer_with_replies()
-    assert model.reply_words(["pizza"], ["pizza tonight?"], 4) == ["toppings"]
+    # the words, and the said words that have any ("tonight" answers nothing)
+    assert model.reply_words(["pizza", "tonight"], ["pizza tonight?"], 4) == (["toppings"], ["pizza"])
     # the context already said it: not a reply word
-    assert model.reply_words(["pizza"], ["pizza toppings tonight?"], 4) == []
+    assert model.reply_words(["pizza"], ["pizza toppings tonight?"], 4) == ([], [])
     # "went" and "hiking" answer the weekend; the model can write both
-    assert set(model.reply_words(["weekend"], ["how was your weekend?"], 4)) >= {"hiking", "went"}
+    assert set(model.reply_words(["weekend"], ["how was your weekend?"], 4)[0]) >= {"hiking", "went"}
+    assert model.reply_words(["weekend"], ["how was your weekend?"], 1)[0] == ["hiking"]
     model.replies = None
-    assert model.reply_words(["weekend"], ["how was your weekend?"], 4) == []
+    assert model.reply_words(["weekend"], ["how was your weekend?"], 4) == ([], [])
 
 
 def test_a_table_that_does_not_fit_together_is_refused():
@@ -124,3 +133,32 @@ def test_a_table_that_does_not_fit_together_is_refused():
     bad = dict(arrays, to=np.full_like(arrays["to"], len(table.vocab)))
     with pytest.raises(ValueError):
         ReplyWords.from_arrays(table.vocab, bad, {})
+    with pytest.raises(ValueError, match="types"):
+        ReplyWords.from_arrays(table.vocab, dict(arrays, ptr=arrays["ptr"].astype(np.float64)), {})
+    with pytest.raises(ValueError, match="types"):
+        ReplyWords.from_arrays(table.vocab, arrays, 5)
+
+
+def test_a_damaged_config_or_a_lost_word_file_is_a_clear_error(tmp_path):
+    model = writer_with_replies()
+    model.save(tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    meta = json.loads(config.read_text())
+    meta["riposte"]["replies"] = 5
+    config.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="corrupt"):
+        MarkovModel.load(tmp_path / "m")
+    model.save(tmp_path / "n")
+    (tmp_path / "n" / "replies.txt").unlink()
+    with pytest.raises(ValueError, match="corrupt"):
+        MarkovModel.load(tmp_path / "n")
+
+
+def test_with_pairs_passes_the_documents_through_and_collects_their_turn_pairs():
+    from corpus.documents import Document, Line
+
+    docs = [Document(source_id="a", lines=[Line(text="hi", speaker="A"), Line(text="hey you", speaker="B")]),
+            Document(source_id="b", lines=[Line(text="plain line")])]
+    pairs: list[tuple[str, str]] = []
+    assert list(with_pairs(docs, pairs)) == docs
+    assert pairs == [("hi", "hey you")]

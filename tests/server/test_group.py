@@ -265,7 +265,7 @@ def test_with_a_reply_word_table_a_turn_writes_around_the_words_people_answer_wi
     try:
         r = eng.reply(context, persona="alice", seed=3, n_alternatives=255)
         plain = off.reply(context, persona="alice", seed=3, n_alternatives=255)
-        other = eng.reply(context, persona="bob", seed=3)  # bob's writer has no table: the context's words
+        other = eng.reply(["so, beer then."], persona="bob", seed=3)  # bob's writer has no table: the context's words
     finally:
         eng.close()
         off.close()
@@ -282,7 +282,7 @@ def test_with_a_reply_word_table_a_turn_writes_around_the_words_people_answer_wi
     assert naming(r, {"poetry"}) < naming(plain, {"poetry"}) - 0.15
     assert plain.stats["seeded"]["source"] == "context" and plain.stats["seeded"]["words"] == ["poetry"]
     assert "answering" not in plain.stats["seeded"]
-    assert "seeded" not in other.stats or other.stats["seeded"]["source"] != "replies"
+    assert other.stats["seeded"]["source"] == "context" and other.stats["seeded"]["words"] == ["beer"]
     # a question is answered with its own words, as people do, unless asked to always write around reply words
     asked = ["so, do you like poetry?"]
     for when, source in (("statements", "context"), ("always", "replies")):
@@ -418,3 +418,20 @@ def test_simulate_respects_its_overall_time_bound(group_models):
     assert len(body["turns"]) == 6 or body["stopped"].startswith("the 1200 ms time bound ran out")
     assert all(t["elapsed_ms"] <= 200 + 30 for t in body["turns"])
     assert np.mean([t["scored"] > 0 for t in body["turns"]]) > 0.5
+
+
+def test_asking_for_reply_words_of_a_writer_without_a_table_says_so(tmp_path, caplog):
+    import logging
+
+    from server.models import load_engine
+
+    build(ALICE).save(tmp_path / "m" / "markov")  # plain lines: no reply-word table
+    for when, warned in (("statements", True), ("never", False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            eng = load_engine(tmp_path / "m", EngineConfig(seed_replies=when), require_reranker=False)
+        try:
+            assert ("no reply-word table" in caplog.text) == warned
+            assert eng.reply(["so, poetry then."], seed=1).stats["seeded"]["source"] == "context"
+        finally:
+            eng.close()
