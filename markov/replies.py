@@ -3,8 +3,9 @@
 A turn's seeded candidates were written around the context's own words, and the editor picked lines that said them
 back: a quarter of a reply's content words came from the last line, against people's 6%. People answer "how was
 your weekend?" with "fun", "saturday" or "hanging"; "pizza" with "toppings" and "pepperoni". This table holds, for
-each word said, the words the next speaker's turn names far more often than turns do in general, so the writer can
-write around those instead (benchmarks/RESULTS.md, "Nineteenth pass").
+each word said, the words the next speaker's turn names far more often than turns do in general, so a turn can be
+written around those instead (`EngineConfig.seed_replies`). It cut that echo to people's rate but made replies parse
+a little less often, so turns use it only when asked (benchmarks/RESULTS.md, "Nineteenth pass").
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class ReplyWords:
         reply_n = np.asarray(reply_m.sum(axis=0)).ravel().astype(np.float64)
         count = co.data.astype(np.float64)
         lift = count * n / (said_n[co.row] * reply_n[co.col])
-        # a word is not its own reply here: the turn already writes around the said words themselves
+        # a word is not its own reply here: reply words stand in for the said words, and the said word again is echo
         keep = (count >= config.min_count) & (lift >= config.min_lift) & (co.row != co.col)
         rows, cols = co.row[keep].astype(np.int64), co.col[keep]
         strength = count[keep] * np.log(lift[keep])
