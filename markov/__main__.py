@@ -142,6 +142,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(f"# {gen.report}" + (f"; {gen.reason}" if gen.reason else ""), file=sys.stderr)
 
 
+def cmd_replies(args: argparse.Namespace) -> None:
+    """Print the words people answer the given words with, as the model learned them."""
+    try:
+        model = MarkovModel.load(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    if model.replies is None:
+        raise SystemExit(f"error: {args.model} has no reply-word table: it was built before Markov format 5, or from "
+                         "inputs that do not say who spoke; rebuild it from chitchat or a chat export")
+    if args.k < 1:
+        raise SystemExit(f"error: -k must be >= 1, got {args.k}")
+    unknown = [w for w in args.words if not model.replies.answers(w)]
+    if unknown:
+        print(f"# nothing learned for: {', '.join(unknown)}", file=sys.stderr)
+    for word, strength in model.replies.scored(args.words, k=args.k):
+        print(f"{strength:9.1f}  {word}")
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
     """Parse arguments and run a subcommand."""
     parser = argparse.ArgumentParser(prog=prog, description="riposte's Markov candidate writer")
@@ -180,6 +198,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m markov") -> None:
                         f"(default {AROUND_UNBIAS_ABOVE}; 0: as drawn)")
     s.add_argument("-v", "--verbose", action="store_true", help="print the filter report")
     s.set_defaults(func=cmd_sample)
+    r = sub.add_parser("replies", help="print the words people answer words with (the model's reply-word table)")
+    r.add_argument("model", type=Path, help="model directory")
+    r.add_argument("words", nargs="+", metavar="WORD", help="words said (their reply words are summed)")
+    r.add_argument("-k", type=int, default=10, help="how many reply words, the strongest first")
+    r.set_defaults(func=cmd_replies)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -120,6 +120,10 @@ class ReplyWords:
 
     def of(self, said: Sequence[str], exclude: Iterable[str] = (), k: int | None = None) -> list[str]:
         """The reply words of the said words, the strongest summed over them first, none of `exclude` or `said`."""
+        return [w for w, _ in self.scored(said, exclude, k)]
+
+    def scored(self, said: Sequence[str], exclude: Iterable[str] = (), k: int | None = None) -> list[tuple[str, float]]:
+        """`of`, each word with its strength summed over the said words (count x log lift)."""
         total: dict[int, float] = {}
         for w in said:
             i = self._id.get(w.strip().casefold())
@@ -130,7 +134,7 @@ class ReplyWords:
                 total[j] = total.get(j, 0.0) + s
         banned = {w.strip().casefold() for w in (*exclude, *said)}
         ranked = sorted(total, key=lambda j: (-total[j], self.vocab[j]))
-        out = [self.vocab[j] for j in ranked if self.vocab[j] not in banned]
+        out = [(self.vocab[j], total[j]) for j in ranked if self.vocab[j] not in banned]
         return out if k is None else out[:k]
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """`riposte COMMAND ...`: one console script for the project; each command is exactly its `python -m` form.
 
     riposte serve | chat | index              python -m server serve | chat | index
-    riposte build | sample                    python -m markov build | sample
+    riposte build | sample | replies          python -m markov build | sample | replies
     riposte prepare                           python -m reranker prepare
     riposte corpus clean | stats              python -m corpus clean | stats
     riposte train | eval | first-stage | plot python -m reranker train | eval | first-stage | plot
@@ -38,6 +38,7 @@ COMMANDS = {
     "index": Command("server", ("index",), "build or grow a persona's reply index"),
     "build": Command("markov", ("build",), "build a Markov writer from text, chats or subtitles"),
     "sample": Command("markov", ("sample",), "print candidates from a Markov writer"),
+    "replies": Command("markov", ("replies",), "print the words a Markov writer learned people answer words with"),
     "prepare": Command("reranker", ("prepare",), "prepare a dump into token shards for training"),
     "corpus": Command("corpus", (), "read dumps: clean, stats"),
     "train": Command("reranker", ("train",), "train an editor (--default: the embedded default)"),

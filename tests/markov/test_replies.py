@@ -162,3 +162,21 @@ def test_with_pairs_passes_the_documents_through_and_collects_their_turn_pairs()
     pairs: list[tuple[str, str]] = []
     assert list(with_pairs(docs, pairs)) == docs
     assert pairs == [("hi", "hey you")]
+
+
+def test_the_replies_command_prints_what_a_model_learned(tmp_path, capsys):
+    from markov.__main__ import main as cli
+
+    model = writer_with_replies()
+    model.save(tmp_path / "m")
+    cli(["replies", str(tmp_path / "m"), "weekend", "zork", "-k", "2"])
+    out = capsys.readouterr()
+    assert [line.split()[1] for line in out.out.splitlines()] == ["hiking", "went"]
+    assert float(out.out.split()[0]) == pytest.approx(3 * math.log(10 * 3 / (4 * 3)), abs=0.05)
+    assert "nothing learned for: zork" in out.err
+    model.replies = None
+    model.save(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="no reply-word table"):
+        cli(["replies", str(tmp_path / "plain"), "weekend"])
+    with pytest.raises(SystemExit, match="-k must be"):
+        cli(["replies", str(tmp_path / "m"), "weekend", "-k", "0"])
