@@ -55,11 +55,14 @@ def words(text: str) -> list[str]:
 # DailyDialog's train lines with their end stripped, it finds 70% of the questions and calls 0.4% of the other lines
 # (those without a "?") questions; it finds 3,004 more in chitchat's 258k lines beside their 42,742 with a "?"
 # (benchmarks/RESULTS.md, "Seventeenth pass").
-_AUX = ("do|does|did|are|is|was|were|can|could|would|will|have|has|had|should|shall|may|might|am|don't|doesn't|"
-        "didn't|aren't|isn't|wasn't|weren't|can't|couldn't|won't|wouldn't|haven't|hasn't|shouldn't")
+# Typed without apostrophes ("dont you like it", "whats up") they ask the same: 208 more of chitchat's 256,046
+# lines, and 40 read were all questions in form (benchmarks/RESULTS.md, "Nineteenth pass").
+_AUX_WORDS = ("do does did are is was were can could would will have has had should shall may might am don't doesn't "
+              "didn't aren't isn't wasn't weren't can't couldn't won't wouldn't haven't hasn't shouldn't").split()
+_AUX = "|".join(_AUX_WORDS + [typed for typed, meant in APOSTROPHE_LESS.items() if meant in _AUX_WORDS])
 _ASKS_UNMARKED = re.compile(
     rf"\W*(?:(?:so|and|but|ok|okay|oh|well|hey|hi|hello|haha|lol)\W+)?"
-    rf"(?:(?:what|how|where|who)'s|(?:what|why|how|where|when|who)\s+(?:{_AUX}|about|many|much|long|old|come|often|far)"
+    rf"(?:(?:what|how|where|who)'?s|(?:what|why|how|where|when|who)\s+(?:{_AUX}|about|many|much|long|old|come|often|far)"
     rf"|what\s+if|(?:{_AUX})\s+(?:you|i|we|they|he|she|there|your|anyone|anybody|u|ya)|(?!do\b)(?:{_AUX})\s+(?:it|that|this))"
     r"\b[^.!?]*$", re.I)
 _FIRST_WORD = re.compile(r"\W*(\w+)")
@@ -70,6 +73,7 @@ _ASK_OPENERS = frozenset(
     "so and but ok okay oh well hey hi hello haha lol what why how where when who do does did are is was were can "
     "could would will have has had should shall may might am don doesn didn aren isn wasn weren couldn won wouldn "
     "haven hasn shouldn".split())
+_ASK_OPENERS |= {typed for typed, meant in APOSTROPHE_LESS.items() if meant.split("'")[0] in _ASK_OPENERS} | {"whos"}
 
 
 def asks(text: str) -> bool:

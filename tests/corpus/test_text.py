@@ -70,8 +70,12 @@ def test_a_mirror_asks_back_with_the_questions_words():
 def test_a_question_typed_without_its_mark_still_asks():
     for line in ("hello?", "What's your dream job", "what’s up", "do you like hiking", "So where are you from",
                  "Nice. what do you do", "Hi! how about you", "does it hurt", "Don't you like it", "....is anyone there",
-                 "don’t you like it", "so do you like it"):
+                 "don’t you like it", "so do you like it",
+                 # typed without apostrophes, as chat is
+                 "dont you like it", "whats up", "Hey whats up", "hows your day going", "whos your favorite avenger",
+                 "isnt it", "why wouldnt we", "who doesnt love bacon", "wheres your favourite city"):
         assert asks(line), line
     for line in ("I am fine", "What a day", "Do it now", "Do you like hiking.", "When I think of it I smile",
-                 "How are you! Fine.", "I wonder. How nice!", "", "   ", "so do i", "me too. so am I!", "...", "!!!"):
+                 "How are you! Fine.", "I wonder. How nice!", "", "   ", "so do i", "me too. so am I!", "...", "!!!",
+                 "i dont know", "cant wait", "thats cool", "im fine", "whose turn it was, I forget", "so dont i"):
         assert not asks(line), line
