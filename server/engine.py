@@ -649,16 +649,19 @@ class Engine:
             picked = model.context_words([turn.text for turn in plan.turns[-cfg.context_seed_lines:]],
                                          cfg.context_seed_words)
             answers = getattr(model, "reply_words", None)
-            # the line the words came from (the newest that has any) is the one that asks or not
-            said = next((turn.text for turn in reversed(plan.turns) if set(picked) & set(words(turn.text))), "")
             if picked and answers is not None and cfg.seed_replies != "never" and (
-                    cfg.seed_replies == "always" or not asks(said)):
+                    cfg.seed_replies == "always" or not asks(self._said(plan, picked))):
                 replied, answering = answers(picked, [turn.text for turn in plan.turns[-cfg.context_lines:]],
                                              cfg.context_seed_words)
                 if replied:
                     return replied, unknown, "replies", answering
         # a topic none of whose words the persona knows is still reported, with its unknown words
         return picked, unknown, ("context" if picked else "topic" if unknown else None), []
+
+    @staticmethod
+    def _said(plan: TurnPlan, picked: list[str]) -> str:
+        """The line a turn's context words came from (the newest naming any): the one that asks or not."""
+        return next((turn.text for turn in reversed(plan.turns) if set(picked) & set(words(turn.text))), "")
 
     def generate(self, plan: TurnPlan) -> Candidates:
         """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.

@@ -289,6 +289,8 @@ def test_with_a_reply_word_table_a_turn_writes_around_the_words_people_answer_wi
         eng = Engine(models, None, EngineConfig(n_candidates=256, seed_replies=when))
         try:
             assert eng.reply(asked, persona="alice", seed=3).stats["seeded"]["source"] == source
+            # "ok then" names nothing the writer knows: the words come from the question before it, which asks
+            assert eng.reply([*asked, "ok then"], persona="alice", seed=3).stats["seeded"]["source"] == source
         finally:
             eng.close()
     with pytest.raises(ValueError, match="seed_replies"):
