@@ -38,19 +38,13 @@ def turn_pairs(lines: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, str
     (speaker, text) lines: the said side is the other speaker's last line (a turn seeds from the newest line), the
     reply side the next speaker's lines joined. A line with no speaker breaks the chain: who answered whom is unknown."""
     said, turn, speaker = None, [], None
-    for who, text in lines:
-        if not who:
+    for who, text in [*lines, ("", "")]:  # the closing break ends the last turn
+        if who != speaker or not who:  # a turn ends: it answered `said`, if anything
             if said is not None and turn:
                 yield said, " ".join(turn), speaker
-            said, turn, speaker = None, [], None
-            continue
-        if who != speaker:
-            if said is not None and turn:
-                yield said, " ".join(turn), speaker
-            said, turn, speaker = (turn[-1] if turn else None), [], who
-        turn.append(text)
-    if said is not None and turn:
-        yield said, " ".join(turn), speaker
+            said, turn, speaker = (turn[-1] if turn and who else None), [], who
+        if who:
+            turn.append(text)
 
 
 def with_pairs(documents: Iterable, pairs: list[tuple[str, str]]) -> Iterator:

@@ -625,9 +625,9 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
 def around_negatives(writer, docs: list, seed: int = 0, seed_words: int = CONTEXT_SEED_WORDS, tries: int = 8
                      ) -> Callable[[str], str | None]:
     """line -> a fresh writer line written around the context words of the lines before it (the newest of its last
-    `CONTEXT_SEED_LINES` with words the writer knows, as a turn seeds; the first time it was said), the closest in word count of `tries`,
-    or None where the writer finds none. Lines are written when asked (a few ms each), so a short training run pays
-    only for the lines it reads."""
+    `CONTEXT_SEED_LINES` with words the writer knows, as a turn seeds; the first time it was said), the closest in
+    word count of `tries`, or None where the writer finds none. Lines are written when asked (a few ms each), so a
+    short training run pays only for the lines it reads."""
     if getattr(writer, "backward", None) is None:  # saved before format 4: it cannot write around words
         raise ValueError("relevance_around needs a writer with a backward table (Markov format 4 or later)")
     before: dict[str, list[str]] = {}

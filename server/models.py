@@ -244,15 +244,16 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
 
     model_dir = Path(model_dir)
     personas = load_personas(model_dir / MARKOV_DIR)
+    seed_replies = (config or EngineConfig()).seed_replies
     for name, model in {id(m): (n, m) for n, m in personas.items()}.values():  # "default" may alias "all"
         model.warm_around()
         if model.backward is None:
             log.warning("the writer of persona %r predates the backward table: its replies are not written around the "
                         "context's words until it is rebuilt (`python -m markov build`)", name)
-        elif model.replies is None and (config or EngineConfig()).seed_replies != "never":
+        elif model.replies is None and seed_replies != "never":
             log.warning("seed_replies is %r, but the writer of persona %r has no reply-word table (built before Markov "
                         "format 5, or from lines that do not say who spoke): its turns write around the context's own "
-                        "words", (config or EngineConfig()).seed_replies, name)
+                        "words", seed_replies, name)
     names, follows = load_persona_meta(model_dir / MARKOV_DIR)
     editor = None
     if editor_dir(model_dir).is_dir():
