@@ -77,6 +77,8 @@ MIRROR_SHARE = 0.5  # ... and the share of a reply's own content words taken fro
 # the values given, and its row is named by the changed fields in this order.
 SWEEPS = (
     ("--n-candidates", "n_candidates", int, "the candidates a turn writes, of which the first stage orders the reads"),
+    ("--order-within-length", "order_within_length", lambda v: {"on": True, "off": False}[v],
+     "on or off: the first stage's scores centred within each word count before they order the reads"),
     ("--context-share", "context_share", float, "the share of candidates written around the context's words"),
     ("--context-seed-lines", "context_seed_lines", int,
      "how far back a turn looks for the newest line with words to write around"),

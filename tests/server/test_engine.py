@@ -23,6 +23,7 @@ from server.engine import (
     as_turns,
     dedupe_key,
     overlap,
+    within_length,
     words,
 )
 from server.models import load_engine
@@ -485,3 +486,43 @@ def test_under_load_a_turn_writes_about_eight_candidates_per_editor_read(tiny_ma
         assert off.plan(HISTORY, budget_ms=500).n_candidates == 1024
     finally:
         off.close()
+
+
+def test_within_length_centres_each_word_count_on_its_own_mean():
+    ws = [["a"], ["b"], ["c", "d"], ["e"], ["f", "g"], list("abcdefgh")]
+    out = within_length(np.array([1.0, 3.0, 10.0, np.nan, 5.0, 7.0]), ws, longest=4)
+    # one word: 1 and 3 (NaN left out of the mean, and kept NaN); two words: 10 and 5; 8 words counts as 4: alone
+    np.testing.assert_allclose(out, [-1.0, 1.0, 2.5, np.nan, -2.5, 0.0])
+    assert out.dtype == np.float32
+    with pytest.raises(ValueError, match="2 word lists for 3 scores"):
+        within_length(np.zeros(3), [["a"], ["b"]])
+
+
+class LongerIsBetter:
+    """A fake first stage that reads length alone: a candidate's score is its word count."""
+
+    def score(self, context, candidates, words=None):
+        return np.asarray([len(ws) for ws in words], dtype=np.float32)
+
+
+@pytest.mark.parametrize("within", [False, True])
+def test_order_within_length_keeps_a_long_favouring_first_stage_from_reading_only_long_lines(tiny_markov, within):
+    clock = FakeClock()
+    scorer = ClockedScorer(clock, per_candidate=1 / 128)  # 30 candidates read
+    eng = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=256, order_within_length=within),
+                 first_stage=LongerIsBetter(), clock=clock)
+    try:
+        r = eng.reply(["hello there", "do you like pizza and the park on sundays?"], budget_ms=250, seed=3,
+                      n_alternatives=1000)
+        lengths = [len(words(t)) for t in scorer.read]
+        assert len(lengths) == 30
+        if not within:  # the longest first
+            assert lengths == sorted(lengths, reverse=True)
+        else:  # every centred score is 0, so the prior alone sets the order, and it reads lines of many lengths
+            prior = {a.text: a.prior for a in r.alternatives}  # the reply itself is not among its alternatives
+            read_priors = [prior[t] for t in scorer.read if t in prior]
+            assert len(read_priors) >= 29 and read_priors == sorted(read_priors, reverse=True)
+            assert len(set(lengths)) > 1
+            assert r.stats["first_stage"]["scored"] > 30
+    finally:
+        eng.close()
