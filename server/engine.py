@@ -142,8 +142,10 @@ class EngineConfig(LineRules):
     # Centre the first stage's scores within each word count before they set the read order. The first stage reads
     # relevance alone, and a longer line holds more words near the context, so from a large pool its best are long:
     # at 16,384 candidates a turn the editor's picks were 2.1 words longer than at 1,024 and parsed less often, though
-    # at equal length they parsed as often and read more human. Centred, the read set keeps the pool's lengths
-    # (benchmarks/RESULTS.md, "Twentieth pass"). Off by default: measured clock-free only.
+    # at equal length they parsed as often and read more human. Centred, no line is read first for being long: at
+    # 16,384 the picks parsed +0.046 +- 0.023 over 1,024 (800 clock-free turns), but said more of the last line back
+    # (echo +0.033 +- 0.008), and at a real 1,000 ms budget (100 turns) no arm differed beyond noise. So it is off
+    # (benchmarks/RESULTS.md, "Twentieth pass").
     order_within_length: bool = False
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn, for the editor to read (0: no index)
