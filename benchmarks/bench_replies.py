@@ -73,11 +73,18 @@ PARROT_RUN = 4
 MIRROR_SHARE = 0.5  # ... and the share of a reply's own content words taken from the question it answers
 
 
+def on_off(value: str) -> bool:
+    """A sweep value of a switch: "on" or "off"."""
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
 # EngineConfig fields a run can sweep: (flag, field, type, what it is). Each --model runs once per combination of
 # the values given, and its row is named by the changed fields in this order.
 SWEEPS = (
     ("--n-candidates", "n_candidates", int, "the candidates a turn writes, of which the first stage orders the reads"),
-    ("--order-within-length", "order_within_length", lambda v: {"on": True, "off": False}[v],
+    ("--order-within-length", "order_within_length", on_off,
      "on or off: the first stage's scores centred within each word count before they order the reads"),
     ("--context-share", "context_share", float, "the share of candidates written around the context's words"),
     ("--context-seed-lines", "context_seed_lines", int,
