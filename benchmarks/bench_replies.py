@@ -198,7 +198,9 @@ def grammar_parser():
     def parses(text: str) -> float:
         text = re.sub(r"\bi(?=\b|')", "I", text.strip())
         pieces = [p for p in re.split(r"(?<=[.!?])\s+", text) if p]
-        for piece in pieces or [""]:
+        if not pieces:  # no reply (a turn none of whose candidates passed): nothing parses, and Link Grammar
+            return 0.0  # aborts the process on an empty sentence
+        for piece in pieces:
             sentence = Sentence(piece, dictionary, options)
             sentence.parse()
             if Clinkgrammar.sentence_num_valid_linkages(sentence._obj) == 0:
@@ -373,9 +375,11 @@ def main() -> int:
         results = clock_free() if args.reads else asyncio.run(turns())
         rows[name] = [text for text, _, _ in results]
         read = [n for _, n, _ in results]
+        empty = sum(not text for text, _, _ in results)
+        none = f"; no reply (no candidate passed in time) in {empty}" if empty else ""
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
-              f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}", flush=True)
+              f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}{none}", flush=True)
     keys = ("human", "parses", "topic", "echo", "parrots", "mirrors", "asks_back", "follows", "words")
     print("\n| reply | judged human | parses (Link Grammar) | topic | echo | parrots | mirrors | asks back | follows "
           "| words |\n|---|---|---|---|---|---|---|---|---|---|")

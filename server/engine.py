@@ -140,13 +140,13 @@ class EngineConfig(LineRules):
     # markov, so the value is repeated here and a test holds the two equal); 0: as drawn.
     around_unbias_above: int = 2
     # Centre the first stage's scores within each word count before they set the read order. The first stage reads
-    # relevance alone, and a longer line holds more words near the context, so from a large pool its best are long:
-    # at 16,384 candidates a turn the editor's picks were 2.1 words longer than at 1,024 and parsed less often, though
-    # at equal length they parsed as often and read more human. Centred, no line is read first for being long: at
-    # 16,384 the picks parsed +0.046 +- 0.023 over 1,024 (800 clock-free turns), but said more of the last line back
-    # (echo +0.033 +- 0.008), and at a real 1,000 ms budget (100 turns) no arm differed beyond noise. So it is off
-    # (benchmarks/RESULTS.md, "Twentieth pass").
-    order_within_length: bool = False
+    # relevance alone, and a longer line holds more words near the context, so its best are long, and long lines
+    # parse least. Where the editor reads little, its pick is the first stage's: at 16 clients x 500 ms (the editor
+    # reads 0-3 lines a turn) the default's replies parsed 0.48-0.52, below a random writer line (0.58-0.61), and
+    # centred they parse 0.58-0.61 (+0.095 +- 0.031 over 400 turns; judged human +0.018, topic 0.24-0.26 against
+    # people's 0.21, echo +0.060). At one client, 1,000 ms, the editor reads ~130 lines and the judges did not move
+    # (benchmarks/RESULTS.md, "Twenty-first pass"). Off: the first stage's order as it scores.
+    order_within_length: bool = True
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn, for the editor to read (0: no index)
     # ... from an index that keeps the editor's readings of its lines: they are scored without a read, so a turn
@@ -640,8 +640,13 @@ class Engine:
         plan.stage_ms["queued"] = round(plan.budget.elapsed_ms(), 1)  # from the request's arrival to a free thread
         # The index's lines first: under load the filter stops at its deadline keeping what it passed, and the
         # index's lines are the turn's likeliest best (it holds the first stage's top of all a writer wrote).
-        candidates = self.recall(plan) + self.generate(plan)
-        candidates = self.filter(plan, candidates)
+        candidates = self.filter(plan, self.recall(plan) + self.generate(plan))
+        if not len(candidates) and "seeded" in plan.stats:
+            # Every line was written around the words and none passed a rule: under load a turn writes one chunk,
+            # all of it around them, and after "Ding ding ding ding ding!" every line around "ding" holds a run of
+            # the user's words. One chunk of plain lines (a few ms) gives the turn a reply where it had none.
+            plan.stats["plain_retry"] = True
+            candidates = self.filter(plan, self.generate(plan, around=False))
         candidates.prior = self.prior(plan, candidates)
         candidates = self.order(plan, candidates)
         candidates.kept = self.score_kept(plan, candidates)
@@ -685,17 +690,18 @@ class Engine:
         """The line a turn's context words came from (the newest naming any): the one that asks or not."""
         return next((turn.text for turn in reversed(plan.turns) if set(picked) & set(words(turn.text))), "")
 
-    def generate(self, plan: TurnPlan) -> Candidates:
+    def generate(self, plan: TurnPlan, around: bool = True) -> Candidates:
         """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.
 
         A share of the chunks (`topic_share` with a topic, else `context_share`) are whole lines written around the
         seed words (`seed_words`); a persona that cannot write around them (none known, or a writer saved before
-        the backward table) gets plain chunks instead. A candidate sampled twice keeps its best mean log-prob.
+        the backward table) gets plain chunks instead, as does `around=False`. A candidate sampled twice keeps its
+        best mean log-prob. A second call on the same plan adds to its counts and time.
         """
         cfg, budget, began = self.config, plan.budget, self.clock()
         model = self.personas[plan.persona]
         n = plan.n_candidates
-        seeds, unknown, source, answering = self.seed_words(plan)
+        seeds, unknown, source, answering = self.seed_words(plan) if around else ([], [], None, [])
         share = cfg.topic_share if source == "topic" else cfg.context_share
         chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         # A turn that writes a single chunk (under load: 64 to 128 candidates, and the editor reads almost none)
@@ -739,7 +745,8 @@ class Engine:
             if self._waiting_for_cpu and len(unique) >= chunk and budget.bounded:
                 plan.stats["yielded"] = True
                 break
-        plan.stats.update(generated=generated, unique=len(unique))
+        plan.stats.update(generated=plan.stats.get("generated", 0) + generated,
+                          unique=plan.stats.get("unique", 0) + len(unique))
         if source:
             plan.stats["seeded"] = {"source": source, "words": seeds, "candidates": report.pop("seeded", 0)}
             if answering:
@@ -747,8 +754,9 @@ class Engine:
             if unknown:
                 plan.stats["seeded"]["unknown"] = unknown
         if report:
-            plan.stats["generation"] = report
-        plan.stage_ms["generate"] = self._ms_since(began)
+            earlier = plan.stats.get("generation", {})
+            plan.stats["generation"] = {k: earlier.get(k, 0) + report.get(k, 0) for k in {**earlier, **report}}
+        plan.stage_ms["generate"] = plan.stage_ms.get("generate", 0.0) + self._ms_since(began)
         values = list(unique.values())
         return Candidates([v[0] for v in values], [v[2] for v in values], np.asarray([v[1] for v in values], np.float64))
 

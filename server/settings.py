@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     seed_replies: SeedReplies = Field(EngineConfig.seed_replies, description="write a turn around the words people "
                                       "answer the context's words with, not around the context's own: after a line "
                                       "that does not ask (statements), always, or never")
+    order_within_length: bool = Field(EngineConfig.order_within_length, description="read each word count's best "
+                                      "lines first: the first stage's scores centred within each word count, so no "
+                                      "line is read first for being long")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -145,7 +148,8 @@ class Settings(BaseSettings):
         """The engine defaults these settings imply."""
         words, regexes = self.blocklist()
         return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, echo_run=self.echo_run,
-                            mirror_share=self.mirror_share, seed_replies=self.seed_replies, blocklist_words=words,
+                            mirror_share=self.mirror_share, seed_replies=self.seed_replies,
+                            order_within_length=self.order_within_length, blocklist_words=words,
                             blocklist_regexes=regexes)
 
     def to_env(self) -> dict[str, str]:

@@ -1,6 +1,7 @@
-"""The replies benchmark's paired comparison (the engine runs themselves are a benchmark, not a test)."""
+"""The replies benchmark's paired comparison and judges (the engine runs themselves are a benchmark, not a test)."""
 
 import numpy as np
+import pytest
 
 from benchmarks.bench_replies import paired
 
@@ -84,3 +85,15 @@ def test_switch_cases_end_on_another_documents_opening(tmp_path):
         assert context[-1] == f"{new} line 0 here." and true == f"{new} line 1 here."  # its opening, then its reply
         i = int(context[1].split()[2])
         assert context[0] == f"{old} line {i - 1} here."  # consecutive lines of the old one
+
+
+def test_the_grammar_judge_passes_sentences_and_fails_no_reply():
+    from benchmarks.bench_replies import grammar_parser
+
+    parses = grammar_parser()
+    if parses is None:
+        pytest.skip("Link Grammar is not installed (apt install python3-link-grammar link-grammar-dictionaries-en)")
+    assert parses("I like it. You do too!") == 1.0  # every sentence links
+    assert parses("was your weekend is for right??") == 0.0  # the issue's first reply: salad
+    # A turn with no reply has nothing that parses; Link Grammar itself aborts the process on an empty sentence.
+    assert parses("") == 0.0 and parses("   ") == 0.0

@@ -351,7 +351,9 @@ def test_the_first_stage_scores_every_candidate_and_sets_the_editors_reading_ord
     clock = FakeClock()
     scorer = ClockedScorer(clock, per_candidate=1 / 128)  # 240 ms of a 250 ms budget: 30 candidates read
     first = SharedWords()
-    eng = Engine({"default": tiny_markov}, scorer, EngineConfig(n_candidates=256), first_stage=first, clock=clock)
+    # the first stage's own order (the centred one, the default, is tested below)
+    cfg = EngineConfig(n_candidates=256, order_within_length=False)
+    eng = Engine({"default": tiny_markov}, scorer, cfg, first_stage=first, clock=clock)
     try:
         history = ["hello there", "do you like pizza and the park on sundays?"]
         r = eng.reply(history, budget_ms=250, seed=3, n_alternatives=1000)
@@ -486,6 +488,20 @@ def test_under_load_a_turn_writes_about_eight_candidates_per_editor_read(tiny_ma
         assert off.plan(HISTORY, budget_ms=500).n_candidates == 1024
     finally:
         off.close()
+
+
+def test_a_turn_whose_lines_around_the_words_all_fail_writes_plain_ones(tiny_markov):
+    # Every candidate is written around "dogs" (context_share 1, as a loaded turn's single chunk is), and echo_run 1
+    # refuses any line sharing a word with the user's: not one passes, so the turn writes plain lines for its reply.
+    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=64, context_share=1.0, echo_run=1))
+    try:
+        r = eng.reply(["dogs"], seed=3, budget_ms=5000)
+    finally:
+        eng.close()
+    assert r.stats["seeded"]["words"] == ["dogs"] and r.stats["seeded"]["candidates"] > 0
+    assert r.stats["plain_retry"] is True and r.stats["generated"] == 128  # both calls counted
+    assert r.reply and "dogs" not in r.reply.casefold().split()
+    assert r.stats["scored"] > 0 and "reason" not in r.stats
 
 
 def test_within_length_centres_each_word_count_on_its_own_mean():

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from server.__main__ import build_parser, main, settings_from
+from server.engine import EngineConfig
 from server.settings import Settings
 
 
@@ -33,6 +34,12 @@ def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch, tmp_pa
     monkeypatch.setenv("RIPOSTE_SEED_REPLIES", "statements")
     assert parsed("serve").engine_config().seed_replies == "statements"
     assert parsed("chat", "--seed-replies", "always").engine_config().seed_replies == "always"
+    assert parsed("chat").engine_config().order_within_length is EngineConfig.order_within_length
+    monkeypatch.setenv("RIPOSTE_ORDER_WITHIN_LENGTH", "true")
+    assert parsed("serve").engine_config().order_within_length is True
+    assert parsed("chat", "--no-order-within-length").engine_config().order_within_length is False  # the flag wins
+    monkeypatch.setenv("RIPOSTE_ORDER_WITHIN_LENGTH", "false")
+    assert parsed("serve", "--order-within-length").engine_config().order_within_length is True
 
 
 def test_the_command_line_builds_by_default_and_no_build_turns_it_off(monkeypatch):
