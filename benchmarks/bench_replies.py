@@ -376,7 +376,7 @@ def main() -> int:
         rows[name] = [text for text, _, _ in results]
         read = [n for _, n, _ in results]
         empty = sum(not text for text, _, _ in results)
-        none = f"; no reply (no candidate passed in time) in {empty}" if empty else ""
+        none = f"; no reply (no candidate passed the filters) in {empty}" if empty else ""
         from_index = f"; replies from the reply index: {np.mean([i for _, _, i in results]):.2f}" if engine.indexes else ""
         print(f"{name}: {len(results)} replies in {time.perf_counter() - started:.0f} s, {args.clients} at a time; "
               f"editor read per reply: median {np.median(read):.0f}, mean {np.mean(read):.0f}{from_index}{none}", flush=True)

@@ -53,6 +53,9 @@ from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, S
 
 log = logging.getLogger(__name__)
 
+# A turn none of whose lines written around words passed writes at most this many plain ones (`Engine.prepare`).
+PLAIN_RETRY_LINES = 128
+
 
 class FirstStageScorer(Protocol):
     """What the engine needs from a first stage (see `reranker.first_stage.FirstStage`): higher is better."""
@@ -286,6 +289,7 @@ class TurnPlan:
     pick_rng: np.random.Generator
     stats: dict[str, Any] = field(default_factory=dict)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    written_plain: int = 0  # lines the writer wrote not around any word (`generate`)
 
 
 def as_turns(history: Sequence[Turn | str | Mapping[str, str]]) -> list[Turn]:
@@ -641,12 +645,15 @@ class Engine:
         # The index's lines first: under load the filter stops at its deadline keeping what it passed, and the
         # index's lines are the turn's likeliest best (it holds the first stage's top of all a writer wrote).
         candidates = self.filter(plan, self.recall(plan) + self.generate(plan))
-        if not len(candidates) and "seeded" in plan.stats:
+        if (not len(candidates) and not plan.written_plain and plan.stats.get("seeded", {}).get("candidates")
+                and not plan.budget.passed(plan.budget.end)):
             # Every line was written around the words and none passed a rule: under load a turn writes one chunk,
             # all of it around them, and after "Ding ding ding ding ding!" every line around "ding" holds a run of
-            # the user's words. One chunk of plain lines (a few ms) gives the turn a reply where it had none.
+            # the user's words (one turn in 200 at 16 clients had no reply). One chunk of plain lines, at most 128
+            # (a few ms), gives the turn a reply where it had none; a turn already past its end gets none.
             plan.stats["plain_retry"] = True
-            candidates = self.filter(plan, self.generate(plan, around=False))
+            candidates = self.filter(plan, self.generate(plan, write_around=False,
+                                                         n=min(plan.n_candidates, PLAIN_RETRY_LINES)))
         candidates.prior = self.prior(plan, candidates)
         candidates = self.order(plan, candidates)
         candidates.kept = self.score_kept(plan, candidates)
@@ -690,18 +697,19 @@ class Engine:
         """The line a turn's context words came from (the newest naming any): the one that asks or not."""
         return next((turn.text for turn in reversed(plan.turns) if set(picked) & set(words(turn.text))), "")
 
-    def generate(self, plan: TurnPlan, around: bool = True) -> Candidates:
+    def generate(self, plan: TurnPlan, write_around: bool = True, n: int | None = None) -> Candidates:
         """Markov candidates in chunks, deduped as they come; stops at the budget's generation deadline.
 
         A share of the chunks (`topic_share` with a topic, else `context_share`) are whole lines written around the
         seed words (`seed_words`); a persona that cannot write around them (none known, or a writer saved before
-        the backward table) gets plain chunks instead, as does `around=False`. A candidate sampled twice keeps its
-        best mean log-prob. A second call on the same plan adds to its counts and time.
+        the backward table) gets plain chunks instead, as does `write_around=False`. A candidate sampled twice keeps
+        its best mean log-prob. `n`: how many to write (default the plan's); a second call on the same plan adds to
+        its counts and time.
         """
         cfg, budget, began = self.config, plan.budget, self.clock()
         model = self.personas[plan.persona]
-        n = plan.n_candidates
-        seeds, unknown, source, answering = self.seed_words(plan) if around else ([], [], None, [])
+        n = plan.n_candidates if n is None else n
+        seeds, unknown, source, answering = self.seed_words(plan) if write_around else ([], [], None, [])
         share = cfg.topic_share if source == "topic" else cfg.context_share
         chunk = max(1, min(cfg.generation_chunk, max(128, n // 8)))
         # A turn that writes a single chunk (under load: 64 to 128 candidates, and the editor reads almost none)
@@ -745,6 +753,7 @@ class Engine:
             if self._waiting_for_cpu and len(unique) >= chunk and budget.bounded:
                 plan.stats["yielded"] = True
                 break
+        plan.written_plain += generated - seeded
         plan.stats.update(generated=plan.stats.get("generated", 0) + generated,
                           unique=plan.stats.get("unique", 0) + len(unique))
         if source:
@@ -755,8 +764,8 @@ class Engine:
                 plan.stats["seeded"]["unknown"] = unknown
         if report:
             earlier = plan.stats.get("generation", {})
-            plan.stats["generation"] = {k: earlier.get(k, 0) + report.get(k, 0) for k in {**earlier, **report}}
-        plan.stage_ms["generate"] = plan.stage_ms.get("generate", 0.0) + self._ms_since(began)
+            plan.stats["generation"] = {k: earlier.get(k, 0) + report.get(k, 0) for k in dict.fromkeys([*earlier, *report])}
+        plan.stage_ms["generate"] = round(plan.stage_ms.get("generate", 0.0) + self._ms_since(began), 1)
         values = list(unique.values())
         return Candidates([v[0] for v in values], [v[2] for v in values], np.asarray([v[1] for v in values], np.float64))
 
@@ -837,7 +846,7 @@ class Engine:
             always=int(hits[-1]) + 1 if len(hits) else 0,
         )
         plan.stats["filtered"] = len(kept)
-        plan.stage_ms["filter"] = self._ms_since(began)
+        plan.stage_ms["filter"] = round(plan.stage_ms.get("filter", 0.0) + self._ms_since(began), 1)
         return kept
 
     def prior(self, plan: TurnPlan, candidates: Candidates) -> np.ndarray:
@@ -863,9 +872,9 @@ class Engine:
             scores = np.asarray(self.first_stage.score(context, candidates.texts, candidates.words), dtype=np.float32)
         if scores.shape != (len(candidates),):
             raise ValueError(f"the first stage returned {scores.shape} scores for {len(candidates)} candidates")
-        candidates.first_stage = scores
         if self.config.order_within_length and len(scores):
             scores = within_length(scores, candidates.words)
+        candidates.first_stage = scores  # the order's own scores: they rank the unread when the editor reads none
         ms = self._ms_since(began)
         plan.stage_ms["first_stage"] = ms
         plan.stats["first_stage"] = {"scored": len(candidates), "ms": ms}

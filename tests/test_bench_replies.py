@@ -94,6 +94,6 @@ def test_the_grammar_judge_passes_sentences_and_fails_no_reply():
     if parses is None:
         pytest.skip("Link Grammar is not installed (apt install python3-link-grammar link-grammar-dictionaries-en)")
     assert parses("I like it. You do too!") == 1.0  # every sentence links
-    assert parses("was your weekend is for right??") == 0.0  # the issue's first reply: salad
+    assert parses("was your weekend is for right??") == 0.0  # word salad (a reply of the default, issue 18)
     # A turn with no reply has nothing that parses; Link Grammar itself aborts the process on an empty sentence.
     assert parses("") == 0.0 and parses("   ") == 0.0

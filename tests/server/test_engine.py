@@ -14,6 +14,7 @@ import pytest
 from corpus.text import holds_run, word_runs
 from markov.personas import load_personas
 from server.engine import (
+    PLAIN_RETRY_LINES,
     Candidates,
     Engine,
     EngineConfig,
@@ -491,17 +492,35 @@ def test_under_load_a_turn_writes_about_eight_candidates_per_editor_read(tiny_ma
 
 
 def test_a_turn_whose_lines_around_the_words_all_fail_writes_plain_ones(tiny_markov):
+    from server.api.reply import stats_of
+
     # Every candidate is written around "dogs" (context_share 1, as a loaded turn's single chunk is), and echo_run 1
     # refuses any line sharing a word with the user's: not one passes, so the turn writes plain lines for its reply.
-    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=64, context_share=1.0, echo_run=1))
+    eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=256, context_share=1.0, echo_run=1))
     try:
         r = eng.reply(["dogs"], seed=3, budget_ms=5000)
     finally:
         eng.close()
     assert r.stats["seeded"]["words"] == ["dogs"] and r.stats["seeded"]["candidates"] > 0
-    assert r.stats["plain_retry"] is True and r.stats["generated"] == 128  # both calls counted
-    assert r.reply and "dogs" not in r.reply.casefold().split()
+    assert r.stats["plain_retry"] is True and r.stats["generated"] == 256 + PLAIN_RETRY_LINES  # one chunk, counted
+    assert r.reply and "dogs" not in words(r.reply)
     assert r.stats["scored"] > 0 and "reason" not in r.stats
+    assert stats_of(r, 1.0).plain_retry is True  # and the API's stats say so
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_no_plain_retry_where_plain_lines_were_written_or_nothing_could_pass(tiny_markov, share):
+    # A blocklist that refuses every line: with half the lines plain (share 0.5) they were tried already and no retry
+    # is made; with every line seeded the retry is made once, and still nothing passes.
+    cfg = EngineConfig(n_candidates=256, context_share=share, blocklist_regexes=(".",))
+    eng = Engine({"default": tiny_markov}, OverlapScorer(), cfg)
+    try:
+        r = eng.reply(["do you like dogs?"], seed=3, budget_ms=5000)
+    finally:
+        eng.close()
+    assert r.reply is None and r.stats["reason"] == "no candidate passed the filters"
+    assert r.stats.get("plain_retry", False) is (share == 1.0)
+    assert r.stats["generated"] == 256 + (PLAIN_RETRY_LINES if share == 1.0 else 0)
 
 
 def test_within_length_centres_each_word_count_on_its_own_mean():
