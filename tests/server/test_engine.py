@@ -523,6 +523,26 @@ def test_no_plain_retry_where_plain_lines_were_written_or_nothing_could_pass(tin
     assert r.stats["generated"] == 256 + (PLAIN_RETRY_LINES if share == 1.0 else 0)
 
 
+def test_a_turn_past_its_end_makes_no_plain_retry(tiny_markov):
+    clock = FakeClock()
+
+    class SlowWriter:  # the tiny writer, but each call takes 2 s of the fake clock: the turn ends while it writes
+        def __getattr__(self, name):
+            return getattr(tiny_markov, name)
+
+        def generate(self, *args, **kwargs):
+            clock.advance(2.0)
+            return tiny_markov.generate(*args, **kwargs)
+
+    cfg = EngineConfig(n_candidates=64, context_share=1.0, echo_run=1)
+    eng = Engine({"default": SlowWriter()}, OverlapScorer(), cfg, clock=clock)
+    try:
+        r = eng.reply(["dogs"], seed=3, budget_ms=1000)
+    finally:
+        eng.close()
+    assert r.reply is None and "plain_retry" not in r.stats and r.stats["generated"] == 64  # late: no more writing
+
+
 def test_within_length_centres_each_word_count_on_its_own_mean():
     ws = [["a"], ["b"], ["c", "d"], ["e"], ["f", "g"], list("abcdefgh")]
     out = within_length(np.array([1.0, 3.0, 10.0, np.nan, 5.0, 7.0]), ws, longest=4)
