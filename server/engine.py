@@ -645,12 +645,13 @@ class Engine:
         # The index's lines first: under load the filter stops at its deadline keeping what it passed, and the
         # index's lines are the turn's likeliest best (it holds the first stage's top of all a writer wrote).
         candidates = self.filter(plan, self.recall(plan) + self.generate(plan))
-        if (not len(candidates) and not plan.written_plain and plan.stats.get("seeded", {}).get("candidates")
+        if (not len(candidates) and not plan.written_plain and "seeded" in plan.stats
                 and not plan.budget.passed(plan.budget.end)):
-            # Every line was written around the words and none passed a rule: under load a turn writes one chunk,
-            # all of it around them, and after "Ding ding ding ding ding!" every line around "ding" holds a run of
-            # the user's words (one turn in 200 at 16 clients had no reply). One chunk of plain lines, at most 128
-            # (a few ms), gives the turn a reply where it had none; a turn already past its end gets none.
+            # Every line was to be written around the words and none passed: under load a turn writes one chunk, all
+            # of it around them, and after "Ding ding ding ding ding!" the writer wrote no new line around "ding"
+            # at all (it could only copy its corpus's), and one turn in 200 at 16 clients had no reply; lines around
+            # a word can also all fail a rule. One chunk of plain lines, at most 128 (a few ms), gives the turn a
+            # reply where it had none; a turn already past its end gets none.
             plan.stats["plain_retry"] = True
             candidates = self.filter(plan, self.generate(plan, write_around=False,
                                                          n=min(plan.n_candidates, PLAIN_RETRY_LINES)))

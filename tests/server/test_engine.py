@@ -508,6 +508,27 @@ def test_a_turn_whose_lines_around_the_words_all_fail_writes_plain_ones(tiny_mar
     assert stats_of(r, 1.0).plain_retry is True  # and the API's stats say so
 
 
+def test_a_turn_whose_writer_wrote_nothing_around_the_words_writes_plain_lines(tiny_markov):
+    from markov.chain import Generation
+
+    class CopiesOnly:  # the tiny writer, but it can write no new line around any word (it could only copy them)
+        def __getattr__(self, name):
+            return getattr(tiny_markov, name)
+
+        def generate(self, n, rng, around=(), **kwargs):
+            if around:
+                return Generation([], np.zeros(0, np.float32), np.zeros(0, np.int32), reason="only copies")
+            return tiny_markov.generate(n, rng, **kwargs)
+
+    eng = Engine({"default": CopiesOnly()}, OverlapScorer(), EngineConfig(n_candidates=64))
+    try:
+        r = eng.reply(["ding ding ding ding dogs!"], seed=3, budget_ms=5000)
+    finally:
+        eng.close()
+    assert r.stats["seeded"]["candidates"] == 0 and r.stats["plain_retry"] is True  # a loaded turn: all seeded
+    assert r.reply and r.stats["generated"] == 64 + 64
+
+
 @pytest.mark.parametrize("share", [1.0, 0.5])
 def test_no_plain_retry_where_plain_lines_were_written_or_nothing_could_pass(tiny_markov, share):
     # A blocklist that refuses every line: with half the lines plain (share 0.5) they were tried already and no retry
