@@ -53,7 +53,7 @@ from server.scheduler import ROUND_MS, SLICE_SIZE, Editor, Scores, ScoringJob, S
 
 log = logging.getLogger(__name__)
 
-# A turn none of whose lines written around words passed writes at most this many plain ones (`Engine.prepare`).
+# A turn that wrote only lines around words and kept none writes at most this many plain ones (`Engine.prepare`).
 PLAIN_RETRY_LINES = 128
 
 
