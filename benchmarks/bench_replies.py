@@ -94,6 +94,8 @@ SWEEPS = (
      "lines written around a word kept with probability min(1, k / tokens); 0: off"),
     ("--echo-run", "echo_run", int, "no parroting: see its comment; 0: off"),
     ("--mirror-share", "mirror_share", float, "no mirrors: see its comment; 0: off"),
+    ("--sentence-spans", "sentence_spans", on_off,
+     "on or off: a candidate of several sentences also offered as each run of its sentences"),
     ("--seed-replies", "seed_replies", str,
      "statements, always or never: when to write around the words people name in reply to the context's words, "
      "not around the context's own"),

@@ -91,6 +91,17 @@ def asks(text: str) -> bool:
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
+def sentence_spans(text: str, most: int = 4) -> list[str]:
+    """Every run of whole sentences of a text of 2 to `most` sentences, but the whole text ("Oh nice! What was
+    good? Pizza." -> "Oh nice!", "Oh nice! What was good?", "What was good?", ...); none for one sentence or more
+    than `most`."""
+    parts = [p for p in _SENTENCE_BREAK.split(text.strip()) if p]
+    if not 2 <= len(parts) <= most:
+        return []
+    return [" ".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)
+            if j - i < len(parts)]
+
+
 def mirrors(text: str, text_words: list[str], question_words: frozenset[str] | None, share: float) -> bool:
     """True for a reply with a sentence that asks back taking `share` or more of its own content words from the
     question it answers (`question_words`: the question's words, None when the line answered asks nothing; share 0:

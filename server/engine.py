@@ -45,6 +45,7 @@ from corpus.text import (
     holds_run,
     mirrors,
     overlap,
+    sentence_spans,
     word_runs,
     words,
 )
@@ -150,6 +151,13 @@ class EngineConfig(LineRules):
     # people's 0.21, echo +0.060). At one client, 1,000 ms, the editor reads ~130 lines and the judges did not move
     # (benchmarks/RESULTS.md, "Twenty-first pass"). Off: the first stage's order as it scores.
     order_within_length: bool = True
+    # A candidate of several sentences is also offered as each run of its sentences ("Oh nice! What was good about
+    # today? Can't go wrong with pizza." -> "Oh nice! What was good about today?", ...), where the run is new (no
+    # corpus line verbatim): the writer's later sentences are glued on from other lines and drift, and a quarter of
+    # the default's replies had two or more, parsing 0.49 against 0.70 for one. Off: offered, the editor took
+    # shorter replies but neither judge moved beyond noise (over 400 turns, parses +0.015 +- 0.021 at one client,
+    # +0.020 +- 0.017 at 16 clients; judged human +0.000 and +0.022; benchmarks/RESULTS.md, "Twenty-second pass").
+    sentence_spans: bool = False
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn, for the editor to read (0: no index)
     # ... from an index that keeps the editor's readings of its lines: they are scored without a read, so a turn
@@ -754,6 +762,8 @@ class Engine:
             if self._waiting_for_cpu and len(unique) >= chunk and budget.bounded:
                 plan.stats["yielded"] = True
                 break
+        if cfg.sentence_spans:
+            plan.stats["spans"] = plan.stats.get("spans", 0) + self._add_spans(model, unique)
         plan.written_plain += generated - seeded
         plan.stats.update(generated=plan.stats.get("generated", 0) + generated,
                           unique=plan.stats.get("unique", 0) + len(unique))
@@ -769,6 +779,26 @@ class Engine:
         plan.stage_ms["generate"] = round(plan.stage_ms.get("generate", 0.0) + self._ms_since(began), 1)
         values = list(unique.values())
         return Candidates([v[0] for v in values], [v[2] for v in values], np.asarray([v[1] for v in values], np.float64))
+
+    @staticmethod
+    def _add_spans(model, unique: dict[str, tuple[str, float, list[str]]]) -> int:
+        """Add to `unique` each new run of sentences of its lines of several (`sentence_spans`) that the writer's
+        novelty test passes, with its line's mean log-prob; how many were added."""
+        spans: dict[str, tuple[str, float, list[str]]] = {}
+        for text, lp, _ in list(unique.values()):
+            for span in sentence_spans(text):
+                ws = words(span)
+                key = " ".join(ws)
+                if key and key not in unique and (key not in spans or lp > spans[key][1]):
+                    spans[key] = (span, lp, ws)
+        if not spans:
+            return 0
+        novel = getattr(model, "is_novel", None)
+        keys = list(spans)
+        ok = novel([spans[k][0] for k in keys]) if novel is not None else np.ones(len(keys), dtype=bool)
+        added = [k for k, good in zip(keys, ok, strict=True) if good]
+        unique.update((k, spans[k]) for k in added)
+        return len(added)
 
     def recall(self, plan: TurnPlan) -> Candidates:
         """The persona's reply index's `index_k` lines nearest the context (`index_k_kept` where the index keeps

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corpus.text import asks, dedupe_key, holds_run, mirrors, word_runs, words
+from corpus.text import asks, dedupe_key, holds_run, mirrors, sentence_spans, word_runs, words
 
 WORDS = st.lists(st.sampled_from(["do", "you", "like", "dogs", "cats", "i"]), max_size=8)
 
@@ -79,3 +79,21 @@ def test_a_question_typed_without_its_mark_still_asks():
                  "How are you! Fine.", "I wonder. How nice!", "", "   ", "so do i", "me too. so am I!", "...", "!!!",
                  "i dont know", "cant wait", "thats cool", "im fine", "whose turn it was, I forget", "so dont i"):
         assert not asks(line), line
+
+
+def test_sentence_spans_by_hand():
+    assert sentence_spans("Oh nice! What was good? Pizza.") == [
+        "Oh nice!", "Oh nice! What was good?", "What was good?", "What was good? Pizza.", "Pizza."]
+    assert sentence_spans("  yes.   no way  ") == ["yes.", "no way"]  # spacing tidied, the last may lack its mark
+    assert sentence_spans("one sentence, no break") == [] and sentence_spans("") == []
+    assert sentence_spans("a. b. c. d. e.") == [] and len(sentence_spans("a. b. c. d. e.", most=5)) == 14
+    assert sentence_spans("3.5 is a number. ok") == ["3.5 is a number.", "ok"]  # a decimal point is no break
+
+
+@given(st.lists(st.sampled_from(["hi.", "how are you?", "great!", "so", "we went"]), min_size=1, max_size=5))
+def test_sentence_spans_are_proper_runs_of_the_text(parts):
+    text = " ".join(parts)
+    k = 1 + sum(p[-1] in ".!?" for p in parts[:-1])  # sentences: a part ending in a mark breaks before the next
+    spans = sentence_spans(text)
+    assert len(spans) == (k * (k + 1) // 2 - 1 if 2 <= k <= 4 else 0)  # every run of sentences but the whole
+    assert all(span in text and len(span) < len(text) for span in spans)

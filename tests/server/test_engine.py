@@ -602,3 +602,35 @@ def test_order_within_length_keeps_a_long_favouring_first_stage_from_reading_onl
             assert r.stats["first_stage"]["scored"] > 30
     finally:
         eng.close()
+
+
+def test_sentence_spans_offer_each_new_run_of_a_lines_sentences(tiny_markov):
+    from markov.chain import Generation
+
+    lines = ["i really like dogs. do you like pizza?", "why do we need coffee? music on sundays. i like old movies."]
+
+    class Writes:  # the tiny writer, but it writes these two lines of several sentences and nothing else
+        def __getattr__(self, name):
+            return getattr(tiny_markov, name)
+
+        def generate(self, n, rng, **kwargs):
+            return Generation(list(lines), np.array([-1.0, -2.0], np.float32), np.array([9, 13], np.int32))
+
+    def candidates(spans: bool) -> tuple[set[str], Engine]:
+        eng = Engine({"default": Writes()}, OverlapScorer(), EngineConfig(n_candidates=2, context_share=0.0,
+                                                                           sentence_spans=spans))
+        plan = eng.plan(["hello"], seed=1, budget_ms=5000)
+        try:
+            return set(eng.generate(plan).texts), plan
+        finally:
+            eng.close()
+
+    off, plan = candidates(False)
+    assert off == set(lines) and "spans" not in plan.stats
+    on, plan = candidates(True)
+    # "i really like dogs." and "do you like pizza?" are corpus lines (tiny_lines): never said verbatim
+    assert not tiny_markov.is_novel(["i really like dogs.", "do you like pizza?"]).any()
+    # and "why do we need coffee?" too; the other runs are new
+    assert on - off == {"why do we need coffee? music on sundays.", "music on sundays. i like old movies.",
+                        "music on sundays.", "i like old movies."}
+    assert plan.stats["spans"] == len(on - off) > 0
