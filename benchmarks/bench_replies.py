@@ -90,6 +90,7 @@ SWEEPS = (
     ("--context-seed-lines", "context_seed_lines", int,
      "how far back a turn looks for the newest line with words to write around"),
     ("--index-k", "index_k_kept", int, "the hits a turn takes from a reply index that keeps the editor's readings"),
+    ("--index-last-line", "index_last_line", float, "more weight on the last line in the reply index's search"),
     ("--around-unbias-above", "around_unbias_above", int,
      "lines written around a word kept with probability min(1, k / tokens); 0: off"),
     ("--echo-run", "echo_run", int, "no parroting: see its comment; 0: off"),

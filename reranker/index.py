@@ -171,10 +171,11 @@ class ReplyIndex:
         self.first_stage = first_stage
         return self
 
-    def query_vector(self, context: list[str]) -> np.ndarray:
+    def query_vector(self, context: list[str], last_line: float = 0.0) -> np.ndarray:
         """The first stage's mix of the context's unit vectors (D,): its inner product with an entry is that entry's
-        first-stage score."""
-        weights = np.asarray(self.first_stage.config.weights, dtype=np.float32)
+        first-stage score; `last_line` adds that much more weight on the last line's vector."""
+        weights = np.asarray(self.first_stage.config.weights, dtype=np.float32) + np.asarray([0.0, last_line],
+                                                                                             dtype=np.float32)
         return (weights @ self.first_stage.context_vectors(context)).astype(np.float32)
 
     def search_vector(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,11 +186,12 @@ class ReplyIndex:
             matches = self.graph.search(np.asarray(query, dtype=np.float32), min(k, len(self)), threads=1)
         return np.asarray(matches.keys, dtype=np.int64), (1.0 - np.asarray(matches.distances, dtype=np.float32))
 
-    def search(self, context: list[str], k: int = 256) -> Hits:
-        """The k entries the first stage scores highest for `context` (approximately), best first."""
+    def search(self, context: list[str], k: int = 256, last_line: float = 0.0) -> Hits:
+        """The k entries the first stage scores highest for `context` (approximately), best first; `last_line`: more
+        weight on the context's last line (`query_vector`)."""
         if self.first_stage is None:
             raise RuntimeError("attach the first stage the index was built with before searching")
-        rows, sims = self.search_vector(self.query_vector(context), k)
+        rows, sims = self.search_vector(self.query_vector(context, last_line), k)
         return Hits([self.line(r) for r in rows], sims.astype(np.float32), self.meta[rows, 0].astype(np.float32),
                     self.meta[rows, 1].astype(np.float64), rows)
 

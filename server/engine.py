@@ -70,7 +70,7 @@ class ReplySource(Protocol):
     Optional: `.rows` on the answer, with `reads` (not None) and `kept(rows)` on the index, give the editor's kept
     readings of the hits (`Engine.score_kept`)."""
 
-    def search(self, context: list[str], k: int = 256) -> Any: ...  # .texts, .logprob (mean log-prob per token)
+    def search(self, context: list[str], k: int = 256, last_line: float = 0.0) -> Any: ...  # .texts, .logprob (mean log-prob per token)
 
 
 class UnknownPersonaError(ValueError):
@@ -164,6 +164,14 @@ class EngineConfig(LineRules):
     # can take more. At 16 clients x 500 ms (1M entries) 512 lifted judged human 0.70-0.74 -> 0.77 and parses
     # 0.63-0.65 -> 0.73 over 256, where 768 and 1,024 fell back (benchmarks/RESULTS.md, "Sixteen clients").
     index_k_kept: int = 512
+    # The index is searched by the first stage's context vector, which a first stage distilled from the sense model
+    # takes from the joined context alone, while the editor's verdict also weighs the last line; this adds that
+    # weight to the search (only: the same weight in the live lines' order cost their parse rate 0.048 +- 0.023 at
+    # 16 clients without an index). With a first run's index at one client the editor then took an index hit 0.52
+    # of the time against 0.38, and its replies parsed +0.045 +- 0.031 and followed the last line 0.94 against 0.86;
+    # at 16 clients, where most turns score nothing and the first stage's order picks, the judges did not move
+    # beyond noise (benchmarks/RESULTS.md, "Twenty-second pass"). 0: the first stage's own vector.
+    index_last_line: float = 1.0
     # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
     # min_live_candidates): see `Engine.live_candidates`. 0 turns the scaling off.
     live_per_read: float = 8.0
@@ -183,6 +191,8 @@ class EngineConfig(LineRules):
             raise ValueError(
                 f"need 0 <= generation_share ({self.generation_share}) <= filter_share ({self.filter_share}) <= 1"
             )
+        if not math.isfinite(self.index_last_line) or self.index_last_line < 0:
+            raise ValueError(f"index_last_line must be a finite number >= 0, got {self.index_last_line}")
         if self.index_k < 0 or self.index_k_kept < 0:
             raise ValueError(f"index_k and index_k_kept must be >= 0, got {self.index_k}, {self.index_k_kept}")
         if self.live_per_read < 0 or self.min_live_candidates < 1:
@@ -817,7 +827,8 @@ class Engine:
             return none
         began = self.clock()
         try:
-            hits = index.search([t.text for t in plan.turns[-self.config.context_lines :]], k)
+            hits = index.search([t.text for t in plan.turns[-self.config.context_lines :]], k,
+                                last_line=self.config.index_last_line)
         except Exception as exc:  # the index is optional: a failing search leaves the turn its live candidates
             log.warning("the %s reply index failed (%s: %s); this turn uses live candidates", plan.persona,
                         type(exc).__name__, exc)

@@ -74,10 +74,11 @@ class FakeIndex:
     """A reply index with fixed lines, as `reranker.index.ReplyIndex.search` answers."""
 
     def __init__(self, lines):
-        self.lines, self.calls = lines, []
+        self.lines, self.calls, self.last_lines = lines, [], []
 
-    def search(self, context, k=256):
+    def search(self, context, k=256, last_line=0.0):
         self.calls.append((list(context), k))
+        self.last_lines.append(last_line)
         lines = self.lines[:k]
         return SimpleNamespace(texts=lines, logprob=np.full(len(lines), -1.0))
 

@@ -27,7 +27,7 @@ def test_index_hits_join_the_turn_pass_its_rules_and_are_counted(tiny_markov):
                  indexes={"default": index})
     try:
         r = eng.reply(HISTORY, seed=1, budget_ms=5000, n_alternatives=1000)
-        assert index.calls == [(HISTORY, 4)]
+        assert index.calls == [(HISTORY, 4)] and index.last_lines == [EngineConfig.index_last_line]
         said = [r.reply] + [a.text for a in r.alternatives]
         assert "do you like pizza?" not in said  # the echo rule holds for index lines too
         assert "coffee" not in said  # past k
@@ -43,7 +43,7 @@ def test_index_hits_join_the_turn_pass_its_rules_and_are_counted(tiny_markov):
 
 def test_a_failing_index_leaves_the_turn_its_live_candidates(tiny_markov, caplog):
     class Broken:
-        def search(self, context, k=256):
+        def search(self, context, k=256, last_line=0.0):
             raise RuntimeError("mapped file went away")
 
     eng = Engine({"default": tiny_markov}, OverlapScorer(), EngineConfig(n_candidates=64), indexes={"default": Broken()})
@@ -113,6 +113,31 @@ def test_riposte_index_builds_grows_and_the_engine_searches_it(tmp_path, model_d
         assert all(words(t) for t in eng.indexes["default"].search(["dogs"], 5).texts)
     finally:
         eng.close()
+
+
+def test_the_search_weighs_the_last_line_as_asked(tmp_path, model_dir):
+    from reranker.runtime import unit
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    build_index(root, entries=300, progress=False)
+    eng = load_engine(root, require_reranker=False)
+    try:
+        index, stage = eng.indexes["default"], eng.indexes["default"].first_stage
+        context = ["do you like old movies?", "i really need coffee on sundays."]
+        joined, last = stage.context_vectors(context)
+        np.testing.assert_allclose(index.query_vector(context), joined, atol=1e-6)  # the first stage's (1, 0)
+        np.testing.assert_allclose(index.query_vector(context, 2.0), joined + 2.0 * last, atol=1e-6)
+        # with the last line weighed far above the rest, the hits are the entries nearest the last line alone
+        far = index.search(context, 5, last_line=1e4)
+        nearest = index.search_vector(np.asarray(last, np.float32), 5)[0]
+        assert list(far.rows) == list(nearest)
+        assert list(index.search(context, 5).rows) == list(index.search_vector(joined, 5)[0])
+        assert float(unit(index.query_vector(context, 1e4)[None])[0] @ last) > 0.999
+    finally:
+        eng.close()
+    with pytest.raises(ValueError, match="index_last_line"):
+        EngineConfig(index_last_line=-1.0)
 
 
 def test_a_stale_or_damaged_index_is_skipped_with_a_warning(tmp_path, model_dir, caplog, tiny_markov):
@@ -202,7 +227,7 @@ class KeptIndex(FakeIndex):
         super().__init__(lines)
         self.reads = np.asarray(kept_scores, np.float32)[:, None]
 
-    def search(self, context, k=256):
+    def search(self, context, k=256, last_line=0.0):
         hits = super().search(context, k)
         hits.rows = np.arange(len(hits.texts))
         return hits
