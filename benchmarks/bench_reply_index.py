@@ -5,7 +5,7 @@ verified), then for held-out chitchat contexts (test-split conversations, never 
 
 - **memory added**: the process's resident memory before loading, after loading, and after all the queries (the
   mapped pages a query touches count once read);
-- **query**: `ReplyIndex.search(context, k)` as the turn calls it (k: `EngineConfig.index_k_kept` where the index
+- **query**: `ReplyIndex.search(context, k, last_line)` as the turn calls it (k: `EngineConfig.index_k_kept` where the index
   keeps the editor's readings, else `index_k`; the context's first-stage vector, the graph
   search, the lines decoded), p50 and p99 over one query at a time; and, where the index keeps the editor's
   readings, the look-up of the hits' readings the turn scores them from (`ReplyIndex.kept`);
@@ -96,7 +96,7 @@ def main() -> int:
     times, kept_times = [], []
     for context in contexts:
         t = time.perf_counter()
-        hits = index.search(context, k)
+        hits = index.search(context, k, last_line=EngineConfig.index_last_line)
         times.append(time.perf_counter() - t)
         if index.reads is not None:
             t = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> int:
               f"{index.reads.nbytes / 2**20:.0f} MB on disk): p50 {np.percentile(kept_ms, 50):.2f} ms, "
               f"p99 {np.percentile(kept_ms, 99):.2f} ms")
 
-    queries = np.stack([index.query_vector(c) for c in contexts])
+    queries = np.stack([index.query_vector(c, EngineConfig.index_last_line) for c in contexts])
     vectors = np.asarray(index.graph.get(np.arange(len(index), dtype=np.uint64)), dtype=np.float32)
     exact_s, truths = [], []
     for q in queries[:200]:

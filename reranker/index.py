@@ -106,7 +106,7 @@ class Hits:
     and their rows (to look up their kept readings, `ReplyIndex.kept`)."""
 
     texts: list[str]
-    scores: np.ndarray  # (k,) float32: the first-stage score (the inner product with the query)
+    scores: np.ndarray  # (k,) float32: the inner product with the query (the first-stage score at last_line 0)
     sense: np.ndarray  # (k,) float32
     logprob: np.ndarray  # (k,) float64
     rows: np.ndarray | None = None  # (k,) int64
@@ -172,8 +172,8 @@ class ReplyIndex:
         return self
 
     def query_vector(self, context: list[str], last_line: float = 0.0) -> np.ndarray:
-        """The first stage's mix of the context's unit vectors (D,): its inner product with an entry is that entry's
-        first-stage score; `last_line` adds that much more weight on the last line's vector."""
+        """The first stage's mix of the context's unit vectors (D,), with `last_line` more weight on the last line's
+        vector: at 0 its inner product with an entry is that entry's first-stage score."""
         weights = np.asarray(self.first_stage.config.weights, dtype=np.float32) + np.asarray([0.0, last_line],
                                                                                              dtype=np.float32)
         return (weights @ self.first_stage.context_vectors(context)).astype(np.float32)

@@ -70,7 +70,9 @@ class ReplySource(Protocol):
     Optional: `.rows` on the answer, with `reads` (not None) and `kept(rows)` on the index, give the editor's kept
     readings of the hits (`Engine.score_kept`)."""
 
-    def search(self, context: list[str], k: int = 256, last_line: float = 0.0) -> Any: ...  # .texts, .logprob (mean log-prob per token)
+    def search(self, context: list[str], k: int = 256, last_line: float = 0.0) -> Any:
+        """The k lines nearest the context, with `last_line` more weight on its last line: .texts, .logprob (mean
+        log-prob per token)."""
 
 
 class UnknownPersonaError(ValueError):
@@ -168,9 +170,9 @@ class EngineConfig(LineRules):
     # takes from the joined context alone, while the editor's verdict also weighs the last line; this adds that
     # weight to the search (only: the same weight in the live lines' order cost their parse rate 0.048 +- 0.023 at
     # 16 clients without an index). With a first run's index at one client the editor then took an index hit 0.52
-    # of the time against 0.38, and its replies parsed +0.045 +- 0.031 and followed the last line 0.94 against 0.86;
-    # at 16 clients, where most turns score nothing and the first stage's order picks, the judges did not move
-    # beyond noise (benchmarks/RESULTS.md, "Twenty-second pass"). 0: the first stage's own vector.
+    # of the time against 0.38 (the hits are more to its taste) and its replies followed the last line 0.94 against
+    # 0.86; no judge fell beyond noise there or at 16 clients (parses +0.045 +- 0.031 at one client; benchmarks/
+    # RESULTS.md, "Twenty-second pass"). 0: the first stage's own vector.
     index_last_line: float = 1.0
     # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
     # min_live_candidates): see `Engine.live_candidates`. 0 turns the scaling off.
@@ -772,11 +774,11 @@ class Engine:
             if self._waiting_for_cpu and len(unique) >= chunk and budget.bounded:
                 plan.stats["yielded"] = True
                 break
-        if cfg.sentence_spans:
-            plan.stats["spans"] = plan.stats.get("spans", 0) + self._add_spans(model, unique)
         plan.written_plain += generated - seeded
         plan.stats.update(generated=plan.stats.get("generated", 0) + generated,
                           unique=plan.stats.get("unique", 0) + len(unique))
+        if cfg.sentence_spans and not budget.passed(budget.generation_deadline):  # counted apart from the written
+            plan.stats["spans"] = plan.stats.get("spans", 0) + self._add_spans(model, unique)
         if source:
             plan.stats["seeded"] = {"source": source, "words": seeds, "candidates": report.pop("seeded", 0)}
             if answering:
@@ -793,19 +795,24 @@ class Engine:
     @staticmethod
     def _add_spans(model, unique: dict[str, tuple[str, float, list[str]]]) -> int:
         """Add to `unique` each new run of sentences of its lines of several (`sentence_spans`) that the writer's
-        novelty test passes, with its line's mean log-prob; how many were added."""
+        novelty test passes, with its line's mean log-prob; how many were added (none from a writer without one:
+        a run of a new line can be a corpus line verbatim)."""
+        novel = getattr(model, "is_novel", None)
+        if novel is None:
+            return 0
         spans: dict[str, tuple[str, float, list[str]]] = {}
         for text, lp, _ in list(unique.values()):
             for span in sentence_spans(text):
+                if not span[0].isalnum():  # "... ok" or ", we all thank you": a run that opens mid-punctuation
+                    continue
                 ws = words(span)
                 key = " ".join(ws)
                 if key and key not in unique and (key not in spans or lp > spans[key][1]):
                     spans[key] = (span, lp, ws)
         if not spans:
             return 0
-        novel = getattr(model, "is_novel", None)
         keys = list(spans)
-        ok = novel([spans[k][0] for k in keys]) if novel is not None else np.ones(len(keys), dtype=bool)
+        ok = novel([spans[k][0] for k in keys])
         added = [k for k, good in zip(keys, ok, strict=True) if good]
         unique.update((k, spans[k]) for k in added)
         return len(added)
@@ -847,8 +854,9 @@ class Engine:
         for the rest; None when there are none (no index, no readings, an editor that cannot).
 
         The verdict the editor would give by reading them, for the cost of embedding the context (which the editor
-        then keeps for its reads): in this turn's own thread, so that under load, when the editor reads nothing,
-        the reply is still the editor's best of the index's hits and not the first stage's.
+        then keeps for its reads): in this turn's own thread, so that when the editor reads nothing the reply is
+        still the editor's best of the index's hits. A turn that reaches this stage past its scoring deadline skips
+        it (under heavy load most do, and reply in the first stage's order: README, "The reply index").
         """
         index = self.indexes.get(plan.persona)
         rows = candidates.rows()

@@ -194,6 +194,8 @@ class ReplyStats(BaseModel):
     seeded: SeededStats | None = None
     generation: dict[str, int] | None = Field(None, description="the writer's own counts (novelty test and more)")
     yielded: bool | None = Field(None, description="generation stopped early to let another turn use the CPU")
+    spans: int | None = Field(None, description="runs of a written line's sentences offered on their own "
+                                                "(`sentence_spans`, off by default), beside the unique lines written")
     plain_retry: bool | None = Field(None, description="the turn wrote only lines around the seed words and kept "
                                      "none (none written, or none past the text rules), so it wrote plain lines")
     reason: str | None = Field(None, description="why there is no reply, when there is none")

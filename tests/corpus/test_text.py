@@ -84,7 +84,7 @@ def test_a_question_typed_without_its_mark_still_asks():
 def test_sentence_spans_by_hand():
     assert sentence_spans("Oh nice! What was good? Pizza.") == [
         "Oh nice!", "Oh nice! What was good?", "What was good?", "What was good? Pizza.", "Pizza."]
-    assert sentence_spans("  yes.   no way  ") == ["yes.", "no way"]  # spacing tidied, the last may lack its mark
+    assert sentence_spans("  yes.   no way  ") == ["yes.", "no way"]  # runs joined by one space; the last may lack its mark
     assert sentence_spans("one sentence, no break") == [] and sentence_spans("") == []
     assert sentence_spans("a. b. c. d. e.") == [] and len(sentence_spans("a. b. c. d. e.", most=5)) == 14
     assert sentence_spans("3.5 is a number. ok") == ["3.5 is a number.", "ok"]  # a decimal point is no break

@@ -20,6 +20,7 @@ from server.engine import (
     EngineConfig,
     TextFilter,
     Turn,
+    TurnPlan,
     UnknownPersonaError,
     as_turns,
     dedupe_key,
@@ -616,7 +617,7 @@ def test_sentence_spans_offer_each_new_run_of_a_lines_sentences(tiny_markov):
         def generate(self, n, rng, **kwargs):
             return Generation(list(lines), np.array([-1.0, -2.0], np.float32), np.array([9, 13], np.int32))
 
-    def candidates(spans: bool) -> tuple[set[str], Engine]:
+    def candidates(spans: bool) -> tuple[set[str], TurnPlan]:
         eng = Engine({"default": Writes()}, OverlapScorer(), EngineConfig(n_candidates=2, context_share=0.0,
                                                                            sentence_spans=spans))
         plan = eng.plan(["hello"], seed=1, budget_ms=5000)
@@ -628,9 +629,25 @@ def test_sentence_spans_offer_each_new_run_of_a_lines_sentences(tiny_markov):
     off, plan = candidates(False)
     assert off == set(lines) and "spans" not in plan.stats
     on, plan = candidates(True)
+    assert plan.stats["unique"] == 2  # the lines written; the runs are counted apart
     # "i really like dogs." and "do you like pizza?" are corpus lines (tiny_lines): never said verbatim
     assert not tiny_markov.is_novel(["i really like dogs.", "do you like pizza?"]).any()
     # and "why do we need coffee?" too; the other runs are new
     assert on - off == {"why do we need coffee? music on sundays.", "music on sundays. i like old movies.",
                         "music on sundays.", "i like old movies."}
     assert plan.stats["spans"] == len(on - off) > 0
+    lines[:] = ["i like music! ... you like coffee.", "do you like dogs?"]
+    on, _ = candidates(True)  # runs opening mid-punctuation ("...", "... you like coffee.") are not offered
+    # ("i like music! ..." says the words of "i like music!": one candidate)
+    assert on - set(lines) == {"i like music!", "you like coffee."}
+
+    class Unchecked(Writes):  # a writer with no novelty test: a run of its line could be a corpus line verbatim
+        is_novel = None
+
+    eng = Engine({"default": Unchecked()}, OverlapScorer(), EngineConfig(n_candidates=2, context_share=0.0,
+                                                                         sentence_spans=True))
+    try:
+        plan = eng.plan(["hello"], seed=1, budget_ms=5000)
+        assert set(eng.generate(plan).texts) == set(lines) and plan.stats["spans"] == 0
+    finally:
+        eng.close()
