@@ -169,10 +169,10 @@ class EngineConfig(LineRules):
     # The index is searched by the first stage's context vector, which a first stage distilled from the sense model
     # takes from the joined context alone, while the editor's verdict also weighs the last line; this adds that
     # weight to the search (only: the same weight in the live lines' order cost their parse rate 0.048 +- 0.023 at
-    # 16 clients without an index). With a first run's index at one client the editor then took an index hit 0.52
-    # of the time against 0.38 (the hits are more to its taste) and its replies followed the last line 0.94 against
-    # 0.86; no judge fell beyond noise there or at 16 clients (parses +0.045 +- 0.031 at one client; benchmarks/
-    # RESULTS.md, "Twenty-second pass"). 0: the first stage's own vector.
+    # 16 clients without an index). With a first run's index at one client (600 turns) its replies followed the
+    # last line more often (+0.080 +- 0.013: 0.86 -> 0.94 on held-out subtitles) and no judge moved beyond noise
+    # (parses +0.022 +- 0.017, judged human +0.002), nor at 16 clients (benchmarks/RESULTS.md, "Twenty-second
+    # pass"). 0: the first stage's own vector.
     index_last_line: float = 1.0
     # Under load a turn writes about this many candidates per one the editor will have time to read of it (at least
     # min_live_candidates): see `Engine.live_candidates`. 0 turns the scaling off.
