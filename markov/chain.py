@@ -772,7 +772,7 @@ class MarkovModel:
         return float(contrib.sum()), nxt[keep], contrib[keep]
 
     def is_novel(self, texts: list[str]) -> np.ndarray:
-        """Apply the novelty test to arbitrary texts (False for any text with an unknown token)."""
+        """Apply the novelty test to arbitrary texts (True for any text with an unknown token: no corpus line holds it)."""
         rows = [[self.index.get(t, -1) for t in tokenize(text)] for text in texts]
         width = max((len(r) for r in rows), default=0) + 1
         toks = np.full((len(rows), width), -1, dtype=np.int64)
