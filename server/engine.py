@@ -312,6 +312,16 @@ class TurnPlan:
     written_plain: int = 0  # lines the writer wrote not around any word (`generate`)
 
 
+def keep_best(table: dict[str, tuple[str, float, list[str]]], text: str, logprob: float,
+              taken: Mapping[str, Any] | None = None) -> None:
+    """Put `text` in `table` under its dedupe key (its words joined, as `dedupe_key` reads them), as (text, mean
+    log-prob, words), unless the key holds a better log-prob already or is in `taken`."""
+    ws = words(text)
+    key = " ".join(ws)  # == dedupe_key(text), with the words kept for the filters
+    if key and (taken is None or key not in taken) and (key not in table or logprob > table[key][1]):
+        table[key] = (text, logprob, ws)
+
+
 def as_turns(history: Sequence[Turn | str | Mapping[str, str]]) -> list[Turn]:
     """Normalize a history to Turns; bare strings alternate speakers ending with the user's line."""
     n = len(history)
@@ -758,11 +768,7 @@ class Engine:
                 gen = model.generate(size, plan.generation_rng)
             generated += size
             for text, lp in zip(gen.candidates, gen.logprob.tolist(), strict=True):
-                ws = words(text)
-                key = " ".join(ws)  # == dedupe_key(text), with the words kept for the filters
-                lp = lp if math.isfinite(lp) else -1e3
-                if key and (key not in unique or lp > unique[key][1]):
-                    unique[key] = (text, lp, ws)
+                keep_best(unique, text, lp if math.isfinite(lp) else -1e3)
             for key, value in (gen.report or {}).items():
                 if isinstance(value, int | np.integer) and key != "unknown_start":
                     report[key] = report.get(key, 0) + int(value)
@@ -801,14 +807,10 @@ class Engine:
         if novel is None:
             return 0
         spans: dict[str, tuple[str, float, list[str]]] = {}
-        for text, lp, _ in list(unique.values()):
+        for text, lp, _ in unique.values():
             for span in sentence_spans(text):
-                if not span[0].isalnum():  # "... ok" or ", we all thank you": a run that opens mid-punctuation
-                    continue
-                ws = words(span)
-                key = " ".join(ws)
-                if key and key not in unique and (key not in spans or lp > spans[key][1]):
-                    spans[key] = (span, lp, ws)
+                if span[0].isalnum():  # not "... ok" or ", we all thank you": a run that opens mid-punctuation
+                    keep_best(spans, span, lp, taken=unique)
         if not spans:
             return 0
         keys = list(spans)
