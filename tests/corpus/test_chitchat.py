@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from corpus.chitchat import cleaned_chitchat, read_chitchat
+from corpus.chitchat import cleaned_chitchat, parse_chitchat, read_chitchat
 from corpus.report import Report
 from corpus.text import words
 
@@ -21,3 +21,23 @@ def test_cleaned_chitchat_keeps_every_conversation_and_drops_empty_and_repeated_
         assert all(a.casefold() != b.casefold() for a, b in zip(texts, texts[1:], strict=False))
     dropped = sum(len(d.lines) for d in raw) - sum(len(d.lines) for d in cleaned)
     assert dropped == report.counts["repeats"] + report.counts["empty_lines"] > 0  # these conversations hold some
+
+
+def test_a_line_naming_a_chitchat_user_is_dropped_and_counted():
+    conv = {"messages": [
+        [{"sender": "u1", "text": "Oh hi chitchatter23"}, {"sender": "u1", "text": "how was your day?"}],
+        [{"sender": "u2", "text": "Good! I talked with a fellow Chitchatter."}],
+        [{"sender": "u2", "text": "chitchatters are nice"}, {"sender": "u2", "text": "I like chitchat a lot"}],
+    ]}
+    report = Report()
+    (doc,) = parse_chitchat({"c1": conv}, report)
+    assert [line.text for line in doc.lines] == ["how was your day?", "I like chitchat a lot"]
+    assert [line.speaker for line in doc.lines] == ["A", "B"]
+    assert report.counts["chitchat_pseudonyms"] == 2 + 1
+
+
+def test_the_embedded_corpus_names_no_chitchat_user():
+    report = Report()
+    texts = [line.text.casefold() for doc in cleaned_chitchat(report) for line in doc.lines]
+    assert len(texts) > 200_000 and not any("chitchatter" in t for t in texts)
+    assert report.counts["chitchat_pseudonyms"] >= 30
