@@ -97,6 +97,7 @@ SWEEPS = (
     ("--mirror-share", "mirror_share", float, "no mirrors: see its comment; 0: off"),
     ("--sentence-spans", "sentence_spans", on_off,
      "on or off: a candidate of several sentences also offered as each run of its sentences"),
+    ("--max-sentences", "max_sentences", int, "the most sentences a reply may have; 0: any"),
     ("--seed-replies", "seed_replies", str,
      "statements, always or never: when to write around the words people name in reply to the context's words, "
      "not around the context's own"),

@@ -185,6 +185,7 @@ class LineRules:
     min_words: int = 1
     max_words: int = 40
     max_chars: int = 300
+    max_sentences: int = 0  # 0: any number
     blocklist_words: tuple[str, ...] = ()
     blocklist_regexes: tuple[str, ...] = ()
     remove_urls: bool = True
@@ -192,6 +193,8 @@ class LineRules:
     def __post_init__(self) -> None:
         if self.min_words > self.max_words:
             raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        if self.max_sentences < 0:
+            raise ValueError(f"max_sentences must be >= 0 (0: any), got {self.max_sentences}")
         for pattern in self.blocklist_regexes:
             try:
                 re.compile(pattern)
@@ -201,7 +204,7 @@ class LineRules:
 
 class LineFilter:
     """The rules one line must pass on its own: URLs removed (and the text tidied), min_words..max_words words, at
-    most max_chars characters, no blocklisted word, no blocklist regex match."""
+    most max_chars characters and max_sentences sentences (0: any), no blocklisted word, no blocklist regex match."""
 
     def __init__(self, rules: LineRules | None = None):
         self.rules = rules or LineRules()
@@ -227,6 +230,8 @@ class LineFilter:
         """Length bounds and blocklists, given the text's words."""
         rules = self.rules
         if not rules.min_words <= len(text_words) <= rules.max_words or len(text) > rules.max_chars:
+            return False
+        if rules.max_sentences and len(_SENTENCE_BREAK.split(text.strip())) > rules.max_sentences:
             return False
         if self._words is not None and self._words.search(text):
             return False

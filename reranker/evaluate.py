@@ -181,8 +181,9 @@ class WriterPools:
 
 
 def writer_lines(writer, n: int, seed: int = 0, deadline: float = math.inf) -> list[str]:
-    """Up to n distinct lines from a Markov writer that pass the engine's default filters (URLs, lengths)."""
-    text_filter, rng = LineFilter(), np.random.default_rng(seed)  # the line rules a real turn applies by default
+    """Up to n distinct lines from a Markov writer that pass the line rules (URLs, lengths; not a turn's
+    `EngineConfig.max_sentences`, so these measures compare with every build before it)."""
+    text_filter, rng = LineFilter(), np.random.default_rng(seed)
     out: dict[str, str] = {}
     for _ in range(20):  # rounds: a tiny writer cannot make n distinct lines, and must not loop forever
         for text in writer.generate(min(max(256, n - len(out)), 8192), rng).candidates:

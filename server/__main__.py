@@ -25,9 +25,9 @@ from server.settings import LogLevel, Settings, configure_logging
 log = logging.getLogger("server")
 
 # Flags whose values are Settings fields; each default lives in Settings alone (None here means "not given").
-FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "mirror_share", "seed_replies", "order_within_length", "build",
-               "blocklist_file", "blocklist_words", "blocklist_regexes", "log_level", "host", "port", "workers",
-               "cors_origins")
+FLAG_FIELDS = ("model_dir", "budget_ms", "echo_run", "mirror_share", "seed_replies", "order_within_length",
+               "max_sentences", "build", "blocklist_file", "blocklist_words", "blocklist_regexes", "log_level", "host",
+               "port", "workers", "cors_origins")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -113,6 +113,9 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
         p.add_argument("--order-within-length", action=argparse.BooleanOptionalAction,
                        help=f"{defaults['order_within_length'].description} (RIPOSTE_ORDER_WITHIN_LENGTH; default "
                             f"{'on' if defaults['order_within_length'].default else 'off'})")
+        p.add_argument("--max-sentences", type=int,
+                       help=f"{defaults['max_sentences'].description} (RIPOSTE_MAX_SENTENCES; default "
+                            f"{defaults['max_sentences'].default})")
         p.add_argument("--no-build", dest="build", action="store_const", const=False,
                        help="never build missing models; without a reranker, rank replies by the prior")
         p.add_argument("--blocklist-file", type=Path,

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     order_within_length: bool = Field(EngineConfig.order_within_length, description="read each word count's best "
                                       "lines first: the first stage's scores centred within each word count, so no "
                                       "line is read first for being long")
+    max_sentences: int = Field(EngineConfig.max_sentences, ge=0, le=10, description="the most sentences a reply may "
+                               "have (0: any); the writer's later sentences drift from its first")
     # Loopback unless told otherwise: exposing the service on other interfaces must be a choice.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -149,7 +151,8 @@ class Settings(BaseSettings):
         words, regexes = self.blocklist()
         return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, echo_run=self.echo_run,
                             mirror_share=self.mirror_share, seed_replies=self.seed_replies,
-                            order_within_length=self.order_within_length, blocklist_words=words,
+                            order_within_length=self.order_within_length, max_sentences=self.max_sentences,
+                            blocklist_words=words,
                             blocklist_regexes=regexes)
 
     def to_env(self) -> dict[str, str]:

@@ -94,8 +94,10 @@ def test_text_filter_refuses_runs_of_the_users_last_line_of_its_own_lines_and_of
 
     def kept(speaker: str | None = "Ann", **config) -> list[str]:
         candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
-        # Mirrors off: "you have any idea?" is one (the next test), and these test runs alone.
-        return TextFilter(EngineConfig(**{"mirror_share": 0, **config})).apply(candidates, turns, speaker).texts
+        # Mirrors off: "you have any idea?" is one (the next test), and these test runs alone (any number of
+        # sentences too: the first text has two).
+        return TextFilter(EngineConfig(**{"mirror_share": 0, "max_sentences": 0, **config})).apply(
+            candidates, turns, speaker).texts
 
     assert kept() == [texts[4], texts[5], texts[6], texts[8]]  # the default: runs of 4
     assert kept(echo_run=3) == [texts[4], texts[6]]
@@ -165,6 +167,13 @@ def test_text_filter_rules():
     assert f("see you on monday") == "see you on monday"
     keep_urls = TextFilter(EngineConfig(remove_urls=False))
     assert keep_urls("see https://example.com") == "see https://example.com"
+    one = TextFilter(EngineConfig(max_sentences=1))
+    assert one("Oh nice! What was good?") is None
+    assert one("Oh nice, what was good?  ") == "Oh nice, what was good?"
+    assert one("It costs 3.50 dollars.") == "It costs 3.50 dollars."  # a point inside a number ends no sentence
+    assert TextFilter(EngineConfig(max_sentences=2))("Oh nice! What was good?") == "Oh nice! What was good?"
+    with pytest.raises(ValueError, match="max_sentences"):
+        EngineConfig(max_sentences=-1)
 
 
 def test_blocklist_and_length_filters_apply_to_replies(tiny_markov):
@@ -651,3 +660,23 @@ def test_sentence_spans_offer_each_new_run_of_a_lines_sentences(tiny_markov):
         assert set(eng.generate(plan).texts) == set(lines) and plan.stats["spans"] == 0
     finally:
         eng.close()
+
+
+def test_a_reply_is_one_sentence_unless_told_otherwise():
+    from markov import MarkovConfig, MarkovModel
+
+    things = ["pizza", "dogs", "rain", "music", "tea", "chess", "trains", "soup"]
+    lines = [f"I like {a}. Do you like {b}?" for a in things for b in things] + [f"we both like {a} a lot" for a in things]
+    writer = MarkovModel.build([(line, 1.0) for line in lines], MarkovConfig(order=2))
+    history = ["do you like pizza?"]
+    said = {}
+    for most in (EngineConfig.max_sentences, 0):
+        eng = Engine({"default": writer}, OverlapScorer(), EngineConfig(n_candidates=512, max_sentences=most))
+        try:
+            r = eng.reply(history, seed=3, n_alternatives=1000)
+        finally:
+            eng.close()
+        said[most] = [r.reply] + [a.text for a in r.alternatives]
+    assert EngineConfig.max_sentences == 1
+    assert said[1] and not any(". " in t or "? " in t or "! " in t for t in said[1])
+    assert any(". " in t for t in said[0])  # the writer does write lines of two, and they are said where allowed

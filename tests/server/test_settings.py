@@ -38,6 +38,10 @@ def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch, tmp_pa
     monkeypatch.setenv("RIPOSTE_ORDER_WITHIN_LENGTH", "true")
     assert parsed("serve").engine_config().order_within_length is True
     assert parsed("chat", "--no-order-within-length").engine_config().order_within_length is False  # the flag wins
+    assert parsed("chat").engine_config().max_sentences == EngineConfig.max_sentences == 1
+    monkeypatch.setenv("RIPOSTE_MAX_SENTENCES", "0")
+    assert parsed("serve").engine_config().max_sentences == 0
+    assert parsed("chat", "--max-sentences", "2").engine_config().max_sentences == 2
     monkeypatch.setenv("RIPOSTE_ORDER_WITHIN_LENGTH", "false")
     assert parsed("serve", "--order-within-length").engine_config().order_within_length is True
 
@@ -79,6 +83,7 @@ def test_environment_lists_and_the_api_key(monkeypatch):
     (["serve", "--port", "70000"], "port"),
     (["chat", "--echo-run", "-1"], "echo_run"),
     (["chat", "--mirror-share", "1.5"], "mirror_share"),
+    (["chat", "--max-sentences", "-1"], "max_sentences"),
     (["chat", "--seed-replies", "sometimes"], "seed-replies"),
     (["chat", "--blocklist-file", "/no/such/file"], "blocklist_file"),
     (["chat", "--blocklist-regex", "("], "does not compile"),
