@@ -45,7 +45,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -162,7 +162,15 @@ class ReplyIndex:
 
     def line(self, row: int) -> str:
         """The text of entry `row`."""
-        return bytes(self.lines[int(self.offsets[row]) : int(self.offsets[row + 1])]).decode("utf-8")
+        return self.lines_of([row])[0]
+
+    def lines_of(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The texts of entries `rows`: their offsets gathered in one call, then plain byte slices. A numpy index a
+        line (three on a memory map, each a Python-level call) took 1.6 ms of a 2.7 ms search for 512 hits."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = np.asarray(self.offsets[rows]).tolist(), np.asarray(self.offsets[rows + 1]).tolist()
+        data = memoryview(self.lines)
+        return [str(data[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)]
 
     def attach(self, first_stage) -> ReplyIndex:
         """Search with `first_stage`'s context vectors (the model the entries were embedded with); returns self."""
@@ -192,7 +200,7 @@ class ReplyIndex:
         if self.first_stage is None:
             raise RuntimeError("attach the first stage the index was built with before searching")
         rows, sims = self.search_vector(self.query_vector(context, last_line), k)
-        return Hits([self.line(r) for r in rows], sims.astype(np.float32), self.meta[rows, 0].astype(np.float32),
+        return Hits(self.lines_of(rows), sims.astype(np.float32), self.meta[rows, 0].astype(np.float32),
                     self.meta[rows, 1].astype(np.float64), rows)
 
     def kept(self, rows: np.ndarray) -> np.ndarray | None:
@@ -401,7 +409,7 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
         meta = [np.asarray(old.meta, dtype=np.float32)]
         reads = [np.asarray(old.reads, dtype=np.float16)] if old.reads is not None else []
         builds = list(old.info.get("builds", []))
-        seen = {" ".join(words(old.line(r))) for r in range(len(old))}
+        seen = {" ".join(words(text)) for text in old.lines_of(np.arange(len(old)))}
     threshold = config.min_sense
     counts = {"written": 0, "repeated": 0, "refused": 0, "judged": 0, "dropped": 0, "added": 0}
     rng = np.random.default_rng([seed, len(builds)])  # each --add its own stream: no re-walk of the same lines

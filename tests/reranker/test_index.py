@@ -77,6 +77,18 @@ def test_build_keeps_new_rule_abiding_lines_above_the_judges_threshold(built):
     assert json.loads((directory / "config.json").read_text())["riposte"]["count"] == len(index)
 
 
+def test_lines_of_reads_the_saved_lines_mapped_or_in_memory(built):
+    directory, _ = built
+    data = (directory / "lines.bin").read_bytes()
+    offsets = np.load(directory / "offsets.npy")
+    every = [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    rows = np.array([3, 0, len(every) - 1, 3])  # any order, a row twice
+    for index in (ReplyIndex.load(directory), ReplyIndex.load(directory, view=False)):
+        assert index.lines_of(np.arange(len(index))) == every
+        assert index.lines_of(rows) == [every[r] for r in rows] and index.line(5) == every[5]
+        assert index.lines_of([]) == []
+
+
 def test_search_finds_what_exact_search_finds_and_scores_like_the_first_stage(built, stage):
     directory, _ = built
     index = ReplyIndex.load(directory).attach(stage)
