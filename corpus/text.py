@@ -185,7 +185,7 @@ class LineRules:
     min_words: int = 1
     max_words: int = 40
     max_chars: int = 300
-    max_sentences: int = 0  # 0: any number
+    max_sentences: int = 0  # 0: any number; a break is ".", "!" or "?" then a space (so "Wait... what?" is two)
     blocklist_words: tuple[str, ...] = ()
     blocklist_regexes: tuple[str, ...] = ()
     remove_urls: bool = True
@@ -227,11 +227,12 @@ class LineFilter:
         return text, text_words
 
     def allows(self, text: str, text_words: list[str]) -> bool:
-        """Length bounds and blocklists, given the text's words."""
+        """Length bounds (words, characters, sentences) and blocklists, given the text's words."""
         rules = self.rules
         if not rules.min_words <= len(text_words) <= rules.max_words or len(text) > rules.max_chars:
             return False
-        if rules.max_sentences and len(_SENTENCE_BREAK.split(text.strip())) > rules.max_sentences:
+        # maxsplit: a line of many sentences is refused after max_sentences + 1 of them, not split whole
+        if rules.max_sentences and len(_SENTENCE_BREAK.split(text, rules.max_sentences)) > rules.max_sentences:
             return False
         if self._words is not None and self._words.search(text):
             return False

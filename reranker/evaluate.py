@@ -200,7 +200,7 @@ def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed:
     """Up to n distinct writer lines written around the context words of contexts drawn from `contexts` (the newest
     line's that has any the writer knows), as a turn writes its seeded candidates
     (`MarkovModel.context_words`, `generate(around=...)`, thinned by length as
-    `markov.AROUND_UNBIAS_ABOVE` says); the engine's filters apply. A writer without a backward table (saved
+    `markov.AROUND_UNBIAS_ABOVE` says); the line rules apply, as in `writer_lines`. A writer without a backward table (saved
     before format 4) cannot: none."""
     if getattr(writer, "backward", None) is None:
         return []
@@ -223,7 +223,7 @@ def around_writer_lines(writer, contexts: Sequence[Sequence[str]], n: int, seed:
 def seeded_writer_lines(writer, starts: Sequence[str], n: int, seed: int = 0, deadline: float = math.inf,
                         per_start: int = 24) -> list[str]:
     """Up to n distinct lines of a writer started from words drawn from `starts` (with repeats, so as often as
-    they occur); the engine's filters apply.
+    they occur); the line rules apply, as in `writer_lines`.
 
     Fragments: a line begun mid-sentence at a topic word fails in ways a line begun at a line's start does not,
     and these were the lines an editor that rewards topic picked. Unknown starts are skipped."""

@@ -160,13 +160,15 @@ class EngineConfig(LineRules):
     # shorter replies but neither judge moved beyond noise (over 400 turns, parses +0.015 +- 0.021 at one client,
     # +0.020 +- 0.017 at 16 clients; judged human +0.000 and +0.022; benchmarks/RESULTS.md, "Twenty-second pass").
     sentence_spans: bool = False
-    # A reply is one sentence (`LineRules.max_sentences`; 0: any number). The writer's later sentences are glued on
-    # from other lines and drift ("Oh nice! What was good about today? i can't keep up."): a sixth to a quarter of
-    # the replies at one client had two or more, and those parsed 0.49-0.55 against 0.67-0.70 for one. Held to one
-    # (the editor picks among the one-sentence lines; nothing is clipped), over 600 held-out turns at one client
-    # the replies parsed +0.057 +- 0.016 (0.648 -> 0.705), judged human +0.012 +- 0.015, topic -0.005; at 16
-    # clients x 500 ms (400) parses +0.072 +- 0.023, judged human -0.037 +- 0.025 (benchmarks/RESULTS.md,
-    # "Twenty-third pass"). Offering each sentence of a longer line too (`sentence_spans`) added nothing beyond it.
+    # A reply is one sentence (`LineRules.max_sentences`; 0: any number; a break is ".", "!" or "?" then a space,
+    # so "Wait... what?" is two). The writer's later sentences are glued on from other lines and drift ("Oh nice!
+    # What was good about today? i can't keep up."): 0.15-0.27 of the replies at one client had two or more, and
+    # those parsed 0.49-0.55 against 0.67-0.70 for one. Held to one (the editor picks among the one-sentence
+    # lines; nothing is clipped), over 800 held-out turns at one client the replies parsed +0.052 +- 0.014
+    # (0.660 -> 0.713), judged human +0.007 +- 0.013, topic -0.005; at 16 clients x 500 ms (400) parses +0.072
+    # +- 0.023, judged human -0.037 +- 0.025 (benchmarks/RESULTS.md, "Twenty-third pass"). It costs the replies
+    # that acknowledge, then ask ("That's cool. Do you enjoy studying history?"). Offering each sentence of a
+    # longer line too (`sentence_spans`) added nothing beyond it.
     max_sentences: int = 1
     topic_weight: float = 1.0  # prior bonus for a candidate naming every topic word (pro rata for some)
     index_k: int = 256  # lines a persona's reply index adds to a turn, for the editor to read (0: no index)
@@ -405,8 +407,8 @@ class TextFilter(LineFilter):
                 break
             text, ws = self.clean(text, ws)
             key = " ".join(ws)  # == dedupe_key(text)
-            if (not key or key in keys or key in seen or holds_run(ws, runs)
-                    or mirrors(text, ws, question, self.config.mirror_share) or not self.allows(text, ws)):
+            if (not key or key in keys or key in seen or not self.allows(text, ws) or holds_run(ws, runs)
+                    or mirrors(text, ws, question, self.config.mirror_share)):
                 continue
             seen.add(key)  # URL removal can make two candidates equal again
             texts.append(text)

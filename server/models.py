@@ -148,8 +148,9 @@ def build_lock(model_dir: Path, status: BuildStatus) -> Iterator[None]:
 
 
 def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool = True,
-                  status: BuildStatus | None = None) -> Path:
-    """Build what `model_dir` lacks (Markov from chitchat, then the MiniLM editor) unless `build` is False."""
+                  status: BuildStatus | None = None, rules=None) -> Path:
+    """Build what `model_dir` lacks (Markov from chitchat, then the MiniLM editor and a first reply index) unless
+    `build` is False; `rules` (a `corpus.text.LineRules`, default the served engine's) decide what the index holds."""
     model_dir = Path(model_dir)
     status = status or BuildStatus()
     stages = missing(model_dir) if build else []
@@ -181,7 +182,7 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
             status.finish()
             log.info("editor trained in %.0f s", time.monotonic() - start)
             first_run_index(model_dir, max(0.5, FIRST_RUN_MINUTES + 1.0 - (time.monotonic() - began) / 60.0),
-                            status, progress)
+                            status, progress, rules)
         if "first_stage" in stages:
             # An editor built before first stages existed: distil one, not the whole editor again.
             from reranker.recipes import build_first_stage
@@ -194,7 +195,7 @@ def ensure_models(model_dir: str | Path, *, build: bool = True, progress: bool =
     return model_dir
 
 
-def first_run_index(model_dir: Path, minutes: float, status: BuildStatus, progress: bool) -> None:
+def first_run_index(model_dir: Path, minutes: float, status: BuildStatus, progress: bool, rules=None) -> None:
     """The default persona's first reply index, in what the first run has left; optional: a failure is logged."""
     if first_stage_dir(model_dir) is None or (model_dir / INDEX_DIR / "default").is_dir():
         return
@@ -202,7 +203,8 @@ def first_run_index(model_dir: Path, minutes: float, status: BuildStatus, progre
     status.begin(f"indexing up to {FIRST_RUN_INDEX_ENTRIES:,} replies in {model_dir / INDEX_DIR} "
                  f"(up to {minutes:.1f} minutes)", expected_s=minutes * 60.0)
     try:
-        report = build_index(model_dir, "default", FIRST_RUN_INDEX_ENTRIES, max_minutes=minutes, progress=progress)
+        report = build_index(model_dir, "default", FIRST_RUN_INDEX_ENTRIES, max_minutes=minutes, progress=progress,
+                             rules=rules)
     except Exception as exc:  # optional: the editor trained fine, and the server must start with it
         log.warning("no reply index in this first run (%s: %s); build one with `riposte index`",
                     type(exc).__name__, exc)
@@ -343,7 +345,7 @@ def build_index(model_dir: str | Path, persona: str = "default", entries: int = 
     judged by the editor's sense model (none: every line kept, judged 0), with the editor's kept readings of them
     (`Editor.keep`; an index built without them is grown without them) and embedded by the first stage.
 
-    `rules` (a `corpus.text.LineRules`, default the served engine's: RIPOSTE_* blocklists and lengths) decide
+    `rules` (a `corpus.text.LineRules`, default the served engine's: RIPOSTE_* blocklists, lengths and sentences) decide
     which lines may enter, so the index holds no line a turn would refuse on its own.
     """
     import numpy as np

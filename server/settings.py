@@ -152,8 +152,7 @@ class Settings(BaseSettings):
         return EngineConfig(budget_ms=self.budget_ms, n_candidates=self.n_candidates, echo_run=self.echo_run,
                             mirror_share=self.mirror_share, seed_replies=self.seed_replies,
                             order_within_length=self.order_within_length, max_sentences=self.max_sentences,
-                            blocklist_words=words,
-                            blocklist_regexes=regexes)
+                            blocklist_words=words, blocklist_regexes=regexes)
 
     def to_env(self) -> dict[str, str]:
         """These settings as RIPOSTE_* variables, for worker processes that build their own `Settings()`."""

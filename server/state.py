@@ -49,7 +49,7 @@ class State:
         try:
             status = BuildStatus()
             self.building = status
-            ensure_models(settings.model_dir, build=settings.build, status=status)
+            ensure_models(settings.model_dir, build=settings.build, status=status, rules=settings.engine_config())
             self.building = None
             engine = load_engine(settings.model_dir, settings.engine_config(),
                                  require_reranker=settings.require_reranker)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from itertools import islice
 
+import pytest
+
 from corpus.chitchat import cleaned_chitchat, parse_chitchat, read_chitchat
 from corpus.report import Report
 from corpus.text import words
@@ -36,6 +38,7 @@ def test_a_line_naming_a_chitchat_user_is_dropped_and_counted():
     assert report.counts["chitchat_pseudonyms"] == 2 + 1
 
 
+@pytest.mark.slow
 def test_the_embedded_corpus_names_no_chitchat_user():
     report = Report()
     texts = [line.text.casefold() for doc in cleaned_chitchat(report) for line in doc.lines]

@@ -267,7 +267,7 @@ def test_health_shows_the_build_while_the_port_is_already_open(monkeypatch, tiny
 
     release, building = threading.Event(), threading.Event()
 
-    def slow_build(model_dir, *, build=True, progress=True, status=None):
+    def slow_build(model_dir, *, build=True, progress=True, status=None, rules=None):
         status.total = 2
         status.begin("training the default editor", expected_s=570.0)
         status.finish()

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from corpus.text import LineRules
+from reranker.index import ReplyIndex
 from server.engine import Engine, EngineConfig, words
 from server.models import build_index, load_engine
 from tests.server.conftest import ClockedScorer, FakeClock, FakeIndex, OverlapScorer, tiny_lines
@@ -202,8 +204,10 @@ def test_the_first_run_indexes_what_time_it_has_and_never_fails_the_start(tmp_pa
     root = tmp_path / "m"
     shutil.copytree(model_dir, root)
     status = models.BuildStatus()
-    models.first_run_index(root, 0.5, status, progress=False)
+    models.first_run_index(root, 0.5, status, progress=False, rules=LineRules(max_words=4))
     assert (root / "index" / "default" / "config.json").is_file() and status.done == status.total == 1
+    index = ReplyIndex.load(root / "index" / "default")
+    assert len(index) and all(len(words(t)) <= 4 for t in index.lines_of(np.arange(len(index))))  # the rules given
     models.first_run_index(root, 0.5, status, progress=False)  # there is one already: nothing to do
     assert status.total == 1
     shutil.rmtree(root / "index")
