@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # A link with a scheme or "www.": chat exports and subtitle ads strip these (corpus.clean).
 LINK = r"(?:https?://|www\.)\S+"
@@ -200,6 +200,10 @@ class LineRules:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"blocklist regex {pattern!r} does not compile: {exc}") from exc
+
+    def record(self) -> dict:
+        """These rules alone (not a subclass's other fields) as JSON values, to keep with what they built."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(LineRules)}
 
 
 class LineFilter:

@@ -414,7 +414,8 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
     counts = {"written": 0, "repeated": 0, "refused": 0, "judged": 0, "dropped": 0, "added": 0}
     rng = np.random.default_rng([seed, len(builds)])  # each --add its own stream: no re-walk of the same lines
     bar = progress_bar(total=n, desc="index entries", unit="line", disable=not progress)
-    for texts, logprob, written in write_entries(writer, n, rng, rules or LineRules(), seen):
+    rules = rules or LineRules()
+    for texts, logprob, written in write_entries(writer, n, rng, rules, seen):
         for k, v in written.items():
             counts[k] += v
         if not texts:
@@ -447,7 +448,7 @@ def _build(directory: Path, writer, judge, first_stage, n: int, *, fingerprints:
     bar.close()
     finite = threshold is not None and math.isfinite(threshold)
     build = {**counts, "seconds": round(time.monotonic() - started, 1), "min_sense": threshold if finite else None,
-             "seed": seed, "asked": n}
+             "seed": seed, "asked": n, "rules": rules.record()}
     info = {"fingerprints": dict(fingerprints), "builds": [*builds, build]}
     meta_all = np.concatenate(meta) if meta else np.zeros((0, 2), np.float32)
     reads_all = None

@@ -274,7 +274,7 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
         # Every word a persona can write gets its vector now, not at the first turn that writes it.
         for model in {id(m): m for m in personas.values()}.values():
             first_stage.add_words(words(" ".join(model.vocab[2:])))  # 0, 1: the sentinels
-    indexes = load_indexes(model_dir, personas, first_stage) if first_stage is not None else {}
+    indexes = load_indexes(model_dir, personas, first_stage, config or EngineConfig()) if first_stage is not None else {}
     return engine_class(personas, editor, config, names=names, follows=follows, first_stage=first_stage,
                         indexes=indexes, clock=clock)
 
@@ -303,9 +303,10 @@ def index_fingerprints(model_dir: Path, persona: str, *, first_stage: str | None
     return {"writer": fingerprint(dirs[persona]), "first_stage": first_stage}
 
 
-def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
+def load_indexes(model_dir: Path, personas: dict, first_stage, rules=None) -> dict:
     """Each persona's reply index (`model_dir/index/<persona>`), mapped; a damaged or stale one is skipped with a
-    warning, and that persona's turns use live candidates alone."""
+    warning, and that persona's turns use live candidates alone. One built under other line rules than `rules`
+    (a `corpus.text.LineRules`; the engine's) is used, with a warning: the turn's filter drops what they refuse."""
     from reranker.index import IndexLoadError, ReplyIndex, fingerprint
 
     out = {}
@@ -330,12 +331,29 @@ def load_indexes(model_dir: Path, personas: dict, first_stage) -> dict:
                         "(rebuild it with `riposte index` to score them without reading)", root / name,
                         "another editor" if reader_print != "none" else "an editor this model dir does not have")
             index.reads = None
+        if rules is not None:
+            warn_other_rules(root / name, index, rules)
         out[name] = index
     for name, model in personas.items():  # an alias (a group chat's "default" is its "all") shares the index
         shared = [other for other in out if personas.get(other) is model]
         if name not in out and shared:
             out[name] = out[shared[0]]
     return out
+
+
+def warn_other_rules(directory: Path, index, rules) -> bool:
+    """Log a warning, and say True, when an index's builds were not all made under `rules` (its entries may break
+    them: a turn's filter drops those hits, and fewer reach the reply)."""
+    want = rules.record()
+    built = [b.get("rules") for b in index.info.get("builds", [])]
+    if all(b == want for b in built):
+        return False
+    differ = sorted({k for b in built if b is not None for k in want if b.get(k) != want[k]})
+    why = (f"under other line rules ({', '.join(differ)})" if differ else
+           "before an index kept its line rules (replies are one sentence by default since)")
+    log.warning("reply index %s was built %s: the turn's filter drops the hits today's rules refuse; rebuild it "
+                "with `riposte index` to fill it with lines they allow", directory, why)
+    return True
 
 
 def build_index(model_dir: str | Path, persona: str = "default", entries: int = 100_000, *, add: bool = False,

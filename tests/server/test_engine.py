@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from corpus.text import holds_run, word_runs
+from corpus.text import LineRules, holds_run, word_runs
 from markov.personas import load_personas
 from server.engine import (
     PLAIN_RETRY_LINES,
@@ -174,6 +175,10 @@ def test_text_filter_rules():
     assert TextFilter(EngineConfig(max_sentences=2))("Oh nice! What was good?") == "Oh nice! What was good?"
     with pytest.raises(ValueError, match="max_sentences"):
         EngineConfig(max_sentences=-1)
+    # what an index keeps of the rules it was built with: the line rules alone, as JSON values
+    assert EngineConfig(max_sentences=2, blocklist_words=("a",)).record() == {
+        **LineRules().record(), "max_sentences": 2, "blocklist_words": ["a"]}
+    assert json.loads(json.dumps(LineRules().record())) == LineRules().record()
 
 
 def test_blocklist_and_length_filters_apply_to_replies(tiny_markov):

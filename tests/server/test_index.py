@@ -437,3 +437,28 @@ def test_growing_an_index_that_keeps_no_readings_keeps_none_and_says_so(tmp_path
     index = ReplyIndex.load(root / "index" / "default")
     assert "keeps no readings" in caplog.text and index.reads is None
     assert len(index) == first["added"] + grown["added"] and grown["added"] > 0
+
+
+def test_an_index_built_under_other_line_rules_is_used_with_a_warning(tmp_path, model_dir, caplog):
+    import json
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    build_index(root, entries=200, progress=False)  # under the served rules
+    for config, said in ((None, None), (EngineConfig(max_sentences=0, blocklist_words=("dogs",)),
+                                        "other line rules (blocklist_words, max_sentences)")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            eng = load_engine(root, config, require_reranker=False)
+        eng.close()
+        assert "default" in eng.indexes  # used either way: its hits still pass the turn's own filter
+        assert ("line rules" in caplog.text) == (said is not None) and (said or "") in caplog.text
+    path = root / "index" / "default" / "config.json"
+    saved = json.loads(path.read_text())
+    for build in saved["riposte"]["builds"]:
+        del build["rules"]  # as an index built before it kept them
+    path.write_text(json.dumps(saved))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_engine(root, require_reranker=False).close()
+    assert "before an index kept its line rules" in caplog.text
