@@ -79,8 +79,9 @@ def chat(settings: Settings, seed: int | None) -> int:
     from server.models import ensure_models, load_engine
     from server.repl import run_repl
 
-    ensure_models(settings.model_dir, build=settings.build, rules=settings.engine_config())
-    engine = load_engine(settings.model_dir, settings.engine_config(), require_reranker=settings.require_reranker)
+    config = settings.engine_config()  # once: it reads the blocklist file
+    ensure_models(settings.model_dir, build=settings.build, rules=config)
+    engine = load_engine(settings.model_dir, config, require_reranker=settings.require_reranker)
     if engine.editor is None:
         log.warning("no reranker or editor in %s: replies are ranked by the first stage or the prior", settings.model_dir)
     try:

@@ -245,8 +245,9 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
     from markov.personas import load_persona_meta, load_personas
 
     model_dir = Path(model_dir)
+    config = config or EngineConfig()
     personas = load_personas(model_dir / MARKOV_DIR)
-    seed_replies = (config or EngineConfig()).seed_replies
+    seed_replies = config.seed_replies
     for name, model in {id(m): (n, m) for n, m in personas.items()}.values():  # "default" may alias "all"
         model.warm_around()
         if model.backward is None:
@@ -274,7 +275,7 @@ def load_engine(model_dir: str | Path, config: EngineConfig | None = None, *, re
         # Every word a persona can write gets its vector now, not at the first turn that writes it.
         for model in {id(m): m for m in personas.values()}.values():
             first_stage.add_words(words(" ".join(model.vocab[2:])))  # 0, 1: the sentinels
-    indexes = load_indexes(model_dir, personas, first_stage, config or EngineConfig()) if first_stage is not None else {}
+    indexes = load_indexes(model_dir, personas, first_stage, config) if first_stage is not None else {}
     return engine_class(personas, editor, config, names=names, follows=follows, first_stage=first_stage,
                         indexes=indexes, clock=clock)
 
@@ -341,19 +342,18 @@ def load_indexes(model_dir: Path, personas: dict, first_stage, rules=None) -> di
     return out
 
 
-def warn_other_rules(directory: Path, index, rules) -> bool:
-    """Log a warning, and say True, when an index's builds were not all made under `rules` (its entries may break
-    them: a turn's filter drops those hits, and fewer reach the reply)."""
+def warn_other_rules(directory: Path, index, rules) -> None:
+    """Log a warning when an index's builds were not all made under `rules` (its entries may break them: a turn's
+    filter drops those hits, and fewer reach the reply)."""
     want = rules.record()
     built = [b.get("rules") for b in index.info.get("builds", [])]
     if all(b == want for b in built):
-        return False
+        return
     differ = sorted({k for b in built if b is not None for k in want if b.get(k) != want[k]})
     why = (f"under other line rules ({', '.join(differ)})" if differ else
            "before an index kept its line rules (replies are one sentence by default since)")
     log.warning("reply index %s was built %s: the turn's filter drops the hits today's rules refuse; rebuild it "
                 "with `riposte index` to fill it with lines they allow", directory, why)
-    return True
 
 
 def build_index(model_dir: str | Path, persona: str = "default", entries: int = 100_000, *, add: bool = False,

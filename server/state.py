@@ -49,9 +49,10 @@ class State:
         try:
             status = BuildStatus()
             self.building = status
-            ensure_models(settings.model_dir, build=settings.build, status=status, rules=settings.engine_config())
+            config = settings.engine_config()  # once: it reads the blocklist file
+            ensure_models(settings.model_dir, build=settings.build, status=status, rules=config)
             self.building = None
-            engine = load_engine(settings.model_dir, settings.engine_config(),
+            engine = load_engine(settings.model_dir, config,
                                  require_reranker=settings.require_reranker)
         except Exception as exc:  # reported by /health; the process stays up to say so
             log.exception("could not load the models from %s", settings.model_dir)
