@@ -32,6 +32,7 @@ from corpus.modeldir import write_file_atomically
 from corpus.progress import progress as progress_bar
 from corpus.text import LineFilter, content_words, dedupe_key, words
 from markov.chain import AROUND_UNBIAS_ABOVE, CONTEXT_SEED_LINES, CONTEXT_SEED_WORDS
+from markov.splices import Splices
 from reranker.card import FALLBACK_MARGIN_SE, fallback_margin
 from reranker.editor import FEATURES, Editor, EditorConfig, FluencyHead, fluency_inputs
 from reranker.first_stage import FIRST_STAGE_DIR, DistillConfig, FirstStage, distill
@@ -60,6 +61,7 @@ class DefaultRecipe:
     # the weight of that InfoNCE loss beside the "human or writer?" loss; 0 trains sense alone.
     relevance_weight: float = SenseTraining.relevance_weight
     sense_lr: float = SenseTraining.lr  # the sense encoder's peak learning rate
+    sense_splice_weight: float = SenseTraining.splice_weight  # where the writer's lines are spliced (0: not taught)
     # The share of the sense model's writer lines begun at a topic word (at most: their writing has a tenth of the
     # sense stage's time): fragments that start mid-sentence ("weekend is for right??"), the writer's worst lines
     # and the ones an editor that rewards topic used to pick. Trained against them, the sense model's picks read
@@ -492,6 +494,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                             + (" and above a writer line written around its context's own words "
                                f"({sense_report['around_negatives']:,} in all)" if sense_report.get("around_negatives")
                                else "")
+                            + (", and taught the tokens where the writer's lines are spliced (weight "
+                               f"{sense_report['splice_weight']:g}; {sense_report['splices_per_writer_line']:.2f} "
+                               "splices a writer line)" if sense_report.get("splice_weight") else "")
                             + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"
@@ -550,7 +555,7 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
     from reranker.evaluate import around_writer_lines, seeded_writer_lines, writer_lines
 
     training = SenseTraining(seed=recipe.seed, lr=recipe.sense_lr, relevance_weight=recipe.relevance_weight,
-                             mine_at=recipe.sense_mine_at)
+                             mine_at=recipe.sense_mine_at, splice_weight=recipe.sense_splice_weight)
     limits = dict(min_words=training.min_words, max_words=training.max_words)
     human = [line.text for doc in splits["train"] for line in doc.lines]
     held_human = [line.text for doc in splits["val"] for line in doc.lines]
@@ -608,8 +613,12 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
             contexts.setdefault(doc.lines[i].text,
                                 sense.encoder.context_text([line.text for line in doc.lines[:i]]))
     around = around_negatives(writer, splits["train"], recipe.seed + 11) if recipe.relevance_around else None
+    # The corpus the writer was built from, to find where its lines are spliced (~3 s for chitchat's 258k lines);
+    # a tokenizer without character offsets (a python-backed one) cannot place them on its tokens.
+    fast = getattr(sense.encoder.tokenizer, "is_fast", False)
+    splices = Splices(human, writer.config.order).find if training.splice_weight > 0 and fast else None
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
-                         contexts=contexts, mine_pool=mine_pool, around=around)
+                         contexts=contexts, mine_pool=mine_pool, around=around, splices=splices)
     report["seeded_lines"] = len(seeded)
     if held_seeded:  # read after the stage's deadline, as the plain AUC is: fewer pairs keep that short
         report["held_out_auc_seeded"] = round(held_out_auc(sense, held_seeded), 4)

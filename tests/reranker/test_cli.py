@@ -162,6 +162,9 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     assert mined["read"] > 0 and 0 < mined["kept"] <= mined["read"] and "mined in 1 round(s)" in card
     # its relevance also learned against lines written around each context's words, and the card says so
     assert train["sense"]["around_negatives"] > 0 and "written around its context's own words" in card
+    # and it was taught where the writer's lines are spliced, found in the writer's own corpus
+    assert train["sense"]["splice_weight"] == 1.0 and train["sense"]["splices_per_writer_line"] > 0
+    assert "where the writer's lines are spliced" in card
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from corpus.text import words
+from markov import Splice, Splices
 from reranker.editor import FEATURES, Editor, EditorConfig
 from reranker.runtime import unit
 from reranker.sense import (
@@ -20,6 +21,7 @@ from reranker.sense import (
     held_out_auc,
     length_matched_pairs,
     mine_hard,
+    splice_labels,
     train_sense,
 )
 
@@ -80,6 +82,64 @@ def test_training_learns_what_separates_human_from_writer_lines(tiny_bert):
     assert report["held_out_auc"] > 0.9 > report["held_out_auc_before"] - 0.3
     assert held_out_auc(model, held) == pytest.approx(report["held_out_auc"], abs=1e-6)  # the kept state
     assert report["history"][-1]["event"] == "eval"
+
+
+def test_splice_labels_mark_the_first_token_of_each_spliced_word_and_a_spliced_end(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    text = "hello how are you"
+    found = [None, Splice((text.index("are"),), True), Splice((0, text.index("you")), False)]
+    ids, labels = splice_labels(tokenizer, [text] * 3, found, 40)
+    inner = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids == [[tokenizer.cls_token_id, *inner, tokenizer.sep_token_id]] * 3  # as BiEncoder.tokenize makes them
+    assert labels == [[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 1], [0, 1, 0, 0, 1, 0]]
+    # cut to max_length: a splice past the cut marks nothing, and the end marks [SEP] as given
+    ids, labels = splice_labels(tokenizer, [text], [Splice((text.index("you"),), True)], 4)
+    assert len(ids[0]) == 4 and labels == [[0, 0, 0, 1]]
+
+
+def test_training_taught_where_the_writer_splices_learns_it_and_reports_it(tiny_bert):
+    human = lines(HUMAN_WORDS, 600, 1)
+    pairs = length_matched_pairs(human, lines(HUMAN_WORDS + WRITER_WORDS, 1500, 2), seed=0)
+    held = length_matched_pairs(lines(HUMAN_WORDS, 200, 3), lines(WRITER_WORDS, 600, 4), seed=1)
+    finder = Splices(human, order=1).find
+    training = SenseTraining(batch_size=32, lr=1e-3, head_lr=1e-2, warmup_steps=2)
+    runs = {}
+    for weight in (1.0, 0.0):
+        torch.manual_seed(0)
+        model = SenseModel.from_backbone(tiny_bert)
+        report = train_sense(model, pairs, held, deadline=math.inf, max_steps=STEPS, progress=False, splices=finder,
+                             training=SenseTraining(**{**training.__dict__, "splice_weight": weight}))
+        runs[weight] = (model.head.weight.detach().clone(), report)
+    (head, report), (plain_head, plain) = runs[1.0], runs[0.0]
+    curve = [h["splice_loss"] for h in report["history"] if "splice_loss" in h]
+    assert len(curve) == STEPS // 20 and curve[-1] < 0.8 * curve[0]  # the token head learns where lines break
+    writer_lines = [w for _, w in pairs]
+    assert 0 < report["splices_per_writer_line"] <= max(s.count for s in finder(writer_lines))
+    assert report["splice_weight"] == 1.0 and report["held_out_auc"] > 0.9
+    assert plain["splice_weight"] == 0.0 and plain["splices_per_writer_line"] is None
+    assert not any("splice_loss" in h for h in plain["history"])
+    assert not torch.equal(head, plain_head)  # the splice loss reaches the encoder the line head reads
+
+
+def test_splices_need_a_fast_tokenizer(tiny_bert):
+    model = SenseModel.from_backbone(tiny_bert)
+    fast = model.encoder.tokenizer
+
+    class Slow:  # a tokenizer without character offsets (a python-backed one)
+        is_fast = False
+
+        def __getattr__(self, name):
+            return getattr(fast, name)
+
+    model.encoder.tokenizer = Slow()
+    pairs = length_matched_pairs(lines(HUMAN_WORDS, 100, 1), lines(WRITER_WORDS, 300, 2), seed=0)
+    with pytest.raises(ValueError, match="fast tokenizer"):
+        train_sense(model, pairs, [], deadline=math.inf, max_steps=1, progress=False,
+                    splices=lambda texts: [Splice((), False)] * len(texts))
+    with pytest.raises(ValueError, match="splice_weight"):
+        SenseTraining(splice_weight=-1.0)
 
 
 def permuted_replies() -> tuple[dict[str, str], dict[str, str], list[tuple[str, str]], list[str]]:
