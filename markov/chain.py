@@ -873,19 +873,23 @@ class MarkovModel:
         return f"MarkovModel(order={self.config.order}, lines={s['lines']}, vocab={s['vocab']}, states={s['states']}, transitions={s['transitions']})"
 
 
-def _compile(tokens: np.ndarray, lens: np.ndarray, line_weights: list[float], V: int, k: int) -> tuple[dict[str, np.ndarray], int]:
-    """The transition tables (CSR rows by state) of lines given as concatenated token ids, and the state count."""
-    # Padded stream: k BEGINs, the line's tokens, one END, for every line.
+def _padded_stream(tokens: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lines given as concatenated token ids, each as k BEGINs, its tokens and one END, in one array; and the mask
+    of the ids predicted from the k before them (every token and END: an n-gram of k+1 ids of one line ends there)."""
     seq_len = lens + k + 1
     line_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
-    seq = np.zeros(int(seq_len.sum()), dtype=np.int64)  # BEGIN == 0
+    seq = np.full(int(seq_len.sum()), BEGIN, dtype=np.int64)
     tok_pos = np.arange(len(tokens)) + np.repeat(line_start + k - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
     seq[tok_pos] = tokens
     seq[line_start + seq_len - 1] = END
-
-    # Every token and END is predicted from the k ids before it.
     pred = np.ones(len(seq), dtype=bool)
     pred[(line_start[:, None] + np.arange(k)[None, :]).ravel()] = False
+    return seq, pred
+
+
+def _compile(tokens: np.ndarray, lens: np.ndarray, line_weights: list[float], V: int, k: int) -> tuple[dict[str, np.ndarray], int]:
+    """The transition tables (CSR rows by state) of lines given as concatenated token ids, and the state count."""
+    seq, pred = _padded_stream(tokens, lens, k)
     pos = np.flatnonzero(pred)  # (P,)
     # Key each (k+1)-gram as one integer: state ids are the ranks of its first k ids, and a single
     # sort groups both states and transitions. Compress to ranks only when V**(k+1) would overflow.

@@ -30,6 +30,11 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+def word_starts(text: str) -> list[int]:
+    """The character offset in `text` where each of its tokens' words begins (after its leading space)."""
+    return [m.start(2) for m in _TOKEN.finditer(text)]
+
+
 def tokenize_many(texts: list[str], index: dict[str, int], first_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize many non-blank lines at once into ids, adding new pieces to `index`: (ids, tokens per line).
 

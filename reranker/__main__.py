@@ -106,6 +106,12 @@ def _add_train(sub) -> None:
                    help="editor recipes: the sense encoder's peak learning rate (default 3e-4: in a 10-minute build on "
                         "a 2-core AVX2 CPU it learned what 5e-5 did not, and 6e-4 cost relevance; benchmarks/RESULTS.md, "
                         "\"Twelfth pass\")")
+    p.add_argument("--sense-splice-weight", type=float, default=None, metavar="W",
+                   help="editor recipes: the weight of the loss that teaches the sense model which tokens of the "
+                        "writer's lines are spliced (markov.Splices) beside its line loss (default 0; off: at 1 the "
+                        "sense model told people from the writer better, but whole 10-minute builds with it were "
+                        "no better and their replies read as a person's less often; benchmarks/RESULTS.md, "
+                        "\"Twenty-fourth pass\")")
     p.add_argument("--switch-share", type=float, default=None, metavar="SHARE",
                    help="editor recipes: the share of the validation contexts the mix is fitted on whose older lines "
                         "come from another conversation, so the subject changes at the last line (default 0.25; 0: "
@@ -254,7 +260,8 @@ def cmd_train(args) -> int:
     mine_at = tuple(args.sense_mine_at) if args.sense_mine_at else None
     cross = not args.default and (args.recipe == "cross" or (args.recipe == "auto" and args.base_model))
     for flag, given in (("--sense-mine-at", mine_at), ("--relevance-around", args.relevance_around),
-                        ("--sense-lr", args.sense_lr), ("--switch-share", args.switch_share)):
+                        ("--sense-lr", args.sense_lr), ("--sense-splice-weight", args.sense_splice_weight),
+                        ("--switch-share", args.switch_share)):
         if given is not None and cross:  # checked before a dump is read, which can take minutes
             print(f"error: {flag} applies to the editor recipes (--default, --recipe editor), not to a "
                   "cross-encoder", file=sys.stderr)
@@ -262,7 +269,7 @@ def cmd_train(args) -> int:
     # What the editor recipes take from the flags, --default or a dump alike (max_minutes is set per path).
     recipe_flags = dict(seed=args.seed, base_model=args.base_model, eval_cases=args.eval_cases,
                         sense_mine_at=mine_at, relevance_around=args.relevance_around, sense_lr=args.sense_lr,
-                        switch_share=args.switch_share)
+                        sense_splice_weight=args.sense_splice_weight, switch_share=args.switch_share)
     if not cross:  # the recipe checks its own settings: let it, before a dump is read
         from reranker.recipes import DefaultRecipe
 

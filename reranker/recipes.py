@@ -16,6 +16,7 @@ one embedding pass over the training lines and transfers as well as the bi-encod
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from reranker.sense import (
     train_sense,
 )
 from reranker.windows import switched
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class DefaultRecipe:
         check_schedule("sense_mine_at", self.sense_mine_at)
         if not 0 < self.sense_lr < math.inf:
             raise ValueError(f"sense_lr must be a finite number > 0, got {self.sense_lr}")
+        if not 0 <= self.sense_splice_weight < math.inf:
+            raise ValueError(f"sense_splice_weight must be a finite number >= 0, got {self.sense_splice_weight}")
         if not 0.0 <= self.switch_share <= 1.0:
             raise ValueError(f"switch_share must be within [0, 1], got {self.switch_share}")
         if not 0.0 <= self.sense_share < 0.9:
@@ -613,10 +618,15 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
             contexts.setdefault(doc.lines[i].text,
                                 sense.encoder.context_text([line.text for line in doc.lines[:i]]))
     around = around_negatives(writer, splits["train"], recipe.seed + 11) if recipe.relevance_around else None
-    # The corpus the writer was built from, to find where its lines are spliced (~3 s for chitchat's 258k lines);
+    # The corpus the writer was built from, to find where its lines are spliced (~3 s for chitchat's train split);
     # a tokenizer without character offsets (a python-backed one) cannot place them on its tokens.
-    fast = getattr(sense.encoder.tokenizer, "is_fast", False)
-    splices = Splices(human, writer.config.order).find if training.splice_weight > 0 and fast else None
+    splices = None
+    if training.splice_weight > 0:
+        if getattr(sense.encoder.tokenizer, "is_fast", False):
+            splices = Splices(human, writer.config.order).find
+        else:
+            log.warning("the sense model is not taught where the writer's lines are spliced: the backbone's "
+                        "tokenizer gives no character offsets (a fast tokenizer does)")
     report = train_sense(sense, pairs, held_out, deadline=deadline, training=training, progress=progress,
                          contexts=contexts, mine_pool=mine_pool, around=around, splices=splices)
     report["seeded_lines"] = len(seeded)

@@ -35,7 +35,7 @@ from corpus.progress import progress as progress_bar
 from corpus.text import words
 from reranker.biencoder import BiEncoder, BiEncoderConfig
 from reranker.evaluate import roc_auc
-from reranker.runtime import bf16_supported, mean_pool, pad_batch, unit
+from reranker.runtime import bf16_supported, mean_pool, pad_batch, pad_ids, unit
 
 HEAD_FILE = "sense_head.safetensors"
 
@@ -79,10 +79,12 @@ class SenseTraining:
     # Where the writer's lines are spliced (markov.splices): each token of a batch's lines also gets a logit from a
     # second head, taught which tokens begin a splice (the writer's) and which do not (every other token, people's
     # lines whole), at this weight beside the line loss; 0: the line loss alone. Told where a line goes wrong, the
-    # encoder learns coherence at the word, and the line head it serves with tells people from the writer better:
-    # held-out AUC 0.655 -> 0.681 and 0.696 in 300 s, same pairs (AMX Xeon; benchmarks/RESULTS.md, "Twenty-fourth
+    # encoder learns coherence at the word, and the line head it serves with told people from the writer better:
+    # held-out AUC 0.655 -> 0.681 and 0.696 in 300 s, same pairs (AMX Xeon). But whole 10-minute builds with it
+    # (weight 1) tied without it on every held-out measure and their replies read as a person's less often to the
+    # held-out judge (-0.035 +- 0.023, twice), so it is off by default (benchmarks/RESULTS.md, "Twenty-fourth
     # pass"). The token head only teaches: it is not saved.
-    splice_weight: float = 1.0
+    splice_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -244,10 +246,11 @@ def batch_order(lengths: np.ndarray, size: int, window: int, rng: np.random.Gene
 def splice_labels(tokenizer, texts: list[str], found: list, max_length: int) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids of each line ([CLS] line [SEP], cut to max_length, as `BiEncoder.tokenize` makes them) and a 0/1
     label per id: 1 on the first token of each word that begins a splice (`found[i]`, a markov.splices.Splice; None
-    for a line with none, a person's) and on [SEP] when the line's end is one."""
+    for a line with none, a person's) and on [SEP] when the line's end is one (and was not cut)."""
     encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = [], []
     for x, offsets, splice in zip(encoded["input_ids"], encoded["offset_mapping"], found, strict=True):
+        whole = len(x) <= max_length - 2  # a cut line's end is not in view: its [SEP] is no end
         x, offsets = x[: max_length - 2], offsets[: max_length - 2]
         row = [tokenizer.cls_token_id, *x, tokenizer.sep_token_id]
         label = [0] * len(row)
@@ -257,7 +260,7 @@ def splice_labels(tokenizer, texts: list[str], found: list, max_length: int) -> 
                 t = next((t for t, end in enumerate(ends) if end > start), None)  # the token holding its first character
                 if t is not None:
                     label[t + 1] = 1
-            label[-1] = int(splice.at_end)
+            label[-1] = int(splice.at_end and whole)
         ids.append(row)
         labels.append(label)
     return ids, labels
@@ -345,8 +348,12 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     the relevance loss also ranks the line above that writer line: the lines that pack a context's own words
     together, which an editor rewarding topic picks.
 
+    With `splices` (writer lines -> where each is spliced, `markov.Splices.find`) and a splice weight, a second
+    head learns which tokens begin a splice (`splice_labels`); it only teaches the encoder, and is not kept.
+
     Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
-    dtype used, the mining rounds, the around lines read, and a history of the loss every few steps.
+    dtype used, the mining rounds, the around lines read, the splice weight used (0.0 when none) and the splices
+    a writer line had, and a history of the loss every few steps.
     """
     training = training or SenseTraining()
     if len(pairs) < training.batch_size // 2:
@@ -357,16 +364,20 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     device = encoder.device
     if next(net.parameters()).dtype != torch.float32:
         raise ValueError("train the sense model from fp32 weights (SenseModel.from_backbone does)")
+    splices = splices if training.splice_weight > 0 else None
+    if splices is not None and not getattr(encoder.tokenizer, "is_fast", False):  # fail here, not mid-run
+        raise ValueError("splice labels need a fast tokenizer (it gives each token's characters); "
+                         "train with splice_weight=0")
     bf16 = bf16_supported(device)
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
     auc_before = held_out_auc(model, held_out)  # the same pairs as after, so the two figures compare
     splice_head = None
-    if splices is not None and training.splice_weight > 0:
-        if not getattr(encoder.tokenizer, "is_fast", False):  # fail here, not mid-run
-            raise ValueError("splice labels need a fast tokenizer (it gives each token's characters); "
-                             "train with splice_weight=0")
-        splice_head = nn.Linear(encoder.hidden_size, 1).to(device)
+    if splices is not None:
+        with torch.random.fork_rng(devices=[]):  # drawn aside: the run's own draws (dropout) stay as without it
+            splice_head = nn.Linear(encoder.hidden_size, 1).to(device)
+    # The lines' cut, as BiEncoder.tokenize also cuts them to the encoder's own limit.
+    max_length = min(training.max_length, encoder.config.max_length)
     heads = [*model.head.parameters(), *(splice_head.parameters() if splice_head is not None else ())]
     opt = torch.optim.AdamW([{"params": net.parameters(), "lr": training.lr},
                              {"params": heads, "lr": training.head_lr}], weight_decay=0.01)
@@ -435,23 +446,20 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
             else:
                 found = splices([w for _, w in batch])
                 splice_counts += [splice.count for splice in found]
-                ids, token_labels = splice_labels(encoder.tokenizer, texts, [None] * len(batch) + found,
-                                                  training.max_length)
+                ids, token_labels = splice_labels(encoder.tokenizer, texts, [None] * len(batch) + found, max_length)
                 hidden, mask = hidden_of(ids)
                 pooled = mean_pool(hidden, mask)
             logits = model.head(pooled)[:, 0]  # (B,), fp32
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
             if splice_head is not None:
-                target = torch.zeros(mask.shape, device=device)
-                for r, row in enumerate(token_labels):
-                    target[r, : len(row)] = torch.tensor(row, dtype=torch.float32)
+                target = torch.from_numpy(pad_ids(token_labels, 0, multiple=8)[0]).float().to(device)  # as `ids`
                 weight = mask.float()
                 weight[:, 0] = 0.0  # [CLS] stands for no word
                 per_token = nn.functional.binary_cross_entropy_with_logits(
                     splice_head(hidden.float())[..., 0], target, reduction="none")
-                splice = (per_token * weight).sum() / weight.sum()
-                loss = loss + training.splice_weight * splice
-                splice_losses.append(splice.item())
+                splice_loss = (per_token * weight).sum() / weight.sum()
+                loss = loss + training.splice_weight * splice_loss
+                splice_losses.append(splice_loss.item())
             rows = [i for i, (h, _) in enumerate(batch) if contexts and h in contexts]
             if len(rows) >= 2:
                 query = nn.functional.normalize(pooled_of([contexts[batch[i][0]] for i in rows],

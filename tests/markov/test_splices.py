@@ -63,6 +63,36 @@ def test_the_writers_lines_are_spliced_where_a_plain_ngram_set_says(order):
     assert any(splice.count for splice in found)  # a novel line leaves its lines somewhere (at this order or above)
 
 
+def test_a_line_begun_mid_sentence_is_marked_at_its_first_words():
+    order = 2
+    writer = MarkovModel.build(((t, 1.0) for t in CORPUS), MarkovConfig(order=order, min_tokens=1))
+    lines = writer.generate(20, np.random.default_rng(0), start="weekend").candidates  # no line opens with it
+    assert lines
+    for line, splice in zip(lines, Splices(CORPUS, order=order).find(lines), strict=True):
+        assert splice == reference(CORPUS, line, order)
+        assert splice.starts[0] == 0  # its first word opens no line
+
+
+def test_a_corpus_read_in_batches_holds_the_same_ngrams(monkeypatch):
+    import markov.splices
+
+    whole = Splices(CORPUS, order=2)
+    monkeypatch.setattr(markov.splices, "_BATCH", 3)  # three lines a regex pass: batches meet inside the corpus
+    batched = Splices(CORPUS, order=2)
+    assert len(batched) == len(whole)
+    texts = ["hey how was your dog ok?", "pizza is always good, thanks", "you should eat, it's good"]
+    assert batched.find(texts) == whole.find(texts) == [reference(CORPUS, t, 2) for t in texts]
+
+
+def test_words_apart_by_any_whitespace_are_placed_where_they_stand():
+    plain = "hey how was your weekend was great"
+    spaced = "hey\thow  was your\u00a0weekend   was great"
+    splices = Splices(CORPUS, order=1)
+    one, other = splices.find([plain, spaced])
+    assert one.starts == (plain.rindex("was"),) and one.at_end  # (hand-checked in the test above)
+    assert other.starts == (spaced.rindex("was"),) and other.at_end  # the same word, where it stands
+
+
 def test_unknown_words_blank_lines_and_a_bad_order():
     splices = Splices(CORPUS, order=2)
     unknown, blank, spaced = splices.find(["zebras eat pizza", "   ", "  hey how was your weekend ?"])

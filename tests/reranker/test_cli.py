@@ -126,7 +126,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     splits = {name: read_split(dump, name)[0] for name in ("train", "val", "test")}
     recipe = DefaultRecipe(max_minutes=2, max_train_lines=400, mix_cases=20, mix_negatives=4, eval_cases=6,
                            base_model=tiny_bert, sense_share=0.05, sense_mine_at=(0.3,), relevance_around=True,
-                           sense_lr=2e-4)
+                           sense_lr=2e-4, sense_splice_weight=1.0)
     out = train_editor(splits, tmp_path / "editor", recipe=recipe, data_name="tiny dump", progress=False)
     editor = Reranker.load(out, warmup=False)
     assert isinstance(editor, Editor)

@@ -406,6 +406,25 @@ def test_the_sense_lr_flag_reaches_the_recipe_and_its_help_states_the_default(tm
     assert stated and float(stated.group(1)) == SenseTraining.lr  # the help says what the code does
 
 
+def test_the_sense_splice_weight_flag_reaches_the_recipe(tmp_path, recipes_built, capsys):
+    import re
+
+    from reranker.__main__ import main
+
+    assert main(["train", "--default", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--default", "--sense-splice-weight", "1", "--out", str(tmp_path / "b")]) == 0
+    assert [recipe.sense_splice_weight for recipe in recipes_built] == [SenseTraining.splice_weight, 1.0]
+    for bad in ("-1", "inf"):
+        assert main(["train", "--default", "--sense-splice-weight", bad, "--out", str(tmp_path / "c")]) == 2
+        assert "sense_splice_weight must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["train", "--dump", str(tmp_path / "none"), "--recipe", "cross", "--sense-splice-weight", "1"]) == 2
+    assert "--sense-splice-weight applies to the editor recipes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    stated = re.search(r"besideitslineloss\(default([0-9.]+);", "".join(capsys.readouterr().out.split()))
+    assert stated and float(stated.group(1)) == SenseTraining.splice_weight  # the help says what the code does
+
+
 def test_the_switch_share_flag_reaches_the_recipe(tmp_path, recipes_built, capsys):
     from reranker.__main__ import main
 

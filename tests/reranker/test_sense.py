@@ -94,9 +94,9 @@ def test_splice_labels_mark_the_first_token_of_each_spliced_word_and_a_spliced_e
     inner = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert ids == [[tokenizer.cls_token_id, *inner, tokenizer.sep_token_id]] * 3  # as BiEncoder.tokenize makes them
     assert labels == [[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 1], [0, 1, 0, 0, 1, 0]]
-    # cut to max_length: a splice past the cut marks nothing, and the end marks [SEP] as given
+    # cut to max_length: a splice past the cut marks nothing, and neither does a spliced end no longer in view
     ids, labels = splice_labels(tokenizer, [text], [Splice((text.index("you"),), True)], 4)
-    assert len(ids[0]) == 4 and labels == [[0, 0, 0, 1]]
+    assert len(ids[0]) == 4 and labels == [[0, 0, 0, 0]]
 
 
 def test_training_taught_where_the_writer_splices_learns_it_and_reports_it(tiny_bert):
@@ -104,7 +104,7 @@ def test_training_taught_where_the_writer_splices_learns_it_and_reports_it(tiny_
     pairs = length_matched_pairs(human, lines(HUMAN_WORDS + WRITER_WORDS, 1500, 2), seed=0)
     held = length_matched_pairs(lines(HUMAN_WORDS, 200, 3), lines(WRITER_WORDS, 600, 4), seed=1)
     finder = Splices(human, order=1).find
-    training = SenseTraining(batch_size=32, lr=1e-3, head_lr=1e-2, warmup_steps=2)
+    training = SenseTraining(batch_size=32, lr=1e-3, head_lr=1e-2, warmup_steps=2, splice_weight=1.0)
     runs = {}
     for weight in (1.0, 0.0):
         torch.manual_seed(0)
@@ -137,6 +137,7 @@ def test_splices_need_a_fast_tokenizer(tiny_bert):
     pairs = length_matched_pairs(lines(HUMAN_WORDS, 100, 1), lines(WRITER_WORDS, 300, 2), seed=0)
     with pytest.raises(ValueError, match="fast tokenizer"):
         train_sense(model, pairs, [], deadline=math.inf, max_steps=1, progress=False,
+                    training=SenseTraining(splice_weight=1.0),
                     splices=lambda texts: [Splice((), False)] * len(texts))
     with pytest.raises(ValueError, match="splice_weight"):
         SenseTraining(splice_weight=-1.0)
