@@ -10,7 +10,7 @@ with them, each a place where it reads unlike any line's beginning.
 The sense model learns from these places (reranker.sense, `SenseTraining.splice_weight`): told which token of a
 writer's line is spliced, it learns what makes a line incoherent at the word where it does, not only "this whole
 line is the writer's". The corpus's (k+2)-grams are kept as a sorted array of 64-bit hashes (8 bytes each: 16 MB for
-the 2.0M 5-grams of chitchat's train split, built in ~3 s), so a query costs one binary search per word.
+the 2.0M 5-grams of chitchat's train split, built in ~4 s), so a query costs one binary search per word.
 """
 
 from __future__ import annotations

@@ -618,7 +618,7 @@ def train_sense_stage(splits: dict[str, list], writer, recipe: DefaultRecipe, *,
             contexts.setdefault(doc.lines[i].text,
                                 sense.encoder.context_text([line.text for line in doc.lines[:i]]))
     around = around_negatives(writer, splits["train"], recipe.seed + 11) if recipe.relevance_around else None
-    # The corpus the writer was built from, to find where its lines are spliced (~3 s for chitchat's train split);
+    # The corpus the writer was built from, to find where its lines are spliced (~4 s for chitchat's train split);
     # a tokenizer without character offsets (a python-backed one) cannot place them on its tokens.
     splices = None
     if training.splice_weight > 0:
