@@ -78,8 +78,9 @@ class Splices:
         rows = [k for k, text in enumerate(texts) if text.strip()]
         if not rows:
             return out
-        # Words the corpus never had get ids of their own (in a copy of the index), matching nothing.
-        attested = _in_sorted(self._hashes, self._hashes_of([texts[k] for k in rows], dict(self._index)))
+        # Words the corpus never had join the index with ids of their own, after every corpus hash was taken: no
+        # n-gram holding one is attested, now or in a later call.
+        attested = _in_sorted(self._hashes, self._hashes_of([texts[k] for k in rows], self._index))
         at = 0
         for k in rows:
             starts = word_starts(texts[k])

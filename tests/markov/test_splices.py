@@ -97,6 +97,7 @@ def test_unknown_words_blank_lines_and_a_bad_order():
     splices = Splices(CORPUS, order=2)
     unknown, blank, spaced = splices.find(["zebras eat pizza", "   ", "  hey how was your weekend ?"])
     assert unknown.starts[0] == 0 and unknown.at_end
+    assert splices.find(["zebras eat pizza"]) == [unknown]  # a word first met in a query stays unattested
     assert blank == Splice((), False)
     assert spaced == Splice((), False)  # leading spaces are not words
     assert splices.find([]) == []
