@@ -1,5 +1,8 @@
 """Inference backends for the bi-encoder's forward (transformer + mean pooling): torch, ONNX Runtime, OpenVINO.
 
+A bi-encoder with a token head (`BiEncoder.token_head`, a sense encoder taught where the writer's lines are spliced)
+adds one column to the graph's output: the head's largest logit over each text's tokens (`runtime.max_token_logit`).
+
 Torch is the reference and the training path. The others run an ONNX graph exported from the same weights:
 
 - "onnx": ONNX Runtime, fp32. The same numbers as torch within float noise.
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reranker.runtime import cpu_has_bf16, has_vnni, mean_pool
+from reranker.runtime import cpu_has_bf16, has_vnni, max_token_logit, mean_pool
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,9 @@ def resolve_backend(requested: str | None, device: torch.device, *, approximate_
 # ---- the cache ----------------------------------------------------------------------------------------------
 
 
-def fingerprint(directory: str | os.PathLike, config: ExportConfig) -> str:
-    """Hex digest of the weights, config.json, the export settings and the library versions: the cache key."""
+def fingerprint(directory: str | os.PathLike, config: ExportConfig, token_head: torch.nn.Linear | None = None) -> str:
+    """Hex digest of the weights, config.json, the token head's weights (if any), the export settings and the library
+    versions: the cache key."""
     import onnxruntime
 
     directory = Path(directory)
@@ -103,15 +107,21 @@ def fingerprint(directory: str | os.PathLike, config: ExportConfig) -> str:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-    settings = {**asdict(config), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    if token_head is not None:
+        for tensor in token_head.state_dict().values():
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    settings = {**asdict(config), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                "token_head": token_head is not None}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
-def cached_graph(model: torch.nn.Module, directory: str | os.PathLike, config: ExportConfig) -> Path:
-    """Path of the exported graph for `model` (loaded from `directory`), exporting it into the cache if needed."""
+def cached_graph(model: torch.nn.Module, directory: str | os.PathLike, config: ExportConfig,
+                 token_head: torch.nn.Linear | None = None) -> Path:
+    """Path of the exported graph for `model` (loaded from `directory`) and its token head, exporting it into the
+    cache if needed."""
     directory = Path(directory)
-    key = fingerprint(directory, config)
+    key = fingerprint(directory, config, token_head)
     entry = directory / CACHE_DIR / key
     graph = entry / "model.onnx"
     if graph.is_file():
@@ -122,7 +132,7 @@ def cached_graph(model: torch.nn.Module, directory: str | os.PathLike, config: E
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
     try:
         started = time.perf_counter()
-        export(model, tmp / "model.onnx", config)
+        export(model, tmp / "model.onnx", config, token_head)
         (tmp / "export.json").write_text(json.dumps({**asdict(config), "fingerprint": key}, indent=1), encoding="utf-8")
         try:
             os.rename(tmp, entry)
@@ -152,18 +162,25 @@ def _drop_stale(root: Path, *, keep: str, variant: str) -> None:
 
 
 class MeanPooled(torch.nn.Module):
-    """The exported function: ids and mask (B, T) -> mean-pooled last hidden states (B, H), as BiEncoder._forward."""
+    """The exported function, as BiEncoder._forward: ids and mask (B, T) -> mean-pooled last hidden states (B, H),
+    and with a token head its largest logit over each text as one more column (B, H + 1)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, token_head: torch.nn.Linear | None = None) -> None:
         super().__init__()
         self.model = model
+        self.token_head = token_head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return mean_pool(self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = mean_pool(hidden, attention_mask)
+        if self.token_head is None:
+            return pooled
+        return torch.cat([pooled, max_token_logit(hidden, attention_mask, self.token_head)[:, None]], dim=1)
 
 
-def export(model: torch.nn.Module, path: Path, config: ExportConfig) -> None:
-    """Write `model` (an HF encoder, fp32) with mean pooling as an ONNX graph at `path`, quantized if config says int8."""
+def export(model: torch.nn.Module, path: Path, config: ExportConfig, token_head: torch.nn.Linear | None = None) -> None:
+    """Write `model` (an HF encoder, fp32) with mean pooling (and `token_head`'s max) as an ONNX graph at `path`,
+    quantized if config says int8."""
     import warnings
 
     path = Path(path)
@@ -171,7 +188,7 @@ def export(model: torch.nn.Module, path: Path, config: ExportConfig) -> None:
     ids = torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]], dtype=torch.long)  # (2, 4): any ids, the axes are dynamic
     mask = (ids != 0).long()
     axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"}}
-    wrapped = MeanPooled(model).eval()
+    wrapped = MeanPooled(model, token_head).eval()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         # The TorchScript exporter: 0.4 s for a tiny model where the dynamo one takes 9 s, and a single file.
@@ -198,7 +215,7 @@ def export(model: torch.nn.Module, path: Path, config: ExportConfig) -> None:
 
 
 class OnnxRunner:
-    """An ONNX Runtime session over an exported graph: (ids, mask) int64 (B, T) -> pooled (B, H) float32."""
+    """An ONNX Runtime session over an exported graph: (ids, mask) int64 (B, T) -> pooled (B, H [+ 1]) float32."""
 
     def __init__(self, graph: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -236,8 +253,10 @@ class OpenVinoRunner:
 
 
 def build_runner(model: torch.nn.Module, directory: str | os.PathLike | None, backend: str, *,
-                 threads: int | None = None) -> OnnxRunner | OpenVinoRunner | None:
-    """A runner for `backend` on `model` saved in `directory`, or None (torch) with a logged warning if it cannot be had."""
+                 threads: int | None = None, token_head: torch.nn.Linear | None = None
+                 ) -> OnnxRunner | OpenVinoRunner | None:
+    """A runner for `backend` on `model` saved in `directory` (with its token head, if any), or None (torch) with a
+    logged warning if it cannot be had."""
     if backend == "torch":
         return None
     threads = threads or torch.get_num_threads()
@@ -257,7 +276,7 @@ def build_runner(model: torch.nn.Module, directory: str | os.PathLike | None, ba
     # reduce_range only shapes int8 weights; fixed for fp32 so a directory moved between machines keeps its graph
     config = ExportConfig(variant="int8" if int8 else "fp32", reduce_range=not has_vnni() if int8 else True)
     try:
-        graph = cached_graph(model, directory, config)
+        graph = cached_graph(model, directory, config, token_head)
         return OpenVinoRunner(graph, threads) if backend == "openvino" else OnnxRunner(graph, threads)
     except Exception as exc:  # noqa: BLE001  (any failure here must leave a working torch editor)
         log.warning("backend %r could not be prepared in %s (%s: %s); using torch", backend,

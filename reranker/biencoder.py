@@ -8,6 +8,10 @@ cross-encoder pays for the whole `context [SEP] candidate` pair.
 A saved bi-encoder is a plain HF directory (`AutoModel` weights and tokenizer) plus our settings under the
 "riposte" key of config.json, written atomically like every model here. `load(dir, backend=...)` may run the
 forward on ONNX Runtime or OpenVINO (`reranker.backends`); the exported graph is a cache under `dir/onnx/`.
+
+A bi-encoder may carry a token head (`token_head.safetensors`, a Linear(H, 1) read on every token): a sense encoder
+taught where the writer's lines are spliced keeps it, and each text's read then also gives the head's largest logit
+over its tokens (`read_until`), from the same forward on every backend.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from corpus import modeldir
 from corpus.modeldir import atomic_directory, config_fields
-from reranker.backends import APPROXIMATE, build_runner, resolve_backend
+from reranker.backends import APPROXIMATE, MeanPooled, build_runner, resolve_backend
 from reranker.runtime import (
     TOKENIZER_FILES,
     CostModel,
@@ -31,7 +38,6 @@ from reranker.runtime import (
     check_inputs,
     cpu_has_bf16,
     default_backbone,
-    mean_pool,
     pad_batch,
     pad_ids,
     pick_device,
@@ -42,6 +48,7 @@ from reranker.runtime import (
 
 FORMAT_VERSION = 1
 KIND = "biencoder"
+TOKEN_HEAD_FILE = "token_head.safetensors"  # optional: older readers ignore it, so the format stays 1
 
 
 @dataclass(frozen=True)
@@ -64,30 +71,47 @@ class BiEncoderConfig:
         return cls(**config_fields(cls, data, "bi-encoder", reads=(FORMAT_VERSION,)))
 
 
+class Embedded(NamedTuple):
+    """What a read gives, row by row (`BiEncoder.read_until`)."""
+
+    vecs: np.ndarray  # (N, H) float32 raw mean-pooled vectors
+    tokens: np.ndarray  # (N,) int64 token counts, special tokens not counted
+    done: np.ndarray  # (N,) bool: read before the deadline
+    token_max: np.ndarray  # (N,) float32 the token head's largest logit over the text; 0 without a token head
+
+
 class BiEncoder:
     """Mean-pooled embeddings of texts; `score(context, candidates)` is the cosine of the context and each candidate."""
 
     def __init__(self, model, tokenizer, config: BiEncoderConfig | None = None, *,
                  device: str | torch.device | None = None, dtype: torch.dtype | str | None = "auto",
-                 backend: str = "torch", directory: str | os.PathLike | None = None) -> None:
+                 backend: str = "torch", directory: str | os.PathLike | None = None,
+                 token_head: nn.Linear | None = None) -> None:
         self.config = config or BiEncoderConfig()
         self.tokenizer = tokenizer
         self.device = pick_device(device)
+        hidden_size = int(model.config.hidden_size)
+        if token_head is not None and (token_head.in_features != hidden_size or token_head.out_features != 1):
+            raise ValueError(f"a token head must be Linear({hidden_size}, 1), got {token_head}")
+        # fp32 on the hidden states whatever the encoder's dtype: it is one dot product a token
+        self.token_head = token_head.float().to(self.device).eval() if token_head is not None else None
         # The inference backend runs the forward; torch keeps the model (training, fallback). The graph is exported
         # from the fp32 weights as they arrive, before any bf16 cast; `directory` holds its cache.
         self.backend = resolve_backend(backend, self.device)
-        self._runner = build_runner(model, directory, self.backend) if self.device.type == "cpu" else None
+        self._runner = (build_runner(model, directory, self.backend, token_head=self.token_head)
+                        if self.device.type == "cpu" else None)
         if self._runner is None:
             self.backend = "torch"
         # The exact path behind an approximate backend: fp32 ONNX Runtime, as fast as it gets here for the few texts
         # (contexts, the best candidates) that are rescored; torch small batches pay ~150 ms of overhead for 16 texts.
-        self._exact_runner = build_runner(model, directory, "onnx") if self.approximate else None
+        self._exact_runner = (build_runner(model, directory, "onnx", token_head=self.token_head)
+                              if self.approximate else None)
         if dtype == "auto":
             dtype = torch.bfloat16 if bf16_supported(self.device) else torch.float32
         self.model = (model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)).eval()
         if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
             raise ValueError("the bi-encoder's tokenizer needs [CLS] and [SEP] tokens (cls_token, sep_token)")
-        self.hidden_size = int(model.config.hidden_size)
+        self.hidden_size = hidden_size
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         # Padded tokens per forward. Without native bf16, batches of about 1,024 tokens (some 64 short candidates)
         # stay in cache and ran 1.4x (torch) to 1.6x (ONNX Runtime) faster than 4,096 on a 2-core AVX2 EPYC
@@ -98,7 +122,7 @@ class BiEncoder:
             self.batch_tokens = 4096 if cpu_has_bf16() else 1024
         self.cost = CostModel()
         self.exact_cost = CostModel()  # the fp32 forward behind `exact=True` on an approximate backend
-        # (exact vector?, keep_end, text) -> (vector, tokens); set by evaluation and a build's mix. Like the cost
+        # (exact vector?, keep_end, text) -> (vector, tokens, token max); set by evaluation and a build's mix. Like the cost
         # model, meant for one thread at a time.
         self.cache: dict[tuple[bool, bool, str], tuple[np.ndarray, int]] | None = None
         self.cache_limit = 200_000
@@ -123,11 +147,28 @@ class BiEncoder:
             kwargs.setdefault("directory", source)
         return cls(model, tokenizer, config, **kwargs)
 
+    def set_token_head(self, head: nn.Linear | None) -> None:
+        """Give a torch bi-encoder a token head (a sense model's, at the end of its training), or take it away.
+
+        Only on torch: an exported graph was built without it. A saved bi-encoder loads its head with its weights.
+        """
+        if self._runner is not None or self._exact_runner is not None:
+            raise ValueError(f"a token head can only be set on a torch bi-encoder, not on {self.backend!r}: save the "
+                             "bi-encoder with it and load it again")
+        if head is not None and (head.in_features != self.hidden_size or head.out_features != 1):
+            raise ValueError(f"a token head must be Linear({self.hidden_size}, 1), got {head}")
+        self.token_head = head.float().to(self.device).eval() if head is not None else None
+        if self.cache is not None:
+            self.cache.clear()  # the cached reads have no token max
+
     def write(self, directory: Path) -> None:
         """Write the model files into an existing (temporary) directory; `save` is the atomic wrapper."""
         setattr(self.model.config, modeldir.SECTION, {"kind": KIND, **asdict(self.config)})
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+        if self.token_head is not None:
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in self.token_head.state_dict().items()},
+                      str(directory / TOKEN_HEAD_FILE))
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write an HF directory with our settings, atomically."""
@@ -158,7 +199,15 @@ class BiEncoder:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         except (ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise ValueError(f"{directory}: cannot load the bi-encoder ({type(exc).__name__}: {exc})") from exc
-        biencoder = cls(model, tokenizer, config, backend=backend, directory=directory, **kwargs)
+        token_head = None
+        if (directory / TOKEN_HEAD_FILE).is_file():
+            token_head = nn.Linear(int(model.config.hidden_size), 1)
+            try:
+                token_head.load_state_dict(load_file(str(directory / TOKEN_HEAD_FILE)))
+            except (RuntimeError, OSError, SafetensorError) as exc:
+                raise ValueError(f"{directory / TOKEN_HEAD_FILE} does not fit the bi-encoder ({exc})") from exc
+        biencoder = cls(model, tokenizer, config, backend=backend, directory=directory, token_head=token_head,
+                        **kwargs)
         if warmup:
             biencoder.embed([f"fine thanks {'and you ' * (i % 5)}" for i in range(32)])  # first-call costs, the cost model
         return biencoder
@@ -188,7 +237,14 @@ class BiEncoder:
 
     def embed_until(self, texts: list[str], deadline: float, *, keep_end: bool = False, exact: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Embed in the caller's order until `deadline` (time.monotonic()): (vectors, token counts, done mask).
+        """Embed in the caller's order until `deadline` (time.monotonic()): (vectors, token counts, done mask)."""
+        vecs, tokens, done, _ = self.read_until(texts, deadline, keep_end=keep_end, exact=exact)
+        return vecs, tokens, done
+
+    def read_until(self, texts: list[str], deadline: float, *, keep_end: bool = False, exact: bool = False
+                   ) -> Embedded:
+        """Read in the caller's order until `deadline` (time.monotonic()): an `Embedded` (vectors, token counts,
+        done mask and the token head's largest logit, 0 without one).
 
         Cached texts are free; the rest go through `run_budgeted` (windows of a few batches, front to back).
         With `exact` on an approximate backend an fp32 forward runs instead, with its own cost model, so neither
@@ -198,6 +254,7 @@ class BiEncoder:
         vecs = np.zeros((n, self.hidden_size), dtype=np.float32)
         tokens = np.zeros(n, dtype=np.int64)
         done = np.zeros(n, dtype=bool)
+        token_max = np.zeros(n, dtype=np.float32)
         todo = []
         reference = exact and self.approximate
         forward, cost = (self._forward_exact, self.exact_cost) if reference else (self._forward, self.cost)
@@ -211,16 +268,19 @@ class BiEncoder:
             if hit is None:
                 todo.append(i)
             else:
-                vecs[i], tokens[i], done[i] = hit[0], hit[1], True
+                vecs[i], tokens[i], token_max[i], done[i] = hit[0], hit[1], hit[2], True
         if not todo:
-            return vecs, tokens, done
+            return Embedded(vecs, tokens, done, token_max)
         encoded = self.tokenize([texts[i] for i in todo], keep_end=keep_end)
+        h = self.hidden_size
 
         def run(batch: np.ndarray) -> None:
-            out = forward([encoded[j] for j in batch])
+            out = forward([encoded[j] for j in batch])  # (B, H), or (B, H + 1) with the token head's max last
             for row, j in enumerate(batch):
                 i = todo[j]
-                vecs[i], tokens[i], done[i] = out[row], len(encoded[j]) - 2, True
+                vecs[i], tokens[i], done[i] = out[row, :h], len(encoded[j]) - 2, True
+                if out.shape[1] > h:
+                    token_max[i] = out[row, h]
 
         run_budgeted(encoded, run, batch_tokens=self.batch_tokens, cost=cost, deadline=deadline,
                      window=max(4 * self.batch_tokens // 16, 64))
@@ -229,11 +289,12 @@ class BiEncoder:
                 cache.clear()
             for i in todo:
                 if done[i]:
-                    cache[keys[i]] = (vecs[i].copy(), int(tokens[i]))
-        return vecs, tokens, done
+                    cache[keys[i]] = (vecs[i].copy(), int(tokens[i]), float(token_max[i]))
+        return Embedded(vecs, tokens, done, token_max)
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        """Mean-pooled last hidden states (B, H) of one right-padded batch, on the chosen backend."""
+        """Mean-pooled last hidden states (B, H) of one right-padded batch, on the chosen backend; with a token head
+        its largest logit over each text is one more column (B, H + 1)."""
         if self._runner is not None:
             return self._runner(*pad_ids(batch, self.pad_id))
         return self._forward_torch(batch)
@@ -246,10 +307,9 @@ class BiEncoder:
 
     @torch.inference_mode()
     def _forward_torch(self, batch: list[list[int]]) -> np.ndarray:
-        """The reference forward on the torch model: mean-pooled last hidden states (B, H)."""
+        """The reference forward on the torch model: mean-pooled last hidden states (B, H) [+ the token max]."""
         input_ids, attention_mask = pad_batch(batch, self.pad_id, self.device)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        return mean_pool(hidden, attention_mask).cpu().numpy()
+        return MeanPooled(self.model, self.token_head)(input_ids, attention_mask).cpu().numpy()  # as exported
 
     # ---- scoring ------------------------------------------------------------------------------------
 

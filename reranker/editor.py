@@ -3,7 +3,8 @@
 score(context, candidate) = w_context * cos(joined context, candidate) + w_last * cos(last line, candidate)
                           + w_fluency * fluency(candidate) + w_sense * sense(candidate)
                           + w_sense_context * cos_sense(joined context, candidate)
-                          + w_asks_back * [the last line asks and so does the candidate] + bias
+                          + w_asks_back * [the last line asks and so does the candidate]
+                          + w_splice * splice(candidate) + bias
 
 - Relevance is the zero-shot MiniLM bi-encoder (`reranker.biencoder`), untouched: on dialogue it never saw it
   beats every cross-encoder we could train in CPU minutes (benchmarks/RESULTS.md), and fine-tuning it on
@@ -18,6 +19,9 @@ score(context, candidate) = w_context * cos(joined context, candidate) + w_last 
   lines hold one, and an editor that rewards closeness picks questions about the question ("Which university did
   you graduate from?" -> "what did you graduate the undergrad program?"). Its weight is held at the value a fit on
   800 validation cases gave (`reranker.recipes.ASKS_BACK`), the others fitted around it.
+- `splice` is the sense encoder's token head, where it has one (trained with `SenseTraining.splice_weight`): its
+  largest logit over the candidate's tokens, high where the line reads as the writer joining two lines. Read in
+  the same forward as the sense vector; 0 without a token head.
 
 With weights (20, 0, 0) and no training the editor ranks exactly as the zero-shot bi-encoder does.
 
@@ -55,12 +59,12 @@ from reranker.sense import SenseModel
 # 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). 3: a fifth, "sense_context",
 # the sense encoder's own cosine with the context (it learns relevance in the same fine-tune). Older editors load
 # with the weights they lack set to 0. 4: a sixth, "asks_back" (the last context line asks and the candidate asks
-# back), read off the texts.
-FORMAT_VERSION = 4
-READS_VERSIONS = (1, 2, 3, 4)
+# back), read off the texts. 5: a seventh, "splice" (the sense encoder's token head: its largest logit over a line).
+FORMAT_VERSION = 5
+READS_VERSIONS = (1, 2, 3, 4, 5)
 KIND = "editor"
-FEATURES = ("context", "last_line", "fluency", "sense", "sense_context", "asks_back")
-FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5, 4: 6}  # how many of FEATURES each format version names
+FEATURES = ("context", "last_line", "fluency", "sense", "sense_context", "asks_back", "splice")
+FEATURES_OF_VERSION = {1: 3, 2: 4, 3: 5, 4: 6, 5: 7}  # how many of FEATURES each format version names
 FLUENCY_FILE = "fluency.safetensors"
 SENSE_DIR = "sense"
 # score_many embeds in pieces this size, front to back: one piece is about one efficient batch of short candidates
@@ -86,7 +90,7 @@ FOREIGN_MODEL_TYPE = ("riposte-editor: not a transformers model (a bi-encoder pl
 class EditorConfig:
     """The mix and the fluency head's shape, saved with the editor."""
 
-    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest are 0
+    weights: tuple[float, ...] = (20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # one per FEATURES entry; fewer: the rest 0
     bias: float = 0.0
     fluency_width: int = 256
     # The sense model's encoder is the bi-encoder itself (`sense/` holds its head alone): set by `Editor.save`.
@@ -157,6 +161,7 @@ class Reading(NamedTuple):
     sense_vecs: np.ndarray  # (N, H) the sense encoder's pooled vectors; (N, 0) without one
     done: np.ndarray  # (N,) read by every model before the deadline
     asks: np.ndarray  # (N,) float32: 1 where the text asks something (`corpus.text.asks`)
+    splice: np.ndarray  # (N,) float32 the sense encoder's largest token-head logit (0 without a token head)
 
     def take(self, rows: np.ndarray) -> Reading:
         """The rows `rows` (indices or a mask) of every field."""
@@ -265,9 +270,12 @@ class Editor:
         if (directory / SENSE_DIR).is_dir():
             sense = SenseModel.load(directory / SENSE_DIR, device=device, dtype=dtype, backend=backend,
                                     encoder=biencoder if config.shared_encoder else None)
-        elif any(config.weights[FEATURES.index(name)] != 0.0 for name in ("sense", "sense_context")):
+        elif any(config.weights[FEATURES.index(name)] != 0.0 for name in ("sense", "sense_context", "splice")):
             raise FileNotFoundError(f"{directory} has no {SENSE_DIR}/ but its mix weighs sense: the editor is "
                                     "incomplete; rebuild it")
+        if config.weights[FEATURES.index("splice")] != 0.0 and not (sense is not None and sense.has_splice):
+            raise FileNotFoundError(f"{directory}: the mix weighs the splice logit but the sense encoder has no "
+                                    "token head (token_head.safetensors): the editor is incomplete; rebuild it")
         editor = cls(biencoder, head, config, sense)
         if warmup:
             editor.warmup()
@@ -324,8 +332,9 @@ class Editor:
         return [found[key] for key in keys]
 
     def features(self, context_vectors: np.ndarray, reading: Reading, asked: float | np.ndarray) -> np.ndarray:
-        """(N, 6) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
-        sense logit, the sense encoder's cosine with the context (both 0 without a sense model) and asks_back.
+        """(N, 7) features of read candidates: cosine with the context, cosine with the last line, fluency logit,
+        sense logit, the sense encoder's cosine with the context (both 0 without a sense model), asks_back and the
+        splice logit (0 without a token head).
 
         `context_vectors` is one context's (3, H) for every row, or (N, 3, H): each row its own (evaluation);
         `asked` is 1 where the context's last line asks (`context_asks`), a float or one per row likewise.
@@ -334,7 +343,7 @@ class Editor:
             return np.zeros((0, len(FEATURES)), dtype=np.float32)
         svecs = unit(reading.sense_vecs) if self.sense is not None else None
         return self._features(context_vectors, unit(reading.vecs), self._fluency(reading), reading.sense, svecs,
-                              asked, reading.asks)
+                              asked, reading.asks, reading.splice)
 
     @staticmethod
     def context_asks(context: list[str]) -> float:
@@ -348,35 +357,45 @@ class Editor:
             return self.fluency(torch.from_numpy(fluency_inputs(reading.vecs, reading.tokens))).numpy()
 
     def _features(self, context_vectors: np.ndarray, vecs: np.ndarray, flu: np.ndarray, sense: np.ndarray,
-                  svecs: np.ndarray | None, asked: float | np.ndarray, candidate_asks: np.ndarray) -> np.ndarray:
-        """The features from what a reading leaves: unit vectors, fluency and sense logits, and whether the context
-        and each candidate ask (`features`, `score_kept`)."""
+                  svecs: np.ndarray | None, asked: float | np.ndarray, candidate_asks: np.ndarray,
+                  splice: np.ndarray) -> np.ndarray:
+        """The features from what a reading leaves: unit vectors, fluency, sense and splice logits, and whether the
+        context and each candidate ask (`features`, `score_kept`)."""
         per_row = context_vectors.ndim == 3
         cos = np.einsum("nh,nkh->nk", vecs, context_vectors[:, :2]) if per_row else vecs @ context_vectors[:2].T
         tuned = np.zeros(len(vecs), dtype=np.float32)
         if svecs is not None:
             tuned = np.einsum("nh,nh->n", svecs, context_vectors[:, 2]) if per_row else svecs @ context_vectors[2]
         asks_back = asked * candidate_asks
-        return np.hstack([cos, flu[:, None], sense[:, None], tuned[:, None], asks_back[:, None]]).astype(np.float32)
+        return np.hstack([cos, flu[:, None], sense[:, None], tuned[:, None], asks_back[:, None], splice[:, None]]
+                         ).astype(np.float32)
 
     # ---- readings kept to score later (the reply index) ----------------------------------------------
 
     @property
+    def has_splice(self) -> bool:
+        """True when the sense encoder has a token head, so readings carry a splice logit."""
+        return self.sense is not None and self.sense.has_splice
+
+    @property
     def kept_width(self) -> int:
-        """The width of a kept reading (`keep`): two unit vectors, the fluency logit and the sense logit."""
-        return 2 * self.biencoder.hidden_size + 2
+        """The width of a kept reading (`keep`): two unit vectors, the fluency logit, the splice logit where there is
+        a token head, and the sense logit (last, always)."""
+        return 2 * self.biencoder.hidden_size + 2 + int(self.has_splice)
 
     def keep(self, texts: list[str]) -> np.ndarray:
         """Read texts exactly once and keep what scoring them against any context needs, (N, kept_width) float32:
-        the bi-encoder's unit vector, the sense encoder's (zeros without a sense model), the fluency logit and the
-        sense logit. `score_kept` gives them the verdict `score` would, with no forward pass but the context's."""
+        the bi-encoder's unit vector, the sense encoder's (zeros without a sense model), the fluency logit, the
+        splice logit (only with a token head, so an older editor's width is unchanged) and the sense logit.
+        `score_kept` gives them the verdict `score` would, with no forward pass but the context's."""
         reading = self.read_texts(texts, exact=True)
         n, h = len(texts), self.biencoder.hidden_size
         if n == 0:
             return np.zeros((0, self.kept_width), dtype=np.float32)
         svecs = unit(reading.sense_vecs) if self.sense is not None else np.zeros((n, h), dtype=np.float32)
-        return np.hstack([unit(reading.vecs), svecs, self._fluency(reading)[:, None], reading.sense[:, None]]
-                         ).astype(np.float32)
+        splice = [reading.splice[:, None]] if self.has_splice else []
+        return np.hstack([unit(reading.vecs), svecs, self._fluency(reading)[:, None], *splice,
+                          reading.sense[:, None]]).astype(np.float32)
 
     def score_kept(self, context: list[str], kept: np.ndarray, candidates: list[str]) -> np.ndarray:
         """Scores (N,) of candidates from their kept readings (`keep`, float16 or float32) against `context`; the
@@ -390,8 +409,9 @@ class Editor:
         if len(kept) == 0:
             return np.zeros(0, dtype=np.float32)
         svecs = unit(kept[:, h : 2 * h]) if self.sense is not None else None
-        feats = self._features(self.context_vectors(context), unit(kept[:, :h]), kept[:, 2 * h], kept[:, 2 * h + 1],
-                               svecs, self.context_asks(context), asks_of(candidates))
+        splice = kept[:, 2 * h + 1] if self.has_splice else np.zeros(len(kept), dtype=np.float32)
+        feats = self._features(self.context_vectors(context), unit(kept[:, :h]), kept[:, 2 * h], kept[:, -1],
+                               svecs, self.context_asks(context), asks_of(candidates), splice)
         return self.combine(feats)
 
     def read_texts(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> Reading:
@@ -405,24 +425,28 @@ class Editor:
         sense_vecs = np.zeros((n, self.biencoder.hidden_size) if self.sense is not None else (n, 0), dtype=np.float32)
         tokens = np.zeros(n, dtype=np.int64)
         sense = np.zeros(n, dtype=np.float32)
+        splice = np.zeros(n, dtype=np.float32)
         done = np.zeros(n, dtype=bool)
         piece = MANY_PIECE if math.isfinite(deadline) else max(n, 1)  # without a deadline: the biggest batches
         for lo in range(0, n, piece):
             hi = min(lo + piece, n)
-            v, t, d = self.biencoder.embed_until(texts[lo:hi], deadline, exact=exact)
-            if self.shared:  # one read: the sense head sits on the very vectors just embedded
+            v, t, d, token_max = self.biencoder.read_until(texts[lo:hi], deadline, exact=exact)
+            if self.shared:  # one read: the sense heads sit on the very vectors (and tokens) just read
                 sense[lo:hi] = self.sense.head_logits(v)
                 sense_vecs[lo:hi] = v
+                splice[lo:hi] = token_max
             elif self.sense is not None and d.any():
                 rows = np.flatnonzero(d)
-                svecs, logits, judged = self.sense.read_until([texts[lo + i] for i in rows], deadline, exact=exact)
+                svecs, logits, spliced, judged = self.sense.read_until([texts[lo + i] for i in rows], deadline,
+                                                                       exact=exact)
                 sense[lo + rows] = logits
                 sense_vecs[lo + rows] = svecs
+                splice[lo + rows] = spliced
                 d[rows[~judged]] = False
             vecs[lo:hi], tokens[lo:hi], done[lo:hi] = v, t, d
             if not d.all():  # the deadline came: what is left would not fit either
                 break
-        return Reading(vecs, tokens, sense, sense_vecs, done, asks_of(texts))
+        return Reading(vecs, tokens, sense, sense_vecs, done, asks_of(texts), splice)
 
     def combine(self, feats: np.ndarray) -> np.ndarray:
         """The verdict: the weighted sum of the features plus the bias, (N,) float32."""

@@ -399,7 +399,9 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                    if "held_out_auc_seeded" in sense_report else "") + "; "
                 f"{sense_report['lines']:,} lines in {sense_report['seconds']:.0f} s "
                 f"({sense_report['lines_per_s']:.0f} lines/s, bf16 {sense_report['bf16']}, peak lr "
-                f"{sense_report['lr']:g})")
+                f"{sense_report['lr']:g})"
+                + (f"; its token head's AUC {sense_report['held_out_auc_splice']:.3f}"
+                   if sense_report.get("held_out_auc_splice") is not None else ""))
         else:
             say(f"sense model skipped: {sense_report['skipped']}")
     say(f"{len(splits['train'])} train documents; writer built; embedding up to {len(texts):,} lines")
@@ -501,7 +503,11 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
                                else "")
                             + (", and taught the tokens where the writer's lines are spliced (weight "
                                f"{sense_report['splice_weight']:g}; {sense_report['splices_per_writer_line']:.2f} "
-                               "splices a writer line)" if sense_report.get("splice_weight") else "")
+                               "splices a writer line; the token head that learned them is kept as "
+                               "`token_head.safetensors`, its largest logit over a line the mix's splice feature, "
+                               f"held-out AUC {sense_report['held_out_auc_splice']:.3f})"
+                               if sense_report.get("splice_weight") and sense_report.get("held_out_auc_splice") is not None
+                               else "")
                             + "; held-out AUC "
                             f"{sense_report.get('held_out_auc', float('nan')):.3f} (before "
                             f"{sense_report.get('held_out_auc_before', float('nan')):.3f})"

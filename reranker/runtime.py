@@ -221,6 +221,18 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden.float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def max_token_logit(hidden: torch.Tensor, attention_mask: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
+    """The largest logit of a per-token `head` (Linear(H, 1)) over each text's real tokens but [CLS]: (B,) float32.
+
+    [CLS] stands for no word (a token head is trained without it); [SEP] stays, for a text's end. A large negative,
+    not -inf, fills the rest, so an exported graph holds no infinities.
+    """
+    logits = head(hidden.float())[..., 0]  # (B, T)
+    keep = attention_mask.bool().clone()
+    keep[:, 0] = False
+    return logits.masked_fill(~keep, -1e4).amax(1)
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero)."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)

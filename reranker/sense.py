@@ -83,7 +83,8 @@ class SenseTraining:
     # held-out AUC 0.655 -> 0.681 and 0.696 in 300 s, same pairs (AMX Xeon). But whole 10-minute builds with it
     # (weight 1) tied without it on every held-out measure and their replies read as a person's less often to the
     # held-out judge (-0.035 +- 0.023, twice), so it is off by default (benchmarks/RESULTS.md, "Twenty-fourth
-    # pass"). The token head only teaches: it is not saved.
+    # pass"). The token head is kept on the encoder (`BiEncoder.token_head`): its largest logit over a line, the
+    # editor's "splice" feature, found the true line among 99 writer lines twice as often as the line head.
     splice_weight: float = 0.0
     seed: int = 0
 
@@ -144,13 +145,19 @@ class SenseModel:
         return self.encoder.cost
 
     def read_until(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pooled vectors (N, H), logits (N,) float32 and the done mask, front to back until `deadline`.
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pooled vectors (N, H), logits (N,) float32, splice logits (N,) float32 (the largest of the encoder's
+        token head over each line; 0 without one) and the done mask, front to back until `deadline`.
 
         The vectors are the fine-tuned encoder's: their cosine with `context_vector` is its learned relevance.
         """
-        vecs, _, done = self.encoder.embed_until(texts, deadline, exact=exact)
-        return vecs, self.head_logits(vecs), done
+        vecs, _, done, splice = self.encoder.read_until(texts, deadline, exact=exact)
+        return vecs, self.head_logits(vecs), splice, done
+
+    @property
+    def has_splice(self) -> bool:
+        """True when the encoder carries a token head, so reads give splice logits."""
+        return self.encoder.token_head is not None
 
     def head_logits(self, vecs: np.ndarray) -> np.ndarray:
         """The head's logits (N,) float32 on the encoder's pooled vectors (N, H)."""
@@ -158,7 +165,7 @@ class SenseModel:
 
     def logits_until(self, texts: list[str], deadline: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
         """Logits (N,) float32 and the done mask, front to back until `deadline` (time.monotonic())."""
-        _, logits, done = self.read_until(texts, deadline)
+        _, logits, _, done = self.read_until(texts, deadline)
         return logits, done
 
     def context_vector(self, context: list[str]) -> np.ndarray:
@@ -266,13 +273,15 @@ def splice_labels(tokenizer, texts: list[str], found: list, max_length: int) -> 
     return ids, labels
 
 
-def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
-    """The ROC AUC of human against writer lines over length-matched pairs the model never trained on."""
+def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]], *, splice: bool = False) -> float:
+    """The ROC AUC of human against writer lines over length-matched pairs the model never trained on; `splice`:
+    of the token head's verdict (its largest splice logit over a line, negated: higher reads "a person")."""
     if not pairs:
         return float("nan")
     texts = [t for pair in pairs for t in pair]
     labels = np.tile([1, 0], len(pairs))
-    return roc_auc(model.logits(texts), labels)
+    _, logits, splices, _ = model.read_until(texts)
+    return roc_auc(-splices if splice else logits, labels)
 
 
 class PairStream:
@@ -349,11 +358,12 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
     together, which an editor rewarding topic picks.
 
     With `splices` (writer lines -> where each is spliced, `markov.Splices.find`) and a splice weight, a second
-    head learns which tokens begin a splice (`splice_labels`); it only teaches the encoder, and is not kept.
+    head learns which tokens begin a splice (`splice_labels`); it is set on the encoder at the end
+    (`BiEncoder.set_token_head`), so the encoder's reads give its largest logit over each line.
 
     Returns what a card and a log need: steps, lines seen, lines per second, held-out AUC before and after, the
-    dtype used, the mining rounds, the around lines read, the splice weight used (0.0 when none) and the splices
-    a writer line had, and a history of the loss every few steps.
+    dtype used, the mining rounds, the around lines read, the splice weight used (0.0 when none), the splices
+    a writer line had and the token head's held-out AUC, and a history of the loss every few steps.
     """
     training = training or SenseTraining()
     if len(pairs) < training.batch_size // 2:
@@ -496,8 +506,11 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
         net.eval()
         model.head.eval()
         model.refresh()
+        if splice_head is not None or encoder.token_head is not None:
+            encoder.set_token_head(splice_head)  # a head from before would not fit the weights trained here
     seconds = time.monotonic() - started
     auc_after = held_out_auc(model, held_out)
+    auc_splice = held_out_auc(model, held_out, splice=True) if encoder.token_head is not None else None
     history.append({"event": "eval", "stage": "sense", "step": step, "lines": seen, "held_out_auc": round(auc_after, 4)})
     return {"steps": step, "lines": seen, "seconds": round(seconds, 1),
             "lines_per_s": round(seen / max(seconds, 1e-9), 1), "bf16": bf16, "lr": training.lr, "pairs": len(pairs),
@@ -505,4 +518,5 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
             "relevance": bool(relevance_losses), "mined": mined, "around_negatives": around_read,
             "splice_weight": training.splice_weight if splice_losses else 0.0,
             "splices_per_writer_line": round(float(np.mean(splice_counts)), 3) if splice_counts else None,
-            "held_out_auc": round(auc_after, 4), "history": history}
+            "held_out_auc": round(auc_after, 4),
+            "held_out_auc_splice": None if auc_splice is None else round(auc_splice, 4), "history": history}

@@ -74,6 +74,37 @@ def test_int8_is_close_and_marked_approximate(saved):
     np.testing.assert_allclose(fast.embed(TEXTS, exact=True)[0], ref, atol=1e-5)  # and exact=True really is fp32
 
 
+@pytest.mark.parametrize("backend", ["onnx", "openvino", "onnx-int8"])
+def test_a_token_heads_largest_logit_comes_from_every_backend_as_from_torch(tmp_path, tiny_bert, exports, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    torch.manual_seed(3)
+    bi = BiEncoder.from_backbone(tiny_bert, dtype=torch.float32)
+    bi.save(tmp_path / "plain")
+    bi.set_token_head(torch.nn.Linear(bi.hidden_size, 1))
+    bi.save(tmp_path / "bi")
+    assert (tmp_path / "bi" / "token_head.safetensors").is_file()
+    ref = BiEncoder.load(tmp_path / "bi", backend="torch", dtype=torch.float32).read_until(TEXTS, math.inf)
+    assert ref.done.all() and np.ptp(ref.token_max) > 0
+    np.testing.assert_allclose(ref.vecs, BiEncoder.load(tmp_path / "plain", backend="torch", dtype=torch.float32)
+                               .embed(TEXTS)[0], atol=1e-6)  # the head adds a column; the vectors are as without it
+    fast = BiEncoder.load(tmp_path / "bi", backend=backend)
+    assert fast.backend == backend and fast.token_head is not None
+    out = fast.read_until(TEXTS, math.inf)
+    tol = 0.05 if fast.approximate else 1e-4
+    np.testing.assert_allclose(out.token_max, ref.token_max, atol=tol, rtol=tol)
+    np.testing.assert_allclose(out.vecs, ref.vecs, atol=tol, rtol=tol)
+    if fast.approximate:  # and the exact forward behind it carries the head too
+        np.testing.assert_allclose(fast.read_until(TEXTS, math.inf, exact=True).token_max, ref.token_max, atol=1e-4)
+    # the graph of the same weights with another head, or none, has another cache key
+    config = backends.ExportConfig()
+    keys = {backends.fingerprint(tmp_path / "bi", config, head) for head in
+            (fast.token_head, None, torch.nn.Linear(bi.hidden_size, 1))}
+    assert len(keys) == 3 and len(exports) == (2 if fast.approximate else 1)
+    with pytest.raises(ValueError, match="only be set on a torch"):
+        fast.set_token_head(None)
+
+
 def test_cache_is_reused(saved, exports):
     BiEncoder.load(saved, backend="onnx")
     [entry] = entries(saved)

@@ -13,6 +13,7 @@ import pytest
 
 from reranker import Reranker
 from reranker.__main__ import main
+from reranker.editor import FEATURES
 from reranker.recipes import ASKS_BACK
 from reranker.windows import split_of
 
@@ -133,7 +134,8 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     train = json.loads((out / "train.json").read_text())
     assert train["fluency"]["n_train"] + train["fluency"]["n_val"] == 400 and train["mix_cases"] == 20
     assert train["mix_switch_share"] == DefaultRecipe.switch_share  # some of its cases change the subject
-    assert train["weights"]["asks_back"] == pytest.approx(ASKS_BACK) and editor.config.weights[-1] == pytest.approx(ASKS_BACK)
+    assert train["weights"]["asks_back"] == pytest.approx(ASKS_BACK)
+    assert editor.config.weights[FEATURES.index("asks_back")] == pytest.approx(ASKS_BACK)
     metrics = json.loads((out / "eval.json").read_text())
     assert set(metrics["scorers"]) == {"model", "bi-encoder", "tf-idf"}
     assert metrics["scorers"]["model"]["writer99"]["n"] == 6
@@ -165,6 +167,9 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     # and it was taught where the writer's lines are spliced, found in the writer's own corpus
     assert train["sense"]["splice_weight"] == 1.0 and train["sense"]["splices_per_writer_line"] > 0
     assert "where the writer's lines are spliced" in card
+    # ... and the token head that learned them is kept, its verdict the mix's seventh feature
+    assert editor.has_splice and 0.0 <= train["sense"]["held_out_auc_splice"] <= 1.0
+    assert "token_head.safetensors" in card and (out / "sense" / "token_head.safetensors").is_file()
     with pytest.raises(ValueError, match="test split has"):
         train_editor({"train": splits["train"], "val": splits["val"], "test": []}, tmp_path / "x", recipe=recipe,
                      data_name="tiny dump", progress=False)
@@ -173,7 +178,7 @@ def test_train_an_editor_on_a_dump_against_its_own_writer(tiny_bert, tmp_path, c
     out = train_editor(splits, tmp_path / "starved", recipe=starved, data_name="tiny dump", progress=False)
     weights = json.loads((out / "train.json").read_text())["weights"]
     assert weights == {"context": 20.0, "last_line": 0.0, "fluency": 0.0, "sense": 1.0, "sense_context": 0.0,
-                       "asks_back": 0.0}
+                       "asks_back": 0.0, "splice": 0.0}
 
 
 def test_hold_out_patterns_make_the_test_split_and_nothing_else_is_tested():

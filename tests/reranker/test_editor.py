@@ -62,7 +62,7 @@ def test_biencoder_save_load_gives_the_same_scores(bi, tmp_path):
 
 
 def test_untrained_editor_ranks_exactly_as_the_zero_shot_biencoder(editor, bi):
-    assert editor.config.weights == (20.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # FEATURES: context, last line, ..., asks_back
+    assert editor.config.weights == (20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # FEATURES: context, last line, ..., splice
     np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES), 20 * bi.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
 
 
@@ -73,7 +73,7 @@ def test_editor_score_is_the_weighted_sum_of_its_features(editor):
     assert feats.shape == (len(CANDIDATES), len(FEATURES))
     last = unit(mixed.biencoder.embed([CONTEXT[-1]], keep_end=True)[0])[0]
     np.testing.assert_allclose(feats[:, 1], unit(vecs) @ last, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mixed.score(CONTEXT, CANDIDATES), feats @ np.array([3.0, -2.0, 0.5, 0.0, 0.0, 0.0]) + 1.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mixed.score(CONTEXT, CANDIDATES), feats @ np.array([3.0, -2.0, 0.5, 0.0, 0.0, 0.0, 0.0]) + 1.5, rtol=1e-5, atol=1e-5)
     pairs = [(CONTEXT, c) for c in CANDIDATES]
     np.testing.assert_allclose(mixed.score_pairs(pairs), mixed.score(CONTEXT, CANDIDATES), rtol=1e-4, atol=1e-4)
 
@@ -251,9 +251,23 @@ def test_editors_saved_before_the_foreign_loader_guard_still_load(editor, tmp_pa
     trained = editor.with_config(EditorConfig(weights=(5.0, 1.0, 0.5), bias=0.25))
     trained.save(tmp_path / "ed")
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())
-    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 4
+    assert raw["model_type"].startswith("riposte-editor") and raw["riposte"]["format_version"] == 5
     del raw["model_type"]  # the layout every editor had before: only the riposte section
     (tmp_path / "ed" / "config.json").write_text(json.dumps(raw))
     old = Reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert isinstance(old, Editor) and old.config == trained.config
     np.testing.assert_allclose(old.score(CONTEXT, CANDIDATES), trained.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
+
+
+def test_max_token_logit_hand_values():
+    from reranker.runtime import max_token_logit
+
+    head = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        head.bias.fill_(0.5)
+    # token logits: row 0 [9.5 (CLS), 1.5, -0.5, 99.5 (pad)], row 1 [9.5 (CLS), -2.5 (SEP), pads]
+    hidden = torch.tensor([[[9.0, 0.0], [2.0, 1.0], [0.0, 1.0], [99.0, 0.0]],
+                           [[9.0, 0.0], [-3.0, 0.0], [50.0, 0.0], [50.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert max_token_logit(hidden, mask, head).tolist() == [1.5, -2.5]  # never [CLS], never a pad

@@ -111,8 +111,8 @@ def test_training_taught_where_the_writer_splices_learns_it_and_reports_it(tiny_
         model = SenseModel.from_backbone(tiny_bert)
         report = train_sense(model, pairs, held, deadline=math.inf, max_steps=STEPS, progress=False, splices=finder,
                              training=SenseTraining(**{**training.__dict__, "splice_weight": weight}))
-        runs[weight] = (model.head.weight.detach().clone(), report)
-    (head, report), (plain_head, plain) = runs[1.0], runs[0.0]
+        runs[weight] = (model.head.weight.detach().clone(), report, model)
+    (head, report, model), (plain_head, plain, plain_model) = runs[1.0], runs[0.0]
     curve = [h["splice_loss"] for h in report["history"] if "splice_loss" in h]
     assert len(curve) == STEPS // 20 and curve[-1] < 0.8 * curve[0]  # the token head learns where lines break
     writer_lines = [w for _, w in pairs]
@@ -121,6 +121,13 @@ def test_training_taught_where_the_writer_splices_learns_it_and_reports_it(tiny_
     assert plain["splice_weight"] == 0.0 and plain["splices_per_writer_line"] is None
     assert not any("splice_loss" in h for h in plain["history"])
     assert not torch.equal(head, plain_head)  # the splice loss reaches the encoder the line head reads
+    # The token head is kept on the encoder: its largest logit over a line tells the held-out writer lines apart
+    assert model.has_splice and not plain_model.has_splice and plain["held_out_auc_splice"] is None
+    assert report["held_out_auc_splice"] > 0.8
+    texts = [t for pair in held for t in pair]
+    assert report["held_out_auc_splice"] == pytest.approx(held_out_auc(model, held, splice=True), abs=1e-4)
+    _, _, splice, done = model.read_until(texts)
+    assert done.all() and np.ptp(splice) > 0
 
 
 def test_splices_need_a_fast_tokenizer(tiny_bert):
@@ -330,7 +337,8 @@ def test_an_editor_with_sense_saves_and_loads_the_same_scores(sensible_editor, t
     sensible_editor.save(tmp_path / "ed")
     assert (tmp_path / "ed" / "sense" / "sense_head.safetensors").is_file()
     raw = json.loads((tmp_path / "ed" / "config.json").read_text())["riposte"]
-    assert raw["format_version"] == 4 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
+    assert raw["format_version"] == 5 and raw["weights"]["sense"] == 2.0 and raw["weights"]["sense_context"] == 1.5
+    assert raw["weights"]["splice"] == 0.0 and not (tmp_path / "ed" / "sense" / "token_head.safetensors").exists()
     again = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
     assert again.sense is not None
     np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), sensible_editor.score(CONTEXT, CANDIDATES),
@@ -346,11 +354,11 @@ def test_a_version_1_editor_loads_with_no_sense(sensible_editor, tmp_path):
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 1
-    for name in ("sense", "sense_context", "asks_back"):
+    for name in ("sense", "sense_context", "asks_back", "splice"):
         del raw["riposte"]["weights"][name]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0, 0.0)
+    assert old.sense is None and old.config.weights == (3.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0)
 
 
 def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, tmp_path):
@@ -360,10 +368,11 @@ def test_a_version_2_editor_loads_with_no_sense_context_weight(sensible_editor, 
     path = tmp_path / "ed" / "config.json"
     raw = json.loads(path.read_text())
     raw["riposte"]["format_version"] = 2
-    del raw["riposte"]["weights"]["sense_context"], raw["riposte"]["weights"]["asks_back"]
+    for name in ("sense_context", "asks_back", "splice"):
+        del raw["riposte"]["weights"][name]
     path.write_text(json.dumps(raw))
     old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
-    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0, 0.0)
+    assert old.sense is not None and old.config.weights == (5.0, 1.0, 0.5, 2.0, 0.0, 0.0, 0.0)
 
 
 def test_a_mix_that_weighs_a_missing_sense_model_is_refused(sensible_editor, tmp_path):
@@ -492,3 +501,89 @@ def test_evaluation_reads_each_text_once_per_encoder_and_scores_as_without_a_cac
     for measure in ("select10", "select100", "writer99"):
         assert cached[measure]["ranks"] == again[measure]["ranks"], measure
     np.testing.assert_array_equal(cached["swap"]["wins"], again["swap"]["wins"])
+
+
+def with_token_head(sense: SenseModel, seed: int = 1) -> SenseModel:
+    """The same sense model (weights shared) on a new encoder over its torch model that carries a random token head."""
+    from reranker.biencoder import BiEncoder
+
+    torch.manual_seed(seed)
+    old = sense.encoder
+    encoder = BiEncoder(old.model, old.tokenizer, old.config, dtype=None,
+                        token_head=torch.nn.Linear(old.hidden_size, 1))
+    return SenseModel(encoder, sense.head)
+
+
+def test_the_splice_feature_is_the_token_heads_largest_logit_and_enters_the_score(sensible_editor, tmp_path):
+    import reranker
+    from reranker.runtime import max_token_logit, pad_batch
+
+    sense = with_token_head(sensible_editor.sense)
+    weights = (*sensible_editor.config.weights[:6], -0.8)
+    editor = sensible_editor.with_sense(sense).with_config(EditorConfig(weights=weights, bias=0.1))
+    assert FEATURES[6] == "splice" and editor.has_splice and not sensible_editor.has_splice
+    # by hand: the head on every token's hidden state, the largest over the real tokens but [CLS]
+    encoder = sense.encoder
+    ids = encoder.tokenize(CANDIDATES)
+    input_ids, mask = pad_batch(ids, encoder.pad_id, encoder.device)
+    with torch.no_grad():
+        hidden = encoder.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        logits = encoder.token_head(hidden.float())[..., 0]
+        expected = [max(logits[i, 1 : len(x)].tolist()) for i, x in enumerate(ids)]
+        np.testing.assert_allclose(max_token_logit(hidden, mask, encoder.token_head).numpy(), expected, rtol=1e-5)
+    reading = editor.read_texts(CANDIDATES)
+    np.testing.assert_allclose(reading.splice, expected, rtol=1e-4, atol=1e-5)
+    feats = editor.features(editor.context_vectors(CONTEXT), reading, editor.context_asks(CONTEXT))
+    np.testing.assert_allclose(feats[:, 6], reading.splice, rtol=1e-6)
+    np.testing.assert_allclose(editor.score(CONTEXT, CANDIDATES) - sensible_editor.score(CONTEXT, CANDIDATES),
+                               -0.8 * reading.splice, rtol=1e-4, atol=1e-4)
+    # kept readings carry it (one column more, the sense logit still last) and score as reading does
+    kept = editor.keep(CANDIDATES)
+    assert kept.shape[1] == sensible_editor.kept_width + 1 == editor.kept_width
+    np.testing.assert_allclose(kept[:, -1], reading.sense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(editor.score_kept(CONTEXT, kept, CANDIDATES), editor.score(CONTEXT, CANDIDATES),
+                               rtol=1e-4, atol=1e-4)
+    # saved with the sense encoder, loaded back the same
+    editor.save(tmp_path / "ed")
+    assert (tmp_path / "ed" / "sense" / "token_head.safetensors").is_file()
+    again = reranker.load(tmp_path / "ed", dtype=torch.float32, backend="torch", warmup=False)
+    assert again.has_splice and again.config.weights[6] == pytest.approx(-0.8)
+    np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), editor.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
+    # a mix that weighs the splice logit without the head that gives it is refused
+    (tmp_path / "ed" / "sense" / "token_head.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no token head"):
+        reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+
+
+def test_a_shared_encoder_with_a_token_head_reads_the_splice_in_the_same_forward(sensible_editor, tmp_path):
+    import reranker
+
+    sense = with_token_head(SenseModel(sensible_editor.biencoder, sensible_editor.sense.head))
+    shared = Editor(sense.encoder, sensible_editor.fluency, EditorConfig(weights=(5.0, 1.0, 0.5, 2.0, 0.0, 0.0, 1.2)),
+                    sense)
+    assert shared.shared and shared.has_splice
+    reading = shared.read_texts(CANDIDATES)
+    np.testing.assert_allclose(reading.splice, sense.read_until(CANDIDATES)[2], rtol=1e-5, atol=1e-5)
+    assert np.ptp(reading.splice) > 0
+    shared.save(tmp_path / "ed")
+    assert (tmp_path / "ed" / "biencoder" / "token_head.safetensors").is_file()
+    again = reranker.load(tmp_path / "ed", dtype=torch.float32, backend="torch", warmup=False)
+    assert again.shared and again.has_splice
+    np.testing.assert_allclose(again.score(CONTEXT, CANDIDATES), shared.score(CONTEXT, CANDIDATES), rtol=1e-5, atol=1e-5)
+
+
+def test_a_version_4_editor_loads_with_no_splice_weight(sensible_editor, tmp_path):
+    import reranker
+
+    sensible_editor.save(tmp_path / "ed")
+    path = tmp_path / "ed" / "config.json"
+    raw = json.loads(path.read_text())
+    raw["riposte"]["format_version"] = 4
+    del raw["riposte"]["weights"]["splice"]
+    path.write_text(json.dumps(raw))
+    old = reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
+    assert old.config.weights == (5.0, 1.0, 0.5, 2.0, 1.5, 0.0, 0.0) and not old.has_splice
+    raw["riposte"]["weights"]["splice"] = 1.0  # a version-4 file names six features, no more
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="must name exactly"):
+        reranker.load(tmp_path / "ed", dtype=torch.float32, warmup=False)
