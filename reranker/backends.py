@@ -14,9 +14,9 @@ Torch is the reference and the training path. The others run an ONNX graph expor
   and on CPUs with native bf16 (measured there before this module), int8 plus the fp32 refine elsewhere.
 
 An exported graph is a cache, never part of the saved model: `<model dir>/onnx/<fingerprint>/model.onnx`, where
-the fingerprint hashes the weights, config.json, the export settings and the library versions. A missing or
-stale entry is rebuilt; when that cannot be done (no onnxruntime, an export error, a read-only directory) the
-bi-encoder stays on torch and says why in a logged warning.
+the fingerprint hashes the weights, config.json, the token head (if any), the export settings and the library
+versions. A missing or stale entry is rebuilt; when that cannot be done (no onnxruntime, an export error, a
+read-only directory) the bi-encoder stays on torch and says why in a logged warning.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def fingerprint(directory: str | os.PathLike, config: ExportConfig, token_head: 
         for tensor in token_head.state_dict().values():
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
     settings = {**asdict(config), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                "token_head": token_head is not None}
+                # only with a head: the graphs cached before heads existed keep their keys
+                **({"token_head": True} if token_head is not None else {})}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

@@ -71,6 +71,16 @@ class BiEncoderConfig:
         return cls(**config_fields(cls, data, "bi-encoder", reads=(FORMAT_VERSION,)))
 
 
+def _checked_token_head(head: nn.Linear | None, hidden_size: int, device: torch.device) -> nn.Linear | None:
+    """`head` in fp32 on `device` in eval mode, or None; ValueError unless it is Linear(hidden_size, 1). fp32 on the
+    hidden states whatever the encoder's dtype: it is one dot product a token."""
+    if head is None:
+        return None
+    if head.in_features != hidden_size or head.out_features != 1:
+        raise ValueError(f"a token head must be Linear({hidden_size}, 1), got {head}")
+    return head.float().to(device).eval()
+
+
 class Embedded(NamedTuple):
     """What a read gives, row by row (`BiEncoder.read_until`)."""
 
@@ -91,10 +101,7 @@ class BiEncoder:
         self.tokenizer = tokenizer
         self.device = pick_device(device)
         hidden_size = int(model.config.hidden_size)
-        if token_head is not None and (token_head.in_features != hidden_size or token_head.out_features != 1):
-            raise ValueError(f"a token head must be Linear({hidden_size}, 1), got {token_head}")
-        # fp32 on the hidden states whatever the encoder's dtype: it is one dot product a token
-        self.token_head = token_head.float().to(self.device).eval() if token_head is not None else None
+        self.token_head = _checked_token_head(token_head, hidden_size, self.device)
         # The inference backend runs the forward; torch keeps the model (training, fallback). The graph is exported
         # from the fp32 weights as they arrive, before any bf16 cast; `directory` holds its cache.
         self.backend = resolve_backend(backend, self.device)
@@ -122,9 +129,9 @@ class BiEncoder:
             self.batch_tokens = 4096 if cpu_has_bf16() else 1024
         self.cost = CostModel()
         self.exact_cost = CostModel()  # the fp32 forward behind `exact=True` on an approximate backend
-        # (exact vector?, keep_end, text) -> (vector, tokens, token max); set by evaluation and a build's mix. Like the cost
-        # model, meant for one thread at a time.
-        self.cache: dict[tuple[bool, bool, str], tuple[np.ndarray, int]] | None = None
+        # (exact vector?, keep_end, text) -> (vector, tokens, token max); set by evaluation and a build's mix. Like
+        # the cost model, meant for one thread at a time.
+        self.cache: dict[tuple[bool, bool, str], tuple[np.ndarray, int, float]] | None = None
         self.cache_limit = 200_000
 
     @property
@@ -155,9 +162,7 @@ class BiEncoder:
         if self._runner is not None or self._exact_runner is not None:
             raise ValueError(f"a token head can only be set on a torch bi-encoder, not on {self.backend!r}: save the "
                              "bi-encoder with it and load it again")
-        if head is not None and (head.in_features != self.hidden_size or head.out_features != 1):
-            raise ValueError(f"a token head must be Linear({self.hidden_size}, 1), got {head}")
-        self.token_head = head.float().to(self.device).eval() if head is not None else None
+        self.token_head = _checked_token_head(head, self.hidden_size, self.device)
         if self.cache is not None:
             self.cache.clear()  # the cached reads have no token max
 

@@ -182,6 +182,8 @@ class Editor:
         # One encoder for both (the sense model's fine-tuned encoder is the bi-encoder): each candidate is read once.
         self.shared = sense is not None and sense.encoder is biencoder
         self.config = config or EditorConfig()
+        if self.config.weights[FEATURES.index("splice")] != 0.0 and not self.has_splice:
+            raise ValueError("the mix weighs the splice logit, but the sense model has no token head to give it")
         self.weights = np.asarray(self.config.weights, dtype=np.float32)
         self.refine_top = REFINE_TOP
         # The engine scores a turn in slices with one context. The scheduler's thread reads it, and a turn's own
@@ -437,7 +439,7 @@ class Editor:
                 splice[lo:hi] = token_max
             elif self.sense is not None and d.any():
                 rows = np.flatnonzero(d)
-                svecs, logits, spliced, judged = self.sense.read_until([texts[lo + i] for i in rows], deadline,
+                svecs, logits, judged, spliced = self.sense.read_until([texts[lo + i] for i in rows], deadline,
                                                                        exact=exact)
                 sense[lo + rows] = logits
                 sense_vecs[lo + rows] = svecs

@@ -119,7 +119,8 @@ def baselines(docs: Sequence, *, context_lines: int = 3, share_with=None) -> dic
     bi = BiEncoder.from_backbone(config=BiEncoderConfig(context_lines=context_lines), dtype="auto")
     bi.cache = {}  # the cases reuse their candidate lines many times over
     own = getattr(share_with, "biencoder", None)
-    if own is not None and same_weights(own.model, bi.model) and own.config == bi.config and own.dtype == bi.dtype:
+    if (own is not None and same_weights(own.model, bi.model) and own.config == bi.config and own.dtype == bi.dtype
+            and own.token_head is None):  # a cached read keeps its token max: only readers without one share
         remember_readings(share_with)
         bi.cache = own.cache
     return {"bi-encoder": bi, "tf-idf": TfidfScorer([line.text for doc in docs for line in doc.lines], context_lines)}

@@ -216,7 +216,7 @@ def train_fluency(head: FluencyHead, x: np.ndarray, y: np.ndarray, *, seed: int 
     return {**best, "epochs_run": epoch + 1, "n_train": len(train), "n_val": len(val), "history": history}
 
 
-# The weight of the editor's `asks_back` feature, held while the mix fits the other five. Fitted with them on 800
+# The weight of the editor's `asks_back` feature, held while the mix fits the others. Fitted with them on 800
 # chitchat validation cases (a 10-minute build's features): -0.54 on contexts of 3 lines, -0.47 on 1 line. A build's
 # own mix sees about 100 cases, and so few questions answered by a question that the fit wanders: on draws of 98
 # cases it gave -1.33 to -0.03, on 43 cases -4.3 to +1.4, and one 43-case build fitted -4.76, which bans asking back
@@ -469,13 +469,14 @@ def train_editor(splits: dict[str, list], out_dir: str | Path, *, recipe: Defaul
         print(format_table(metrics))
     card = model_card(
         title="riposte editor",
-        summary=("This editor scores a candidate reply to a context as a learned mix of six signals: the "
+        summary=("This editor scores a candidate reply to a context as a learned mix of up to seven signals: the "
                  "zero-shot all-MiniLM-L6-v2 bi-encoder's cosine with the joined context, its cosine with the last "
                  "line, a fluency head (\"human or writer?\") on the candidate's embedding, and a sense model: a "
                  "copy of the encoder fine-tuned end to end to tell the training documents' lines from a Markov "
                  "writer's lines of the same length (its logit) and to rank each line first for the context it "
-                 "answered (its cosine with the context, the learned relevance), and whether it answers a "
-                 "question with a question (asks back). Load with "
+                 "answered (its cosine with the context, the learned relevance), whether it answers a "
+                 "question with a question (asks back), and, where the sense model was taught where the writer's "
+                 "lines are spliced, its token head's largest logit over the candidate (splice). Load with "
                  "`from reranker import Reranker; Reranker.load(dir)`. It is not a "
                  "fine-tuned cross-encoder: on this machine kind, no cross-encoder trained within 10 CPU minutes "
                  "beat the zero-shot bi-encoder on dialogue it never saw (benchmarks/RESULTS.md), so the default "

@@ -228,9 +228,15 @@ def max_token_logit(hidden: torch.Tensor, attention_mask: torch.Tensor, head: to
     not -inf, fills the rest, so an exported graph holds no infinities.
     """
     logits = head(hidden.float())[..., 0]  # (B, T)
+    return logits.masked_fill(~word_tokens(attention_mask), -1e4).amax(1)
+
+
+def word_tokens(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the real tokens of each text but [CLS], which stands for no word: where a token head is trained
+    and read (`max_token_logit`, the sense model's splice loss)."""
     keep = attention_mask.bool().clone()
     keep[:, 0] = False
-    return logits.masked_fill(~keep, -1e4).amax(1)
+    return keep
 
 
 def unit(x: np.ndarray) -> np.ndarray:

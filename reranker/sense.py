@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from corpus.progress import progress as progress_bar
 from corpus.text import words
 from reranker.biencoder import BiEncoder, BiEncoderConfig
 from reranker.evaluate import roc_auc
-from reranker.runtime import bf16_supported, mean_pool, pad_batch, pad_ids, unit
+from reranker.runtime import bf16_supported, mean_pool, pad_batch, pad_ids, unit, word_tokens
 
 HEAD_FILE = "sense_head.safetensors"
 
@@ -114,6 +115,15 @@ def check_schedule(name: str, fractions: tuple[float, ...]) -> None:
         raise ValueError(f"{name} must be increasing fractions within (0, 1), got {fractions}")
 
 
+class SenseReading(NamedTuple):
+    """What the sense model reads off lines, row by row (`SenseModel.read_until`)."""
+
+    vecs: np.ndarray  # (N, H) float32 the fine-tuned encoder's pooled vectors
+    logits: np.ndarray  # (N,) float32 the line head's: > 0 reads "a person said this"
+    done: np.ndarray  # (N,) bool: read before the deadline
+    splice: np.ndarray  # (N,) float32 the token head's largest logit over the line (0 without a token head)
+
+
 class SenseModel:
     """Logits of "a person said this" for lines: a fine-tuned mean-pooled encoder and a linear head."""
 
@@ -144,15 +154,13 @@ class SenseModel:
         """The encoder's cost model: what its forward costs per padded token."""
         return self.encoder.cost
 
-    def read_until(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Pooled vectors (N, H), logits (N,) float32, splice logits (N,) float32 (the largest of the encoder's
-        token head over each line; 0 without one) and the done mask, front to back until `deadline`.
+    def read_until(self, texts: list[str], deadline: float = math.inf, *, exact: bool = False) -> SenseReading:
+        """A `SenseReading` of texts, front to back until `deadline` (time.monotonic()).
 
         The vectors are the fine-tuned encoder's: their cosine with `context_vector` is its learned relevance.
         """
         vecs, _, done, splice = self.encoder.read_until(texts, deadline, exact=exact)
-        return vecs, self.head_logits(vecs), splice, done
+        return SenseReading(vecs, self.head_logits(vecs), done, splice)
 
     @property
     def has_splice(self) -> bool:
@@ -165,8 +173,8 @@ class SenseModel:
 
     def logits_until(self, texts: list[str], deadline: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
         """Logits (N,) float32 and the done mask, front to back until `deadline` (time.monotonic())."""
-        _, logits, _, done = self.read_until(texts, deadline)
-        return logits, done
+        read = self.read_until(texts, deadline)
+        return read.logits, read.done
 
     def context_vector(self, context: list[str]) -> np.ndarray:
         """The unit vector (H,) of the joined context as the fine-tuned encoder reads it; zeros when empty."""
@@ -273,15 +281,20 @@ def splice_labels(tokenizer, texts: list[str], found: list, max_length: int) -> 
     return ids, labels
 
 
-def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]], *, splice: bool = False) -> float:
-    """The ROC AUC of human against writer lines over length-matched pairs the model never trained on; `splice`:
-    of the token head's verdict (its largest splice logit over a line, negated: higher reads "a person")."""
+def held_out_auc(model: SenseModel, pairs: list[tuple[str, str]]) -> float:
+    """The ROC AUC of human against writer lines over length-matched pairs the model never trained on."""
+    return held_out_aucs(model, pairs)[0]
+
+
+def held_out_aucs(model: SenseModel, pairs: list[tuple[str, str]]) -> tuple[float, float | None]:
+    """`held_out_auc` and, from the same read, that of the token head's verdict (its largest splice logit over a
+    line, negated: higher reads "a person"), None without a token head."""
     if not pairs:
-        return float("nan")
+        return float("nan"), (float("nan") if model.has_splice else None)
     texts = [t for pair in pairs for t in pair]
     labels = np.tile([1, 0], len(pairs))
-    _, logits, splices, _ = model.read_until(texts)
-    return roc_auc(-splices if splice else logits, labels)
+    read = model.read_until(texts)
+    return roc_auc(read.logits, labels), (roc_auc(-read.splice, labels) if model.has_splice else None)
 
 
 class PairStream:
@@ -463,8 +476,7 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
             if splice_head is not None:
                 target = torch.from_numpy(pad_ids(token_labels, 0, multiple=8)[0]).float().to(device)  # as `ids`
-                weight = mask.float()
-                weight[:, 0] = 0.0  # [CLS] stands for no word
+                weight = word_tokens(mask).float()  # as the served head is read: not [CLS], no pads
                 per_token = nn.functional.binary_cross_entropy_with_logits(
                     splice_head(hidden.float())[..., 0], target, reduction="none")
                 splice_loss = (per_token * weight).sum() / weight.sum()
@@ -506,11 +518,10 @@ def train_sense(model: SenseModel, pairs: list[tuple[str, str]], held_out: list[
         net.eval()
         model.head.eval()
         model.refresh()
-        if splice_head is not None or encoder.token_head is not None:
-            encoder.set_token_head(splice_head)  # a head from before would not fit the weights trained here
+        if splice_losses or encoder.token_head is not None:  # a head from before would not fit these weights
+            encoder.set_token_head(splice_head if splice_losses else None)
     seconds = time.monotonic() - started
-    auc_after = held_out_auc(model, held_out)
-    auc_splice = held_out_auc(model, held_out, splice=True) if encoder.token_head is not None else None
+    auc_after, auc_splice = held_out_aucs(model, held_out)
     history.append({"event": "eval", "stage": "sense", "step": step, "lines": seen, "held_out_auc": round(auc_after, 4)})
     return {"steps": step, "lines": seen, "seconds": round(seconds, 1),
             "lines_per_s": round(seen / max(seconds, 1e-9), 1), "bf16": bf16, "lr": training.lr, "pairs": len(pairs),

@@ -19,6 +19,7 @@ from reranker.sense import (
     SenseTraining,
     batch_order,
     held_out_auc,
+    held_out_aucs,
     length_matched_pairs,
     mine_hard,
     splice_labels,
@@ -125,9 +126,10 @@ def test_training_taught_where_the_writer_splices_learns_it_and_reports_it(tiny_
     assert model.has_splice and not plain_model.has_splice and plain["held_out_auc_splice"] is None
     assert report["held_out_auc_splice"] > 0.8
     texts = [t for pair in held for t in pair]
-    assert report["held_out_auc_splice"] == pytest.approx(held_out_auc(model, held, splice=True), abs=1e-4)
-    _, _, splice, done = model.read_until(texts)
-    assert done.all() and np.ptp(splice) > 0
+    assert report["held_out_auc_splice"] == pytest.approx(held_out_aucs(model, held)[1], abs=1e-4)
+    assert held_out_aucs(plain_model, held)[1] is None  # no head, no figure (not a chance-level 0.5)
+    read = model.read_until(texts)
+    assert read.done.all() and np.ptp(read.splice) > 0
 
 
 def test_splices_need_a_fast_tokenizer(tiny_bert):
@@ -522,6 +524,8 @@ def test_the_splice_feature_is_the_token_heads_largest_logit_and_enters_the_scor
     weights = (*sensible_editor.config.weights[:6], -0.8)
     editor = sensible_editor.with_sense(sense).with_config(EditorConfig(weights=weights, bias=0.1))
     assert FEATURES[6] == "splice" and editor.has_splice and not sensible_editor.has_splice
+    with pytest.raises(ValueError, match="no token head"):  # a weight on a logit nothing gives
+        sensible_editor.with_config(EditorConfig(weights=weights))
     # by hand: the head on every token's hidden state, the largest over the real tokens but [CLS]
     encoder = sense.encoder
     ids = encoder.tokenize(CANDIDATES)
@@ -563,7 +567,7 @@ def test_a_shared_encoder_with_a_token_head_reads_the_splice_in_the_same_forward
                     sense)
     assert shared.shared and shared.has_splice
     reading = shared.read_texts(CANDIDATES)
-    np.testing.assert_allclose(reading.splice, sense.read_until(CANDIDATES)[2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reading.splice, sense.read_until(CANDIDATES).splice, rtol=1e-5, atol=1e-5)
     assert np.ptp(reading.splice) > 0
     shared.save(tmp_path / "ed")
     assert (tmp_path / "ed" / "biencoder" / "token_head.safetensors").is_file()
