@@ -84,8 +84,9 @@ class SenseTraining:
     # held-out AUC 0.655 -> 0.681 and 0.696 in 300 s, same pairs (AMX Xeon). But whole 10-minute builds with it
     # (weight 1) tied without it on every held-out measure and their replies read as a person's less often to the
     # held-out judge (-0.035 +- 0.023, twice), so it is off by default (benchmarks/RESULTS.md, "Twenty-fourth
-    # pass"). The token head is kept on the encoder (`BiEncoder.token_head`): its largest logit over a line, the
-    # editor's "splice" feature, found the true line among 99 writer lines twice as often as the line head.
+    # pass"). The token head is kept on the encoder (`BiEncoder.token_head`): its largest logit over a line is the
+    # editor's "splice" feature. Offline it found the true line among 99 writer lines twice as often as the line
+    # head, but in a whole build (head AUC 0.59) the mix weighed it +0.07 and no weight helped ("Twenty-fifth pass").
     splice_weight: float = 0.0
     seed: int = 0
 

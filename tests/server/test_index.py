@@ -462,3 +462,34 @@ def test_an_index_built_under_other_line_rules_is_used_with_a_warning(tmp_path, 
     with caplog.at_level(logging.WARNING):
         load_engine(root, require_reranker=False).close()
     assert "before an index kept its line rules" in caplog.text
+
+
+def test_an_index_keeps_the_readings_of_an_editor_with_a_token_head_and_they_score_as_reading_does(tmp_path, model_dir):
+    from reranker.editor import Editor, EditorConfig
+    from reranker.sense import SenseModel
+    from tests.reranker.conftest import write_tiny_bert
+
+    root = tmp_path / "m"
+    shutil.copytree(model_dir, root)
+    backbone = write_tiny_bert(tmp_path / "tiny-bert-editor")
+    torch.manual_seed(0)
+    sense = SenseModel.from_backbone(backbone)
+    sense.encoder.set_token_head(torch.nn.Linear(sense.encoder.hidden_size, 1))
+    editor = Editor.from_backbone(backbone, dtype=torch.float32).with_sense(sense).with_config(
+        EditorConfig(weights=(5.0, 1.0, 0.5, 2.0, 1.5, -0.5, -0.8)))
+    editor.save(root / "editor")
+    report = build_index(root, entries=200, progress=False)
+    assert report["added"] > 0
+    eng = load_engine(root)
+    try:
+        index, served = eng.indexes["default"], eng.editor
+        assert served.has_splice and index.reads.shape[1] == served.kept_width == editor.kept_width
+        rows = np.arange(min(len(index), 40))
+        texts = index.lines_of(rows)
+        context = ["do you like dogs?", "i love pizza on sundays"]
+        # stored as float16: the verdict from the kept readings is the one a forward pass gives, within rounding
+        np.testing.assert_allclose(served.score_kept(context, index.kept(rows), texts), served.score(context, texts),
+                                   rtol=2e-2, atol=2e-2)
+        np.testing.assert_allclose(index.meta[rows, 0], sense.logits(texts), rtol=1e-2, atol=1e-2)  # judged by sense
+    finally:
+        eng.close()
