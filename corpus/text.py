@@ -9,8 +9,9 @@ parroting: `word_runs`, `holds_run`).
 from __future__ import annotations
 
 import functools
+import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 
 # A link with a scheme or "www.": chat exports and subtitle ads strip these (corpus.clean).
@@ -149,9 +150,40 @@ def _runs(text_words: list[str], n: int) -> Iterator[tuple[str, ...]]:
     return zip(*(text_words[i:] for i in range(n)), strict=False)  # the shortest slice ends it
 
 
+# British and American spellings of the same chat words. Where a line is compared with the line it answers (runs,
+# a question's words), one meets the other: "What is your favorite food?" re-says "what's your favourite food?", and
+# both escaped the rules on one letter (the chitchat writer spells American, people write both). The words
+# themselves stay as typed: the writer's vocabulary, dedupe keys and the first stage are unchanged.
+_BRITISH_AMERICAN = dict(pair.split(":") for pair in (
+    "favourite:favorite favourites:favorites favour:favor favours:favors colour:color colours:colors "
+    "coloured:colored flavour:flavor flavours:flavors neighbour:neighbor neighbours:neighbors "
+    "neighbourhood:neighborhood honour:honor humour:humor behaviour:behavior labour:labor rumour:rumor "
+    "harbour:harbor mould:mold centre:center centres:centers theatre:theater theatres:theaters metre:meter "
+    "metres:meters litre:liter fibre:fiber organise:organize organised:organized realise:realize "
+    "realised:realized recognise:recognize recognised:recognized apologise:apologize apologised:apologized "
+    "travelled:traveled travelling:traveling traveller:traveler cancelled:canceled cancelling:canceling "
+    "jewellery:jewelry grey:gray programme:program catalogue:catalog analyse:analyze defence:defense "
+    "offence:offense licence:license pyjamas:pajamas aeroplane:airplane mum:mom practise:practice "
+    "yoghurt:yogurt moustache:mustache sceptical:skeptical judgement:judgment ageing:aging "
+    "learnt:learned dreamt:dreamed spelt:spelled burnt:burned").split())
+_OTHER_SPELLING = {**_BRITISH_AMERICAN, **{american: british for british, american in _BRITISH_AMERICAN.items()}}
+
+
+def also_spelled(text_words: Iterable[str]) -> frozenset[str]:
+    """The words and their other spellings (British or American), as a set: what a question's words are to a reply
+    that may spell them the other way (`mirrors`)."""
+    found = frozenset(text_words)
+    return found | {_OTHER_SPELLING[w] for w in found if w in _OTHER_SPELLING}
+
+
 def word_runs(text_words: list[str], n: int) -> set[tuple[str, ...]]:
-    """Every run of n consecutive words, contractions spelled out (none for n < 1 or a shorter line)."""
-    return set(_runs(text_words, n)) if n >= 1 else set()
+    """Every run of n consecutive words, contractions spelled out, and each again with its words' other spellings
+    (British or American; none for n < 1 or a shorter line). Built for a turn's few forbidden lines, so a candidate's
+    own runs (`holds_run`) are read as written."""
+    runs = set(_runs(text_words, n)) if n >= 1 else set()
+    for run in [run for run in runs if not _OTHER_SPELLING.keys().isdisjoint(run)]:
+        runs.update(itertools.product(*((w, _OTHER_SPELLING[w]) if w in _OTHER_SPELLING else (w,) for w in run)))
+    return runs
 
 
 def holds_run(text_words: list[str], runs: set[tuple[str, ...]]) -> bool:

@@ -39,6 +39,7 @@ from corpus.modeldir import DEFAULT_PERSONA
 from corpus.text import (
     LineFilter,
     LineRules,
+    also_spelled,
     asks,
     content_words,
     dedupe_key,
@@ -360,7 +361,8 @@ class Forbidden(NamedTuple):
 
     keys: set[str]  # dedupe keys: the user's last line (no echo) and the speaker's recent lines (no repeat)
     runs: set[tuple[str, ...]]  # runs of `echo_run` words of those and of the newest lines (no parroting)
-    # the words of the user's last line (the newest line not the speaker's) when it asks something (no mirrors)
+    # the words of the user's last line (the newest line not the speaker's), and their other spellings, when it asks
+    # something (no mirrors)
     question: frozenset[str] | None
 
 
@@ -391,7 +393,7 @@ class TextFilter(LineFilter):
         newest = [t.text for t in turns[-cfg.repeat_window :]] if cfg.repeat_window else []
         runs = {run for text in said + newest for run in word_runs(words(text), cfg.echo_run)}
         asked = cfg.mirror_share > 0 and bool(others) and asks(others[-1])
-        return Forbidden({dedupe_key(t) for t in said}, runs, frozenset(words(others[-1])) if asked else None)
+        return Forbidden({dedupe_key(t) for t in said}, runs, also_spelled(words(others[-1])) if asked else None)
 
     def apply(
         self, candidates: Candidates, turns: list[Turn], speaker: str | None = None, *,

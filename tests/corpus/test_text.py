@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corpus.text import asks, dedupe_key, holds_run, mirrors, sentence_spans, word_runs, words
+from corpus.text import also_spelled, asks, dedupe_key, holds_run, mirrors, sentence_spans, word_runs, words
 
 WORDS = st.lists(st.sampled_from(["do", "you", "like", "dogs", "cats", "i"]), max_size=8)
 
@@ -31,7 +31,8 @@ def test_runs_read_contractions_spelled_out():
     assert holds_run(words("So what's your favorite movie?"), runs)
     assert word_runs(words("I'm sure they won't go"), 3) == word_runs(words("i am sure they will not go"), 3)
     assert holds_run(words("you can't do that"), word_runs(words("i can not do that today"), 4))
-    assert not holds_run(words("what's your favourite film?"), runs)  # another word is another run
+    assert not holds_run(words("is your favourite film?"), runs)  # another word is another run ...
+    assert holds_run(words("is your favourite movie?"), runs)  # ... but not another spelling of one
     assert word_runs(["o'clock", "'s"], 1) == {("o'clock",), ("'s",)}  # no suffix to split: as written
 
 
@@ -97,3 +98,20 @@ def test_sentence_spans_are_proper_runs_of_the_text(parts):
     spans = sentence_spans(text)
     assert len(spans) == (k * (k + 1) // 2 - 1 if 2 <= k <= 4 else 0)  # every run of sentences but the whole
     assert all(span in text and len(span) < len(text) for span in spans)
+
+
+def test_british_and_american_spellings_meet_in_runs_and_questions():
+    # the parrot `make chat` once gave: the user spells British, the writer American
+    runs = word_runs(words("what's your favourite food?"), 4)
+    assert holds_run(words("What is your favorite food Tristen?"), runs)
+    assert holds_run(words("so what's your favourite food"), word_runs(words("What is your favorite food?"), 4))
+    assert not holds_run(words("is your favorite drink"), runs)  # a word of its own is still its own
+    assert word_runs(["i", "like", "it"], 2) == {("i", "like"), ("like", "it")}  # no variants: as before
+    # every combination of spellings in a run: two variant words give four runs
+    assert word_runs(["grey", "colour"], 2) == {("grey", "colour"), ("gray", "colour"), ("grey", "color"),
+                                                ("gray", "color")}
+    asked = also_spelled(words("What's your favourite colour?"))
+    assert {"favourite", "favorite", "colour", "color"} <= asked and "gray" not in asked
+    assert mirrors("what is your favorite color?", words("what is your favorite color?"), asked, 0.5)
+    assert not mirrors("what is your favorite color?", words("what is your favorite color?"),
+                       frozenset(words("What's your favourite colour?")), 0.5)  # without it, the mirror slipped by

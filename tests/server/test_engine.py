@@ -135,6 +135,22 @@ def test_text_filter_refuses_a_question_made_of_the_users_question():
             EngineConfig(mirror_share=share)
 
 
+def test_a_question_spelled_british_is_not_parroted_or_mirrored_in_american():
+    # The first replies of `make chat` once answered "what's your favourite food?" with "What is your favorite food
+    # Tristen?": one letter let it past both rules.
+    texts = ["What is your favorite food Tristen?",  # parrots 4 words, spelled American
+             "what is your favorite?",  # a mirror: its one content word is the question's, the other spelling
+             "Pizza for sure, and you?",
+             "My favorite food is pizza."]  # answers in the question's words, asks nothing: no mirror
+    candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
+    for question in ("what's your favourite food?", "What's your favorite food?"):
+        assert TextFilter(EngineConfig()).apply(candidates, [Turn("user", question)]).texts == texts[2:]
+    # the other way round: the user spells American, the writer's corpus British
+    british = Candidates(["What is your favourite food Tristen?"], [words("What is your favourite food Tristen?")],
+                         np.zeros(1))
+    assert TextFilter(EngineConfig()).apply(british, [Turn("user", "what's your favorite food?")]).texts == []
+
+
 def test_never_parrots_a_run_of_the_users_line_or_of_its_own(tiny_markov):
     history = [Turn("user", "hi"), Turn("bot", "i really love old movies."), Turn("user", "why do you like dogs?")]
     runs = word_runs(words("why do you like dogs?"), 3) | word_runs(words("i really love old movies."), 3)
