@@ -239,7 +239,7 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
     mirrors, asks back, follows and words, and each reply's own values under "per_reply" (parses None without the
     grammar parser; asks back None after a line that asks nothing, follows None after a context of one line).
     `sides`: the cases' `context_sides`, embedded here when not given."""
-    from corpus.text import asks, holds_run, mirrors, overlap, word_runs, words
+    from corpus.text import also_spelled, asks, holds_run, mirrors, overlap, word_runs, words
     from reranker.runtime import unit
 
     human = (judge_model.logits(texts) > 0).astype(float)
@@ -254,7 +254,7 @@ def measures(texts: list[str], cases: list[tuple[list[str], str]], judge_model, 
         said, last, question = words(text), words(context[-1]), asks(context[-1])
         echo.append(overlap(said, frozenset(last)))
         parrots.append(float(holds_run(said, word_runs(last, PARROT_RUN))))
-        mirrored.append(float(mirrors(text, said, frozenset(last) if question else None, MIRROR_SHARE)))
+        mirrored.append(float(mirrors(text, said, also_spelled(last) if question else None, MIRROR_SHARE)))  # as served
         asks_back.append(float(asks(text)) if question else None)  # None: no question to answer
     per_reply = {"human": human.tolist(), "parses": [parses(t) for t in texts] if parses else None,
                  "topic": topic.tolist(), "echo": echo, "parrots": parrots, "mirrors": mirrored,

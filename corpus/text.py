@@ -167,6 +167,7 @@ _BRITISH_AMERICAN = dict(pair.split(":") for pair in (
     "yoghurt:yogurt moustache:mustache sceptical:skeptical judgement:judgment ageing:aging "
     "learnt:learned dreamt:dreamed spelt:spelled burnt:burned").split())
 _OTHER_SPELLING = {**_BRITISH_AMERICAN, **{american: british for british, american in _BRITISH_AMERICAN.items()}}
+MIXED_SPELLINGS = 4  # a run with more words of two spellings than this gets its one other spelling, not every mix
 
 
 def also_spelled(text_words: Iterable[str]) -> frozenset[str]:
@@ -182,7 +183,10 @@ def word_runs(text_words: list[str], n: int) -> set[tuple[str, ...]]:
     own runs (`holds_run`) are read as written."""
     runs = set(_runs(text_words, n)) if n >= 1 else set()
     for run in [run for run in runs if not _OTHER_SPELLING.keys().isdisjoint(run)]:
-        runs.update(itertools.product(*((w, _OTHER_SPELLING[w]) if w in _OTHER_SPELLING else (w,) for w in run)))
+        if sum(w in _OTHER_SPELLING for w in run) <= MIXED_SPELLINGS:  # every mix of the two spellings
+            runs.update(itertools.product(*((w, _OTHER_SPELLING[w]) if w in _OTHER_SPELLING else (w,) for w in run)))
+        else:  # 2^k runs would grow without bound with echo_run: the run with every word spelled the other way
+            runs.add(tuple(_OTHER_SPELLING.get(w, w) for w in run))
     return runs
 
 

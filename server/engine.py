@@ -391,7 +391,7 @@ class TextFilter(LineFilter):
         others = [t.text for t in turns if t.speaker.casefold() not in own]
         said = ([others[-1]] if others else []) + (own_lines[-cfg.repeat_window :] if cfg.repeat_window else [])
         newest = [t.text for t in turns[-cfg.repeat_window :]] if cfg.repeat_window else []
-        runs = {run for text in said + newest for run in word_runs(words(text), cfg.echo_run)}
+        runs = {run for text in dict.fromkeys(said + newest) for run in word_runs(words(text), cfg.echo_run)}
         asked = cfg.mirror_share > 0 and bool(others) and asks(others[-1])
         return Forbidden({dedupe_key(t) for t in said}, runs, also_spelled(words(others[-1])) if asked else None)
 

@@ -113,5 +113,15 @@ def test_british_and_american_spellings_meet_in_runs_and_questions():
     asked = also_spelled(words("What's your favourite colour?"))
     assert {"favourite", "favorite", "colour", "color"} <= asked and "gray" not in asked
     assert mirrors("what is your favorite color?", words("what is your favorite color?"), asked, 0.5)
+    # the table: two disjoint sides, each word mapping back to itself
+    from corpus.text import _BRITISH_AMERICAN, _OTHER_SPELLING
+
+    assert not set(_BRITISH_AMERICAN) & set(_BRITISH_AMERICAN.values())
+    assert len(set(_BRITISH_AMERICAN.values())) == len(_BRITISH_AMERICAN)
+    assert all(_OTHER_SPELLING[_OTHER_SPELLING[w]] == w for w in _OTHER_SPELLING)
+    # a run of many such words gets its other spelling whole, not 2^k mixes (echo_run has no upper bound)
+    line = "grey colour favourite flavour neighbour theatre".split()
+    runs = word_runs(line, 6)
+    assert runs == {tuple(line), ("gray", "color", "favorite", "flavor", "neighbor", "theater")}
     assert not mirrors("what is your favorite color?", words("what is your favorite color?"),
                        frozenset(words("What's your favourite colour?")), 0.5)  # without it, the mirror slipped by

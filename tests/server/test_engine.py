@@ -138,15 +138,20 @@ def test_text_filter_refuses_a_question_made_of_the_users_question():
 def test_a_question_spelled_british_is_not_parroted_or_mirrored_in_american():
     # The first replies of `make chat` once answered "what's your favourite food?" with "What is your favorite food
     # Tristen?": one letter let it past both rules.
-    texts = ["What is your favorite food Tristen?",  # parrots 4 words, spelled American
-             "what is your favorite?",  # a mirror: its one content word is the question's, the other spelling
+    texts = ["Pizza is your favorite food, I bet.",  # parrots 4 words, spelled American, and asks nothing
+             "And your favorite?",  # a mirror (no run of 4): its one content word is the question's, spelled American
              "Pizza for sure, and you?",
              "My favorite food is pizza."]  # answers in the question's words, asks nothing: no mirror
     candidates = Candidates(texts, [words(t) for t in texts], np.zeros(len(texts)))
     for question in ("what's your favourite food?", "What's your favorite food?"):
         assert TextFilter(EngineConfig()).apply(candidates, [Turn("user", question)]).texts == texts[2:]
+    # each rule alone: a parrot that does not ask, a mirror too short to hold a run
+    assert TextFilter(EngineConfig(mirror_share=0)).apply(
+        candidates, [Turn("user", "what's your favourite food?")]).texts == texts[1:]
+    assert TextFilter(EngineConfig(echo_run=0)).apply(
+        candidates, [Turn("user", "what's your favourite food?")]).texts == [texts[0], *texts[2:]]
     # the other way round: the user spells American, the writer's corpus British
-    british = Candidates(["What is your favourite food Tristen?"], [words("What is your favourite food Tristen?")],
+    british = Candidates(["Pizza is your favourite food, I bet."], [words("Pizza is your favourite food, I bet.")],
                          np.zeros(1))
     assert TextFilter(EngineConfig()).apply(british, [Turn("user", "what's your favorite food?")]).texts == []
 
