@@ -25,7 +25,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from corpus import modeldir
@@ -38,11 +37,13 @@ from reranker.runtime import (
     check_inputs,
     cpu_has_bf16,
     default_backbone,
+    load_head,
     pad_batch,
     pad_ids,
     pick_device,
     resolve_backbone,
     run_budgeted,
+    save_head,
     unit,
 )
 
@@ -172,8 +173,7 @@ class BiEncoder:
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         if self.token_head is not None:
-            save_file({k: v.detach().float().cpu().contiguous() for k, v in self.token_head.state_dict().items()},
-                      str(directory / TOKEN_HEAD_FILE))
+            save_head(self.token_head, directory / TOKEN_HEAD_FILE)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write an HF directory with our settings, atomically."""
@@ -206,11 +206,8 @@ class BiEncoder:
             raise ValueError(f"{directory}: cannot load the bi-encoder ({type(exc).__name__}: {exc})") from exc
         token_head = None
         if (directory / TOKEN_HEAD_FILE).is_file():
-            token_head = nn.Linear(int(model.config.hidden_size), 1)
-            try:
-                token_head.load_state_dict(load_file(str(directory / TOKEN_HEAD_FILE)))
-            except (RuntimeError, OSError, SafetensorError) as exc:
-                raise ValueError(f"{directory / TOKEN_HEAD_FILE} does not fit the bi-encoder ({exc})") from exc
+            token_head = load_head(nn.Linear(int(model.config.hidden_size), 1), directory / TOKEN_HEAD_FILE,
+                                   "the bi-encoder")
         biencoder = cls(model, tokenizer, config, backend=backend, directory=directory, token_head=token_head,
                         **kwargs)
         if warmup:

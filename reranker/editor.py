@@ -43,8 +43,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from corpus import modeldir
@@ -53,7 +51,7 @@ from corpus.text import asks
 from reranker.backends import resolve_backend
 from reranker.biencoder import BiEncoder
 from reranker.card import with_loading_note
-from reranker.runtime import CostSum, check_inputs, pick_device, rank_by_score, unit
+from reranker.runtime import CostSum, check_inputs, load_head, pick_device, rank_by_score, save_head, unit
 from reranker.sense import SenseModel
 
 # 2: a fourth feature, "sense" (a fine-tuned "human or writer?" encoder, `sense/`). 3: a fifth, "sense_context",
@@ -233,7 +231,7 @@ class Editor:
                            extra={"model_type": FOREIGN_MODEL_TYPE})
             (tmp / "biencoder").mkdir()
             self.biencoder.write(tmp / "biencoder")
-            save_file({k: v.detach().contiguous() for k, v in self.fluency.state_dict().items()}, str(tmp / FLUENCY_FILE))
+            save_head(self.fluency, tmp / FLUENCY_FILE)
             if self.sense is not None:
                 (tmp / SENSE_DIR).mkdir()
                 if self.shared:  # the encoder is biencoder/ already: sense/ holds the head alone
@@ -263,11 +261,8 @@ class Editor:
         # the editor rescores its best exactly (`refine`), so "auto" may pick an int8 backend here
         backend = resolve_backend(backend, pick_device(device), approximate_ok=True)
         biencoder = BiEncoder.load(directory / "biencoder", device=device, dtype=dtype, backend=backend)
-        head = FluencyHead(biencoder.hidden_size, config.fluency_width)
-        try:
-            head.load_state_dict(load_file(str(directory / FLUENCY_FILE)))
-        except (RuntimeError, OSError, SafetensorError) as exc:
-            raise ValueError(f"{directory / FLUENCY_FILE} does not fit the editor's config ({exc})") from exc
+        head = load_head(FluencyHead(biencoder.hidden_size, config.fluency_width), directory / FLUENCY_FILE,
+                         "the editor's config")
         sense = None
         if (directory / SENSE_DIR).is_dir():
             sense = SenseModel.load(directory / SENSE_DIR, device=device, dtype=dtype, backend=backend,

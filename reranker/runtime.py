@@ -239,6 +239,25 @@ def word_tokens(attention_mask: torch.Tensor) -> torch.Tensor:
     return keep
 
 
+def save_head(head: torch.nn.Module, path: Path) -> None:
+    """Write a small head's weights (fp32, on the CPU) as one safetensors file (`load_head` reads it)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}, str(path))
+
+
+def load_head(head: torch.nn.Module, path: Path, owner: str) -> torch.nn.Module:
+    """`head` with the weights `save_head` wrote at `path`; ValueError when they do not fit it, named for `owner`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        head.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        raise ValueError(f"{path} does not fit {owner} ({exc})") from exc
+    return head
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero)."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)

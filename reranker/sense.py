@@ -28,15 +28,22 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from corpus.progress import progress as progress_bar
 from corpus.text import words
 from reranker.biencoder import BiEncoder, BiEncoderConfig
 from reranker.evaluate import roc_auc
-from reranker.runtime import bf16_supported, mean_pool, pad_batch, pad_ids, unit, word_tokens
+from reranker.runtime import (
+    bf16_supported,
+    load_head,
+    mean_pool,
+    pad_batch,
+    pad_ids,
+    save_head,
+    unit,
+    word_tokens,
+)
 
 HEAD_FILE = "sense_head.safetensors"
 
@@ -204,8 +211,7 @@ class SenseModel:
 
     def write_head(self, directory: Path) -> None:
         """Write the head alone (its encoder is saved elsewhere, as an editor's shared bi-encoder is)."""
-        save_file({k: v.detach().contiguous().float() for k, v in self.head.state_dict().items()},
-                  str(directory / HEAD_FILE))
+        save_head(self.head, directory / HEAD_FILE)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, encoder: BiEncoder | None = None, **options) -> SenseModel:
@@ -215,11 +221,7 @@ class SenseModel:
         if not (directory / HEAD_FILE).is_file():
             raise FileNotFoundError(f"{directory} has no {HEAD_FILE}: the sense model is incomplete; rebuild it")
         encoder = encoder or BiEncoder.load(directory, **options)
-        head = nn.Linear(encoder.hidden_size, 1)
-        try:
-            head.load_state_dict(load_file(str(directory / HEAD_FILE)))
-        except (RuntimeError, OSError, SafetensorError) as exc:
-            raise ValueError(f"{directory / HEAD_FILE} does not fit the sense encoder ({exc})") from exc
+        head = load_head(nn.Linear(encoder.hidden_size, 1), directory / HEAD_FILE, "the sense encoder")
         return cls(encoder, head)
 
 
